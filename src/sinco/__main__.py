@@ -1,0 +1,5 @@
+"""``python -m sinco`` runs the command-line interface."""
+
+from sinco.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""The ``sinco`` command line: a thin layer over the library.
+
+Heavy imports (torch, MONAI) happen inside the commands, so ``sinco --help`` is instant.
+
+Exit status: 0 success; 1 an operating-system failure (disk full, permission denied); 2 bad
+input, bad usage or an invalid ``.sinco`` file; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from sinco import __version__
+from sinco.errors import InputError, SincoError
+
+EXIT_OK, EXIT_OS_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def _read_sinco(path: str) -> bytes:
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"INPUT {path!r}: no such file")
+    return file.read_bytes()
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    """``sinco compress``: fit, store, decode, measure."""
+    from sinco.codec.inr_codec import CodecConfig, compress_image
+    from sinco.data.intensity import normalize_minmax
+    from sinco.data.io import load_slice
+    from sinco.fit.config import FitConfig
+    from sinco.utils.atomic import atomic_write_bytes, check_output_path
+    from sinco.utils.device import resolve_device
+
+    out = check_output_path(args.output, inputs=[args.input], force=args.force)
+    sidecar = out.with_name(out.name + ".json")
+    codec = CodecConfig(arch=args.arch, bpp=args.bpp, depth=args.depth, n_freqs=args.n_freqs, w0=args.w0, w0_first=args.w0)
+    fit = FitConfig(steps=args.steps, lr=args.lr, seed=args.seed)
+    device = resolve_device(args.device)
+    raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
+    image, vmin, vmax = normalize_minmax(raw, name=f"INPUT {args.input!r}")
+    result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, progress=not args.quiet)
+    atomic_write_bytes(out, result.data)
+    m = result.metrics
+    report = {
+        "output": str(out),
+        "psnr": _finite(m["psnr"]),
+        "ssim": m["ssim"],
+        "bpp_params": m["bpp_params"],
+        "bpp_file": m["bpp_file"],
+        "seconds": result.seconds,
+        "file_bytes": m["file_bytes"],
+        "n_params": m["n_params"],
+        "arch": result.header.spec.to_dict(),
+        "shape": [result.header.height, result.header.width],
+        "psnr_fp32": _finite(m["psnr_fp32"]),
+        "best_step": result.fit.best_step,
+        "steps": result.fit.steps,
+        "divergences": result.fit.divergences,
+        "device": str(device),
+    }
+    record = {
+        "sinco_version": __version__,
+        "input": {"path": str(args.input), "slice": args.slice, "axis": args.axis, "channel": args.channel,
+                  "shape": list(raw.shape), "vmin": vmin, "vmax": vmax},
+        "codec": codec.to_dict(),
+        "fit": fit.to_dict(),
+        "device": args.device,
+        "result": report,
+    }  # fmt: skip
+    atomic_write_bytes(sidecar, (json.dumps(record, indent=2, default=_json_default) + "\n").encode())
+    if args.json:
+        print(json.dumps(report, default=_json_default))
+    else:
+        print(
+            f"{out}: psnr={m['psnr']:.2f} dB ssim={m['ssim']:.4f} bpp_params={m['bpp_params']:.4f} "
+            f"bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes) seconds={result.seconds:.1f}"
+        )
+    return EXIT_OK
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    """``sinco decompress``: decode a ``.sinco`` file to an image file."""
+    from sinco.codec.inr_codec import decode
+    from sinco.data.io import OUTPUT_SUFFIXES, image_suffix, save_image
+    from sinco.utils.atomic import check_output_path
+
+    if image_suffix(args.output) not in OUTPUT_SUFFIXES:
+        raise InputError(f"-o {args.output!r}: unsupported output format (expected one of {', '.join(OUTPUT_SUFFIXES)})")
+    out = check_output_path(args.output, inputs=[args.input], force=args.force)
+    header, image = decode(_read_sinco(args.input))
+    what = save_image(out, scaled=image, vmin=header.vmin, vmax=header.vmax)
+    print(f"{out}: {header.height}x{header.width} ({what})")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``sinco info``: print a ``.sinco`` header."""
+    from sinco.codec.bitstream import FORMAT_VERSION, decode_header
+    from sinco.inr.sizing import param_bpp
+
+    data = _read_sinco(args.input)
+    header = decode_header(data)
+    spec = header.spec
+    info = {
+        "format_version": FORMAT_VERSION,
+        "arch": spec.to_dict(),
+        "shape": [header.height, header.width],
+        "n_params": spec.n_params(),
+        "file_bytes": len(data),
+        "bpp_params": param_bpp(spec.n_params(), bits_per_param=16, n_pixels=header.n_pixels),
+        "bpp_file": 8 * len(data) / header.n_pixels,
+        "intensity_range": [header.vmin, header.vmax],
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        arch = ", ".join(f"{k}={v}" for k, v in spec.to_dict().items() if k != "arch")
+        print(f"format      .sinco v{FORMAT_VERSION}")
+        print(f"arch        {spec.arch} ({arch})")
+        print(f"shape       {header.height} x {header.width}")
+        print(f"parameters  {spec.n_params()} (fp16)")
+        print(f"file        {len(data)} bytes")
+        print(f"bpp         {info['bpp_params']:.4f} (parameters), {info['bpp_file']:.4f} (file)")
+        print(f"intensity   {header.vmin:.6g} .. {header.vmax:.6g}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sinco`` command."""
+    parser = argparse.ArgumentParser(prog="sinco", description="Compress medical images with implicit neural representations.")
+    parser.add_argument("--version", action="version", version=f"sinco {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compress", help="fit an INR to a 2-D image and store it as a .sinco file")
+    p.add_argument("input", metavar="INPUT", help="NIfTI (.nii/.nii.gz), .npy, PNG or TIFF image")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.sinco", help="output file (a JSON record goes to OUT.sinco.json)")
+    p.add_argument("--arch", choices=("siren", "pe-mlp"), default="siren", help="network (default: siren)")
+    p.add_argument("--bpp", type=float, default=1.2, help="target parameter bits per pixel (default: 1.2)")
+    p.add_argument("--depth", type=int, default=None, help="hidden layers (default: 5 for siren, 4 for pe-mlp)")
+    p.add_argument("--n-freqs", type=int, default=12, help="pe-mlp encoding frequencies Lf (default: 12)")
+    p.add_argument("--w0", type=float, default=30.0, help="siren frequency w0 (default: 30)")
+    p.add_argument("--steps", type=int, default=50_000, help="Adam steps (default: 50000, the paper's)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--slice", type=int, default=None, metavar="K", help="slice index of a 3-D/4-D volume")
+    p.add_argument("--axis", type=int, default=2, choices=(0, 1, 2), help="slicing axis (default: 2, axial)")
+    p.add_argument("--channel", type=int, default=0, metavar="C", help="channel of a 4-D volume (default: 0, FLAIR)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="decode a .sinco file to an image")
+    p.add_argument("input", metavar="IN.sinco")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output: .npy, .png (16-bit), .nii.gz, .nii or .tif")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("info", help="print the header of a .sinco file")
+    p.add_argument("input", metavar="IN.sinco")
+    p.add_argument("--json", action="store_true", help="print the header as one JSON object")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``sinco`` command.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (see the module docstring).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SincoError as exc:
+        print(f"sinco: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("sinco: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        print(f"sinco: error: {exc.strerror or exc}{f': {exc.filename!r}' if exc.filename else ''}", file=sys.stderr)
+        return EXIT_OS_ERROR

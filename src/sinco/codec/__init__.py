@@ -1,0 +1,1 @@
+"""The codec: fp16 quantisation, the ``.sinco`` bitstream, and compress/decompress."""

@@ -1,0 +1,197 @@
+"""Compress an image into ``.sinco`` bytes, and decompress them.
+
+Training (:func:`sinco.fit.loop.fit_inr`, which uses the networks' ``forward``) is kept apart from
+:func:`encode` / :func:`decode`, which produce and read the real bytes. :func:`compress_image` runs
+the whole pipeline and measures everything on what :func:`decode` gives back from the bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from sinco.codec.bitstream import SincoHeader, decode_file, encode_file
+from sinco.codec.quantize import flatten_parameters, load_flat_parameters, quantize_fp16
+from sinco.errors import InputError
+from sinco.fit.config import FitConfig
+from sinco.fit.loop import FitResult, fit_inr
+from sinco.inr.encodings import make_coordinates
+from sinco.inr.models import ARCHITECTURES, INR, build_inr
+from sinco.inr.sizing import param_bpp, size_for_bpp
+
+BITS_PER_PARAM = 16
+# Rows of coordinates per decoding chunk: bounds the activations' memory on large images.
+DECODE_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """The architecture and rate of the codec.
+
+    Args:
+        arch: ``"siren"`` or ``"pe-mlp"``.
+        bpp: target parameter bits per pixel; the widest network not exceeding it is used.
+        depth: hidden layers (``None``: the architecture's default).
+        w0: SIREN hidden-layer frequency.
+        w0_first: SIREN first-layer frequency.
+        n_freqs: PE-MLP encoding frequencies ``Lf``.
+
+    Raises:
+        InputError: if a value is out of range.
+    """
+
+    arch: str = "siren"
+    bpp: float = 1.2
+    depth: int | None = None
+    w0: float = 30.0
+    w0_first: float = 30.0
+    n_freqs: int = 12
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise InputError(f"--arch {self.arch!r}: expected one of {', '.join(ARCHITECTURES)}")
+        if not (math.isfinite(self.bpp) and self.bpp > 0):
+            raise InputError(f"--bpp {self.bpp}: must be a positive number")
+        if self.depth is not None and not 1 <= self.depth <= 255:
+            raise InputError(f"--depth {self.depth}: must be in 1..255")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy of the fields."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """What :func:`compress_image` produced and measured.
+
+    Args:
+        data: the ``.sinco`` file's bytes.
+        header: its parsed header.
+        reconstruction: the image decoded from ``data``, ``(H, W)`` float32 in ``[0, 1]``.
+        metrics: PSNR, SSIM, rates and sizes, all of the decoded file.
+        fit: the fitting loop's report.
+        seconds: wall-clock time of the whole compression (fit, encode, decode, metrics).
+    """
+
+    data: bytes
+    header: SincoHeader
+    reconstruction: np.ndarray
+    metrics: dict[str, float | int]
+    fit: FitResult
+    seconds: float = field(default=0.0)
+
+
+def encode(model: INR, *, height: int, width: int, vmin: float, vmax: float) -> bytes:
+    """Quantise a fitted network to fp16 and serialise it as a ``.sinco`` file.
+
+    Args:
+        model: fitted :class:`~sinco.inr.models.Siren` or :class:`~sinco.inr.models.PEMLP`.
+        height: image rows.
+        width: image columns.
+        vmin: original intensity of 0.
+        vmax: original intensity of 1.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        InputError: if the weights are not finite or overflow fp16.
+    """
+    header = SincoHeader(spec=model.spec, height=height, width=width, vmin=vmin, vmax=vmax)
+    return encode_file(header, quantize_fp16(flatten_parameters(model)))
+
+
+def decode(data: bytes) -> tuple[SincoHeader, np.ndarray]:
+    """Decode a ``.sinco`` file to its ``[0, 1]`` image, deterministically, on the CPU in float32.
+
+    Args:
+        data: the whole file.
+
+    Returns:
+        ``(header, image)`` with ``image`` float32 ``(H, W)`` clipped to ``[0, 1]``.
+
+    Raises:
+        BitstreamError: if the file is not valid.
+    """
+    header, weights = decode_file(data)
+    # Building the network draws initial weights; keep the caller's RNG stream untouched.
+    with torch.random.fork_rng(devices=[]):
+        model = build_inr(header.spec)
+    load_flat_parameters(model, weights.astype(np.float32))
+    model.eval()
+    coords = make_coordinates(header.height, header.width)
+    out = torch.empty(coords.shape[0], dtype=torch.float32)
+    with torch.inference_mode():
+        for start in range(0, coords.shape[0], DECODE_CHUNK):
+            chunk = coords[start : start + DECODE_CHUNK]
+            out[start : start + chunk.shape[0]] = model(chunk)[:, 0]
+    image = out.clamp_(0.0, 1.0).reshape(header.height, header.width).numpy()
+    return header, image
+
+
+def compress_image(
+    image: np.ndarray,
+    *,
+    vmin: float,
+    vmax: float,
+    codec: CodecConfig,
+    fit: FitConfig,
+    device: torch.device,
+    progress: bool = False,
+) -> CompressResult:
+    """Fit an INR to an image, store it as ``.sinco`` bytes, decode them and measure the result.
+
+    Args:
+        image: image scaled to ``[0, 1]``, shape ``(H, W)`` (see
+            :func:`sinco.data.intensity.normalize_minmax`).
+        vmin: original intensity that 0 stands for.
+        vmax: original intensity that 1 stands for.
+        codec: architecture and rate.
+        fit: fitting settings, including the seed.
+        device: where to fit (decoding always runs on the CPU).
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`CompressResult`; its metrics are computed on the decoded file.
+
+    Raises:
+        InputError: if the image is not a finite 2-D array in ``[0, 1]`` or the rate is too low.
+    """
+    from sinco.metrics import psnr, ssim
+
+    if image.ndim != 2:
+        raise InputError(f"image: expected shape (H, W), got {image.shape}")
+    if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
+        raise InputError("image: values must be finite and in [0, 1] (scale it with normalize_minmax)")
+    start = time.perf_counter()
+    height, width = image.shape
+    spec = size_for_bpp(
+        codec.arch, bpp=codec.bpp, height=height, width=width, depth=codec.depth,
+        bits_per_param=BITS_PER_PARAM, w0=codec.w0, w0_first=codec.w0_first, n_freqs=codec.n_freqs,
+    )  # fmt: skip
+    torch.manual_seed(fit.seed)
+    model = build_inr(spec)
+    target = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    fit_report = fit_inr(model, target=target, config=fit, device=device, progress=progress, desc=f"fit {spec.arch}")
+    model.to("cpu")
+    data = encode(model, height=height, width=width, vmin=vmin, vmax=vmax)
+    header, recon = decode(data)
+    n_pixels = height * width
+    metrics: dict[str, float | int] = {
+        "psnr": psnr(pred=recon, target=image),
+        "ssim": ssim(pred=recon, target=image),
+        "bpp_params": param_bpp(spec.n_params(), bits_per_param=BITS_PER_PARAM, n_pixels=n_pixels),
+        "bpp_file": 8 * len(data) / n_pixels,
+        "n_params": spec.n_params(),
+        "file_bytes": len(data),
+        "psnr_fp32": fit_report.best_psnr,
+    }
+    return CompressResult(
+        data=data, header=header, reconstruction=recon, metrics=metrics, fit=fit_report,
+        seconds=time.perf_counter() - start,
+    )  # fmt: skip

@@ -1,0 +1,188 @@
+"""Reading 2-D slices from image files and writing decoded images.
+
+Supported inputs: NIfTI (``.nii``, ``.nii.gz``; 2-D, 3-D, or 4-D with the modality on the last
+axis as in the Medical Segmentation Decathlon), NumPy ``.npy``, and 8/16-bit greyscale PNG and TIFF.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sinco.errors import InputError
+from sinco.utils.atomic import atomic_path
+
+INPUT_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".tif", ".tiff")
+OUTPUT_SUFFIXES = (".npy", ".png", ".nii.gz", ".nii", ".tif", ".tiff")
+
+
+def image_suffix(path: str | os.PathLike[str]) -> str:
+    """The lower-case format suffix of a path (``".nii.gz"`` counts as one)."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def load_array(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarray:
+    """Read a whole image file into an array, without selecting a slice.
+
+    Args:
+        path: a NIfTI, ``.npy``, PNG or TIFF file.
+        arg: the command-line argument the path came from, for error messages.
+
+    Returns:
+        The array as stored: ``(H, W)``, ``(H, W, D)`` or ``(H, W, D, C)``.
+
+    Raises:
+        InputError: if the file is missing, has an unsupported suffix, or cannot be read as an image.
+    """
+    path = Path(path)
+    suffix = image_suffix(path)
+    if not path.is_file():
+        raise InputError(f"{arg} {str(path)!r}: no such file")
+    if suffix not in INPUT_SUFFIXES:
+        raise InputError(f"{arg} {str(path)!r}: unsupported format {suffix!r} (expected one of {', '.join(INPUT_SUFFIXES)})")
+    try:
+        if suffix in (".nii", ".nii.gz"):
+            from monai.transforms import LoadImage
+
+            # MONAI's reader, without reorientation: sinco stores the slice as the file lays it out.
+            array = np.asarray(LoadImage(image_only=True, reader="NibabelReader")(str(path)))
+        elif suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as img:
+                if img.mode not in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+                    raise InputError(f"{arg} {str(path)!r}: {img.mode} image; sinco compresses single-channel greyscale")
+                array = np.array(img)
+        else:
+            import tifffile
+
+            array = tifffile.imread(path)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure means the file is not a usable image
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{arg} {str(path)!r}: cannot read as {suffix} image ({reason})") from None
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{arg} {str(path)!r}: unsupported pixel type {array.dtype}")
+    return array
+
+
+def select_slice(
+    array: np.ndarray, *, slice_index: int | None, axis: int = 2, channel: int = 0, arg: str = "INPUT"
+) -> np.ndarray:
+    """Pick one 2-D slice from a 2-D, 3-D or 4-D array.
+
+    Args:
+        array: ``(H, W)``, ``(H, W, D)`` or ``(H, W, D, C)`` (channel last, as Decathlon volumes).
+            A trailing axis of size 1 on a 3-D array is dropped (``(H, W, 1)``).
+        slice_index: index along ``axis`` for 3-D/4-D arrays; must be ``None`` for 2-D arrays.
+        axis: the slicing axis of the spatial volume (0, 1 or 2; 2 = axial for RAS volumes).
+        channel: the channel of a 4-D array.
+        arg: the input's name for error messages.
+
+    Returns:
+        float64 array of shape ``(H', W')``.
+
+    Raises:
+        InputError: if a slice is needed but not given, or an index is out of range.
+    """
+    if array.ndim == 3 and array.shape[2] == 1 and slice_index is None:
+        array = array[:, :, 0]
+    if array.ndim == 4:
+        if not 0 <= channel < array.shape[3]:
+            raise InputError(f"--channel {channel}: out of range for {arg} with {array.shape[3]} channels (0..{array.shape[3] - 1})")
+        array = array[..., channel]
+    elif channel != 0:
+        raise InputError(f"--channel {channel}: {arg} has no channel axis (shape {array.shape})")
+    if array.ndim == 2:
+        if slice_index is not None:
+            raise InputError(f"--slice {slice_index}: {arg} is already 2-D (shape {array.shape})")
+        return array.astype(np.float64)
+    if array.ndim != 3:
+        raise InputError(f"{arg}: expected a 2-D, 3-D or 4-D image, got shape {array.shape}")
+    if axis not in (0, 1, 2):
+        raise InputError(f"--axis {axis}: must be 0, 1 or 2")
+    if slice_index is None:
+        raise InputError(f"{arg}: 3-D volume of shape {array.shape}; choose a 2-D slice with --slice K (along --axis {axis})")
+    if not 0 <= slice_index < array.shape[axis]:
+        raise InputError(f"--slice {slice_index}: out of range for axis {axis} of size {array.shape[axis]} (0..{array.shape[axis] - 1})")
+    return np.take(array, slice_index, axis=axis).astype(np.float64)
+
+
+def load_slice(
+    path: str | os.PathLike[str], *, slice_index: int | None = None, axis: int = 2, channel: int = 0, arg: str = "INPUT"
+) -> np.ndarray:
+    """Read one 2-D slice from an image file.
+
+    Args:
+        path: NIfTI, ``.npy``, PNG or TIFF file.
+        slice_index: slice along ``axis`` (needed for volumes).
+        axis: slicing axis (default 2, axial).
+        channel: modality of a 4-D volume (default 0, FLAIR in Decathlon Task01).
+        arg: the command-line argument the path came from.
+
+    Returns:
+        float64 array of shape ``(H, W)``.
+
+    Raises:
+        InputError: see :func:`load_array` and :func:`select_slice`.
+    """
+    return select_slice(load_array(path, arg=arg), slice_index=slice_index, axis=axis, channel=channel, arg=arg)
+
+
+def save_image(path: str | os.PathLike[str], *, scaled: np.ndarray, vmin: float, vmax: float) -> str:
+    """Write a decoded image atomically, in the format the suffix names.
+
+    ``.npy``, ``.nii``/``.nii.gz`` and ``.tif``/``.tiff`` hold the restored intensities as float32.
+    ``.png`` is 16-bit: the restored intensities rounded when the original range is integer and
+    within 0..65535 (an 8/16-bit source), otherwise the ``[0, 1]`` image scaled to 0..65535.
+
+    Args:
+        path: output file.
+        scaled: decoded image ``(H, W)`` in ``[0, 1]``.
+        vmin: original minimum intensity.
+        vmax: original maximum intensity.
+
+    Returns:
+        A short description of what was written (for the CLI to print).
+
+    Raises:
+        InputError: if the suffix is not supported or the folder does not exist.
+    """
+    from sinco.data.intensity import restore_intensity
+
+    suffix = image_suffix(path)
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"-o {str(path)!r}: unsupported output format {suffix!r} (expected one of {', '.join(OUTPUT_SUFFIXES)})")
+    restored = restore_intensity(scaled, vmin=vmin, vmax=vmax)
+    with atomic_path(path) as tmp:
+        if suffix == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, restored)
+            what = "restored intensities, float32"
+        elif suffix in (".nii", ".nii.gz"):
+            import nibabel as nib
+
+            nib.save(nib.Nifti1Image(restored, affine=np.eye(4)), str(tmp))
+            what = "restored intensities, float32, identity affine"
+        elif suffix in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(tmp, restored)
+            what = "restored intensities, float32"
+        else:
+            from PIL import Image
+
+            if float(vmin).is_integer() and float(vmax).is_integer() and 0 <= vmin and vmax <= 65535:
+                pixels = np.clip(np.rint(restored.astype(np.float64)), 0, 65535).astype(np.uint16)
+                what = "restored intensities, 16-bit"
+            else:
+                pixels = np.rint(scaled.astype(np.float64) * 65535).astype(np.uint16)
+                what = f"16-bit, 0..65535 = intensities {vmin:.6g}..{vmax:.6g}"
+            Image.fromarray(pixels).save(tmp, format="PNG")
+    return what

@@ -1,0 +1,1 @@
+"""Fitting an INR to one image: configuration and the optimisation loop."""

@@ -1,0 +1,45 @@
+"""Configuration of the fitting stage."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sinco.errors import InputError
+
+PAPER_STEPS = 50_000
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How an INR is fitted to an image.
+
+    Args:
+        steps: Adam steps over the full image (the paper uses 50,000).
+        lr: Adam learning rate (paper: 1e-3).
+        seed: seeds the network initialisation; the same seed, input and device give the same file.
+        log_every: steps between progress-bar PSNR updates.
+
+    Raises:
+        InputError: if a value is out of range.
+    """
+
+    steps: int = PAPER_STEPS
+    lr: float = 1e-3
+    seed: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise InputError(f"--steps {self.steps}: must be a non-negative integer")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr {self.lr}: must be a positive number")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise InputError(f"--seed {self.seed}: must be an integer in 0..2^63-1")
+        if self.log_every < 1:
+            raise InputError(f"log_every={self.log_every}: must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy of the fields."""
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""Implicit neural representations: coordinate grids, encodings, networks and rate sizing."""

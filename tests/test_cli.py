@@ -1,0 +1,136 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sinco.cli import main
+from sinco.codec.inr_codec import CodecConfig, compress_image
+from sinco.data.intensity import normalize_minmax, restore_intensity
+from sinco.data.io import load_slice
+from sinco.fit.config import FitConfig
+from sinco.metrics import psnr
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def compressed(nifti_volume, tmp_path, capsys):
+    out = tmp_path / "s.sinco"
+    code, stdout, err = run(
+        ["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--steps", 40, "--json", "--quiet"], capsys
+    )
+    assert code == 0, err
+    return out, json.loads(stdout)
+
+
+def test_compress_json_report_and_sidecar(compressed, nifti_volume):
+    out, report = compressed
+    assert set(report) >= {"psnr", "ssim", "bpp_params", "bpp_file", "seconds"}
+    assert report["bpp_file"] == pytest.approx(8 * out.stat().st_size / (32 * 32))
+    assert report["bpp_params"] <= 4 < report["bpp_file"]
+    sidecar = json.loads(out.with_name("s.sinco.json").read_text())
+    assert sidecar["fit"] == {"steps": 40, "lr": 0.001, "seed": 0, "log_every": 50}
+    assert sidecar["codec"]["arch"] == "siren" and sidecar["input"]["slice"] == 2
+    assert sidecar["result"] == report
+    # The reported PSNR is that of the decoded file against the input slice.
+    code = main(["decompress", str(out), "-o", str(out.with_suffix(".npy"))])
+    assert code == 0
+    raw = load_slice(nifti_volume, slice_index=2)
+    decoded = np.load(out.with_suffix(".npy"))
+    scaled_input, vmin, vmax = normalize_minmax(raw)
+    assert psnr(pred=(decoded - vmin) / (vmax - vmin), target=scaled_input) == pytest.approx(report["psnr"], abs=1e-3)
+
+
+def test_plain_output_is_one_line(nifti_volume, tmp_path, capsys):
+    code, out, _ = run(["compress", nifti_volume, "--slice", 0, "-o", tmp_path / "a.sinco", "--bpp", 4, "--steps", 3, "--quiet"], capsys)
+    assert code == 0
+    assert len(out.strip().splitlines()) == 1
+    assert "psnr=" in out and "ssim=" in out and "bpp_params=" in out and "bpp_file=" in out and "seconds=" in out
+
+
+def test_decompress_is_bit_identical_to_what_compress_measured(image, tmp_path, capsys):
+    scaled, vmin, vmax = normalize_minmax(image)
+    result = compress_image(scaled, vmin=vmin, vmax=vmax, codec=CodecConfig(arch="pe-mlp", bpp=8.0), fit=FitConfig(steps=30), device=torch.device("cpu"))
+    (tmp_path / "x.sinco").write_bytes(result.data)
+    code, out, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.npy"], capsys)
+    assert code == 0 and "32x32" in out
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), restore_intensity(result.reconstruction, vmin=vmin, vmax=vmax))
+    code, _, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.nii.gz"], capsys)
+    assert code == 0
+    code, _, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.png"], capsys)
+    assert code == 0
+
+
+def test_info(compressed, capsys):
+    out, report = compressed
+    code, text, _ = run(["info", out], capsys)
+    assert code == 0
+    assert "siren" in text and "32 x 32" in text and f"{out.stat().st_size} bytes" in text
+    code, text, _ = run(["info", out, "--json"], capsys)
+    info = json.loads(text)
+    assert info["n_params"] == report["n_params"] and info["bpp_file"] == pytest.approx(report["bpp_file"])
+
+
+@pytest.mark.parametrize(
+    "mangle, message",
+    [
+        (lambda d: d[: len(d) // 2], "truncated"),
+        (lambda d: d[:-1] + bytes([d[-1] ^ 0xFF]), "CRC"),
+        (lambda d: b"\x89PNG" + d[4:], "magic"),
+        (lambda d: b"", "magic"),
+    ],
+)
+def test_bad_sinco_files_give_one_line_and_exit_2(compressed, tmp_path, capsys, mangle, message):
+    out, _ = compressed
+    bad = tmp_path / "bad.sinco"
+    bad.write_bytes(mangle(out.read_bytes()))
+    for cmd in (["info", bad], ["decompress", bad, "-o", tmp_path / "bad.npy"]):
+        code, stdout, err = run(cmd, capsys)
+        assert code == 2
+        assert err.count("\n") == 1 and err.startswith("sinco: error:") and message in err
+    assert not (tmp_path / "bad.npy").exists()
+
+
+def test_bad_arguments_give_one_line_and_exit_2(nifti_volume, tmp_path, capsys):
+    cases = [
+        (["compress", nifti_volume, "-o", tmp_path / "a.sinco"], "--slice K"),
+        (["compress", nifti_volume, "--slice", 9, "-o", tmp_path / "a.sinco"], "--slice 9: out of range"),
+        (["compress", tmp_path / "nope.nii.gz", "--slice", 0, "-o", tmp_path / "a.sinco"], "no such file"),
+        (["compress", nifti_volume, "--slice", 0, "--bpp", 0.001, "-o", tmp_path / "a.sinco", "--steps", 1], "too low"),
+        (["compress", nifti_volume, "--slice", 0, "--device", "tpu", "-o", tmp_path / "a.sinco"], "--device 'tpu'"),
+        (["compress", nifti_volume, "--slice", 0, "-o", nifti_volume, "--force"], "overwrite the input"),
+        (["decompress", tmp_path / "none.sinco", "-o", tmp_path / "a.npy"], "no such file"),
+        (["decompress", tmp_path / "none.sinco", "-o", tmp_path / "a.jpg"], "unsupported output format"),
+    ]
+    for args, message in cases:
+        code, _, err = run(args, capsys)
+        assert code == 2, args
+        assert err.count("\n") == 1 and message in err, (args, err)
+    assert not (tmp_path / "a.sinco").exists()
+
+
+def test_existing_output_needs_force(compressed, nifti_volume, capsys):
+    out, _ = compressed
+    before = out.read_bytes()
+    code, _, err = run(["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--steps", 2, "--quiet"], capsys)
+    assert code == 2 and "--force" in err
+    assert out.read_bytes() == before
+    code, _, _ = run(["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--steps", 2, "--quiet", "--force"], capsys)
+    assert code == 0 and out.read_bytes() != before
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    bad = tmp_path / "bad.sinco"
+    bad.write_bytes(b"SNCO\x01" + b"\0" * 10)
+    proc = subprocess.run([sys.executable, "-m", "sinco", "info", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr == "sinco: error: truncated .sinco file: 15 bytes, the header alone needs 50\n"
+    assert "Traceback" not in proc.stderr

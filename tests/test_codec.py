@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from sinco.codec.inr_codec import CodecConfig, compress_image, decode
+from sinco.data.intensity import normalize_minmax
+from sinco.errors import InputError
+from sinco.fit.config import FitConfig
+from sinco.metrics import psnr
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def scaled(image):
+    return normalize_minmax(image)
+
+
+@pytest.mark.parametrize("arch, bpp", [("siren", 4.0), ("pe-mlp", 8.0)])
+def test_compress_measures_what_the_file_decodes_to(scaled, arch, bpp):
+    img, vmin, vmax = scaled
+    result = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(arch=arch, bpp=bpp), fit=FitConfig(steps=60), device=CPU)
+    header, decoded = decode(result.data)
+    np.testing.assert_array_equal(decoded, result.reconstruction)
+    assert result.metrics["psnr"] == psnr(pred=decoded, target=img)
+    assert result.metrics["bpp_params"] <= bpp
+    assert result.metrics["bpp_file"] == 8 * len(result.data) / img.size
+    assert result.metrics["bpp_file"] > result.metrics["bpp_params"]
+    assert header.spec.arch == arch and (header.vmin, header.vmax) == (vmin, vmax)
+    # fp16 quantisation costs little on such a small network, and fitting beats a flat grey image.
+    assert result.metrics["psnr"] > psnr(pred=np.full_like(img, img.mean()), target=img) + 3
+    assert abs(result.metrics["psnr"] - result.metrics["psnr_fp32"]) < 1.0
+
+
+def test_fitting_improves_with_steps(scaled):
+    img, vmin, vmax = scaled
+    codec = CodecConfig(arch="siren", bpp=4.0)
+    short = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=5), device=CPU)
+    long = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=150), device=CPU)
+    assert long.metrics["psnr"] > short.metrics["psnr"] + 2
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(scaled):
+    img, vmin, vmax = scaled
+    codec = CodecConfig(arch="siren", bpp=4.0)
+    a = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=20, seed=3), device=CPU)
+    b = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=20, seed=3), device=CPU)
+    c = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=20, seed=4), device=CPU)
+    assert a.data == b.data
+    assert a.data != c.data
+
+
+def test_decoding_is_deterministic_and_leaves_the_rng_alone(scaled):
+    img, vmin, vmax = scaled
+    data = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(bpp=4.0), fit=FitConfig(steps=5), device=CPU).data
+    torch.manual_seed(7)
+    expected_draw = torch.rand(1)
+    torch.manual_seed(7)
+    first = decode(data)[1]
+    assert torch.rand(1) == expected_draw
+    np.testing.assert_array_equal(first, decode(data)[1])
+
+
+def test_best_state_is_kept_when_the_fit_diverges(scaled):
+    img, vmin, vmax = scaled
+    # A huge learning rate sends SIREN far from the image; the best (early) state is what gets stored.
+    result = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(bpp=4.0), fit=FitConfig(steps=40, lr=10.0), device=CPU)
+    assert result.fit.best_step < 40
+    assert np.isfinite(result.metrics["psnr"])
+    assert result.metrics["psnr"] == pytest.approx(result.fit.best_psnr, abs=1.0)
+
+
+def test_config_validation():
+    with pytest.raises(InputError, match="--steps -1"):
+        FitConfig(steps=-1)
+    with pytest.raises(InputError, match="--lr 0"):
+        FitConfig(lr=0)
+    with pytest.raises(InputError, match="--bpp -1"):
+        CodecConfig(bpp=-1)
+    with pytest.raises(InputError, match="values must be finite and in"):
+        compress_image(np.full((8, 8), 2.0), vmin=0, vmax=1, codec=CodecConfig(), fit=FitConfig(steps=1), device=CPU)

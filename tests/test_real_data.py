@@ -1,0 +1,35 @@
+"""End-to-end checks on a real BraTS slice (skipped where ../shared/data is absent)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sinco.cli import main
+from sinco.data.io import load_slice
+
+
+def _tumour_slice(case) -> int:
+    labels = np.asarray(__import__("nibabel").load(case / "OTMultiClass.nii.gz").dataobj)
+    return int(np.argmax((labels > 0).sum(axis=(0, 1))))
+
+
+@pytest.mark.parametrize("arch", ["siren", "pe-mlp"])
+def test_real_slice_at_paper_rate(brats_case, tmp_path, capsys, arch):
+    flair = brats_case / "Flair_subtrMeanDivStd.nii.gz"
+    k = _tumour_slice(brats_case)
+    out = tmp_path / f"{arch}.sinco"
+    code = main(["compress", str(flair), "--slice", str(k), "-o", str(out), "--arch", arch, "--steps", "25", "--json", "--quiet"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["shape"] == [240, 240]
+    assert report["bpp_params"] <= 1.2
+    assert report["bpp_file"] <= 1.25
+    assert report["bpp_file"] == 8 * out.stat().st_size / (240 * 240)
+    assert np.isfinite(report["psnr"]) and 0 < report["ssim"] <= 1
+    assert main(["decompress", str(out), "-o", str(tmp_path / "x.nii.gz")]) == 0
+    decoded = load_slice(tmp_path / "x.nii.gz")
+    original = load_slice(flair, slice_index=k)
+    assert decoded.shape == original.shape
+    assert decoded.min() >= original.min() - 1e-5 and decoded.max() <= original.max() + 1e-5
