@@ -25,7 +25,7 @@ def run(args, capsys):
 def compressed(nifti_volume, tmp_path, capsys):
     out = tmp_path / "s.sinco"
     code, stdout, err = run(
-        ["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--steps", 40, "--json", "--quiet"], capsys
+        ["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--depth", 3, "--steps", 40, "--json", "--quiet"], capsys
     )
     assert code == 0, err
     return out, json.loads(stdout)
@@ -35,7 +35,7 @@ def test_compress_json_report_and_sidecar(compressed, nifti_volume):
     out, report = compressed
     assert set(report) >= {"psnr", "ssim", "bpp_params", "bpp_file", "seconds"}
     assert report["bpp_file"] == pytest.approx(8 * out.stat().st_size / (32 * 32))
-    assert report["bpp_params"] <= 4 < report["bpp_file"]
+    assert report["bpp_params"] <= 4 and report["bpp_file"] == pytest.approx(report["bpp_params"] + 400 / (32 * 32))
     sidecar = json.loads(out.with_name("s.sinco.json").read_text())
     assert sidecar["fit"] == {"steps": 40, "lr": 0.001, "seed": 0, "log_every": 50}
     assert sidecar["codec"]["arch"] == "siren" and sidecar["input"]["slice"] == 2

@@ -36,6 +36,17 @@ def _read_sinco(path: str) -> bytes:
     return file.read_bytes()
 
 
+def _parse_skips(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--skips {text!r}: expected comma-separated layer indices or 'none'") from None
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     """``sinco compress``: fit, store, decode, measure."""
     from sinco.codec.inr_codec import CodecConfig, compress_image
@@ -47,7 +58,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     out = check_output_path(args.output, inputs=[args.input], force=args.force)
     sidecar = out.with_name(out.name + ".json")
-    codec = CodecConfig(arch=args.arch, bpp=args.bpp, depth=args.depth, n_freqs=args.n_freqs, w0=args.w0, w0_first=args.w0)
+    codec = CodecConfig(
+        arch=args.arch, bpp=args.bpp, depth=args.depth, n_freqs=args.n_freqs, w0=args.w0, w0_first=args.w0,
+        skips=_parse_skips(args.skips),
+    )  # fmt: skip
     fit = FitConfig(steps=args.steps, lr=args.lr, seed=args.seed)
     device = resolve_device(args.device)
     raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
@@ -150,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.sinco", help="output file (a JSON record goes to OUT.sinco.json)")
     p.add_argument("--arch", choices=("siren", "pe-mlp"), default="siren", help="network (default: siren)")
     p.add_argument("--bpp", type=float, default=1.2, help="target parameter bits per pixel (default: 1.2)")
-    p.add_argument("--depth", type=int, default=None, help="hidden layers (default: 5 for siren, 4 for pe-mlp)")
+    p.add_argument("--depth", type=int, default=None, help="hidden layers (default: 8 for siren, 6 for pe-mlp)")
+    p.add_argument("--skips", default=None, metavar="I,J", help="pe-mlp layers fed the encoding again, or 'none' (default: depth // 2)")
     p.add_argument("--n-freqs", type=int, default=12, help="pe-mlp encoding frequencies Lf (default: 12)")
     p.add_argument("--w0", type=float, default=30.0, help="siren frequency w0 (default: 30)")
     p.add_argument("--steps", type=int, default=50_000, help="Adam steps (default: 50000, the paper's)")

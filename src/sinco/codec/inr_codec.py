@@ -40,6 +40,7 @@ class CodecConfig:
         w0: SIREN hidden-layer frequency.
         w0_first: SIREN first-layer frequency.
         n_freqs: PE-MLP encoding frequencies ``Lf``.
+        skips: PE-MLP hidden layers that take the encoding again (``None``: the middle layer).
 
     Raises:
         InputError: if a value is out of range.
@@ -51,6 +52,7 @@ class CodecConfig:
     w0: float = 30.0
     w0_first: float = 30.0
     n_freqs: int = 12
+    skips: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -173,6 +175,7 @@ def compress_image(
     spec = size_for_bpp(
         codec.arch, bpp=codec.bpp, height=height, width=width, depth=codec.depth,
         bits_per_param=BITS_PER_PARAM, w0=codec.w0, w0_first=codec.w0_first, n_freqs=codec.n_freqs,
+        skips=codec.skips,
     )  # fmt: skip
     torch.manual_seed(fit.seed)
     model = build_inr(spec)

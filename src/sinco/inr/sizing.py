@@ -7,7 +7,9 @@ import math
 from sinco.errors import InputError
 from sinco.inr.models import ARCHITECTURES, INRSpec
 
-DEFAULT_DEPTH = {"siren": 5, "pe-mlp": 4}
+# Chosen on two BraTS FLAIR slices at 1.2 bpp and 1,500 steps: deeper, narrower SIRENs fitted
+# better (depth 3: 41.1 dB .. depth 8: 46.5 dB); PE-MLP results were noisy, depth 6 the best on average.
+DEFAULT_DEPTH = {"siren": 8, "pe-mlp": 6}
 
 
 def default_skips(arch: str, depth: int) -> tuple[int, ...]:
