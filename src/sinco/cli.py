@@ -62,11 +62,25 @@ def cmd_compress(args: argparse.Namespace) -> int:
         arch=args.arch, bpp=args.bpp, depth=args.depth, n_freqs=args.n_freqs, w0=args.w0, w0_first=args.w0,
         skips=_parse_skips(args.skips),
     )  # fmt: skip
-    fit = FitConfig(steps=args.steps, lr=args.lr, seed=args.seed)
+    fit = FitConfig(steps=args.steps, lr=args.lr, seed=args.seed, lam=args.lam, reg_every=args.reg_every)
+    if (args.seg_model is None) != (args.mask is None):
+        given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
+        raise InputError(f"{given} needs {missing}: the regulariser segments the reconstruction and compares it with the mask")
     device = resolve_device(args.device)
     raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
     image, vmin, vmax = normalize_minmax(raw, name=f"INPUT {args.input!r}")
-    result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, progress=not args.quiet)
+    seg_model = mask = None
+    if args.seg_model is not None:
+        from sinco.seg.network import load_seg_model
+
+        seg_model = load_seg_model(args.seg_model)
+        mask = load_slice(args.mask, slice_index=args.slice, axis=args.axis, arg="--mask") > 0
+        if mask.shape != image.shape:
+            raise InputError(f"--mask {args.mask!r}: slice shape {mask.shape} differs from INPUT's {image.shape}")
+    result = compress_image(
+        image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, seg_model=seg_model, mask=mask,
+        progress=not args.quiet,
+    )  # fmt: skip
     atomic_write_bytes(out, result.data)
     m = result.metrics
     report = {
@@ -85,13 +99,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
         "steps": result.fit.steps,
         "divergences": result.fit.divergences,
         "device": str(device),
+        "lam": result.fit.lam,
+        "reg_every": result.fit.reg_every,
     }
+    if "dice" in m:
+        report["dice"] = m["dice"]
+        report["dice_reference"] = m["dice_reference"]
     record = {
         "sinco_version": __version__,
         "input": {"path": str(args.input), "slice": args.slice, "axis": args.axis, "channel": args.channel,
                   "shape": list(raw.shape), "vmin": vmin, "vmax": vmax},
         "codec": codec.to_dict(),
         "fit": fit.to_dict(),
+        "regularizer": None if seg_model is None else {
+            "seg_model": str(args.seg_model), "mask": str(args.mask), "seg_training": seg_model.training.get("summary")},
         "device": args.device,
         "result": report,
     }  # fmt: skip
@@ -99,8 +120,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, default=_json_default))
     else:
+        seg = f" dice={m['dice']:.4f} (uncompressed {m['dice_reference']:.4f}) lam={result.fit.lam:g}" if "dice" in m else ""
         print(
-            f"{out}: psnr={m['psnr']:.2f} dB ssim={m['ssim']:.4f} bpp_params={m['bpp_params']:.4f} "
+            f"{out}: psnr={m['psnr']:.2f} dB ssim={m['ssim']:.4f}{seg} bpp_params={m['bpp_params']:.4f} "
             f"bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes) seconds={result.seconds:.1f}"
         )
     return EXIT_OK
@@ -153,6 +175,97 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parse_ints(text: str, *, arg: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"{arg} {text!r}: expected comma-separated integers") from None
+
+
+def cmd_train_seg(args: argparse.Namespace) -> int:
+    """``sinco train-seg``: train the tumour-segmentation U-Net."""
+    from sinco.data.datasets import discover_cases, load_slices, split_cases
+    from sinco.seg.network import UNetConfig, save_checkpoint
+    from sinco.seg.train import TrainSegConfig, train_segmentation
+    from sinco.utils.atomic import atomic_write_bytes, check_output_path
+    from sinco.utils.device import resolve_device
+
+    out = check_output_path(args.output, inputs=[], force=args.force)
+    channels = _parse_ints(args.channels, arg="--channels")
+    unet = UNetConfig(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units)
+    config = TrainSegConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_cases=args.val_cases, seed=args.seed,
+        negatives_per_positive=args.negatives_per_positive, flip=not args.no_flip, unet=unet,
+    )  # fmt: skip
+    device = resolve_device(args.device)
+    cases = discover_cases(args.data, layout=args.layout, image_glob=args.image_glob, label_glob=args.label_glob, channel=args.channel)
+    train_cases, val_cases = split_cases(cases, val_cases=config.val_cases, seed=config.seed)
+    train, val = load_slices(train_cases), load_slices(val_cases)
+    if not args.quiet:
+        print(
+            f"train: {len(train_cases)} cases, {len(train.ids)} slices ({int(train.has_tumour.sum())} with tumour); "
+            f"val: {', '.join(c.case_id for c in val_cases)}, {len(val.ids)} slices ({int(val.has_tumour.sum())} with tumour)",
+            file=sys.stderr,
+        )
+    result = train_segmentation(train, val, config=config, device=device, progress=not args.quiet)
+    best = result.best
+    summary = {
+        "best_epoch": result.best_epoch, "val_dice_tumour": best["val_dice_tumour"],
+        "val_dice_global": best["val_dice_global"], "minutes": result.seconds / 60,
+    }  # fmt: skip
+    training = {
+        "sinco_version": __version__,
+        "data": str(args.data), "layout": args.layout, "image_glob": args.image_glob, "label_glob": args.label_glob,
+        "channel": args.channel, "train_cases": [c.case_id for c in train_cases],
+        "val_cases": [c.case_id for c in val_cases], "train_slices": len(train.ids),
+        "train_tumour_slices": int(train.has_tumour.sum()), "val_slices": len(val.ids),
+        "val_tumour_slices": int(val.has_tumour.sum()), "config": config.to_dict(), "device": str(device),
+        "history": result.history, "summary": summary,
+    }  # fmt: skip
+    save_checkpoint(out, net=result.net, config=unet, threshold=config.threshold, training=training)
+    atomic_write_bytes(out.with_name(out.name + ".json"), (json.dumps(training, indent=2) + "\n").encode())
+    n_params = sum(p.numel() for p in result.net.parameters())
+    print(
+        f"{out}: best epoch {result.best_epoch}/{config.epochs}, val dice {best['val_dice_tumour']:.4f} "
+        f"(slices with tumour), {best['val_dice_global']:.4f} (pooled); {n_params} parameters, "
+        f"{out.stat().st_size} bytes; {result.seconds / 60:.1f} min"
+    )
+    return EXIT_OK
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """``sinco segment``: predict the tumour mask of a slice."""
+    import numpy as np
+
+    from sinco.data.intensity import normalize_minmax
+    from sinco.data.io import image_suffix, load_slice
+    from sinco.seg.network import load_seg_model
+    from sinco.utils.atomic import atomic_path, check_output_path
+
+    suffix = image_suffix(args.output)
+    if suffix not in (".npy", ".png", ".nii.gz", ".nii"):
+        raise InputError(f"-o {args.output!r}: unsupported mask format (expected .npy, .png, .nii.gz or .nii)")
+    out = check_output_path(args.output, inputs=[args.input, args.model], force=args.force)
+    model = load_seg_model(args.model, arg="-m")
+    raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
+    image, _, _ = normalize_minmax(raw, name=f"INPUT {args.input!r}")
+    mask = model.predict(image)
+    with atomic_path(out) as tmp:
+        if suffix == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, mask)
+        elif suffix == ".png":
+            from PIL import Image
+
+            Image.fromarray(mask * 255).save(tmp, format="PNG")
+        else:
+            import nibabel as nib
+
+            nib.save(nib.Nifti1Image(mask, affine=np.eye(4)), str(tmp))
+    print(f"{out}: {mask.shape[0]}x{mask.shape[1]} mask, {int(mask.sum())} tumour pixels")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sinco`` command."""
     parser = argparse.ArgumentParser(prog="sinco", description="Compress medical images with implicit neural representations.")
@@ -175,10 +288,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=0, metavar="C", help="channel of a 4-D volume (default: 0, FLAIR)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--seg-model", default=None, metavar="SEG.pt", help="segmentation checkpoint from 'sinco train-seg': enables the SINCO regulariser and Dice metrics")
+    p.add_argument("--mask", default=None, metavar="LABELS", help="label file of INPUT (same slice is read; label > 0 = tumour)")
+    p.add_argument("--lam", type=float, default=1.0, help="regulariser weight lambda (default: 1; 0 = plain fitting)")
+    p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regulariser every K-th step (default: 1)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("train-seg", help="train the tumour-segmentation U-Net of the SINCO regulariser")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (Decathlon Task01 or one folder per case)")
+    p.add_argument("--layout", choices=("auto", "decathlon", "folders"), default="auto", help="dataset layout (default: auto)")
+    p.add_argument("--image-glob", default="Flair*.nii.gz", help="folders layout: image file pattern (default: Flair*.nii.gz)")
+    p.add_argument("--label-glob", default="OTMultiClass.nii.gz", help="folders layout: label file pattern (default: OTMultiClass.nii.gz)")
+    p.add_argument("--channel", type=int, default=0, help="modality of 4-D volumes (default: 0, FLAIR)")
+    p.add_argument("--epochs", type=int, default=75, help="epochs (default: 75, the paper's)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per step (default: 8)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
+    p.add_argument("--val-cases", type=int, default=1, help="cases held out for validation (default: 1)")
+    p.add_argument("--negatives-per-positive", type=float, default=1.0, help="tumour-free slices per tumour slice in each epoch (default: 1)")
+    p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
+    p.add_argument("--channels", default="16,32,64,128", help="U-Net channels per level (default: 16,32,64,128)")
+    p.add_argument("--res-units", type=int, default=1, help="U-Net residual units per block (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("-o", "--output", required=True, metavar="SEG.pt", help="checkpoint to write (and SEG.pt.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_train_seg)
+
+    p = sub.add_parser("segment", help="predict the tumour mask of a 2-D slice")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("-m", "--model", required=True, metavar="SEG.pt", help="checkpoint from 'sinco train-seg'")
+    p.add_argument("-o", "--output", required=True, metavar="MASK", help="mask file: .npy, .png, .nii.gz or .nii (uint8, 1 = tumour)")
+    p.add_argument("--slice", type=int, default=None, metavar="K")
+    p.add_argument("--axis", type=int, default=2, choices=(0, 1, 2))
+    p.add_argument("--channel", type=int, default=0, metavar="C")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("decompress", help="decode a .sinco file to an image")
     p.add_argument("input", metavar="IN.sinco")

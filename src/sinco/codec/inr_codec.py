@@ -23,6 +23,7 @@ from sinco.fit.loop import FitResult, fit_inr
 from sinco.inr.encodings import make_coordinates
 from sinco.inr.models import ARCHITECTURES, INR, build_inr
 from sinco.inr.sizing import param_bpp, size_for_bpp
+from sinco.seg.network import SegModel
 
 BITS_PER_PARAM = 16
 # Rows of coordinates per decoding chunk: bounds the activations' memory on large images.
@@ -144,9 +145,16 @@ def compress_image(
     codec: CodecConfig,
     fit: FitConfig,
     device: torch.device,
+    seg_model: SegModel | None = None,
+    mask: np.ndarray | None = None,
     progress: bool = False,
 ) -> CompressResult:
     """Fit an INR to an image, store it as ``.sinco`` bytes, decode them and measure the result.
+
+    With ``seg_model`` and ``mask`` the fit minimises the SINCO objective
+    ``mse + fit.lam * (1 - soft Dice(sigmoid(g(x_hat)), mask))`` (``fit.lam = 0``: plain MSE) and
+    the metrics add ``dice`` (of ``g``'s mask of the decoded image against ``mask``) and
+    ``dice_reference`` (of ``g``'s mask of the uncompressed image).
 
     Args:
         image: image scaled to ``[0, 1]``, shape ``(H, W)`` (see
@@ -154,22 +162,33 @@ def compress_image(
         vmin: original intensity that 0 stands for.
         vmax: original intensity that 1 stands for.
         codec: architecture and rate.
-        fit: fitting settings, including the seed.
+        fit: fitting settings, including the seed and the regulariser's weight and period.
         device: where to fit (decoding always runs on the CPU).
+        seg_model: frozen segmentation network ``g`` (needs ``mask``).
+        mask: ground-truth tumour mask ``(H, W)``, nonzero = tumour (needs ``seg_model``).
         progress: show a progress bar.
 
     Returns:
         A :class:`CompressResult`; its metrics are computed on the decoded file.
 
     Raises:
-        InputError: if the image is not a finite 2-D array in ``[0, 1]`` or the rate is too low.
+        InputError: if the image is not a finite 2-D array in ``[0, 1]``, the rate is too low, only
+            one of ``seg_model`` and ``mask`` is given, the mask's shape differs from the image's,
+            or the mask is empty while ``fit.lam > 0``.
     """
-    from sinco.metrics import psnr, ssim
+    from sinco.metrics import dice, psnr, ssim
 
     if image.ndim != 2:
         raise InputError(f"image: expected shape (H, W), got {image.shape}")
     if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
         raise InputError("image: values must be finite and in [0, 1] (scale it with normalize_minmax)")
+    if (seg_model is None) != (mask is None):
+        raise InputError("--mask and --seg-model go together: the regulariser segments the reconstruction with the model and compares it with the mask")
+    if mask is not None:
+        if mask.shape != image.shape:
+            raise InputError(f"--mask: shape {mask.shape} differs from the image's {image.shape}")
+        if fit.lam > 0 and not np.any(mask):
+            raise InputError("--mask: empty on this slice (no tumour); the Dice regulariser needs one (or use --lam 0)")
     start = time.perf_counter()
     height, width = image.shape
     spec = size_for_bpp(
@@ -180,7 +199,15 @@ def compress_image(
     torch.manual_seed(fit.seed)
     model = build_inr(spec)
     target = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    fit_report = fit_inr(model, target=target, config=fit, device=device, progress=progress, desc=f"fit {spec.arch}")
+    regularizer = None
+    if seg_model is not None and fit.lam > 0:
+        from sinco.fit.losses import StructuralRegularizer
+
+        regularizer = StructuralRegularizer(seg_model, mask=mask, device=device)
+    fit_report = fit_inr(
+        model, target=target, config=fit, device=device, regularizer=regularizer, progress=progress,
+        desc=f"fit {spec.arch}" + (f" lam={fit.lam:g}" if regularizer is not None else ""),
+    )  # fmt: skip
     model.to("cpu")
     data = encode(model, height=height, width=width, vmin=vmin, vmax=vmax)
     header, recon = decode(data)
@@ -194,6 +221,11 @@ def compress_image(
         "file_bytes": len(data),
         "psnr_fp32": fit_report.best_psnr,
     }
+    if seg_model is not None:
+        # Masks are always computed on the CPU, like decoding, so they do not depend on the fit device.
+        seg_model.to("cpu")
+        metrics["dice"] = dice(pred=seg_model.predict(recon), target=mask)
+        metrics["dice_reference"] = dice(pred=seg_model.predict(image), target=mask)
     return CompressResult(
         data=data, header=header, reconstruction=recon, metrics=metrics, fit=fit_report,
         seconds=time.perf_counter() - start,

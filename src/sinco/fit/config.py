@@ -20,6 +20,9 @@ class FitConfig:
         lr: Adam learning rate (paper: 1e-3).
         seed: seeds the network initialisation; the same seed, input and device give the same file.
         log_every: steps between progress-bar PSNR updates.
+        lam: weight of the structural regulariser (paper: 1); used only with a segmentation model,
+            and 0 there means plain fitting.
+        reg_every: apply the regulariser on every ``reg_every``-th step only (1 = every step).
 
     Raises:
         InputError: if a value is out of range.
@@ -29,6 +32,8 @@ class FitConfig:
     lr: float = 1e-3
     seed: int = 0
     log_every: int = 50
+    lam: float = 1.0
+    reg_every: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 0:
@@ -37,6 +42,10 @@ class FitConfig:
             raise InputError(f"--lr {self.lr}: must be a positive number")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise InputError(f"--seed {self.seed}: must be an integer in 0..2^63-1")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise InputError(f"--lam {self.lam}: must be a non-negative number")
+        if not isinstance(self.reg_every, int) or self.reg_every < 1:
+            raise InputError(f"--reg-every {self.reg_every}: must be a positive integer")
         if self.log_every < 1:
             raise InputError(f"log_every={self.log_every}: must be at least 1")
 

@@ -1,10 +1,11 @@
-"""The fitting loop: full-image Adam on the MSE, keeping the best state seen."""
+"""The fitting loop: full-image Adam on the MSE (plus the SINCO regulariser), keeping the best state."""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,35 +15,44 @@ from sinco.errors import InputError
 from sinco.fit.config import FitConfig
 from sinco.inr.encodings import make_coordinates
 
+Regularizer = Callable[[torch.Tensor], torch.Tensor]
+
 
 @dataclass(frozen=True)
 class FitResult:
     """Outcome of :func:`fit_inr`.
 
     Args:
-        best_loss: lowest training MSE seen (fp32 weights, before quantisation).
-        best_step: number of Adam updates applied to the state that reached it.
+        best_objective: lowest objective seen, ``mse + lam * regulariser`` (``mse`` when unregularised),
+            fp32 weights before quantisation.
+        best_mse: the MSE of that state.
+        best_step: number of Adam updates applied to that state.
         steps: Adam steps run.
+        lam: regulariser weight used (0 when none).
+        reg_every: the regulariser ran every ``reg_every``-th step.
         lr_final: learning rate at the end (lower than the configured one after a divergence).
         divergences: times a non-finite loss forced a restore of the best state.
         seconds: wall-clock time of the loop.
     """
 
-    best_loss: float
+    best_objective: float
+    best_mse: float
     best_step: int
     steps: int
+    lam: float
+    reg_every: int
     lr_final: float
     divergences: int
     seconds: float
 
     @property
     def best_psnr(self) -> float:
-        """PSNR in dB of the best fp32 state (data range 1)."""
-        return -10.0 * math.log10(self.best_loss) if self.best_loss > 0 else math.inf
+        """PSNR in dB of the kept fp32 state (data range 1)."""
+        return _psnr(self.best_mse)
 
 
-def _mse_psnr(loss: float) -> float:
-    return -10.0 * math.log10(loss) if loss > 0 else math.inf
+def _psnr(mse: float) -> float:
+    return -10.0 * math.log10(mse) if mse > 0 else math.inf
 
 
 def fit_inr(
@@ -51,21 +61,26 @@ def fit_inr(
     target: torch.Tensor,
     config: FitConfig,
     device: torch.device,
+    regularizer: Regularizer | None = None,
     progress: bool = True,
     desc: str = "fit",
 ) -> FitResult:
-    """Fit ``model`` to one image by full-batch Adam on the MSE; leave it in the best state seen.
+    """Fit ``model`` to one image by full-batch Adam; leave it in the best state seen.
 
-    A non-finite loss (a diverging fit) restores the best state, halves the learning rate and
-    resets Adam's moments; the count is reported in the result.
+    The objective is ``mse(x_hat, x)``, plus ``config.lam * regularizer(x_hat)`` on every
+    ``config.reg_every``-th step when a regulariser is given and ``lam > 0``. The best state is
+    judged on the steps that evaluate the whole objective. A non-finite loss (a diverging fit)
+    restores the best state, halves the learning rate and resets Adam's moments.
 
     Args:
         model: a :class:`~sinco.inr.models.Siren` or :class:`~sinco.inr.models.PEMLP`; it is moved
             to ``device`` and updated in place.
-        target: image of shape ``(H, W)``, values in ``[0, 1]``.
-        config: steps, learning rate, logging.
+        target: image ``(H, W)`` with values in ``[0, 1]``.
+        config: steps, learning rate, regulariser weight and period.
         device: where to fit.
-        progress: show a progress bar (on stderr) with the step and the current PSNR.
+        regularizer: maps the reconstruction ``(1, 1, H, W)`` to a scalar, e.g.
+            :class:`~sinco.fit.losses.StructuralRegularizer`.
+        progress: show a progress bar (stderr) with the step and PSNR.
         desc: label of the progress bar.
 
     Returns:
@@ -80,6 +95,8 @@ def fit_inr(
         raise InputError("target: contains NaN or Inf")
     start = time.perf_counter()
     height, width = target.shape
+    lam = config.lam if regularizer is not None else 0.0
+    reg_every = config.reg_every if lam > 0 else 1
     model.to(device).train()
     # The coordinate features never change, so they are computed once, outside the loop.
     with torch.no_grad():
@@ -89,7 +106,14 @@ def fit_inr(
     lr = config.lr
     optimizer = torch.optim.Adam(params, lr=lr)
     best_state = [p.detach().clone() for p in params]
-    best_loss, best_step, divergences = math.inf, 0, 0
+    best_objective, best_mse, best_step, divergences = math.inf, math.inf, 0, 0
+
+    def objective(full: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = model.forward_features(feats)
+        mse = torch.nn.functional.mse_loss(pred, target_flat)
+        if full and lam > 0:
+            return mse + lam * regularizer(pred.reshape(1, 1, height, width)), mse
+        return mse, mse
 
     bar = None
     if progress:
@@ -97,8 +121,9 @@ def fit_inr(
 
         bar = tqdm(total=config.steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     for step in range(config.steps):
+        full = step % reg_every == 0
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model.forward_features(feats), target_flat)
+        loss, mse = objective(full)
         loss.backward()
         value = loss.item()
         if not math.isfinite(value):
@@ -109,34 +134,30 @@ def fit_inr(
             lr /= 2.0
             optimizer = torch.optim.Adam(params, lr=lr)
             continue
-        if value < best_loss:
+        if full and value < best_objective:
             # The loss belongs to the weights before this step's update: keep those.
-            best_loss, best_step = value, step
+            best_objective, best_mse, best_step = value, mse.item(), step
             with torch.no_grad():
                 for p, b in zip(params, best_state, strict=True):
                     b.copy_(p)
         optimizer.step()
         if bar is not None and (step + 1) % config.log_every == 0:
             bar.update(config.log_every)
-            bar.set_postfix(psnr=f"{_mse_psnr(value):.2f}", best=f"{_mse_psnr(best_loss):.2f}", refresh=False)
+            bar.set_postfix(psnr=f"{_psnr(mse.item()):.2f}", best=f"{_psnr(best_mse):.2f}", refresh=False)
 
     # The state after the last update has not been scored yet.
     with torch.no_grad():
-        final = torch.nn.functional.mse_loss(model.forward_features(feats), target_flat).item()
-        if math.isfinite(final) and final < best_loss:
-            best_loss, best_step = final, config.steps
+        final, final_mse = objective(True)
+        if math.isfinite(final.item()) and final.item() < best_objective:
+            best_objective, best_mse, best_step = final.item(), final_mse.item(), config.steps
         else:
             for p, b in zip(params, best_state, strict=True):
                 p.copy_(b)
     if bar is not None:
         bar.update(config.steps - bar.n)
-        bar.set_postfix(best=f"{_mse_psnr(best_loss):.2f}")
+        bar.set_postfix(best=f"{_psnr(best_mse):.2f}")
         bar.close()
     return FitResult(
-        best_loss=best_loss,
-        best_step=best_step,
-        steps=config.steps,
-        lr_final=lr,
-        divergences=divergences,
-        seconds=time.perf_counter() - start,
-    )
+        best_objective=best_objective, best_mse=best_mse, best_step=best_step, steps=config.steps, lam=lam,
+        reg_every=reg_every, lr_final=lr, divergences=divergences, seconds=time.perf_counter() - start,
+    )  # fmt: skip
