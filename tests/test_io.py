@@ -3,13 +3,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import phantom
 from PIL import Image
 
 from sinco.data.intensity import normalize_minmax, restore_intensity
 from sinco.data.io import load_slice, save_image
 from sinco.errors import InputError
-
-from conftest import phantom
 
 
 def test_nifti_volume_slices_along_each_axis(nifti_volume):

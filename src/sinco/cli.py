@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
-from pathlib import Path
+import threading
 from typing import Any
 
 from sinco import __version__
@@ -30,10 +31,9 @@ def _json_default(value: Any) -> Any:
 
 
 def _read_sinco(path: str) -> bytes:
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"INPUT {path!r}: no such file")
-    return file.read_bytes()
+    from sinco.codec.bitstream import read_file
+
+    return read_file(path)
 
 
 def _parse_skips(text: str | None) -> tuple[int, ...] | None:
@@ -82,6 +82,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )  # fmt: skip
     atomic_write_bytes(out, result.data)
+    if result.fit.divergences:
+        print(
+            f"sinco: warning: the fit diverged {result.fit.divergences} time(s); the best state was restored "
+            f"and the learning rate lowered to {result.fit.lr_final:g}",
+            file=sys.stderr,
+        )
     m = result.metrics
     report = {
         "output": str(out),
@@ -98,6 +104,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         "best_step": result.fit.best_step,
         "steps": result.fit.steps,
         "divergences": result.fit.divergences,
+        "lr_final": result.fit.lr_final,
         "device": str(device),
         "lam": result.fit.lam,
         "reg_every": result.fit.reg_every,
@@ -351,14 +358,23 @@ def main(argv: list[str] | None = None) -> int:
         The exit status (see the module docstring).
     """
     args = build_parser().parse_args(argv)
+    # A plain `kill` unwinds like Ctrl-C, so temporary files are removed and outputs stay whole.
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.func(args)
     except SincoError as exc:
         print(f"sinco: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("sinco: interrupted", file=sys.stderr)
+        print("sinco: interrupted; no output was left half-written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:
         print(f"sinco: error: {exc.strerror or exc}{f': {exc.filename!r}' if exc.filename else ''}", file=sys.stderr)
         return EXIT_OS_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -27,9 +27,11 @@ The header is 46 bytes and the trailer 4, so a file costs ``16 P + 400`` bits.
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -45,9 +47,13 @@ _SIREN_BLOCK = struct.Struct("<ff")
 _PEMLP_BLOCK = struct.Struct("<BBHI")
 HEADER_BYTES = _FIXED.size + 8
 TRAILER_BYTES = 4
-# Decoding allocates H x W floats; refuse sizes no real slice has before allocating anything.
+# Decoding allocates 4 bytes per pixel: refuse, before allocating anything, shapes that no real
+# image has, and shapes a file of this size cannot honestly describe (below 0.001 bpp).
 MAX_SIDE = 32768
 MAX_PIXELS = 1 << 27
+MAX_PIXELS_PER_BYTE = 8000
+# No INR codec stores 100M+ parameters; reading stops here instead of slurping any file it is given.
+MAX_FILE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,11 @@ def decode_header(data: bytes) -> SincoHeader:
     if reserved != 0:
         raise BitstreamError("corrupted .sinco file: reserved header byte is not zero")
     _check_shape(height, img_width, error=BitstreamError)
+    if height * img_width > MAX_PIXELS_PER_BYTE * len(data):
+        raise BitstreamError(
+            f"implausible .sinco header: {height}x{img_width} pixels from a {len(data)}-byte file "
+            f"(below {8 / MAX_PIXELS_PER_BYTE:g} bpp)"
+        )
     if not (math.isfinite(vmin) and math.isfinite(vmax) and vmax > vmin):
         raise BitstreamError(f"corrupted .sinco header: intensity range ({vmin}, {vmax})")
     arch = _ARCH_NAMES[arch_id]
@@ -180,6 +191,30 @@ def decode_header(data: bytes) -> SincoHeader:
             f"corrupted .sinco header: {n_params} parameters stored, the architecture needs {spec.n_params()}"
         )
     return SincoHeader(spec=spec, height=height, width=img_width, vmin=vmin, vmax=vmax)
+
+
+def read_file(path: str | os.PathLike[str], *, arg: str = "INPUT") -> bytes:
+    """Read a ``.sinco`` file, refusing anything larger than a ``.sinco`` file can be.
+
+    Args:
+        path: the file.
+        arg: the command-line argument it came from, for error messages.
+
+    Returns:
+        Its bytes.
+
+    Raises:
+        InputError: if it is missing or not a regular file.
+        BitstreamError: if it is larger than :data:`MAX_FILE_BYTES`.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{arg} {str(file)!r}: no such file")
+    with open(file, "rb") as handle:
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise BitstreamError(f"{arg} {str(file)!r}: larger than {MAX_FILE_BYTES >> 20} MiB, not a .sinco file")
+    return data
 
 
 def decode_file(data: bytes) -> tuple[SincoHeader, np.ndarray]:

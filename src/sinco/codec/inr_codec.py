@@ -26,8 +26,9 @@ from sinco.inr.sizing import param_bpp, size_for_bpp
 from sinco.seg.network import SegModel
 
 BITS_PER_PARAM = 16
-# Rows of coordinates per decoding chunk: bounds the activations' memory on large images.
-DECODE_CHUNK = 1 << 16
+# Activation values per decoding chunk (rows x widest layer): bounds decoding memory to ~16 MB
+# whatever the image size or network width a file announces.
+DECODE_CHUNK_VALUES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,14 @@ def decode(data: bytes) -> tuple[SincoHeader, np.ndarray]:
         model = build_inr(header.spec)
     load_flat_parameters(model, weights.astype(np.float32))
     model.eval()
-    coords = make_coordinates(header.height, header.width)
-    out = torch.empty(coords.shape[0], dtype=torch.float32)
+    n_pixels = header.height * header.width
+    widest = max(header.spec.width, 4 * header.spec.n_freqs + header.spec.width)
+    chunk = max(1, DECODE_CHUNK_VALUES // widest)
+    out = torch.empty(n_pixels, dtype=torch.float32)
     with torch.inference_mode():
-        for start in range(0, coords.shape[0], DECODE_CHUNK):
-            chunk = coords[start : start + DECODE_CHUNK]
-            out[start : start + chunk.shape[0]] = model(chunk)[:, 0]
+        for start in range(0, n_pixels, chunk):
+            stop = min(start + chunk, n_pixels)
+            out[start:stop] = model(make_coordinates(header.height, header.width, start=start, stop=stop))[:, 0]
     image = out.clamp_(0.0, 1.0).reshape(header.height, header.width).numpy()
     return header, image
 

@@ -16,6 +16,9 @@ from sinco.fit.config import FitConfig
 from sinco.inr.encodings import make_coordinates
 
 Regularizer = Callable[[torch.Tensor], torch.Tensor]
+# A step whose objective exceeds the best one by this factor (20 dB) has diverged, not wobbled:
+# SIREN recovers from smaller spikes on its own.
+DIVERGENCE_FACTOR = 100.0
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,9 @@ def fit_inr(
 
     The objective is ``mse(x_hat, x)``, plus ``config.lam * regularizer(x_hat)`` on every
     ``config.reg_every``-th step when a regulariser is given and ``lam > 0``. The best state is
-    judged on the steps that evaluate the whole objective. A non-finite loss (a diverging fit)
-    restores the best state, halves the learning rate and resets Adam's moments.
+    judged on the steps that evaluate the whole objective. A diverging fit (a non-finite objective,
+    or one :data:`DIVERGENCE_FACTOR` times the best) restores the best state, halves the learning
+    rate, resets Adam's moments and goes on; the result counts these events.
 
     Args:
         model: a :class:`~sinco.inr.models.Siren` or :class:`~sinco.inr.models.PEMLP`; it is moved
@@ -126,7 +130,7 @@ def fit_inr(
         loss, mse = objective(full)
         loss.backward()
         value = loss.item()
-        if not math.isfinite(value):
+        if not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(best_objective, 1e-12):
             divergences += 1
             with torch.no_grad():
                 for p, b in zip(params, best_state, strict=True):

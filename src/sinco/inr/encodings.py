@@ -10,8 +10,18 @@ from torch import nn
 from sinco.errors import InputError
 
 
+def _axis(n: int) -> torch.Tensor:
+    return torch.linspace(-1.0, 1.0, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+
+
 def make_coordinates(
-    height: int, width: int, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    height: int,
+    width: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    start: int = 0,
+    stop: int | None = None,
 ) -> torch.Tensor:
     """Coordinates of every pixel centre of an ``height x width`` image, in ``[-1, 1]^2``.
 
@@ -23,18 +33,23 @@ def make_coordinates(
         width: number of columns ``W`` (>= 1).
         device: where to create the tensor.
         dtype: floating dtype of the result.
+        start: first pixel (row-major index) to return; with ``stop``, a chunk of the grid whose
+            values are bit-identical to the same rows of the whole grid.
+        stop: one past the last pixel (default ``H * W``).
 
     Returns:
-        Tensor of shape ``(H * W, 2)``: ``(row, column)`` coordinates in row-major pixel order.
+        Tensor of shape ``(stop - start, 2)``: ``(row, column)`` coordinates in row-major pixel order.
 
     Raises:
-        InputError: if ``height`` or ``width`` is smaller than 1.
+        InputError: if ``height`` or ``width`` is smaller than 1, or the range is invalid.
     """
     if height < 1 or width < 1:
         raise InputError(f"image shape ({height}, {width}): both sides must be at least 1")
-    rows = torch.linspace(-1.0, 1.0, height, dtype=torch.float64) if height > 1 else torch.zeros(1, dtype=torch.float64)
-    cols = torch.linspace(-1.0, 1.0, width, dtype=torch.float64) if width > 1 else torch.zeros(1, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+    stop = height * width if stop is None else stop
+    if not 0 <= start <= stop <= height * width:
+        raise InputError(f"pixel range [{start}, {stop}) outside the {height}x{width} grid")
+    index = torch.arange(start, stop, dtype=torch.int64)
+    grid = torch.stack([_axis(height)[index // width], _axis(width)[index % width]], dim=-1)
     return grid.to(device=device, dtype=dtype)
 
 

@@ -1,0 +1,100 @@
+"""The decoder treats every .sinco file as hostile: a property test over thousands of mutated files."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sinco.cli import main
+from sinco.codec.bitstream import HEADER_BYTES, MAX_FILE_BYTES, SincoHeader, decode_file, encode_file, read_file
+from sinco.codec.inr_codec import decode
+from sinco.errors import BitstreamError
+from sinco.inr.models import INRSpec
+
+rng = np.random.default_rng(0)
+SPECS = [INRSpec(arch="siren", width=6, depth=3), INRSpec(arch="pe-mlp", width=5, depth=3, n_freqs=4, skips=(1,))]
+VALID = [
+    encode_file(SincoHeader(spec=s, height=20, width=24, vmin=-1.5, vmax=7.0), rng.normal(0, 0.3, s.n_params()).astype(np.float16))
+    for s in SPECS
+]
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@st.composite
+def mutated(draw):
+    data = bytearray(draw(st.sampled_from(VALID)))
+    kind = draw(st.sampled_from(["truncate", "flip", "insert", "delete", "field", "field-crc", "noise"]))
+    if kind == "truncate":
+        return bytes(data[: draw(st.integers(0, len(data) - 1))])
+    if kind == "flip":
+        for _ in range(draw(st.integers(1, 8))):
+            data[draw(st.integers(0, len(data) - 1))] ^= draw(st.integers(1, 255))
+        return bytes(data)
+    if kind == "insert":
+        pos = draw(st.integers(0, len(data)))
+        return bytes(data[:pos] + draw(st.binary(min_size=1, max_size=16)) + data[pos:])
+    if kind == "delete":
+        pos = draw(st.integers(0, len(data) - 1))
+        return bytes(data[:pos] + data[pos + draw(st.integers(1, 16)) :])
+    if kind == "noise":
+        return draw(st.binary(max_size=200))
+    # Overwrite header bytes with anything, optionally fixing the CRC so the semantic checks are reached.
+    pos = draw(st.integers(4, HEADER_BYTES - 1))
+    value = draw(st.binary(min_size=1, max_size=8))
+    data[pos : pos + len(value)] = value
+    body = bytes(data[: len(data) - 4])
+    return _with_crc(body) if kind == "field-crc" else bytes(data)
+
+
+@settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_mutated_files_are_decoded_or_refused_with_a_bitstream_error(data):
+    try:
+        header, weights = decode_file(data)
+    except BitstreamError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    # What survives is a well-formed file: its weights and its decoded image are finite.
+    assert np.all(np.isfinite(weights)) and weights.size == header.spec.n_params()
+    if header.n_pixels <= 4096:
+        _, image = decode(data)
+        assert image.shape == (header.height, header.width) and np.all((image >= 0) & (image <= 1))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutated())
+def test_cli_reports_hostile_files_in_one_line(tmp_path, capsys, data):
+    path = tmp_path / "f.sinco"
+    path.write_bytes(data)
+    code = main(["info", str(path)])
+    out, err = capsys.readouterr()
+    if code != 0:
+        assert code == 2 and err.startswith("sinco: error: ") and err.count("\n") == 1 and not out
+
+
+def test_absurd_header_sizes_are_refused_before_allocating():
+    body = bytearray(VALID[0][:-4])
+    struct.pack_into("<II", body, 10, 30000, 30000)  # 900M pixels: over the absolute cap
+    with pytest.raises(BitstreamError, match="outside the supported range"):
+        decode_file(_with_crc(bytes(body)))
+    struct.pack_into("<II", body, 10, 10000, 10000)  # 100M pixels from a few hundred bytes
+    with pytest.raises(BitstreamError, match="implausible"):
+        decode_file(_with_crc(bytes(body)))
+    struct.pack_into("<I", body, 34, 0xFFFFFFFF)  # 4 billion parameters announced, none present
+    with pytest.raises(BitstreamError, match="truncated"):
+        decode_file(_with_crc(bytes(body)))
+
+
+def test_oversized_files_are_not_read_whole(tmp_path):
+    big = tmp_path / "big.sinco"
+    with open(big, "wb") as handle:
+        handle.seek(MAX_FILE_BYTES + 10)
+        handle.write(b"\0")
+    with pytest.raises(BitstreamError, match="larger than"):
+        read_file(big)

@@ -1,0 +1,112 @@
+"""Interrupted runs leave no partial output; diverging fits are caught; runs are reproducible."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sinco.cli import main
+
+# Runs the CLI with Path.write_bytes slowed down: half the file is written, a marker printed, and
+# the process sleeps, so the test can kill it in the middle of writing its output.
+SLOW_WRITER = """
+import pathlib, sys, time
+def half_then_sleep(self, data):
+    with open(self, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        sys.stderr.write("HALF-WRITTEN\\n")
+        sys.stderr.flush()
+        time.sleep(60)
+        handle.write(data[len(data) // 2 :])
+    return len(data)
+pathlib.Path.write_bytes = half_then_sleep
+from sinco.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _kill_mid_write(args: list[str], sig: int) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if "HALF-WRITTEN" in line or not line:
+            break
+    assert "HALF-WRITTEN" in lines[-1], "".join(lines)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(lines) + err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_killing_compress_mid_write_keeps_the_old_file(nifti_volume, tmp_path, sig):
+    out = tmp_path / "run" / "a.sinco"
+    out.parent.mkdir()
+    out.write_bytes(b"previous complete file")
+    args = ["compress", str(nifti_volume), "--slice", "1", "-o", str(out), "--bpp", "4", "--depth", "3", "--steps", "3", "--quiet", "--force"]
+    done = _kill_mid_write(args, sig)
+    assert out.read_bytes() == b"previous complete file"
+    leftovers = sorted(p.name for p in out.parent.iterdir() if p != out)
+    if sig == signal.SIGKILL:
+        # Nothing can run after SIGKILL: a hidden temporary file may stay, the output is never touched.
+        assert done.returncode == -signal.SIGKILL
+        assert all(name.startswith(".a.sinco.") and ".tmp" in name for name in leftovers)
+    else:
+        assert done.returncode == 130 and "interrupted" in done.stderr and "Traceback" not in done.stderr
+        assert leftovers == []
+
+
+def test_killing_compress_mid_write_leaves_no_output(nifti_volume, tmp_path):
+    out = tmp_path / "new.sinco"
+    args = ["compress", str(nifti_volume), "--slice", "1", "-o", str(out), "--bpp", "4", "--depth", "3", "--steps", "3", "--quiet"]
+    done = _kill_mid_write(args, signal.SIGTERM)
+    assert done.returncode == 130
+    assert list(tmp_path.glob("*new.sinco*")) == []
+
+
+def test_same_seed_gives_byte_identical_files(nifti_volume, tmp_path, capsys):
+    base = ["compress", str(nifti_volume), "--slice", "2", "--bpp", "4", "--depth", "3", "--steps", "15", "--quiet"]
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        assert main([*base, "--seed", seed, "-o", str(tmp_path / f"{name}.sinco")]) == 0
+    capsys.readouterr()
+    a, b, c = ((tmp_path / f"{n}.sinco").read_bytes() for n in "abc")
+    assert a == b and a != c
+
+
+def test_a_diverging_fit_is_caught_and_reported(nifti_volume, tmp_path, capsys):
+    args = ["compress", str(nifti_volume), "--slice", "2", "--bpp", "4", "--depth", "3", "--steps", "60", "--lr", "5",
+            "--quiet", "--json", "-o", str(tmp_path / "d.sinco")]  # fmt: skip
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["divergences"] >= 1 and report["lr_final"] < 5
+    assert "diverged" in err and err.count("\n") == 1
+    from sinco.codec.bitstream import decode_file
+
+    _, weights = decode_file((tmp_path / "d.sinco").read_bytes())
+    assert np.all(np.isfinite(weights))
+
+
+def test_outputs_never_replace_inputs(nifti_volume, tmp_path, capsys):
+    before = nifti_volume.read_bytes()
+    link = tmp_path / "link.nii.gz"
+    os.symlink(nifti_volume, link)
+    for out in (nifti_volume, link):
+        code = main(["compress", str(nifti_volume), "--slice", "0", "-o", str(out), "--force", "--steps", "1", "--bpp", "4"])
+        assert code == 2 and "overwrite the input" in capsys.readouterr().err
+    sinco = tmp_path / "x.sinco"
+    assert main(["compress", str(nifti_volume), "--slice", "0", "-o", str(sinco), "--steps", "1", "--bpp", "4", "--depth", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    os.symlink(sinco, tmp_path / "alias.npy")
+    assert main(["decompress", str(sinco), "-o", str(tmp_path / "alias.npy"), "--force"]) == 2
+    assert "overwrite the input" in capsys.readouterr().err
+    assert nifti_volume.read_bytes() == before and Path(sinco).read_bytes()[:4] == b"SNCO"
