@@ -139,7 +139,7 @@ def test_unet_learns_the_synthetic_lesions(folders_dataset):
     from sinco.seg.train import TrainSegConfig, train_segmentation
 
     train_cases, val_cases = split_cases(discover_cases(folders_dataset), val_cases=1, seed=0)
-    config = TrainSegConfig(epochs=25, batch_size=4, lr=1e-2, unet=UNetConfig(channels=(8, 16), strides=(2,), num_res_units=1))
+    config = TrainSegConfig(epochs=25, batch_size=4, lr=1e-2, unet=UNetConfig(channels=(8, 16), strides=(2,)))
     result = train_segmentation(load_slices(train_cases), load_slices(val_cases), config=config, device=torch.device("cpu"), progress=False)
     assert result.best["val_dice_tumour"] > 0.7
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

@@ -14,6 +14,7 @@ import math
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from sinco import __version__
@@ -202,11 +203,12 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
     unet = UNetConfig(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units)
     config = TrainSegConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_cases=args.val_cases, seed=args.seed,
-        negatives_per_positive=args.negatives_per_positive, flip=not args.no_flip, unet=unet,
+        negatives_per_positive=args.negatives_per_positive, flip=not args.no_flip, gamma=args.gamma, unet=unet,
     )  # fmt: skip
     device = resolve_device(args.device)
     cases = discover_cases(args.data, layout=args.layout, image_glob=args.image_glob, label_glob=args.label_glob, channel=args.channel)
-    train_cases, val_cases = split_cases(cases, val_cases=config.val_cases, seed=config.seed)
+    val_ids = tuple(v for v in (args.val_ids or "").split(",") if v)
+    train_cases, val_cases = split_cases(cases, val_cases=config.val_cases, seed=config.seed, val_ids=val_ids)
     train, val = load_slices(train_cases), load_slices(val_cases)
     if not args.quiet:
         print(
@@ -273,6 +275,62 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _benchmark_summary(result: dict, *, quiet: bool) -> None:
+    print(result["table"])
+    print(f"results: {result['outdir']}/results.json, {result['outdir']}/table.md")
+    for path in result["figures"]:
+        print(f"figure: {path}")
+
+
+def _parse_bpps(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--bpp {text!r}: expected comma-separated numbers") from None
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """``sinco benchmark``: the paper's comparison on a dataset."""
+    from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
+    from sinco.utils.device import resolve_device
+
+    config = BenchmarkConfig(
+        data=str(args.data), seg_model=str(args.seg_model), layout=args.layout, image_glob=args.image_glob,
+        label_glob=args.label_glob, channel=args.channel, cases=args.cases,
+        methods=tuple(m for m in args.methods.split(",") if m), bpps=_parse_bpps(args.bpp), images=args.images,
+        min_tumour=args.min_tumour, steps=args.steps, lr=args.lr, lam=args.lam, reg_every=args.reg_every, seed=args.seed,
+    )  # fmt: skip
+    result = run_benchmark(config, outdir=args.out, device=resolve_device(args.device), progress=not args.quiet)
+    _benchmark_summary(result, quiet=args.quiet)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``sinco demo``: a short benchmark of every method on the embedded MNI152 data."""
+    from importlib.resources import files
+
+    from sinco.data.demo import IMAGE_NAME, LABEL_NAME, write_demo_dataset
+    from sinco.eval.benchmark import ALL_METHODS, BenchmarkConfig, run_benchmark
+    from sinco.utils.device import resolve_device
+
+    if args.export_data:
+        root = write_demo_dataset(args.export_data)
+        print(f"{root}: demo dataset (folders layout: --image-glob {IMAGE_NAME} --label-glob {LABEL_NAME})")
+        return EXIT_OK
+    out = Path(args.out)
+    data = write_demo_dataset(out / "data")
+    steps = args.steps if args.steps is not None else (150 if args.quick else 500)
+    images = args.images if args.images is not None else (1 if args.quick else 2)
+    config = BenchmarkConfig(
+        data=str(data), seg_model=str(files("sinco") / "assets" / "demo_seg.pt"), layout="folders", image_glob=IMAGE_NAME,
+        label_glob=LABEL_NAME, cases="val", methods=ALL_METHODS, bpps=(1.2,), images=images, min_tumour=0.01, steps=steps,
+        reg_every=1,
+    )  # fmt: skip
+    result = run_benchmark(config, outdir=out, device=resolve_device(args.device), progress=not args.quiet)
+    _benchmark_summary(result, quiet=args.quiet)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sinco`` command."""
     parser = argparse.ArgumentParser(prog="sinco", description="Compress medical images with implicit neural representations.")
@@ -314,16 +372,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="slices per step (default: 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
     p.add_argument("--val-cases", type=int, default=1, help="cases held out for validation (default: 1)")
+    p.add_argument("--val-ids", default=None, metavar="ID,ID", help="validation cases by id (instead of --val-cases drawn with --seed)")
+    p.add_argument("--gamma", type=float, default=1.5, help="random intensity gamma augmentation range (default: 1.5; 1 = off)")
     p.add_argument("--negatives-per-positive", type=float, default=1.0, help="tumour-free slices per tumour slice in each epoch (default: 1)")
     p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
     p.add_argument("--channels", default="16,32,64,128", help="U-Net channels per level (default: 16,32,64,128)")
-    p.add_argument("--res-units", type=int, default=1, help="U-Net residual units per block (default: 1)")
+    p.add_argument("--res-units", type=int, default=0, help="U-Net residual units per block (default: 0; see UNetConfig)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("-o", "--output", required=True, metavar="SEG.pt", help="checkpoint to write (and SEG.pt.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_train_seg)
+
+    p = sub.add_parser("benchmark", help="compare the INR methods and classical codecs on a dataset (the paper's Table 1)")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (Decathlon Task01 or one folder per case)")
+    p.add_argument("--layout", choices=("auto", "decathlon", "folders"), default="auto")
+    p.add_argument("--image-glob", default="Flair*.nii.gz", help="folders layout: image file pattern")
+    p.add_argument("--label-glob", default="OTMultiClass.nii.gz", help="folders layout: label file pattern")
+    p.add_argument("--channel", type=int, default=0, help="modality of 4-D volumes (default: 0)")
+    p.add_argument("--seg-model", required=True, metavar="SEG.pt", help="checkpoint from 'sinco train-seg'")
+    p.add_argument("--cases", default="val", help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val)")
+    p.add_argument("--methods", default="coin,vanilla-inr,sinco-siren,sinco-inr,jpeg,jpeg2000",
+                   help="comma-separated: coin, vanilla-inr, sinco-siren, sinco-inr, jpeg, jpeg2000, jpegxl, avif, webp")
+    p.add_argument("--bpp", default="1.2", help="target rate(s), comma-separated (default: 1.2)")
+    p.add_argument("--images", type=int, default=10, help="test slices (default: 10)")
+    p.add_argument("--min-tumour", type=float, default=0.01, help="minimum tumour fraction of a test slice (default: 0.01)")
+    p.add_argument("--steps", type=int, default=50_000, help="INR fitting steps (default: 50000)")
+    p.add_argument("--lr", type=float, default=1e-3, help="INR learning rate (default: 1e-3)")
+    p.add_argument("--lam", type=float, default=1.0, help="SINCO regulariser weight (default: 1)")
+    p.add_argument("--reg-every", type=int, default=1, metavar="K", help="regulariser every K-th step (default: 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder; rerunning resumes an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("demo", help="short benchmark of every method on embedded real brain MRI (no download)")
+    p.add_argument("--out", default="sinco-demo", metavar="DIR", help="output folder (default: ./sinco-demo)")
+    p.add_argument("--quick", action="store_true", help="one slice, 150 steps (about a minute)")
+    p.add_argument("--steps", type=int, default=None, help="INR steps (default: 500; --quick 150)")
+    p.add_argument("--images", type=int, default=None, help="test slices (default: 2; --quick 1)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--export-data", default=None, metavar="DIR", help="only write the demo dataset to DIR and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("segment", help="predict the tumour mask of a 2-D slice")
     p.add_argument("input", metavar="INPUT")

@@ -133,20 +133,32 @@ def discover_cases(
     return sorted(cases, key=lambda c: c.case_id)
 
 
-def split_cases(cases: list[Case], *, val_cases: int, seed: int) -> tuple[list[Case], list[Case]]:
+def split_cases(
+    cases: list[Case], *, val_cases: int, seed: int, val_ids: tuple[str, ...] = ()
+) -> tuple[list[Case], list[Case]]:
     """Split cases (never slices) into training and validation, reproducibly.
 
     Args:
         cases: all cases.
-        val_cases: how many go to validation (>= 1, fewer than ``len(cases)``).
+        val_cases: how many go to validation (>= 1, fewer than ``len(cases)``), drawn with ``seed``.
         seed: seeds the shuffle.
+        val_ids: the validation cases by id instead (overrides ``val_cases``).
 
     Returns:
         ``(train, val)``, each sorted by id.
 
     Raises:
-        InputError: if ``val_cases`` leaves no case for one side.
+        InputError: if the split leaves no case for one side, or an id is unknown.
     """
+    if val_ids:
+        known = {c.case_id for c in cases}
+        unknown = [v for v in val_ids if v not in known]
+        if unknown:
+            raise InputError(f"--val-ids: unknown case(s) {', '.join(unknown)} (cases: {', '.join(sorted(known))})")
+        if len(set(val_ids)) >= len(cases):
+            raise InputError(f"--val-ids: {len(set(val_ids))} validation cases leave none of the {len(cases)} for training")
+        val = [c for c in cases if c.case_id in val_ids]
+        return sorted((c for c in cases if c.case_id not in val_ids), key=lambda c: c.case_id), sorted(val, key=lambda c: c.case_id)
     if not 1 <= val_cases < len(cases):
         raise InputError(f"--val-cases {val_cases}: must be in 1..{len(cases) - 1} for {len(cases)} cases")
     order = sorted(cases, key=lambda c: c.case_id)

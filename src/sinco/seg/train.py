@@ -31,6 +31,9 @@ class TrainSegConfig:
         negatives_per_positive: each epoch uses every slice with tumour and this many times as many
             slices without tumour, drawn afresh each epoch (all of them if there are fewer).
         flip: augment by random left-right flips.
+        gamma: augment by a random intensity gamma ``x ** g``, ``log g`` uniform in
+            ``[-log gamma, log gamma]`` (1 = off): tumour contrast varies from case to case, and with
+            three training cases the net otherwise learns their particular brightness.
         threshold: probability above which a pixel counts as tumour.
         unet: the network's shape.
 
@@ -45,6 +48,7 @@ class TrainSegConfig:
     seed: int = 0
     negatives_per_positive: float = 1.0
     flip: bool = True
+    gamma: float = 1.5
     threshold: float = 0.5
     unet: UNetConfig = field(default_factory=UNetConfig)
 
@@ -57,6 +61,8 @@ class TrainSegConfig:
             raise InputError(f"--lr {self.lr}: must be a positive number")
         if not (math.isfinite(self.negatives_per_positive) and self.negatives_per_positive >= 0):
             raise InputError(f"--negatives-per-positive {self.negatives_per_positive}: must be >= 0")
+        if not (math.isfinite(self.gamma) and self.gamma >= 1):
+            raise InputError(f"--gamma {self.gamma}: must be >= 1 (1 = no intensity augmentation)")
         if not 0 < self.threshold < 1:
             raise InputError(f"threshold={self.threshold}: must be in (0, 1)")
 
@@ -181,6 +187,9 @@ def train_segmentation(
                 flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
                 y = torch.where(flip[:, None, None, None], y.flip(-1), y)
+            if config.gamma > 1:
+                log_g = rng.uniform(-math.log(config.gamma), math.log(config.gamma), size=len(idx))
+                x = x.clamp_min(0) ** torch.from_numpy(np.exp(log_g)).float()[:, None, None, None]
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(seg_logits(net, x, multiple=multiple), y)

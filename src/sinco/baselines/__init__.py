@@ -1,0 +1,1 @@
+"""Classical image codecs behind one small :class:`~sinco.baselines.classical.Codec` interface."""

@@ -1,0 +1,164 @@
+"""A tiny benchmark end to end: schema, finite metrics, table, figures, resuming, classical codecs."""
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from sinco.baselines.classical import CODECS, encode_at_bpp, get_codec
+from sinco.errors import InputError
+from sinco.eval.benchmark import ALL_METHODS, BenchmarkConfig, run_benchmark
+from sinco.eval.selection import select_test_slices
+from sinco.metrics import psnr
+from sinco.seg.network import UNetConfig, build_unet, save_checkpoint
+
+SIZE = 48
+REQUIRED = {"image_id", "method", "target_bpp", "bpp_params", "bpp_file", "psnr", "ssim", "dice", "dice_reference", "steps",
+            "encode_seconds", "decode_seconds"}  # fmt: skip
+
+
+def _case(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rows, cols = np.meshgrid(np.linspace(-1, 1, SIZE), np.linspace(-1, 1, SIZE), indexing="ij")
+    head = ((rows / 0.9) ** 2 + (cols / 0.8) ** 2 < 1).astype(np.float32)
+    image = np.zeros((SIZE, SIZE, 6), np.float32)
+    label = np.zeros((SIZE, SIZE, 6), np.uint8)
+    for k in range(6):
+        lesion = (rows - 0.05 * k) ** 2 + (cols + 0.2) ** 2 < 0.02 + 0.01 * k
+        image[..., k] = head * (1 + 0.2 * rows) + 0.8 * lesion + 0.02 * rng.standard_normal((SIZE, SIZE))
+        label[..., k] = lesion
+    return image, label
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "data"
+    for i in range(3):
+        case = root / f"case{i}"
+        case.mkdir(parents=True)
+        image, label = _case(i)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(case / "Flair.nii.gz"))
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(case / "OTMultiClass.nii.gz"))
+    torch.manual_seed(0)
+    unet = UNetConfig(channels=(4, 8), strides=(2,))
+    ckpt = tmp_path / "seg.pt"
+    save_checkpoint(ckpt, net=build_unet(unet), config=unet, threshold=0.5,
+                    training={"train_cases": ["case0", "case1"], "val_cases": ["case2"]})  # fmt: skip
+    return root, ckpt
+
+
+def _config(dataset, **kw) -> BenchmarkConfig:
+    root, ckpt = dataset
+    base = dict(data=str(root), seg_model=str(ckpt), image_glob="Flair.nii.gz", cases="all", images=2, bpps=(4.0,), steps=4,
+                depth_siren=3, depth_pe=2)  # fmt: skip
+    return BenchmarkConfig(**{**base, **kw})
+
+
+def test_tiny_benchmark_schema_table_and_figures(dataset, tmp_path):
+    config = _config(dataset, methods=ALL_METHODS, bpps=(4.0, 6.0))
+    out = tmp_path / "out"
+    result = run_benchmark(config, outdir=out, device=torch.device("cpu"), progress=False)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["methods"] == list(ALL_METHODS) and saved["config"]["steps"] == 4
+    records = saved["records"]
+    assert len(records) == 2 * len(ALL_METHODS) * 2
+    assert len({r["image_id"] for r in records}) == 2 and [s["image_id"] for s in saved["slices"]] == sorted({r["image_id"] for r in records})
+    for r in records:
+        assert REQUIRED <= set(r), r["method"]
+        for key in ("bpp_file", "psnr", "ssim", "dice", "dice_reference", "encode_seconds", "decode_seconds"):
+            assert np.isfinite(r[key]), (r["method"], key)
+        data = (out / r["file"]).read_bytes()
+        assert r["bpp_file"] == pytest.approx(8 * len(data) / SIZE**2)
+        if r["method"] in CODECS:
+            assert r["bpp_params"] is None and r["steps"] is None
+            assert r["bpp_file"] <= r["target_bpp"] or r["within_budget"] is False
+        else:
+            assert r["bpp_params"] <= r["target_bpp"] and r["steps"] == 4
+    table = (out / "table.md").read_text()
+    assert "COIN (SIREN)" in table and "JPEG 2000" in table and "uncompressed (reference)" in table and "Target 6 bpp" in table
+    names = sorted(Path(f).name for f in result["figures"])
+    assert "rate_distortion.png" in names and sum(n.startswith("figure_") for n in names) == 2
+    assert all(Path(f).stat().st_size > 1000 for f in result["figures"])
+
+
+def test_interrupted_benchmark_resumes_without_redoing_records(dataset, tmp_path, monkeypatch):
+    import sinco.codec.inr_codec as inr_codec
+
+    config = _config(dataset, methods=("coin", "sinco-inr", "jpeg"))
+    out = tmp_path / "out"
+    real = inr_codec.compress_image
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inr_codec, "compress_image", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(config, outdir=out, device=torch.device("cpu"), progress=False)
+    first = json.loads((out / "results.json").read_text())["records"]
+    assert [r["method"] for r in first] == ["coin", "sinco-inr", "jpeg"]  # image 1 done, image 2 interrupted
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    calls["n"] = 0
+    monkeypatch.setattr(inr_codec, "compress_image", counting)
+    run_benchmark(config, outdir=out, device=torch.device("cpu"), progress=False)
+    final = json.loads((out / "results.json").read_text())["records"]
+    assert calls["n"] == 2  # only the second image's two INR records were fitted
+    assert len(final) == 6 and final[:3] == first
+    # A finished run does nothing more; another configuration in the same folder is refused.
+    calls["n"] = 0
+    run_benchmark(config, outdir=out, device=torch.device("cpu"), progress=False)
+    assert calls["n"] == 0
+    with pytest.raises(InputError, match="another configuration .*steps"):
+        run_benchmark(_config(dataset, methods=("coin", "sinco-inr", "jpeg"), steps=5), outdir=out, device=torch.device("cpu"))
+
+
+def test_slice_selection_is_deterministic_and_spread(dataset):
+    from sinco.data.datasets import discover_cases
+
+    cases = discover_cases(dataset[0], image_glob="Flair.nii.gz")
+    picked = select_test_slices(cases, n_images=4, min_tumour=0.01)
+    assert [p.image_id for p in picked] == [p.image_id for p in select_test_slices(cases, n_images=4, min_tumour=0.01)]
+    assert {p.case.case_id for p in picked} == {"case0", "case1", "case2"}
+    assert all(p.tumour_fraction >= 0.01 for p in picked)
+    assert len(select_test_slices(cases, n_images=100, min_tumour=0.01)) == 18  # all 6 slices of 3 cases qualify
+    with pytest.raises(InputError, match="no slice"):
+        select_test_slices(cases, n_images=2, min_tumour=0.9)
+
+
+def test_val_cases_come_from_the_checkpoint(dataset, tmp_path):
+    config = _config(dataset, cases="val", methods=("jpeg",), images=3)
+    run_benchmark(config, outdir=tmp_path / "o", device=torch.device("cpu"), progress=False)
+    records = json.loads((tmp_path / "o" / "results.json").read_text())["records"]
+    assert {r["case"] for r in records} == {"case2"}
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_classical_codecs_round_trip_and_meet_the_rate(name):
+    rng = np.random.default_rng(0)
+    rows, cols = np.meshgrid(np.linspace(0, 1, 96), np.linspace(0, 1, 96), indexing="ij")
+    image = np.clip(0.5 * rows + 0.3 * np.sin(6 * cols) + 0.2 + 0.02 * rng.standard_normal((96, 96)), 0, 1).astype(np.float32)
+    codec = get_codec(name)
+    match = encode_at_bpp(codec, image, target_bpp=2.0)
+    assert match.within_budget and match.bpp <= 2.0 and match.bpp == 8 * len(match.data) / image.size
+    decoded = codec.decode(match.data)
+    assert decoded.shape == image.shape and decoded.dtype == np.float32
+    assert psnr(pred=decoded, target=image) > 25
+    lo, hi = codec.quality_range
+    if match.quality < hi:  # the next quality up breaks the budget (integer knobs)
+        step = 1 if codec.integer_quality else 0.02
+        assert 8 * len(codec.encode(image, quality=min(hi, match.quality + step))) / image.size > 2.0 or not codec.integer_quality
+
+
+def test_unknown_method_is_refused(dataset):
+    with pytest.raises(InputError, match="--methods"):
+        _config(dataset, methods=("coin", "png"))
