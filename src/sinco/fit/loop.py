@@ -123,7 +123,7 @@ def fit_inr(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+        bar = tqdm(total=config.steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, leave=False)
     for step in range(config.steps):
         full = step % reg_every == 0
         optimizer.zero_grad(set_to_none=True)
