@@ -54,3 +54,44 @@ def brats_case() -> Path:
     if not cases:
         pytest.skip(f"shared BraTS data not found at {BRATS_DIR} (set SINCO_BRATS_DIR)")
     return cases[0]
+
+
+BENCH_SIZE = 48
+
+
+def _bench_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rows, cols = np.meshgrid(np.linspace(-1, 1, BENCH_SIZE), np.linspace(-1, 1, BENCH_SIZE), indexing="ij")
+    head = ((rows / 0.9) ** 2 + (cols / 0.8) ** 2 < 1).astype(np.float32)
+    image = np.zeros((BENCH_SIZE, BENCH_SIZE, 6), np.float32)
+    label = np.zeros((BENCH_SIZE, BENCH_SIZE, 6), np.uint8)
+    for k in range(6):
+        lesion = (rows - 0.05 * k) ** 2 + (cols + 0.2) ** 2 < 0.02 + 0.01 * k
+        image[..., k] = head * (1 + 0.2 * rows) + 0.8 * lesion + 0.02 * rng.standard_normal((BENCH_SIZE, BENCH_SIZE))
+        label[..., k] = lesion
+    return image, label
+
+
+@pytest.fixture
+def benchmark_dataset(tmp_path: Path) -> tuple[Path, Path]:
+    """Three 48 x 48 x 6 cases with a lesion in every slice, and an untrained U-Net whose validation case is case2."""
+    import nibabel as nib
+    import torch
+
+    from sinco.seg.network import UNetConfig, build_unet, save_checkpoint
+
+    root = tmp_path / "data"
+    for i in range(3):
+        case = root / f"case{i}"
+        case.mkdir(parents=True)
+        image, label = _bench_case(i)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(case / "Flair.nii.gz"))
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(case / "OTMultiClass.nii.gz"))
+    torch.manual_seed(0)
+    unet = UNetConfig(channels=(4, 8), strides=(2,))
+    ckpt = tmp_path / "seg.pt"
+    save_checkpoint(ckpt, net=build_unet(unet), config=unet, threshold=0.5,
+                    training={"train_cases": ["case0", "case1"], "val_cases": ["case2"]})  # fmt: skip
+    return root, ckpt
+
+

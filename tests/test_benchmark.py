@@ -3,51 +3,24 @@
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import BENCH_SIZE as SIZE
 
 from sinco.baselines.classical import CODECS, encode_at_bpp, get_codec
 from sinco.errors import InputError
 from sinco.eval.benchmark import ALL_METHODS, BenchmarkConfig, run_benchmark
 from sinco.eval.selection import select_test_slices
 from sinco.metrics import psnr
-from sinco.seg.network import UNetConfig, build_unet, save_checkpoint
 
-SIZE = 48
 REQUIRED = {"image_id", "method", "target_bpp", "bpp_params", "bpp_file", "psnr", "ssim", "dice", "dice_reference", "steps",
             "encode_seconds", "decode_seconds"}  # fmt: skip
 
 
-def _case(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    rows, cols = np.meshgrid(np.linspace(-1, 1, SIZE), np.linspace(-1, 1, SIZE), indexing="ij")
-    head = ((rows / 0.9) ** 2 + (cols / 0.8) ** 2 < 1).astype(np.float32)
-    image = np.zeros((SIZE, SIZE, 6), np.float32)
-    label = np.zeros((SIZE, SIZE, 6), np.uint8)
-    for k in range(6):
-        lesion = (rows - 0.05 * k) ** 2 + (cols + 0.2) ** 2 < 0.02 + 0.01 * k
-        image[..., k] = head * (1 + 0.2 * rows) + 0.8 * lesion + 0.02 * rng.standard_normal((SIZE, SIZE))
-        label[..., k] = lesion
-    return image, label
-
-
 @pytest.fixture
-def dataset(tmp_path: Path) -> tuple[Path, Path]:
-    root = tmp_path / "data"
-    for i in range(3):
-        case = root / f"case{i}"
-        case.mkdir(parents=True)
-        image, label = _case(i)
-        nib.save(nib.Nifti1Image(image, np.eye(4)), str(case / "Flair.nii.gz"))
-        nib.save(nib.Nifti1Image(label, np.eye(4)), str(case / "OTMultiClass.nii.gz"))
-    torch.manual_seed(0)
-    unet = UNetConfig(channels=(4, 8), strides=(2,))
-    ckpt = tmp_path / "seg.pt"
-    save_checkpoint(ckpt, net=build_unet(unet), config=unet, threshold=0.5,
-                    training={"train_cases": ["case0", "case1"], "val_cases": ["case2"]})  # fmt: skip
-    return root, ckpt
+def dataset(benchmark_dataset):
+    return benchmark_dataset
 
 
 def _config(dataset, **kw) -> BenchmarkConfig:
