@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--case", default="brats_2013_pat0003_1")
     parser.add_argument("--slice", type=int, default=None, help="default: the slice with the most tumour")
     parser.add_argument("--arch", nargs="+", default=["siren", "pe-mlp"])
+    parser.add_argument("--depth", type=int, nargs="+", default=[None], help="hidden layers to try (default: the codec's)")
     parser.add_argument("--bpp", type=float, default=1.2)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
@@ -68,8 +69,8 @@ def main() -> None:
     print(f"# {flair} slice {k}, {image.shape[0]}x{image.shape[1]}; {machine}")
     print(f"{'arch':8} {'width':>5} {'depth':>5} {'params':>6} {'bpp_par':>8} {'bpp_file':>8} {'psnr':>7} {'ssim':>7} {'seconds':>8} {'ms/step':>8}")
     rows = []
-    for arch in args.arch:
-        codec = CodecConfig(arch=arch, bpp=args.bpp)
+    for arch, depth in ((a, d) for a in args.arch for d in args.depth):
+        codec = CodecConfig(arch=arch, bpp=args.bpp, depth=depth)
         fit = FitConfig(steps=args.steps, seed=args.seed)
         start = time.perf_counter()
         result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device)

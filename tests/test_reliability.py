@@ -13,11 +13,19 @@ import pytest
 
 from sinco.cli import main
 
-# Runs the CLI with Path.write_bytes slowed down: half the file is written, a marker printed, and
-# the process sleeps, so the test can kill it in the middle of writing its output.
+# Runs the CLI with Path.write_bytes slowed down for files whose name contains MATCH, from the
+# (SKIP + 1)-th such write on: half the data is written, a marker printed, and the process sleeps,
+# so the test can kill it in the middle of writing an output.
 SLOW_WRITER = """
 import pathlib, sys, time
+real = pathlib.Path.write_bytes
+seen = {"n": 0}
 def half_then_sleep(self, data):
+    if MATCH not in self.name:
+        return real(self, data)
+    seen["n"] += 1
+    if seen["n"] <= SKIP:
+        return real(self, data)
     with open(self, "wb") as handle:
         handle.write(data[: len(data) // 2])
         handle.flush()
@@ -32,8 +40,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _kill_mid_write(args: list[str], sig: int) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def _kill_mid_write(args: list[str], sig: int, *, match: str = "", skip: int = 0) -> subprocess.CompletedProcess:
+    script = SLOW_WRITER.replace("MATCH", repr(match)).replace("SKIP", str(skip))
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     lines = []
     while time.monotonic() < deadline:
@@ -112,48 +121,15 @@ def test_outputs_never_replace_inputs(nifti_volume, tmp_path, capsys):
     assert nifti_volume.read_bytes() == before and Path(sinco).read_bytes()[:4] == b"SNCO"
 
 
-# The same, for the benchmark: only the writes of results.json are slowed, from the second one on,
-# so the kill lands while a newer results.json is half-written over a complete older one.
-SLOW_RESULTS_WRITER = """
-import pathlib, sys, time
-real = pathlib.Path.write_bytes
-seen = {"n": 0}
-def slow_results(self, data):
-    if ".results.json." not in self.name:
-        return real(self, data)
-    seen["n"] += 1
-    if seen["n"] < 2:
-        return real(self, data)
-    with open(self, "wb") as handle:
-        handle.write(data[: len(data) // 2])
-        handle.flush()
-        sys.stderr.write("HALF-WRITTEN\\n")
-        sys.stderr.flush()
-        time.sleep(60)
-        handle.write(data[len(data) // 2 :])
-    return len(data)
-pathlib.Path.write_bytes = slow_results
-from sinco.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killing_benchmark_mid_write_keeps_results_whole_and_resumes(benchmark_dataset, tmp_path, capsys, sig):
     root, ckpt = benchmark_dataset
     out = tmp_path / "bench"
     args = ["benchmark", "--data", str(root), "--image-glob", "Flair.nii.gz", "--seg-model", str(ckpt), "--cases", "all",
             "--images", "2", "--methods", "jpeg,jpeg2000", "--bpp", "4", "--steps", "2", "--out", str(out), "--quiet"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_RESULTS_WRITER, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = ""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and "HALF-WRITTEN" not in line:
-        line = proc.stderr.readline()
-        if not line:
-            break
-    assert "HALF-WRITTEN" in line
-    proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    # Only results.json is slowed, from its second write on: the kill lands while a newer
+    # results.json is half-written over a complete older one.
+    _kill_mid_write(args, sig, match=".results.json.", skip=1)
     # The complete earlier results.json (one record) is still there, not the half-written newer one.
     records = json.loads((out / "results.json").read_text())["records"]
     assert len(records) == 1

@@ -331,6 +331,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (Decathlon Task01 or one folder per case)")
+    p.add_argument("--layout", choices=("auto", "decathlon", "folders"), default="auto", help="dataset layout (default: auto)")
+    p.add_argument("--image-glob", default="Flair*.nii.gz", help="folders layout: image file pattern (default: Flair*.nii.gz)")
+    p.add_argument("--label-glob", default="OTMultiClass.nii.gz", help="folders layout: label file pattern (default: OTMultiClass.nii.gz)")
+    p.add_argument("--channel", type=int, default=0, help="modality of 4-D volumes (default: 0, FLAIR)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sinco`` command."""
     parser = argparse.ArgumentParser(prog="sinco", description="Compress medical images with implicit neural representations.")
@@ -363,11 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("train-seg", help="train the tumour-segmentation U-Net of the SINCO regulariser")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (Decathlon Task01 or one folder per case)")
-    p.add_argument("--layout", choices=("auto", "decathlon", "folders"), default="auto", help="dataset layout (default: auto)")
-    p.add_argument("--image-glob", default="Flair*.nii.gz", help="folders layout: image file pattern (default: Flair*.nii.gz)")
-    p.add_argument("--label-glob", default="OTMultiClass.nii.gz", help="folders layout: label file pattern (default: OTMultiClass.nii.gz)")
-    p.add_argument("--channel", type=int, default=0, help="modality of 4-D volumes (default: 0, FLAIR)")
+    _add_dataset_arguments(p)
     p.add_argument("--epochs", type=int, default=75, help="epochs (default: 75, the paper's)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per step (default: 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
@@ -386,11 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_seg)
 
     p = sub.add_parser("benchmark", help="compare the INR methods and classical codecs on a dataset (the paper's Table 1)")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (Decathlon Task01 or one folder per case)")
-    p.add_argument("--layout", choices=("auto", "decathlon", "folders"), default="auto")
-    p.add_argument("--image-glob", default="Flair*.nii.gz", help="folders layout: image file pattern")
-    p.add_argument("--label-glob", default="OTMultiClass.nii.gz", help="folders layout: label file pattern")
-    p.add_argument("--channel", type=int, default=0, help="modality of 4-D volumes (default: 0)")
+    _add_dataset_arguments(p)
     p.add_argument("--seg-model", required=True, metavar="SEG.pt", help="checkpoint from 'sinco train-seg'")
     p.add_argument("--cases", default="val", help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val)")
     p.add_argument("--methods", default="coin,vanilla-inr,sinco-siren,sinco-inr,jpeg,jpeg2000",
