@@ -95,3 +95,13 @@ def test_size_for_bpp_rejects_an_impossible_rate():
         size_for_bpp("pe-mlp", bpp=0.01, height=32, width=32)
     with pytest.raises(InputError, match="--bpp"):
         size_for_bpp("siren", bpp=float("nan"), height=32, width=32)
+
+
+def test_pemlp_skip_layer_equals_the_concatenation():
+    torch.manual_seed(0)
+    model = PEMLP(INRSpec(arch="pe-mlp", width=8, depth=3, n_freqs=4, skips=(2,)))
+    feats = model.features(torch.rand(50, 2) * 2 - 1)
+    x = feats
+    for index, layer in enumerate(model.layers):
+        x = torch.relu(layer(torch.cat([x, feats], dim=-1) if index == 2 else x))
+    torch.testing.assert_close(model.forward_features(feats), model.head(x), rtol=1e-6, atol=1e-6)

@@ -63,7 +63,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         arch=args.arch, bpp=args.bpp, depth=args.depth, n_freqs=args.n_freqs, w0=args.w0, w0_first=args.w0,
         skips=_parse_skips(args.skips),
     )  # fmt: skip
-    fit = FitConfig(steps=args.steps, lr=args.lr, seed=args.seed, lam=args.lam, reg_every=args.reg_every)
+    fit = FitConfig(steps=args.steps, lr=args.lr, seed=args.seed, lam=args.lam, reg_every=args.reg_every, compile=args.compile)
     if (args.seg_model is None) != (args.mask is None):
         given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
         raise InputError(f"{given} needs {missing}: the regulariser segments the reconstruction and compares it with the mask")
@@ -106,6 +106,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         "steps": result.fit.steps,
         "divergences": result.fit.divergences,
         "lr_final": result.fit.lr_final,
+        "compiled": result.fit.compiled,
         "device": str(device),
         "lam": result.fit.lam,
         "reg_every": result.fit.reg_every,
@@ -365,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default=None, metavar="LABELS", help="label file of INPUT (same slice is read; label > 0 = tumour)")
     p.add_argument("--lam", type=float, default=1.0, help="regulariser weight lambda (default: 1; 0 = plain fitting)")
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regulariser every K-th step (default: 1)")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile the fitting step (default: auto = SIREN fits of 1000+ steps)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="replace an existing output file")

