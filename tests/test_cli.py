@@ -36,7 +36,8 @@ def test_compress_json_report_and_sidecar(compressed, nifti_volume):
     assert report["bpp_file"] == pytest.approx(8 * out.stat().st_size / (32 * 32))
     assert report["bpp_params"] <= 4 and report["bpp_file"] == pytest.approx(report["bpp_params"] + 400 / (32 * 32))
     sidecar = json.loads(out.with_name("s.sinco.json").read_text())
-    assert sidecar["fit"] == {"steps": 40, "lr": 0.001, "seed": 0, "log_every": 50, "lam": 1.0, "reg_every": 1, "compile": "auto"}
+    assert sidecar["fit"] == {"steps": 40, "lr": 0.001, "seed": 0, "log_every": 50, "lam": 1.0, "reg_every": 1, "compile": "auto",
+                              "schedule": "constant", "warmup": 0, "final_lr_ratio": 0.01}
     assert sidecar["codec"]["arch"] == "siren" and sidecar["input"]["slice"] == 2
     assert sidecar["result"] == report
     # The reported PSNR is that of the decoded file against the input slice.

@@ -39,3 +39,39 @@ def test_auto_compiles_long_siren_fits_only():
     assert not use_compile(siren, FitConfig(steps=100))
     assert not use_compile(pe, FitConfig(steps=5000))  # matmul-bound: compiling did not pay on the CPU
     assert use_compile(pe, FitConfig(steps=10, compile="on")) and not use_compile(siren, FitConfig(steps=5000, compile="off"))
+
+
+def test_cosine_schedule_and_presets():
+    import math
+
+    from sinco.errors import InputError
+    from sinco.fit.config import fit_config_from_preset
+
+    cfg = FitConfig(steps=1100, lr=2e-3, schedule="cosine", warmup=100, final_lr_ratio=0.01)
+    assert cfg.lr_at(0) == pytest.approx(2e-5) and cfg.lr_at(99) == pytest.approx(2e-3)
+    assert cfg.lr_at(100) == pytest.approx(2e-3)
+    assert cfg.lr_at(600) == pytest.approx(0.5 * (2e-3 + 2e-5))  # half-way down the cosine
+    assert cfg.lr_at(1100) == pytest.approx(2e-5)
+    assert all(cfg.lr_at(s) >= cfg.lr_at(s + 1) for s in range(100, 1100))
+    assert FitConfig(lr=1e-3).lr_at(12345) == 1e-3
+    paper = fit_config_from_preset("paper")
+    assert (paper.steps, paper.lr, paper.schedule) == (50_000, 1e-3, "constant")
+    fast = fit_config_from_preset("fast", steps=None, lr=5e-3)
+    assert (fast.steps, fast.lr, fast.schedule) == (4_000, 5e-3, "cosine")
+    assert math.isclose(fast.lr_at(fast.steps - 1), 5e-5, rel_tol=1e-2)
+    with pytest.raises(InputError, match="--preset 'quick'"):
+        fit_config_from_preset("quick")
+    with pytest.raises(InputError, match="--schedule 'step'"):
+        FitConfig(schedule="step")
+
+
+def test_cosine_schedule_fits_better_than_constant_in_few_steps():
+    rows, cols = np.meshgrid(np.linspace(0, 1, 24), np.linspace(0, 1, 24), indexing="ij")
+    image = torch.from_numpy((0.5 + 0.4 * np.sin(7 * rows) * np.cos(5 * cols)).astype(np.float32))
+    results = {}
+    for schedule in ("constant", "cosine"):
+        torch.manual_seed(0)
+        model = build_inr(INRSpec(arch="siren", width=16, depth=3))
+        config = FitConfig(steps=300, lr=3e-3 if schedule == "cosine" else 1e-3, schedule=schedule, warmup=20, compile="off")
+        results[schedule] = fit_inr(model, target=image, config=config, device=torch.device("cpu"), progress=False)
+    assert results["cosine"].best_psnr > results["constant"].best_psnr

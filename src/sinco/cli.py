@@ -53,7 +53,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from sinco.codec.inr_codec import CodecConfig, compress_image
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import load_slice
-    from sinco.fit.config import FitConfig
+    from sinco.fit.config import fit_config_from_preset
     from sinco.utils.atomic import atomic_write_bytes, check_output_path
     from sinco.utils.device import resolve_device
 
@@ -63,7 +63,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         arch=args.arch, bpp=args.bpp, depth=args.depth, n_freqs=args.n_freqs, w0=args.w0, w0_first=args.w0,
         skips=_parse_skips(args.skips),
     )  # fmt: skip
-    fit = FitConfig(steps=args.steps, lr=args.lr, seed=args.seed, lam=args.lam, reg_every=args.reg_every, compile=args.compile)
+    fit = fit_config_from_preset(
+        args.preset, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup, seed=args.seed, lam=args.lam,
+        reg_every=args.reg_every, compile=args.compile,
+    )  # fmt: skip
     if (args.seg_model is None) != (args.mask is None):
         given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
         raise InputError(f"{given} needs {missing}: the regulariser segments the reconstruction and compares it with the mask")
@@ -293,13 +296,16 @@ def _parse_bpps(text: str) -> tuple[float, ...]:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """``sinco benchmark``: the paper's comparison on a dataset."""
     from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
+    from sinco.fit.config import fit_config_from_preset
     from sinco.utils.device import resolve_device
 
+    fit = fit_config_from_preset(args.preset, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup)
     config = BenchmarkConfig(
         data=str(args.data), seg_model=str(args.seg_model), layout=args.layout, image_glob=args.image_glob,
         label_glob=args.label_glob, channel=args.channel, cases=args.cases,
         methods=tuple(m for m in args.methods.split(",") if m), bpps=_parse_bpps(args.bpp), images=args.images,
-        min_tumour=args.min_tumour, steps=args.steps, lr=args.lr, lam=args.lam, reg_every=args.reg_every, seed=args.seed,
+        min_tumour=args.min_tumour, steps=fit.steps, lr=fit.lr, schedule=fit.schedule, warmup=fit.warmup, lam=args.lam,
+        reg_every=args.reg_every, seed=args.seed,
     )  # fmt: skip
     result = run_benchmark(config, outdir=args.out, device=resolve_device(args.device), progress=not args.quiet)
     _benchmark_summary(result, quiet=args.quiet)
@@ -355,8 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skips", default=None, metavar="I,J", help="pe-mlp layers fed the encoding again, or 'none' (default: depth // 2)")
     p.add_argument("--n-freqs", type=int, default=12, help="pe-mlp encoding frequencies Lf (default: 12)")
     p.add_argument("--w0", type=float, default=30.0, help="siren frequency w0 (default: 30)")
-    p.add_argument("--steps", type=int, default=50_000, help="Adam steps (default: 50000, the paper's)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--preset", choices=("paper", "fast"), default="paper",
+                   help="fitting schedule: paper = 50000 steps, constant lr 1e-3 (default); fast = 4000 steps, cosine from 3e-3")
+    p.add_argument("--steps", type=int, default=None, help="Adam steps (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="Adam (peak) learning rate (default: the preset's)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="learning-rate schedule (default: the preset's)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps of the cosine schedule (default: the preset's)")
     p.add_argument("--slice", type=int, default=None, metavar="K", help="slice index of a 3-D/4-D volume")
     p.add_argument("--axis", type=int, default=2, choices=(0, 1, 2), help="slicing axis (default: 2, axial)")
     p.add_argument("--channel", type=int, default=0, metavar="C", help="channel of a 4-D volume (default: 0, FLAIR)")
@@ -401,8 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpp", default="1.2", help="target rate(s), comma-separated (default: 1.2)")
     p.add_argument("--images", type=int, default=10, help="test slices (default: 10)")
     p.add_argument("--min-tumour", type=float, default=0.01, help="minimum tumour fraction of a test slice (default: 0.01)")
-    p.add_argument("--steps", type=int, default=50_000, help="INR fitting steps (default: 50000)")
-    p.add_argument("--lr", type=float, default=1e-3, help="INR learning rate (default: 1e-3)")
+    p.add_argument("--preset", choices=("paper", "fast"), default="paper", help="INR fitting schedule (default: paper, see compress)")
+    p.add_argument("--steps", type=int, default=None, help="INR fitting steps (default: the preset's, paper 50000)")
+    p.add_argument("--lr", type=float, default=None, help="INR (peak) learning rate (default: the preset's)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="INR learning-rate schedule (default: the preset's)")
+    p.add_argument("--warmup", type=int, default=None, help="cosine warm-up steps (default: the preset's)")
     p.add_argument("--lam", type=float, default=1.0, help="SINCO regulariser weight (default: 1)")
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="regulariser every K-th step (default: 1)")
     p.add_argument("--seed", type=int, default=0)

@@ -50,7 +50,9 @@ class BenchmarkConfig:
         images: number of test slices.
         min_tumour: minimum tumour fraction of a test slice.
         steps: INR fitting steps.
-        lr: INR learning rate.
+        lr: INR (peak) learning rate.
+        schedule: INR learning-rate schedule, ``constant`` or ``cosine``.
+        warmup: warm-up steps of the cosine schedule.
         lam: SINCO regulariser weight for the ``sinco-*`` methods.
         reg_every: apply the regulariser every K-th step.
         seed: INR initialisation seed.
@@ -74,6 +76,8 @@ class BenchmarkConfig:
     min_tumour: float = 0.01
     steps: int = 50_000
     lr: float = 1e-3
+    schedule: str = "constant"
+    warmup: int = 0
     lam: float = 1.0
     reg_every: int = 1
     seed: int = 0
@@ -233,8 +237,8 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
             if method in INR_METHODS:
                 arch, regularised = INR_METHODS[method]
                 depth = config.depth_siren if arch == "siren" else config.depth_pe
-                fit = FitConfig(steps=config.steps, lr=config.lr, seed=config.seed, lam=config.lam if regularised else 0.0,
-                                reg_every=config.reg_every)  # fmt: skip
+                fit = FitConfig(steps=config.steps, lr=config.lr, schedule=config.schedule, warmup=config.warmup, seed=config.seed,
+                                lam=config.lam if regularised else 0.0, reg_every=config.reg_every)  # fmt: skip
                 result = compress_image(image, vmin=vmin, vmax=vmax, codec=CodecConfig(arch=arch, bpp=bpp, depth=depth), fit=fit,
                                         device=device, seg_model=seg_model, mask=mask, progress=progress)  # fmt: skip
                 data, extension = result.data, ".sinco"

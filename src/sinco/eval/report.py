@@ -44,7 +44,7 @@ def make_table(records: list[dict[str, Any]], config: Any) -> str:
         "# Benchmark",
         "",
         f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; INR methods: {config.steps} Adam steps "
-        f"(lr {config.lr:g}), SINCO lambda {config.lam:g} (regulariser every {config.reg_every} step(s)), seed {config.seed}; "
+        f"(lr {config.lr:g}, {config.schedule} schedule), SINCO lambda {config.lam:g} (regulariser every {config.reg_every} step(s)), seed {config.seed}; "
         f"segmentation model `{config.seg_model}`.",
         "",
         "Metrics are measured on the decoded files (INR: fp16 weights); `bpp (file)` is 8 x file bytes / pixels, header "

@@ -131,8 +131,8 @@ def fit_inr(
         feats = model.features(make_coordinates(height, width, device=device))
     target_flat = target.reshape(-1, 1).to(device=device, dtype=torch.float32)
     params = list(model.parameters())
-    lr = config.lr
-    optimizer = torch.optim.Adam(params, lr=lr)
+    lr_scale = 1.0  # halved at each divergence, on top of the schedule
+    optimizer = torch.optim.Adam(params, lr=config.lr_at(0))
     best_state = [p.detach().clone() for p in params]
     best_objective, best_mse, best_step, divergences = math.inf, math.inf, 0, 0
 
@@ -162,6 +162,9 @@ def fit_inr(
         bar = tqdm(total=config.steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, leave=False)
     for step in range(config.steps):
         full = step % reg_every == 0
+        if config.schedule != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = lr_scale * config.lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         loss, mse = objective(full)
         loss.backward()
@@ -171,8 +174,8 @@ def fit_inr(
             with torch.no_grad():
                 for p, b in zip(params, best_state, strict=True):
                     p.copy_(b)
-            lr /= 2.0
-            optimizer = torch.optim.Adam(params, lr=lr)
+            lr_scale /= 2.0
+            optimizer = torch.optim.Adam(params, lr=lr_scale * config.lr_at(step))
             continue
         if full and value < best_objective:
             # The loss belongs to the weights before this step's update: keep those.
@@ -199,5 +202,5 @@ def fit_inr(
         bar.close()
     return FitResult(
         best_objective=best_objective, best_mse=best_mse, best_step=best_step, steps=config.steps, lam=lam,
-        reg_every=reg_every, lr_final=lr, divergences=divergences, seconds=time.perf_counter() - start, compiled=compiled,
+        reg_every=reg_every, lr_final=lr_scale * config.lr_at(max(config.steps - 1, 0)), divergences=divergences, seconds=time.perf_counter() - start, compiled=compiled,
     )  # fmt: skip
