@@ -57,8 +57,9 @@ def test_cosine_schedule_and_presets():
     paper = fit_config_from_preset("paper")
     assert (paper.steps, paper.lr, paper.schedule) == (50_000, 1e-3, "constant")
     fast = fit_config_from_preset("fast", steps=None, lr=5e-3)
-    assert (fast.steps, fast.lr, fast.schedule) == (4_000, 5e-3, "cosine")
+    assert (fast.steps, fast.lr, fast.schedule, fast.warmup) == (4_000, 5e-3, "cosine", 200)
     assert math.isclose(fast.lr_at(fast.steps - 1), 5e-5, rel_tol=1e-2)
+    assert fit_config_from_preset("fast").lr == 1e-3
     with pytest.raises(InputError, match="--preset 'quick'"):
         fit_config_from_preset("quick")
     with pytest.raises(InputError, match="--schedule 'step'"):

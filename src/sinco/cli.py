@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-freqs", type=int, default=12, help="pe-mlp encoding frequencies Lf (default: 12)")
     p.add_argument("--w0", type=float, default=30.0, help="siren frequency w0 (default: 30)")
     p.add_argument("--preset", choices=("paper", "fast"), default="paper",
-                   help="fitting schedule: paper = 50000 steps, constant lr 1e-3 (default); fast = 4000 steps, cosine from 3e-3")
+                   help="fitting schedule: paper = 50000 steps, constant lr 1e-3 (default); fast = 4000 steps, warm-up and cosine decay from 1e-3")
     p.add_argument("--steps", type=int, default=None, help="Adam steps (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="Adam (peak) learning rate (default: the preset's)")
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="learning-rate schedule (default: the preset's)")
