@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="torch.compile the fit (default: auto)")
     parser.add_argument("--out", default="runs/bench-codec")
     args = parser.parse_args()
 
@@ -71,7 +72,7 @@ def main() -> None:
     rows = []
     for arch, depth in ((a, d) for a in args.arch for d in args.depth):
         codec = CodecConfig(arch=arch, bpp=args.bpp, depth=depth)
-        fit = FitConfig(steps=args.steps, seed=args.seed)
+        fit = FitConfig(steps=args.steps, seed=args.seed, compile=args.compile)
         start = time.perf_counter()
         result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device)
         seconds = time.perf_counter() - start

@@ -2,15 +2,17 @@
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from sinco.cli import main
 from sinco.data.io import load_slice
 
 
 def _tumour_slice(case) -> int:
-    labels = np.asarray(__import__("nibabel").load(case / "OTMultiClass.nii.gz").dataobj)
+    labels = np.asarray(nib.load(case / "OTMultiClass.nii.gz").dataobj)
     return int(np.argmax((labels > 0).sum(axis=(0, 1))))
 
 
@@ -44,7 +46,7 @@ def test_sinco_regulariser_on_a_real_validation_slice(brats_case, tmp_path, caps
             "--negatives-per-positive", "0.2", "--val-cases", "1", "-o", str(ckpt), "--quiet", "--device", "cpu"]  # fmt: skip
     assert main(args) == 0
     capsys.readouterr()
-    meta = __import__("torch").load(ckpt, weights_only=True)["training"]
+    meta = torch.load(ckpt, weights_only=True)["training"]
     assert len(meta["train_cases"]) == 3 and len(meta["val_cases"]) == 1
     val_case = data / meta["val_cases"][0]
     k = _tumour_slice(val_case)

@@ -216,7 +216,7 @@ def test_compress_cli_with_regulariser_and_errors(tmp_path, capsys, tiny_seg_mod
         (["--slice", 2, "--mask", label_path], "--mask needs --seg-model"),
         (["--slice", 2, "--seg-model", ckpt], "--seg-model needs --mask"),
         (["--slice", 1, "--seg-model", ckpt, "--mask", label_path], "empty on this slice"),
-        (["--slice", 2, "--seg-model", ckpt, "--mask", wrong_shape], "differs from INPUT's"),
+        (["--slice", 2, "--seg-model", ckpt, "--mask", wrong_shape], "--mask: shape (16, 16) differs from the image's (32, 32)"),
         (["--slice", 2, "--seg-model", not_a_ckpt, "--mask", label_path], "not a sinco segmentation checkpoint"),
         (["--slice", 2, "--seg-model", tmp_path / "text.pt", "--mask", label_path], "not a sinco segmentation checkpoint"),
         (["--slice", 2, "--seg-model", ckpt, "--mask", label_path, "--lam", -1], "--lam -1"),

@@ -79,8 +79,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
         seg_model = load_seg_model(args.seg_model)
         mask = load_slice(args.mask, slice_index=args.slice, axis=args.axis, arg="--mask") > 0
-        if mask.shape != image.shape:
-            raise InputError(f"--mask {args.mask!r}: slice shape {mask.shape} differs from INPUT's {image.shape}")
     result = compress_image(
         image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, seg_model=seg_model, mask=mask,
         progress=not args.quiet,
@@ -248,38 +246,24 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     """``sinco segment``: predict the tumour mask of a slice."""
-    import numpy as np
-
     from sinco.data.intensity import normalize_minmax
-    from sinco.data.io import image_suffix, load_slice
+    from sinco.data.io import MASK_SUFFIXES, image_suffix, load_slice, save_mask
     from sinco.seg.network import load_seg_model
-    from sinco.utils.atomic import atomic_path, check_output_path
+    from sinco.utils.atomic import check_output_path
 
-    suffix = image_suffix(args.output)
-    if suffix not in (".npy", ".png", ".nii.gz", ".nii"):
-        raise InputError(f"-o {args.output!r}: unsupported mask format (expected .npy, .png, .nii.gz or .nii)")
+    if image_suffix(args.output) not in MASK_SUFFIXES:
+        raise InputError(f"-o {args.output!r}: unsupported mask format (expected one of {', '.join(MASK_SUFFIXES)})")
     out = check_output_path(args.output, inputs=[args.input, args.model], force=args.force)
     model = load_seg_model(args.model, arg="-m")
     raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
     image, _, _ = normalize_minmax(raw, name=f"INPUT {args.input!r}")
     mask = model.predict(image)
-    with atomic_path(out) as tmp:
-        if suffix == ".npy":
-            with open(tmp, "wb") as handle:
-                np.save(handle, mask)
-        elif suffix == ".png":
-            from PIL import Image
-
-            Image.fromarray(mask * 255).save(tmp, format="PNG")
-        else:
-            import nibabel as nib
-
-            nib.save(nib.Nifti1Image(mask, affine=np.eye(4)), str(tmp))
+    save_mask(out, mask)
     print(f"{out}: {mask.shape[0]}x{mask.shape[1]} mask, {int(mask.sum())} tumour pixels")
     return EXIT_OK
 
 
-def _benchmark_summary(result: dict, *, quiet: bool) -> None:
+def _benchmark_summary(result: dict) -> None:
     print(result["table"])
     print(f"results: {result['outdir']}/results.json, {result['outdir']}/table.md")
     for path in result["figures"]:
@@ -308,7 +292,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         reg_every=args.reg_every, seed=args.seed,
     )  # fmt: skip
     result = run_benchmark(config, outdir=args.out, device=resolve_device(args.device), progress=not args.quiet)
-    _benchmark_summary(result, quiet=args.quiet)
+    _benchmark_summary(result)
     return EXIT_OK
 
 
@@ -334,7 +318,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         reg_every=1,
     )  # fmt: skip
     result = run_benchmark(config, outdir=out, device=resolve_device(args.device), progress=not args.quiet)
-    _benchmark_summary(result, quiet=args.quiet)
+    _benchmark_summary(result)
     return EXIT_OK
 
 

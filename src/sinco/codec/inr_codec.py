@@ -129,8 +129,9 @@ def decode(data: bytes) -> tuple[SincoHeader, np.ndarray]:
     load_flat_parameters(model, weights.astype(np.float32))
     model.eval()
     n_pixels = header.height * header.width
-    widest = max(header.spec.width, 4 * header.spec.n_freqs + header.spec.width)
-    chunk = max(1, DECODE_CHUNK_VALUES // widest)
+    spec = header.spec
+    widest = spec.width + (4 * spec.n_freqs if spec.arch == "pe-mlp" else 0)  # a PE skip layer's input
+    chunk = max(1, DECODE_CHUNK_VALUES // max(widest, 1))
     out = torch.empty(n_pixels, dtype=torch.float32)
     with torch.inference_mode():
         for start in range(0, n_pixels, chunk):

@@ -167,6 +167,31 @@ def split_cases(
     return sorted(train, key=lambda c: c.case_id), sorted(val, key=lambda c: c.case_id)
 
 
+def load_case_volumes(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """The image volume (the case's channel of a 4-D volume) and the label volume of a case.
+
+    Args:
+        case: the case.
+
+    Returns:
+        ``(image, label)``, both ``(H, W, D)``.
+
+    Raises:
+        InputError: if a file cannot be read, the channel is out of range, or the grids differ.
+    """
+    image = load_array(case.image, arg=f"image of case {case.case_id}")
+    label = load_array(case.label, arg=f"label of case {case.case_id}")
+    if image.ndim == 4:
+        if not 0 <= case.channel < image.shape[3]:
+            raise InputError(f"--channel {case.channel}: out of range for case {case.case_id} with {image.shape[3]} channels")
+        image = image[..., case.channel]
+    if image.shape != label.shape:
+        raise InputError(f"case {case.case_id}: image shape {image.shape} differs from label shape {label.shape}")
+    if image.ndim != 3:
+        raise InputError(f"case {case.case_id}: expected 3-D volumes, got shape {image.shape}")
+    return image, label
+
+
 def load_case_slices(case: Case, *, axis: int = 2) -> SliceSet:
     """All non-constant slices of one case along ``axis``, scaled to ``[0, 1]``, with masks.
 
@@ -180,16 +205,7 @@ def load_case_slices(case: Case, *, axis: int = 2) -> SliceSet:
     Raises:
         InputError: if the image and label grids differ.
     """
-    image = load_array(case.image, arg=f"image of case {case.case_id}")
-    label = load_array(case.label, arg=f"label of case {case.case_id}")
-    if image.ndim == 4:
-        if not 0 <= case.channel < image.shape[3]:
-            raise InputError(f"--channel {case.channel}: out of range for case {case.case_id} with {image.shape[3]} channels")
-        image = image[..., case.channel]
-    if image.shape != label.shape:
-        raise InputError(f"case {case.case_id}: image shape {image.shape} differs from label shape {label.shape}")
-    if image.ndim != 3:
-        raise InputError(f"case {case.case_id}: expected 3-D volumes, got shape {image.shape}")
+    image, label = load_case_volumes(case)
     images, masks, ids = [], [], []
     for k in range(image.shape[axis]):
         raw = select_slice(image, slice_index=k, axis=axis)

@@ -16,6 +16,7 @@ from sinco.utils.atomic import atomic_path
 
 INPUT_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".tif", ".tiff")
 OUTPUT_SUFFIXES = (".npy", ".png", ".nii.gz", ".nii", ".tif", ".tiff")
+MASK_SUFFIXES = (".npy", ".png", ".nii.gz", ".nii")
 
 
 def image_suffix(path: str | os.PathLike[str]) -> str:
@@ -186,3 +187,31 @@ def save_image(path: str | os.PathLike[str], *, scaled: np.ndarray, vmin: float,
                 what = f"16-bit, 0..65535 = intensities {vmin:.6g}..{vmax:.6g}"
             Image.fromarray(pixels).save(tmp, format="PNG")
     return what
+
+
+def save_mask(path: str | os.PathLike[str], mask: np.ndarray) -> None:
+    """Write a binary mask atomically: uint8 0/1 (``.npy``, NIfTI), or 0/255 greyscale (``.png``).
+
+    Args:
+        path: output file with a suffix from :data:`MASK_SUFFIXES`.
+        mask: ``(H, W)``, nonzero = foreground.
+
+    Raises:
+        InputError: if the suffix is not supported or the folder does not exist.
+    """
+    suffix = image_suffix(path)
+    if suffix not in MASK_SUFFIXES:
+        raise InputError(f"-o {str(path)!r}: unsupported mask format (expected one of {', '.join(MASK_SUFFIXES)})")
+    binary = (np.asarray(mask) != 0).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        if suffix == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, binary)
+        elif suffix == ".png":
+            from PIL import Image
+
+            Image.fromarray(binary * 255).save(tmp, format="PNG")
+        else:
+            import nibabel as nib
+
+            nib.save(nib.Nifti1Image(binary, affine=np.eye(4)), str(tmp))

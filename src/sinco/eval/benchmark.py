@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,6 @@ class BenchmarkConfig:
     seed: int = 0
     depth_siren: int | None = None
     depth_pe: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in ALL_METHODS]
@@ -126,7 +125,7 @@ def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"--out {str(outdir)!r}: unreadable results.json ({exc}); use another --out") from None
     mine = json.loads(json.dumps(config.to_dict()))
-    differs = sorted(k for k in set(mine) | set(saved_config) if mine.get(k) != saved_config.get(k) and k != "extra")
+    differs = sorted(k for k in set(mine) | set(saved_config) if mine.get(k) != saved_config.get(k))
     if differs:
         raise InputError(
             f"--out {str(outdir)!r}: holds a run with another configuration (differs in {', '.join(differs)}); "
@@ -190,8 +189,9 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     """
     from sinco.baselines.classical import encode_at_bpp, get_codec
     from sinco.codec.inr_codec import CodecConfig, compress_image, decode
+    from sinco.data.datasets import load_case_volumes
     from sinco.data.intensity import normalize_minmax
-    from sinco.data.io import load_array, select_slice
+    from sinco.data.io import select_slice
     from sinco.eval.report import make_figures, make_table
     from sinco.eval.selection import select_test_slices
     from sinco.fit.config import FitConfig
@@ -222,8 +222,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
         if not todo:
             continue
         if ref.case.case_id not in volumes:
-            image = load_array(ref.case.image)
-            volumes = {ref.case.case_id: (image[..., ref.case.channel] if image.ndim == 4 else image, load_array(ref.case.label))}
+            volumes = {ref.case.case_id: load_case_volumes(ref.case)}  # one case in memory at a time
         image_vol, label_vol = volumes[ref.case.case_id]
         raw = select_slice(image_vol, slice_index=ref.index)
         image, vmin, vmax = normalize_minmax(raw, name=ref.image_id)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sinco.data.datasets import Case
-from sinco.data.io import load_array, select_slice
+from sinco.data.datasets import Case, load_case_volumes
+from sinco.data.io import select_slice
 from sinco.errors import InputError
 
 
@@ -42,12 +42,7 @@ def candidate_slices(case: Case, *, min_tumour: float, axis: int = 2) -> list[Sl
     Returns:
         The qualifying slices in depth order.
     """
-    label = load_array(case.label, arg=f"label of case {case.case_id}")
-    image = load_array(case.image, arg=f"image of case {case.case_id}")
-    if image.ndim == 4:
-        image = image[..., case.channel]
-    if image.shape != label.shape:
-        raise InputError(f"case {case.case_id}: image shape {image.shape} differs from label shape {label.shape}")
+    image, label = load_case_volumes(case)
     fractions = (label > 0).mean(axis=tuple(a for a in range(3) if a != axis))
     refs = []
     for k in np.flatnonzero(fractions >= min_tumour):

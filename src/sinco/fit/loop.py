@@ -140,13 +140,6 @@ def fit_inr(
     compiled = use_compile(model, config)
     if compiled:
         forward = compiled_forward(model)
-        try:
-            with torch.no_grad():
-                forward(feats[:1])
-            # The backward graph compiles on the first real step; a failure there is not caught.
-        except Exception as exc:  # noqa: BLE001 - no compiler, unsupported platform: fall back, say so
-            print(f"sinco: warning: torch.compile unavailable ({type(exc).__name__}); fitting in eager mode", file=sys.stderr)
-            forward, compiled = model.forward_features, False
 
     def objective(full: bool) -> tuple[torch.Tensor, torch.Tensor]:
         pred = forward(feats)
@@ -166,8 +159,19 @@ def fit_inr(
             for group in optimizer.param_groups:
                 group["lr"] = lr_scale * config.lr_at(step)
         optimizer.zero_grad(set_to_none=True)
-        loss, mse = objective(full)
-        loss.backward()
+        try:
+            # The first step compiles forward and backward (for this shape only: probing another
+            # shape would compile twice).
+            loss, mse = objective(full)
+            loss.backward()
+        except Exception as exc:  # noqa: BLE001 - no compiler, unsupported platform: fall back, say so
+            if not (compiled and step == 0):
+                raise
+            print(f"sinco: warning: torch.compile unavailable ({type(exc).__name__}); fitting in eager mode", file=sys.stderr)
+            forward, compiled = model.forward_features, False
+            optimizer.zero_grad(set_to_none=True)
+            loss, mse = objective(full)
+            loss.backward()
         value = loss.item()
         if not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(best_objective, 1e-12):
             divergences += 1

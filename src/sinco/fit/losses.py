@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sinco.errors import InputError
-from sinco.seg.network import SegModel, freeze
+from sinco.seg.network import SegModel, freeze, seg_logits
 
 
 class StructuralRegularizer(nn.Module):
@@ -46,8 +46,6 @@ class StructuralRegularizer(nn.Module):
         Returns:
             Scalar tensor ``1 - soft Dice``.
         """
-        from sinco.seg.network import seg_logits
-
         # Eval mode each call: .train() on a parent module would otherwise switch g's norm layers.
         self.net.eval()
         return self.dice_loss(seg_logits(self.net, image, multiple=self.multiple), self.mask)
