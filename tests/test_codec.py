@@ -80,4 +80,6 @@ def test_config_validation():
     with pytest.raises(InputError, match="--bpp -1"):
         CodecConfig(bpp=-1)
     with pytest.raises(InputError, match="values must be finite and in"):
-        compress_image(np.full((8, 8), 2.0), vmin=0, vmax=1, codec=CodecConfig(), fit=FitConfig(steps=1), device=CPU)
+        compress_image(np.full((12, 12), 2.0), vmin=0, vmax=1, codec=CodecConfig(), fit=FitConfig(steps=1), device=CPU)
+    with pytest.raises(InputError, match="8x8 is below 11x11"):
+        compress_image(np.full((8, 8), 0.5), vmin=0, vmax=1, codec=CodecConfig(), fit=FitConfig(steps=1), device=CPU)

@@ -71,6 +71,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
         raise InputError(f"{given} needs {missing}: the regulariser segments the reconstruction and compares it with the mask")
     device = resolve_device(args.device)
+    if args.slices is not None:
+        return _compress_volume(args, out=out, sidecar=sidecar, codec=codec, fit=fit, device=device)
+    if args.batch_slices is not None:
+        raise InputError("--batch-slices: only with --slices (a single slice is one fit)")
     raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
     image, vmin, vmax = normalize_minmax(raw, name=f"INPUT {args.input!r}")
     seg_model = mask = None
@@ -138,6 +142,57 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, codec: Any, fit: Any, device: Any) -> int:
+    """``sinco compress --slices``: every slice of a range, fitted in batches, into one volume file."""
+    from sinco.codec.volume import compress_volume, default_batch_slices
+    from sinco.data.io import load_affine, load_array, select_slices
+    from sinco.utils.atomic import atomic_write_bytes
+
+    if args.slice is not None:
+        raise InputError("--slice and --slices: give one (--slice K for one slice, --slices all|A:B for a volume)")
+    batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
+    stack, indices = select_slices(load_array(args.input), slices=args.slices, axis=args.axis, channel=args.channel)
+    seg_model = masks = None
+    if args.seg_model is not None:
+        from sinco.seg.network import load_seg_model
+
+        seg_model = load_seg_model(args.seg_model)
+        masks, _ = select_slices(load_array(args.mask, arg="--mask"), slices=args.slices, axis=args.axis, arg="--mask")
+        if masks.shape != stack.shape:
+            raise InputError(f"--mask: slices of shape {masks.shape[1:]} differ from INPUT's {stack.shape[1:]}")
+        masks = masks > 0
+    result = compress_volume(
+        stack, first_index=indices.start, axis=args.axis, affine=load_affine(args.input), codec=codec, fit=fit,
+        device=device, batch_slices=batch, seg_model=seg_model, masks=masks, progress=not args.quiet,
+    )  # fmt: skip
+    atomic_write_bytes(out, result.data)
+    m = result.metrics
+    if m["divergences"]:
+        print(f"sinco: warning: {m['divergences']} divergence(s) across the slices; see {sidecar}", file=sys.stderr)
+    report = {"output": str(out), **{k: (_finite(v) if isinstance(v, float) else v) for k, v in m.items()},
+              "seconds": result.seconds, "device": str(device), "slice_range": [indices.start, indices.stop]}  # fmt: skip
+    record = {
+        "sinco_version": __version__,
+        "input": {"path": str(args.input), "slices": args.slices, "axis": args.axis, "channel": args.channel},
+        "codec": codec.to_dict(),
+        "fit": fit.to_dict(),
+        "regularizer": None if seg_model is None else {"seg_model": str(args.seg_model), "mask": str(args.mask)},
+        "device": args.device,
+        "result": report,
+        "slices": [{k: (_finite(v) if isinstance(v, float) else v) for k, v in row.items()} for row in result.slices],
+    }  # fmt: skip
+    atomic_write_bytes(sidecar, (json.dumps(record, indent=2, default=_json_default) + "\n").encode())
+    if args.json:
+        print(json.dumps(report, default=_json_default))
+    else:
+        print(
+            f"{out}: {m['slices']} slices {indices.start}..{indices.stop - 1} ({m['inr_slices']} fitted, {m['constant_slices']} constant) "
+            f"mean psnr={m['psnr_mean']:.2f} dB mean ssim={m['ssim_mean']:.4f} bpp_file={m['bpp_file']:.4f} "
+            f"({m['file_bytes']} bytes) {m['slices_per_minute']:.2f} slices/min (batches of {batch}) seconds={result.seconds:.1f}"
+        )
+    return EXIT_OK
+
+
 def cmd_decompress(args: argparse.Namespace) -> int:
     """``sinco decompress``: decode a ``.sinco`` file to an image file."""
     from sinco.codec.inr_codec import decode
@@ -146,8 +201,21 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
     if image_suffix(args.output) not in OUTPUT_SUFFIXES:
         raise InputError(f"-o {args.output!r}: unsupported output format (expected one of {', '.join(OUTPUT_SUFFIXES)})")
+    data = _read_sinco(args.input)
+    from sinco.codec.volume import decode_volume, is_volume_file
+
+    if is_volume_file(data):
+        from sinco.data.io import VOLUME_SUFFIXES, save_volume
+
+        if image_suffix(args.output) not in VOLUME_SUFFIXES:
+            raise InputError(f"-o {args.output!r}: {args.input!r} is a volume; write it as {', '.join(VOLUME_SUFFIXES)}")
+        out = check_output_path(args.output, inputs=[args.input], force=args.force)
+        vheader, volume, _ = decode_volume(data)
+        what = save_volume(out, volume, axis=vheader.axis, affine=vheader.affine)
+        print(f"{out}: {vheader.n_slices} slices of {vheader.height}x{vheader.width} ({what})")
+        return EXIT_OK
     out = check_output_path(args.output, inputs=[args.input], force=args.force)
-    header, image = decode(_read_sinco(args.input))
+    header, image = decode(data)
     what = save_image(out, scaled=image, vmin=header.vmin, vmax=header.vmax)
     print(f"{out}: {header.height}x{header.width} ({what})")
     return EXIT_OK
@@ -159,6 +227,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     from sinco.inr.sizing import param_bpp
 
     data = _read_sinco(args.input)
+    from sinco.codec.volume import VOLUME_VERSION, decode_volume_file, is_volume_file
+
+    if is_volume_file(data):
+        vheader, records = decode_volume_file(data)
+        inner = [decode_header(r.data) for r in records if r.data is not None]
+        info = {
+            "format_version": VOLUME_VERSION, "kind": "volume", "axis": vheader.axis,
+            "slices": [vheader.first_index, vheader.first_index + vheader.n_slices],
+            "shape": [vheader.n_slices, vheader.height, vheader.width], "inr_slices": len(inner),
+            "constant_slices": vheader.n_slices - len(inner), "arch": inner[0].spec.to_dict() if inner else None,
+            "file_bytes": len(data), "bpp_file": 8 * len(data) / vheader.n_voxels,
+        }  # fmt: skip
+        if args.json:
+            print(json.dumps(info))
+        else:
+            print(f"format      .sinco volume v{VOLUME_VERSION}")
+            print(f"slices      {vheader.n_slices} ({len(inner)} fitted, {info['constant_slices']} constant), "
+                  f"source indices {vheader.first_index}..{vheader.first_index + vheader.n_slices - 1} along axis {vheader.axis}")  # fmt: skip
+            print(f"shape       {vheader.height} x {vheader.width} per slice")
+            if inner:
+                print(f"arch        {inner[0].spec.arch} ({', '.join(f'{k}={v}' for k, v in inner[0].spec.to_dict().items() if k != 'arch')})")
+            print(f"file        {len(data)} bytes, {info['bpp_file']:.4f} bpp (file)")
+        return EXIT_OK
     header = decode_header(data)
     spec = header.spec
     info = {
@@ -352,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="learning-rate schedule (default: the preset's)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps of the cosine schedule (default: the preset's)")
     p.add_argument("--slice", type=int, default=None, metavar="K", help="slice index of a 3-D/4-D volume")
+    p.add_argument("--slices", default=None, metavar="all|A:B",
+                   help="compress consecutive slices (A:B half-open) of a volume into one volume file")  # fmt: skip
+    p.add_argument("--batch-slices", type=int, default=None, metavar="N",
+                   help="with --slices: slices fitted together as one batch (default: 1 on the CPU, 16 on CUDA)")  # fmt: skip
     p.add_argument("--axis", type=int, default=2, choices=(0, 1, 2), help="slicing axis (default: 2, axial)")
     p.add_argument("--channel", type=int, default=0, metavar="C", help="channel of a 4-D volume (default: 0, FLAIR)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -181,9 +181,12 @@ def compress_image(
             or the mask is empty while ``fit.lam > 0``.
     """
     from sinco.metrics import dice, psnr, ssim
+    from sinco.metrics.image import SSIM_MIN_SIDE
 
     if image.ndim != 2:
         raise InputError(f"image: expected shape (H, W), got {image.shape}")
+    if min(image.shape) < SSIM_MIN_SIDE:
+        raise InputError(f"image: {image.shape[0]}x{image.shape[1]} is below {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE}, the SSIM window every result is measured with")
     if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
         raise InputError("image: values must be finite and in [0, 1] (scale it with normalize_minmax)")
     if (seg_model is None) != (mask is None):

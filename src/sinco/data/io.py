@@ -17,6 +17,7 @@ from sinco.utils.atomic import atomic_path
 INPUT_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".tif", ".tiff")
 OUTPUT_SUFFIXES = (".npy", ".png", ".nii.gz", ".nii", ".tif", ".tiff")
 MASK_SUFFIXES = (".npy", ".png", ".nii.gz", ".nii")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy")
 
 
 def image_suffix(path: str | os.PathLike[str]) -> str:
@@ -134,6 +135,107 @@ def load_slice(
         InputError: see :func:`load_array` and :func:`select_slice`.
     """
     return select_slice(load_array(path, arg=arg), slice_index=slice_index, axis=axis, channel=channel, arg=arg)
+
+
+def parse_slice_range(text: str, *, size: int, arg: str = "--slices") -> range:
+    """Parse ``all``, ``A:B`` (half-open, like Python), ``A:`` or ``:B`` into slice indices.
+
+    Args:
+        text: the range as typed.
+        size: number of slices along the axis.
+        arg: the option name, for error messages.
+
+    Returns:
+        A non-empty ``range`` within ``0..size-1``.
+
+    Raises:
+        InputError: if the text is malformed, or the range is empty or out of bounds.
+    """
+    if text.strip().lower() == "all":
+        return range(size)
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start = int(parts[0]) if parts[0].strip() else 0
+        stop = int(parts[1]) if parts[1].strip() else size
+    except ValueError:
+        raise InputError(f"{arg} {text!r}: expected 'all' or a range A:B (half-open, e.g. 40:120)") from None
+    if not 0 <= start < stop <= size:
+        raise InputError(f"{arg} {text!r}: must satisfy 0 <= A < B <= {size} (the axis has {size} slices)")
+    return range(start, stop)
+
+
+def select_slices(
+    array: np.ndarray, *, slices: str, axis: int = 2, channel: int = 0, arg: str = "INPUT"
+) -> tuple[np.ndarray, range]:
+    """Take consecutive slices of a 3-D (or 4-D) volume, stacked along the first axis.
+
+    Args:
+        array: ``(H, W, D)`` or ``(H, W, D, C)``.
+        slices: ``all`` or ``A:B`` (see :func:`parse_slice_range`).
+        axis: slicing axis (0, 1 or 2).
+        channel: the channel of a 4-D array.
+        arg: the input's name for error messages.
+
+    Returns:
+        ``(stack, indices)``: float64 ``(S, H', W')`` and the source indices of its slices.
+
+    Raises:
+        InputError: if the array is not a volume, or the range or channel is out of bounds.
+    """
+    if array.ndim == 4:
+        if not 0 <= channel < array.shape[3]:
+            raise InputError(f"--channel {channel}: out of range for {arg} with {array.shape[3]} channels (0..{array.shape[3] - 1})")
+        array = array[..., channel]
+    elif channel != 0:
+        raise InputError(f"--channel {channel}: {arg} has no channel axis (shape {array.shape})")
+    if array.ndim != 3:
+        raise InputError(f"--slices: {arg} is not a volume (shape {array.shape}); --slices needs a 3-D or 4-D image")
+    if axis not in (0, 1, 2):
+        raise InputError(f"--axis {axis}: must be 0, 1 or 2")
+    indices = parse_slice_range(slices, size=array.shape[axis])
+    stack = np.moveaxis(array, axis, 0)[indices.start : indices.stop]
+    return np.ascontiguousarray(stack, dtype=np.float64), indices
+
+
+def load_affine(path: str | os.PathLike[str]) -> np.ndarray:
+    """The voxel-to-world matrix ``(4, 4)`` of a NIfTI file, or the identity for other formats."""
+    if image_suffix(path) in (".nii", ".nii.gz"):
+        import nibabel as nib
+
+        return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+    return np.eye(4)
+
+
+def save_volume(path: str | os.PathLike[str], volume: np.ndarray, *, axis: int, affine: np.ndarray) -> str:
+    """Write decoded slices atomically as a volume in the source's layout: NIfTI or ``.npy``.
+
+    Args:
+        path: output file (``.nii.gz``, ``.nii`` or ``.npy``).
+        volume: slices ``(S, H, W)`` stacked first, restored intensities.
+        axis: the source's slicing axis; the slices are put back along it.
+        affine: voxel-to-world matrix ``(4, 4)`` for NIfTI output.
+
+    Returns:
+        A short description of what was written.
+
+    Raises:
+        InputError: if the suffix is not a volume format or the folder does not exist.
+    """
+    suffix = image_suffix(path)
+    if suffix not in VOLUME_SUFFIXES:
+        raise InputError(f"-o {str(path)!r}: a volume is written as {', '.join(VOLUME_SUFFIXES)}, not {suffix!r}")
+    array = np.ascontiguousarray(np.moveaxis(volume.astype(np.float32), 0, axis))
+    with atomic_path(path) as tmp:
+        if suffix == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, array)
+        else:
+            import nibabel as nib
+
+            nib.save(nib.Nifti1Image(array, affine=affine), str(tmp))
+    return f"restored intensities, float32, shape {array.shape}"
 
 
 def save_image(path: str | os.PathLike[str], *, scaled: np.ndarray, vmin: float, vmax: float) -> str:

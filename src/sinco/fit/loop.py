@@ -1,11 +1,22 @@
-"""The fitting loop: full-image Adam on the MSE (plus the SINCO regulariser), keeping the best state."""
+"""The fitting loop: full-image Adam on the MSE (plus the SINCO regulariser), keeping the best state.
+
+One loop fits ``S >= 1`` images of one shape with ``S`` networks of one architecture as a single
+batched computation: the networks' parameters are stacked along a leading slice dimension and
+evaluated with ``torch.func.vmap``. Each slice keeps its own objective, best state, Adam moments,
+step count and learning-rate scale, so a slice fitted in a batch follows the same trajectory as
+when fitted alone (up to floating-point summation order). Fitting one image is the case ``S = 1``.
+
+No step reads a value back to the host: divergence checks and best-state bookkeeping are tensor
+operations, so CUDA runs without a per-step synchronisation.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,11 +30,14 @@ Regularizer = Callable[[torch.Tensor], torch.Tensor]
 # A step whose objective exceeds the best one by this factor (20 dB) has diverged, not wobbled:
 # SIREN recovers from smaller spikes on its own.
 DIVERGENCE_FACTOR = 100.0
+# torch.optim.Adam's defaults, which the paper uses.
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
 class FitResult:
-    """Outcome of :func:`fit_inr`.
+    """Outcome of fitting one image.
 
     Args:
         best_objective: lowest objective seen, ``mse + lam * regulariser`` (``mse`` when unregularised),
@@ -35,8 +49,9 @@ class FitResult:
         reg_every: the regulariser ran every ``reg_every``-th step.
         lr_final: learning rate at the end (lower than the configured one after a divergence).
         divergences: times a non-finite loss forced a restore of the best state.
-        seconds: wall-clock time of the loop.
+        seconds: wall-clock time of the loop (of the whole batch when fitted in one).
         compiled: whether the steps ran through ``torch.compile``.
+        batch: number of images fitted together in this loop.
     """
 
     best_objective: float
@@ -49,6 +64,7 @@ class FitResult:
     divergences: int
     seconds: float
     compiled: bool = False
+    batch: int = 1
 
     @property
     def best_psnr(self) -> float:
@@ -57,7 +73,7 @@ class FitResult:
 
 
 def use_compile(model: nn.Module, config: FitConfig) -> bool:
-    """Whether :func:`fit_inr` compiles this fit (see :attr:`FitConfig.compile`)."""
+    """Whether a fit of this network compiles its steps (see :attr:`FitConfig.compile`)."""
     from sinco.fit.config import COMPILE_MIN_STEPS
 
     if config.compile != "auto":
@@ -65,8 +81,8 @@ def use_compile(model: nn.Module, config: FitConfig) -> bool:
     return getattr(getattr(model, "spec", None), "arch", None) == "siren" and config.steps >= COMPILE_MIN_STEPS
 
 
-def compiled_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model.forward_features`` through ``torch.compile``, with its kernels cached on disk.
+def _compile(fn: Callable) -> Callable:
+    """``torch.compile`` with its kernels cached on disk.
 
     Inductor fuses SIREN's bias, ``w0`` scaling and sine (and the cosine of the backward pass) into
     single loops, which halves a CPU step. The cache (``$TORCHINDUCTOR_CACHE_DIR``, default
@@ -75,11 +91,259 @@ def compiled_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]
     import os
 
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "sinco", "torchinductor"))
-    return torch.compile(model.forward_features, dynamic=False)
+    return torch.compile(fn, dynamic=False)
 
 
 def _psnr(mse: float) -> float:
     return -10.0 * math.log10(mse) if mse > 0 else math.inf
+
+
+class _Features(nn.Module):
+    """Calls the wrapped network's ``forward_features``, so ``torch.func.functional_call`` can."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(feats)
+
+
+class StackedFit:
+    """The state and the step of a batched fit: ``S`` networks of one architecture, ``S`` images.
+
+    Args:
+        models: ``S`` networks with the same architecture (their weights are the starting point).
+        targets: images ``(S, H, W)`` with values in ``[0, 1]``.
+        config: schedule, regulariser weight and period, compile mode.
+        device: where to fit.
+        regularizer: maps reconstructions ``(S, 1, H, W)`` to per-slice values ``(S,)``.
+        lam: regulariser weight per slice ``(S,)`` (``None``: ``config.lam`` for every slice).
+
+    Raises:
+        InputError: if the shapes disagree, the targets are not finite, or the networks differ.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        *,
+        targets: torch.Tensor,
+        config: FitConfig,
+        device: torch.device,
+        regularizer: Regularizer | None = None,
+        lam: torch.Tensor | None = None,
+    ) -> None:
+        if targets.ndim != 3 or targets.shape[0] != len(models) or len(models) == 0:
+            raise InputError(f"targets: expected shape (S, H, W) with S = {len(models)} networks, got {tuple(targets.shape)}")
+        if not torch.isfinite(targets).all():
+            raise InputError("target: contains NaN or Inf")
+        specs = {getattr(m, "spec", None) for m in models}
+        if len(specs) != 1:
+            raise InputError("models: a batched fit needs networks of one architecture")
+        self.config, self.device = config, device
+        self.n_slices, self.height, self.width = targets.shape
+        n = self.n_slices
+        self.regularizer = regularizer
+        if regularizer is None:
+            self.lam = torch.zeros(n, device=device)
+        else:
+            self.lam = (torch.full((n,), float(config.lam)) if lam is None else lam.float()).to(device)
+        self.regularised = regularizer is not None and bool((self.lam > 0).any())
+        self.reg_every = config.reg_every if self.regularised else 1
+        self.names = [name for name, _ in models[0].named_parameters()]
+        self.params = [torch.stack([dict(m.named_parameters())[k].detach() for m in models]).to(device).requires_grad_() for k in self.names]
+        # The coordinate features never change, so they are computed once, outside the loop.
+        with torch.no_grad():
+            self.feats = models[0].to(device).features(make_coordinates(self.height, self.width, device=device))
+        self.targets = targets.reshape(n, -1, 1).to(device=device, dtype=torch.float32)
+        # A parameter-free copy of the network's structure; functional_call supplies the weights.
+        self._shell = _Features(copy.deepcopy(models[0]).to("meta"))
+        self.compiled = use_compile(models[0], config)
+        self._forward = _compile(self._forward_eager) if self.compiled else self._forward_eager
+        self.moments = [torch.zeros_like(p) for p in self.params]
+        self.squares = [torch.zeros_like(p) for p in self.params]
+        self.adam_steps = torch.zeros(n, device=device)
+        self.lr_scale = torch.ones(n, device=device)
+        self.best = [p.detach().clone() for p in self.params]
+        self.best_objective = torch.full((n,), math.inf, device=device)
+        self.best_mse = torch.full((n,), math.inf, device=device)
+        self.best_step = torch.zeros(n, dtype=torch.long, device=device)
+        self.divergences = torch.zeros(n, dtype=torch.long, device=device)
+        self.last_mse = torch.full((n,), math.inf, device=device)
+
+    def _forward_eager(self, params: list[torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
+        names = ["model." + k for k in self.names]
+        if self.n_slices == 1:
+            # No vmap for a single network: the plain kernels, and the same code path as ever.
+            return torch.func.functional_call(self._shell, dict(zip(names, [p[0] for p in params], strict=True)), (feats,))[None]
+
+        def one(*weights: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(self._shell, dict(zip(names, weights, strict=True)), (feats,))
+
+        return torch.func.vmap(one)(*params)
+
+    def reconstruct(self) -> torch.Tensor:
+        """Current reconstructions ``(S, N, 1)`` (with gradients)."""
+        return self._forward(self.params, self.feats)
+
+    def objective(self, *, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-slice objective and MSE, both ``(S,)``; ``full`` adds the regulariser."""
+        pred = self.reconstruct()
+        mse = (pred - self.targets).square().mean(dim=(1, 2))
+        if full and self.regularised:
+            reg = self.regularizer(pred.reshape(self.n_slices, 1, self.height, self.width))
+            return mse + self.lam * reg, mse
+        return mse, mse
+
+    def step(self, step: int) -> None:
+        """Adam step ``step`` (0-based) on every slice, with best-state and divergence bookkeeping.
+
+        The objective scored is that of the weights before this step's update; a slice whose
+        objective is non-finite or :data:`DIVERGENCE_FACTOR` times its best gets its best state
+        back, fresh Adam moments and half its learning rate.
+        """
+        full = step % self.reg_every == 0
+        for p in self.params:
+            p.grad = None
+        objective, mse = self.objective(full=full)
+        objective.sum().backward()
+        with torch.no_grad():
+            self.last_mse = mse.detach()
+            diverged = ~torch.isfinite(objective) | (objective > DIVERGENCE_FACTOR * self.best_objective.clamp(min=1e-12))
+            if full:
+                improved = ~diverged & (objective < self.best_objective)
+                self.best_objective = torch.where(improved, objective, self.best_objective)
+                self.best_mse = torch.where(improved, mse, self.best_mse)
+                self.best_step = torch.where(improved, step, self.best_step)
+                for p, b in zip(self.params, self.best, strict=True):
+                    b.copy_(torch.where(_per_slice(improved, p), p, b))
+            self._adam(step)
+            # A diverged slice's update is discarded: best state back, fresh moments, half the lr.
+            for p, b, m, v in zip(self.params, self.best, self.moments, self.squares, strict=True):
+                back = _per_slice(diverged, p)
+                p.copy_(torch.where(back, b, p))
+                m.masked_fill_(back, 0.0)
+                v.masked_fill_(back, 0.0)
+            self.adam_steps.masked_fill_(diverged, 0.0)
+            self.lr_scale = torch.where(diverged, self.lr_scale / 2, self.lr_scale)
+            self.divergences += diverged.long()
+
+    def _adam(self, step: int) -> None:
+        # torch.optim.Adam's update, written out so each slice has its own step count and lr scale.
+        beta1, beta2 = ADAM_BETAS
+        self.adam_steps += 1
+        step_size = self.config.lr_at(step) * self.lr_scale / (1 - beta1**self.adam_steps)
+        correction2 = (1 - beta2**self.adam_steps).sqrt()
+        for p, m, v in zip(self.params, self.moments, self.squares, strict=True):
+            g = p.grad
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / _per_slice(correction2, p)).add_(ADAM_EPS)
+            p.addcdiv_(m * _per_slice(-step_size, p), denom)
+
+    def finish(self) -> None:
+        """Score the state after the last update; leave every slice in its best state."""
+        with torch.no_grad():
+            objective, mse = self.objective(full=True)
+            improved = torch.isfinite(objective) & (objective < self.best_objective)
+            self.best_objective = torch.where(improved, objective, self.best_objective)
+            self.best_mse = torch.where(improved, mse, self.best_mse)
+            self.best_step = torch.where(improved, self.config.steps, self.best_step)
+            for p, b in zip(self.params, self.best, strict=True):
+                p.copy_(torch.where(_per_slice(improved, p), p, b))
+
+    def load_into(self, models: Sequence[nn.Module]) -> None:
+        """Copy each slice's current weights into its network (moved to this fit's device)."""
+        with torch.no_grad():
+            for index, model in enumerate(models):
+                model.to(self.device)
+                named = dict(model.named_parameters())
+                for name, p in zip(self.names, self.params, strict=True):
+                    named[name].copy_(p[index])
+
+
+def _per_slice(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """View ``(S,)`` values so they broadcast over a stacked parameter ``(S, ...)``."""
+    return values.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def fit_inr_batch(
+    models: Sequence[nn.Module],
+    *,
+    targets: torch.Tensor,
+    config: FitConfig,
+    device: torch.device,
+    regularizer: Regularizer | None = None,
+    lam: torch.Tensor | None = None,
+    progress: bool = True,
+    desc: str = "fit",
+) -> list[FitResult]:
+    """Fit ``S`` networks to ``S`` images as one batched computation; leave each in its best state.
+
+    The objective of slice ``i`` is ``mse(x_hat_i, x_i)``, plus ``lam_i * regularizer(x_hat)_i``
+    on every ``config.reg_every``-th step; the slices' objectives are summed, so each network
+    gets the gradient of its own objective only. See :class:`StackedFit` for the bookkeeping.
+
+    Args:
+        models: ``S`` networks of one architecture, updated in place (and moved to ``device``).
+        targets: images ``(S, H, W)`` in ``[0, 1]``.
+        config: steps, schedule, regulariser weight and period, compile mode.
+        device: where to fit.
+        regularizer: maps ``(S, 1, H, W)`` reconstructions to ``(S,)`` values, e.g.
+            :class:`~sinco.fit.losses.StructuralRegularizer`.
+        lam: per-slice regulariser weights ``(S,)`` (``None``: ``config.lam`` for all).
+        progress: show a progress bar (stderr) with the step and mean PSNR.
+        desc: label of the progress bar.
+
+    Returns:
+        One :class:`FitResult` per slice.
+
+    Raises:
+        InputError: if the shapes disagree, the targets are not finite, or the networks differ.
+    """
+    start = time.perf_counter()
+    fit = StackedFit(models, targets=targets, config=config, device=device, regularizer=regularizer, lam=lam)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, leave=False)
+    for step in range(config.steps):
+        if step == 0 and fit.compiled:
+            try:
+                # The first step compiles forward and backward (for this shape only).
+                fit.step(0)
+            except Exception as exc:  # noqa: BLE001 - no compiler, unsupported platform: fall back, say so
+                print(f"sinco: warning: torch.compile unavailable ({type(exc).__name__}); fitting in eager mode", file=sys.stderr)
+                fit = StackedFit(models, targets=targets, config=config, device=device, regularizer=regularizer, lam=lam)
+                fit._forward, fit.compiled = fit._forward_eager, False
+                fit.step(0)
+        else:
+            fit.step(step)
+        if bar is not None and (step + 1) % config.log_every == 0:
+            bar.update(config.log_every)
+            mean_mse = fit.last_mse.mean().item()
+            bar.set_postfix(psnr=f"{_psnr(mean_mse):.2f}", refresh=False)
+    fit.finish()
+    fit.load_into(models)
+    if bar is not None:
+        bar.update(config.steps - bar.n)
+        bar.close()
+    seconds = time.perf_counter() - start
+    lr_last = config.lr_at(max(config.steps - 1, 0))
+    lam_used = fit.lam.tolist()
+    return [
+        FitResult(
+            best_objective=obj, best_mse=mse, best_step=int(best), steps=config.steps, lam=lam_i if fit.regularised else 0.0,
+            reg_every=fit.reg_every, lr_final=scale * lr_last, divergences=int(div), seconds=seconds, compiled=fit.compiled,
+            batch=fit.n_slices,
+        )
+        for obj, mse, best, scale, div, lam_i in zip(
+            fit.best_objective.tolist(), fit.best_mse.tolist(), fit.best_step.tolist(), fit.lr_scale.tolist(),
+            fit.divergences.tolist(), lam_used, strict=True,
+        )
+    ]  # fmt: skip
 
 
 def fit_inr(
@@ -106,7 +370,7 @@ def fit_inr(
         target: image ``(H, W)`` with values in ``[0, 1]``.
         config: steps, learning rate, regulariser weight and period.
         device: where to fit.
-        regularizer: maps the reconstruction ``(1, 1, H, W)`` to a scalar, e.g.
+        regularizer: maps the reconstruction ``(1, 1, H, W)`` to a value ``(1,)``, e.g.
             :class:`~sinco.fit.losses.StructuralRegularizer`.
         progress: show a progress bar (stderr) with the step and PSNR.
         desc: label of the progress bar.
@@ -119,92 +383,6 @@ def fit_inr(
     """
     if target.ndim != 2:
         raise InputError(f"target: expected shape (H, W), got {tuple(target.shape)}")
-    if not torch.isfinite(target).all():
-        raise InputError("target: contains NaN or Inf")
-    start = time.perf_counter()
-    height, width = target.shape
-    lam = config.lam if regularizer is not None else 0.0
-    reg_every = config.reg_every if lam > 0 else 1
-    model.to(device).train()
-    # The coordinate features never change, so they are computed once, outside the loop.
-    with torch.no_grad():
-        feats = model.features(make_coordinates(height, width, device=device))
-    target_flat = target.reshape(-1, 1).to(device=device, dtype=torch.float32)
-    params = list(model.parameters())
-    lr_scale = 1.0  # halved at each divergence, on top of the schedule
-    optimizer = torch.optim.Adam(params, lr=config.lr_at(0))
-    best_state = [p.detach().clone() for p in params]
-    best_objective, best_mse, best_step, divergences = math.inf, math.inf, 0, 0
-
-    forward = model.forward_features
-    compiled = use_compile(model, config)
-    if compiled:
-        forward = compiled_forward(model)
-
-    def objective(full: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = forward(feats)
-        mse = torch.nn.functional.mse_loss(pred, target_flat)
-        if full and lam > 0:
-            return mse + lam * regularizer(pred.reshape(1, 1, height, width)), mse
-        return mse, mse
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, leave=False)
-    for step in range(config.steps):
-        full = step % reg_every == 0
-        if config.schedule != "constant":
-            for group in optimizer.param_groups:
-                group["lr"] = lr_scale * config.lr_at(step)
-        optimizer.zero_grad(set_to_none=True)
-        try:
-            # The first step compiles forward and backward (for this shape only: probing another
-            # shape would compile twice).
-            loss, mse = objective(full)
-            loss.backward()
-        except Exception as exc:  # noqa: BLE001 - no compiler, unsupported platform: fall back, say so
-            if not (compiled and step == 0):
-                raise
-            print(f"sinco: warning: torch.compile unavailable ({type(exc).__name__}); fitting in eager mode", file=sys.stderr)
-            forward, compiled = model.forward_features, False
-            optimizer.zero_grad(set_to_none=True)
-            loss, mse = objective(full)
-            loss.backward()
-        value = loss.item()
-        if not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(best_objective, 1e-12):
-            divergences += 1
-            with torch.no_grad():
-                for p, b in zip(params, best_state, strict=True):
-                    p.copy_(b)
-            lr_scale /= 2.0
-            optimizer = torch.optim.Adam(params, lr=lr_scale * config.lr_at(step))
-            continue
-        if full and value < best_objective:
-            # The loss belongs to the weights before this step's update: keep those.
-            best_objective, best_mse, best_step = value, mse.item(), step
-            with torch.no_grad():
-                for p, b in zip(params, best_state, strict=True):
-                    b.copy_(p)
-        optimizer.step()
-        if bar is not None and (step + 1) % config.log_every == 0:
-            bar.update(config.log_every)
-            bar.set_postfix(psnr=f"{_psnr(mse.item()):.2f}", best=f"{_psnr(best_mse):.2f}", refresh=False)
-
-    # The state after the last update has not been scored yet.
-    with torch.no_grad():
-        final, final_mse = objective(True)
-        if math.isfinite(final.item()) and final.item() < best_objective:
-            best_objective, best_mse, best_step = final.item(), final_mse.item(), config.steps
-        else:
-            for p, b in zip(params, best_state, strict=True):
-                p.copy_(b)
-    if bar is not None:
-        bar.update(config.steps - bar.n)
-        bar.set_postfix(best=f"{_psnr(best_mse):.2f}")
-        bar.close()
-    return FitResult(
-        best_objective=best_objective, best_mse=best_mse, best_step=best_step, steps=config.steps, lam=lam,
-        reg_every=reg_every, lr_final=lr_scale * config.lr_at(max(config.steps - 1, 0)), divergences=divergences, seconds=time.perf_counter() - start, compiled=compiled,
-    )  # fmt: skip
+    return fit_inr_batch(
+        [model], targets=target[None], config=config, device=device, regularizer=regularizer, progress=progress, desc=desc,
+    )[0]  # fmt: skip

@@ -38,6 +38,10 @@ def psnr(*, pred: np.ndarray, target: np.ndarray, data_range: float = 1.0) -> fl
     return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
+# The Gaussian window (sigma 1.5, truncated at 3.5 sigma) is 11 x 11.
+SSIM_MIN_SIDE = 11
+
+
 def ssim(*, pred: np.ndarray, target: np.ndarray, data_range: float = 1.0) -> float:
     """Structural similarity as Wang et al. (2004): Gaussian window, sigma 1.5, K1 0.01, K2 0.03.
 
@@ -46,7 +50,7 @@ def ssim(*, pred: np.ndarray, target: np.ndarray, data_range: float = 1.0) -> fl
     averaged over the valid region.
 
     Args:
-        pred: reconstruction ``(H, W)``, at least 7 x 7.
+        pred: reconstruction ``(H, W)``, at least :data:`SSIM_MIN_SIDE` on each side.
         target: reference ``(H, W)``.
         data_range: dynamic range of the images (1 for ``[0, 1]``).
 
@@ -54,13 +58,13 @@ def ssim(*, pred: np.ndarray, target: np.ndarray, data_range: float = 1.0) -> fl
         Mean SSIM, at most 1.
 
     Raises:
-        InputError: if the shapes differ, are not 2-D, or are smaller than 7 x 7.
+        InputError: if the shapes differ, are not 2-D, or are smaller than the 11 x 11 window.
     """
     from skimage.metrics import structural_similarity
 
     pred, target = _check_pair(pred, target)
-    if min(pred.shape) < 7:
-        raise InputError(f"SSIM needs images of at least 7x7 pixels, got {pred.shape}")
+    if min(pred.shape) < SSIM_MIN_SIDE:
+        raise InputError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} pixels (its Gaussian window), got {pred.shape}")
     return float(
         structural_similarity(
             target, pred, data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
