@@ -62,7 +62,7 @@ def test_interrupted_benchmark_resumes_without_redoing_records(dataset, tmp_path
 
     config = _config(dataset, methods=("coin", "sinco-inr", "jpeg"))
     out = tmp_path / "out"
-    real = inr_codec.compress_image
+    real = inr_codec.compress_images
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -71,28 +71,38 @@ def test_interrupted_benchmark_resumes_without_redoing_records(dataset, tmp_path
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(inr_codec, "compress_image", interrupted)
+    monkeypatch.setattr(inr_codec, "compress_images", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(config, outdir=out, device=torch.device("cpu"), progress=False)
     first = json.loads((out / "results.json").read_text())["records"]
-    assert [r["method"] for r in first] == ["coin", "sinco-inr", "jpeg"]  # image 1 done, image 2 interrupted
+    assert [r["method"] for r in first] == ["coin", "coin"]  # both COIN fits done, the first SINCO fit interrupted
 
     def counting(*args, **kwargs):
         calls["n"] += 1
         return real(*args, **kwargs)
 
     calls["n"] = 0
-    monkeypatch.setattr(inr_codec, "compress_image", counting)
+    monkeypatch.setattr(inr_codec, "compress_images", counting)
     run_benchmark(config, outdir=out, device=torch.device("cpu"), progress=False)
     final = json.loads((out / "results.json").read_text())["records"]
-    assert calls["n"] == 2  # only the second image's two INR records were fitted
-    assert len(final) == 6 and final[:3] == first
+    assert calls["n"] == 2  # only the two SINCO (INR) records were fitted
+    assert len(final) == 6 and final[:2] == first
     # A finished run does nothing more; another configuration in the same folder is refused.
     calls["n"] = 0
     run_benchmark(config, outdir=out, device=torch.device("cpu"), progress=False)
     assert calls["n"] == 0
     with pytest.raises(InputError, match="another configuration .*steps"):
         run_benchmark(_config(dataset, methods=("coin", "sinco-inr", "jpeg"), steps=5), outdir=out, device=torch.device("cpu"))
+
+    # Fitting both slices as one batch: one call per method, the same records up to summation order.
+    calls["n"] = 0
+    batched = run_benchmark(_config(dataset, methods=("coin", "sinco-inr", "jpeg"), batch_slices=2), outdir=tmp_path / "b",
+                            device=torch.device("cpu"), progress=False)["records"]  # fmt: skip
+    assert calls["n"] == 2
+    by_key = {(r["image_id"], r["method"]): r for r in final}
+    for r in batched:
+        assert r["psnr"] == pytest.approx(by_key[r["image_id"], r["method"]]["psnr"], abs=1e-3)
+        assert r.get("batch_slices", 2) == 2
 
 
 def test_slice_selection_is_deterministic_and_spread(dataset):

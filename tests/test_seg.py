@@ -228,3 +228,23 @@ def test_compress_cli_with_regulariser_and_errors(tmp_path, capsys, tiny_seg_mod
     assert not (tmp_path / "b.sinco").exists()
     # With lam 0 an empty mask is allowed: Dice is still defined (1 if g also finds nothing).
     assert main([str(a) for a in base + ["--slice", 1, "-o", tmp_path / "c.sinco", "--seg-model", ckpt, "--mask", label_path, "--lam", 0]]) == 0
+
+
+def test_volume_regularises_only_the_slices_with_tumour(tiny_seg_model):
+    from sinco.codec.volume import compress_volume
+
+    rows, cols = np.meshgrid(np.linspace(-1, 1, SIZE), np.linspace(-1, 1, SIZE), indexing="ij")
+    volume = np.stack([np.exp(-(rows**2 + cols**2) * (2 + k)) * 100 for k in range(3)])
+    masks = np.zeros_like(volume, dtype=bool)
+    masks[1, 10:20, 12:22] = True  # only the middle slice has a tumour
+    codec = CodecConfig(arch="siren", bpp=4.0, depth=3)
+    result = compress_volume(volume, first_index=0, axis=2, affine=np.eye(4), codec=codec, fit=FitConfig(steps=6, lam=1.0),
+                             device=torch.device("cpu"), batch_slices=3, seg_model=tiny_seg_model, masks=masks)  # fmt: skip
+    assert [row["lam"] for row in result.slices] == [0.0, 1.0, 0.0]
+    assert all(0 <= row["dice"] <= 1 for row in result.slices) and "dice_mean" in result.metrics
+    # The batch with the regulariser gives the unregularised slices what a plain batch gives them.
+    plain = compress_volume(volume, first_index=0, axis=2, affine=np.eye(4), codec=codec, fit=FitConfig(steps=6, lam=0.0),
+                            device=torch.device("cpu"), batch_slices=3, seg_model=tiny_seg_model, masks=masks)  # fmt: skip
+    for k in (0, 2):
+        assert result.slices[k]["psnr"] == pytest.approx(plain.slices[k]["psnr"], abs=1e-3)
+    assert result.slices[1]["psnr"] != pytest.approx(plain.slices[1]["psnr"], abs=1e-6)

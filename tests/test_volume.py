@@ -6,6 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import phantom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +16,6 @@ from sinco.codec.volume import SliceRecord, VolumeHeader, decode_volume, decode_
 from sinco.data.io import parse_slice_range
 from sinco.errors import BitstreamError, InputError
 from sinco.inr.models import INRSpec
-
-from conftest import phantom
 
 AFFINE = np.array([[0.0, -1.2, 0, 30], [1.1, 0, 0, -20], [0, 0, 2.5, 7], [0, 0, 0, 1]])
 STEPS = ["--steps", 25, "--bpp", 4, "--depth", 3, "--compile", "off", "--quiet"]

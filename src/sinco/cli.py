@@ -370,19 +370,22 @@ def _parse_bpps(text: str) -> tuple[float, ...]:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """``sinco benchmark``: the paper's comparison on a dataset."""
+    from sinco.codec.volume import default_batch_slices
     from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
     from sinco.fit.config import fit_config_from_preset
     from sinco.utils.device import resolve_device
 
     fit = fit_config_from_preset(args.preset, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup)
+    device = resolve_device(args.device)
+    batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
     config = BenchmarkConfig(
         data=str(args.data), seg_model=str(args.seg_model), layout=args.layout, image_glob=args.image_glob,
         label_glob=args.label_glob, channel=args.channel, cases=args.cases,
         methods=tuple(m for m in args.methods.split(",") if m), bpps=_parse_bpps(args.bpp), images=args.images,
         min_tumour=args.min_tumour, steps=fit.steps, lr=fit.lr, schedule=fit.schedule, warmup=fit.warmup, lam=args.lam,
-        reg_every=args.reg_every, seed=args.seed,
+        reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
     )  # fmt: skip
-    result = run_benchmark(config, outdir=args.out, device=resolve_device(args.device), progress=not args.quiet)
+    result = run_benchmark(config, outdir=args.out, device=device, progress=not args.quiet)
     _benchmark_summary(result)
     return EXIT_OK
 
@@ -499,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="regulariser every K-th step (default: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--batch-slices", type=int, default=None, metavar="N",
+                   help="test slices of one INR method fitted together (default: 1 on the CPU, 16 on CUDA)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder; rerunning resumes an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_benchmark)

@@ -1,14 +1,16 @@
 """Compress an image into ``.sinco`` bytes, and decompress them.
 
-Training (:func:`sinco.fit.loop.fit_inr`, which uses the networks' ``forward``) is kept apart from
+Training (:func:`sinco.fit.loop.fit_inr_batch`, which uses the networks' ``forward``) is kept apart from
 :func:`encode` / :func:`decode`, which produce and read the real bytes. :func:`compress_image` runs
 the whole pipeline and measures everything on what :func:`decode` gives back from the bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ from sinco.codec.bitstream import SincoHeader, decode_file, encode_file
 from sinco.codec.quantize import flatten_parameters, load_flat_parameters, quantize_fp16
 from sinco.errors import InputError
 from sinco.fit.config import FitConfig
-from sinco.fit.loop import FitResult, fit_inr
+from sinco.fit.loop import FitResult, fit_inr_batch
 from sinco.inr.encodings import make_coordinates
 from sinco.inr.models import ARCHITECTURES, INR, build_inr
 from sinco.inr.sizing import param_bpp, size_for_bpp
@@ -176,64 +178,120 @@ def compress_image(
         A :class:`CompressResult`; its metrics are computed on the decoded file.
 
     Raises:
-        InputError: if the image is not a finite 2-D array in ``[0, 1]``, the rate is too low, only
-            one of ``seg_model`` and ``mask`` is given, the mask's shape differs from the image's,
-            or the mask is empty while ``fit.lam > 0``.
+        InputError: if the image is not a finite 2-D array in ``[0, 1]`` of at least 11 x 11, the
+            rate is too low, only one of ``seg_model`` and ``mask`` is given, the mask's shape
+            differs from the image's, or the mask is empty while ``fit.lam > 0``.
+    """
+    return compress_images(
+        [image], ranges=[(vmin, vmax)], codec=codec, fit=fit, device=device, seg_model=seg_model,
+        masks=None if mask is None else [mask], progress=progress,
+    )[0]  # fmt: skip
+
+
+def compress_images(
+    images: Sequence[np.ndarray],
+    *,
+    ranges: Sequence[tuple[float, float]],
+    codec: CodecConfig,
+    fit: FitConfig,
+    device: torch.device,
+    seg_model: SegModel | None = None,
+    masks: Sequence[np.ndarray] | None = None,
+    allow_empty_masks: bool = False,
+    progress: bool = False,
+    desc: str | None = None,
+) -> list[CompressResult]:
+    """Compress images of one shape with one batched fit (see :func:`compress_image` for one).
+
+    Each image gets its own network, initialised from ``fit.seed`` exactly as
+    :func:`compress_image` would, and its own file; the fits run as one computation
+    (:func:`~sinco.fit.loop.fit_inr_batch`), which changes nothing but the floating-point
+    summation order.
+
+    Args:
+        images: ``S`` images ``(H, W)`` scaled to ``[0, 1]``.
+        ranges: ``S`` pairs ``(vmin, vmax)``: the original intensities of 0 and 1.
+        codec: architecture and rate.
+        fit: fitting settings.
+        device: where to fit.
+        seg_model: frozen segmentation network (needs ``masks``).
+        masks: ``S`` ground-truth masks ``(H, W)``.
+        allow_empty_masks: fit slices whose mask is empty on the MSE alone instead of refusing them.
+        progress: show a progress bar.
+        desc: label of the progress bar.
+
+    Returns:
+        One :class:`CompressResult` per image; ``seconds`` is the batch's time divided by ``S``.
+
+    Raises:
+        InputError: see :func:`compress_image`; also if the images differ in shape.
     """
     from sinco.metrics import dice, psnr, ssim
     from sinco.metrics.image import SSIM_MIN_SIDE
 
-    if image.ndim != 2:
-        raise InputError(f"image: expected shape (H, W), got {image.shape}")
-    if min(image.shape) < SSIM_MIN_SIDE:
-        raise InputError(f"image: {image.shape[0]}x{image.shape[1]} is below {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE}, the SSIM window every result is measured with")
-    if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
-        raise InputError("image: values must be finite and in [0, 1] (scale it with normalize_minmax)")
-    if (seg_model is None) != (mask is None):
+    if not images or len(ranges) != len(images) or (masks is not None and len(masks) != len(images)):
+        raise InputError(f"images: {len(images)} images, {len(ranges)} ranges and {None if masks is None else len(masks)} masks")
+    shape = images[0].shape
+    for image in images:
+        if image.ndim != 2:
+            raise InputError(f"image: expected shape (H, W), got {image.shape}")
+        if image.shape != shape:
+            raise InputError(f"images: a batch needs one shape, got {shape} and {image.shape}")
+        if min(image.shape) < SSIM_MIN_SIDE:
+            raise InputError(f"image: {image.shape[0]}x{image.shape[1]} is below {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE}, the SSIM window every result is measured with")
+        if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
+            raise InputError("image: values must be finite and in [0, 1] (scale it with normalize_minmax)")
+    if (seg_model is None) != (masks is None):
         raise InputError("--mask and --seg-model go together: the regulariser segments the reconstruction with the model and compares it with the mask")
-    if mask is not None:
-        if mask.shape != image.shape:
-            raise InputError(f"--mask: shape {mask.shape} differs from the image's {image.shape}")
-        if fit.lam > 0 and not np.any(mask):
-            raise InputError("--mask: empty on this slice (no tumour); the Dice regulariser needs one (or use --lam 0)")
+    if masks is not None:
+        for mask in masks:
+            if mask.shape != shape:
+                raise InputError(f"--mask: shape {mask.shape} differs from the image's {shape}")
+            if fit.lam > 0 and not np.any(mask) and not allow_empty_masks:
+                raise InputError("--mask: empty on this slice (no tumour); the Dice regulariser needs one (or use --lam 0)")
     start = time.perf_counter()
-    height, width = image.shape
+    height, width = shape
     spec = size_for_bpp(
         codec.arch, bpp=codec.bpp, height=height, width=width, depth=codec.depth,
         bits_per_param=BITS_PER_PARAM, w0=codec.w0, w0_first=codec.w0_first, n_freqs=codec.n_freqs,
         skips=codec.skips,
     )  # fmt: skip
-    torch.manual_seed(fit.seed)
-    model = build_inr(spec)
-    target = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    regularizer = None
+    models = []
+    for _ in images:
+        torch.manual_seed(fit.seed)
+        models.append(build_inr(spec))
+    targets = torch.from_numpy(np.stack([np.asarray(i, dtype=np.float32) for i in images]))
+    regularizer = lam = None
     if seg_model is not None and fit.lam > 0:
         from sinco.fit.losses import StructuralRegularizer
 
-        regularizer = StructuralRegularizer(seg_model, mask=mask, device=device)
-    fit_report = fit_inr(
-        model, target=target, config=fit, device=device, regularizer=regularizer, progress=progress,
-        desc=f"fit {spec.arch}" + (f" lam={fit.lam:g}" if regularizer is not None else ""),
-    )  # fmt: skip
-    model.to("cpu")
-    data = encode(model, height=height, width=width, vmin=vmin, vmax=vmax)
-    header, recon = decode(data)
-    n_pixels = height * width
-    metrics: dict[str, float | int] = {
-        "psnr": psnr(pred=recon, target=image),
-        "ssim": ssim(pred=recon, target=image),
-        "bpp_params": param_bpp(spec.n_params(), bits_per_param=BITS_PER_PARAM, n_pixels=n_pixels),
-        "bpp_file": 8 * len(data) / n_pixels,
-        "n_params": spec.n_params(),
-        "file_bytes": len(data),
-        "psnr_fp32": fit_report.best_psnr,
-    }
+        regularizer = StructuralRegularizer(seg_model, mask=np.stack([np.asarray(m) for m in masks]), device=device)
+        lam = torch.tensor([fit.lam if np.any(m) else 0.0 for m in masks])
+    label = desc or f"fit {spec.arch}" + (f" lam={fit.lam:g}" if regularizer is not None else "")
+    reports = fit_inr_batch(models, targets=targets, config=fit, device=device, regularizer=regularizer, lam=lam,
+                            progress=progress, desc=label)  # fmt: skip
     if seg_model is not None:
         # Masks are always computed on the CPU, like decoding, so they do not depend on the fit device.
         seg_model.to("cpu")
-        metrics["dice"] = dice(pred=seg_model.predict(recon), target=mask)
-        metrics["dice_reference"] = dice(pred=seg_model.predict(image), target=mask)
-    return CompressResult(
-        data=data, header=header, reconstruction=recon, metrics=metrics, fit=fit_report,
-        seconds=time.perf_counter() - start,
-    )  # fmt: skip
+    results = []
+    n_pixels = height * width
+    for k, (model, report) in enumerate(zip(models, reports, strict=True)):
+        model.to("cpu")
+        vmin, vmax = ranges[k]
+        data = encode(model, height=height, width=width, vmin=vmin, vmax=vmax)
+        header, recon = decode(data)
+        metrics: dict[str, float | int] = {
+            "psnr": psnr(pred=recon, target=images[k]),
+            "ssim": ssim(pred=recon, target=images[k]),
+            "bpp_params": param_bpp(spec.n_params(), bits_per_param=BITS_PER_PARAM, n_pixels=n_pixels),
+            "bpp_file": 8 * len(data) / n_pixels,
+            "n_params": spec.n_params(),
+            "file_bytes": len(data),
+            "psnr_fp32": report.best_psnr,
+        }
+        if seg_model is not None:
+            metrics["dice"] = dice(pred=seg_model.predict(recon), target=masks[k])
+            metrics["dice_reference"] = dice(pred=seg_model.predict(images[k]), target=masks[k])
+        results.append(CompressResult(data=data, header=header, reconstruction=recon, metrics=metrics, fit=report, seconds=0.0))
+    per_image = (time.perf_counter() - start) / len(images)
+    return [dataclasses.replace(r, seconds=per_image) for r in results]

@@ -297,12 +297,8 @@ def compress_volume(
     Raises:
         InputError: for a non-3-D or non-finite volume, mismatched masks, or a bad ``batch_slices``.
     """
-    from sinco.codec.inr_codec import BITS_PER_PARAM, decode, encode
+    from sinco.codec.inr_codec import compress_images, decode
     from sinco.data.intensity import normalize_minmax
-    from sinco.fit.loop import fit_inr_batch
-    from sinco.inr.models import build_inr
-    from sinco.inr.sizing import param_bpp, size_for_bpp
-    from sinco.metrics import dice, psnr, ssim
     from sinco.metrics.image import SSIM_MIN_SIDE
 
     if volume.ndim != 3:
@@ -319,10 +315,6 @@ def compress_volume(
         raise InputError(f"--mask: shape {masks.shape} differs from the slices' {volume.shape}")
     start = time.perf_counter()
     n_slices, height, width = volume.shape
-    spec = size_for_bpp(
-        codec.arch, bpp=codec.bpp, height=height, width=width, depth=codec.depth, bits_per_param=BITS_PER_PARAM,
-        w0=codec.w0, w0_first=codec.w0_first, n_freqs=codec.n_freqs, skips=codec.skips,
-    )  # fmt: skip
     records: list[SliceRecord | None] = [None] * n_slices
     scaled: dict[int, tuple[np.ndarray, float, float]] = {}
     for index in range(n_slices):
@@ -330,36 +322,22 @@ def compress_volume(
             records[index] = SliceRecord(constant=float(volume[index].flat[0]))
         else:
             scaled[index] = normalize_minmax(volume[index], name=f"slice {first_index + index}")
-    fits: dict[int, object] = {}
+    results: dict = {}
     order = sorted(scaled)
-    fit_seconds = 0.0
     for begin in range(0, len(order), batch_slices):
         batch = order[begin : begin + batch_slices]
-        models = []
-        for _ in batch:
-            torch.manual_seed(fit.seed)
-            models.append(build_inr(spec))
-        targets = torch.from_numpy(np.stack([scaled[i][0] for i in batch]).astype(np.float32))
-        regularizer = lam = None
-        if seg_model is not None and fit.lam > 0:
-            from sinco.fit.losses import StructuralRegularizer
-
-            batch_masks = np.stack([masks[i] != 0 for i in batch])
-            regularizer = StructuralRegularizer(seg_model, mask=batch_masks, device=device)
-            lam = torch.tensor([fit.lam if batch_masks[k].any() else 0.0 for k in range(len(batch))])
-        first, last = first_index + batch[0], first_index + batch[-1]
-        results = fit_inr_batch(models, targets=targets, config=fit, device=device, regularizer=regularizer, lam=lam,
-                                progress=progress, desc=f"slices {first}..{last}")  # fmt: skip
-        fit_seconds += results[0].seconds
-        for index, model, result in zip(batch, models, results, strict=True):
-            model.to("cpu")
-            _, vmin, vmax = scaled[index]
-            records[index] = SliceRecord(data=encode(model, height=height, width=width, vmin=vmin, vmax=vmax))
-            fits[index] = result
+        batch_results = compress_images(
+            [scaled[i][0] for i in batch], ranges=[scaled[i][1:] for i in batch], codec=codec, fit=fit, device=device,
+            seg_model=seg_model, masks=None if masks is None else [masks[i] for i in batch], allow_empty_masks=True,
+            progress=progress, desc=f"slices {first_index + batch[0]}..{first_index + batch[-1]}",
+        )  # fmt: skip
+        for index, result in zip(batch, batch_results, strict=True):
+            records[index] = SliceRecord(data=result.data)
+            results[index] = result
     header = VolumeHeader(axis=axis, height=height, width=width, n_slices=n_slices, first_index=first_index,
                           affine=np.asarray(affine, dtype=np.float64))  # fmt: skip
     data = encode_volume(header, [r for r in records if r is not None])
-    # Everything below is measured on what the bytes decode to.
+    # The stored records are the files whose decoding compress_images measured; check they read back.
     _, stored = decode_volume_file(data)
     per_slice: list[dict] = []
     for index, record in enumerate(stored):
@@ -367,31 +345,29 @@ def compress_volume(
         if record.data is None:
             row.update(kind="constant", value=record.constant, bytes=9)
         else:
-            image = scaled[index][0]
-            _, recon = decode(record.data)
-            result = fits[index]
-            row.update(kind="inr", bytes=5 + len(record.data), psnr=psnr(pred=recon, target=image),
-                       ssim=ssim(pred=recon, target=image), psnr_fp32=result.best_psnr, best_step=result.best_step,
-                       divergences=result.divergences, lam=result.lam)  # fmt: skip
-            if seg_model is not None:
-                seg_model.to("cpu")
-                row["dice"] = dice(pred=seg_model.predict(recon), target=masks[index])
-                row["dice_reference"] = dice(pred=seg_model.predict(image), target=masks[index])
+            result = results[index]
+            assert record.data == result.data and np.array_equal(decode(record.data)[1], result.reconstruction)
+            m = result.metrics
+            row.update(kind="inr", bytes=5 + len(record.data), psnr=m["psnr"], ssim=m["ssim"], psnr_fp32=m["psnr_fp32"],
+                       best_step=result.fit.best_step, divergences=result.fit.divergences, lam=result.fit.lam)  # fmt: skip
+            if "dice" in m:
+                row.update(dice=m["dice"], dice_reference=m["dice_reference"])
         per_slice.append(row)
     inr_rows = [r for r in per_slice if r["kind"] == "inr"]
-    n_voxels = n_slices * height * width
+    compress_seconds = sum(r.seconds for r in results.values())
+    any_result = next(iter(results.values()), None)
     metrics: dict[str, float | int] = {
         "slices": n_slices,
         "inr_slices": len(inr_rows),
         "constant_slices": n_slices - len(inr_rows),
         "file_bytes": len(data),
-        "bpp_file": 8 * len(data) / n_voxels,
-        "bpp_params_per_slice": param_bpp(spec.n_params(), bits_per_param=BITS_PER_PARAM, n_pixels=height * width),
-        "n_params_per_slice": spec.n_params(),
+        "bpp_file": 8 * len(data) / (n_slices * height * width),
+        "bpp_params_per_slice": any_result.metrics["bpp_params"] if any_result else math.nan,
+        "n_params_per_slice": any_result.metrics["n_params"] if any_result else 0,
         "psnr_mean": float(np.mean([r["psnr"] for r in inr_rows])) if inr_rows else math.nan,
         "ssim_mean": float(np.mean([r["ssim"] for r in inr_rows])) if inr_rows else math.nan,
-        "fit_seconds": fit_seconds,
-        "slices_per_minute": 60 * len(inr_rows) / fit_seconds if fit_seconds > 0 else math.nan,
+        "compress_seconds": compress_seconds,
+        "slices_per_minute": 60 * len(inr_rows) / compress_seconds if compress_seconds > 0 else math.nan,
         "batch_slices": batch_slices,
         "divergences": sum(r["divergences"] for r in inr_rows),
     }

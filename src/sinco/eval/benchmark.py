@@ -58,6 +58,7 @@ class BenchmarkConfig:
         seed: INR initialisation seed.
         depth_siren: SIREN depth (None: the codec default).
         depth_pe: PE-MLP depth (None: the codec default).
+        batch_slices: test slices of one INR method fitted together as one batch.
 
     Raises:
         InputError: if a value is out of range.
@@ -83,6 +84,7 @@ class BenchmarkConfig:
     seed: int = 0
     depth_siren: int | None = None
     depth_pe: int | None = None
+    batch_slices: int = 1
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in ALL_METHODS]
@@ -96,6 +98,8 @@ class BenchmarkConfig:
             raise InputError(f"--images {self.images}: must be at least 1")
         if self.steps < 1:
             raise InputError(f"--steps {self.steps}: must be at least 1")
+        if self.batch_slices < 1:
+            raise InputError(f"--batch-slices {self.batch_slices}: must be a positive integer")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples as lists)."""
@@ -188,7 +192,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
         InputError: for bad inputs (see :func:`resolve_cases`, :func:`load_results`).
     """
     from sinco.baselines.classical import encode_at_bpp, get_codec
-    from sinco.codec.inr_codec import CodecConfig, compress_image, decode
+    from sinco.codec.inr_codec import CodecConfig, compress_images, decode
     from sinco.data.datasets import load_case_volumes
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import select_slice
@@ -216,63 +220,82 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
 
         bar = tqdm(total=len(jobs), initial=sum(1 for s, b, m in jobs if (s.image_id, m, float(b)) in done),
                    desc="benchmark", unit="record", file=sys.stderr, dynamic_ncols=True)  # fmt: skip
-    volumes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    # The test slices, loaded once (one case volume in memory at a time).
+    prepared: dict[str, tuple[np.ndarray, float, float, np.ndarray, float]] = {}
+    loaded: tuple[str, tuple[np.ndarray, np.ndarray]] | None = None
     for ref in slices:
-        todo = [(b, m) for b in config.bpps for m in config.methods if (ref.image_id, m, float(b)) not in done]
-        if not todo:
+        if all((ref.image_id, m, float(b)) in done for b in config.bpps for m in config.methods):
             continue
-        if ref.case.case_id not in volumes:
-            volumes = {ref.case.case_id: load_case_volumes(ref.case)}  # one case in memory at a time
-        image_vol, label_vol = volumes[ref.case.case_id]
-        raw = select_slice(image_vol, slice_index=ref.index)
-        image, vmin, vmax = normalize_minmax(raw, name=ref.image_id)
+        if loaded is None or loaded[0] != ref.case.case_id:
+            loaded = (ref.case.case_id, load_case_volumes(ref.case))
+        image_vol, label_vol = loaded[1]
+        image, vmin, vmax = normalize_minmax(select_slice(image_vol, slice_index=ref.index), name=ref.image_id)
         mask = (select_slice(label_vol, slice_index=ref.index) > 0).astype(np.uint8)
-        dice_reference = dice(pred=seg_model.to("cpu").predict(image), target=mask)
-        for bpp, method in todo:
-            if bar is not None:
-                bar.set_postfix_str(f"{ref.image_id} {method} {bpp:g} bpp")
-            base = {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method,
-                    "target_bpp": float(bpp), "dice_reference": dice_reference}  # fmt: skip
+        prepared[ref.image_id] = (image, vmin, vmax, mask, dice(pred=seg_model.to("cpu").predict(image), target=mask))
+
+    def base_record(ref: Any, method: str, bpp: float) -> dict[str, Any]:
+        return {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method,
+                "target_bpp": float(bpp), "dice_reference": prepared[ref.image_id][4]}  # fmt: skip
+
+    def store(record: dict[str, Any], data: bytes, extension: str) -> None:
+        name = _file_name(record["image_id"], record["method"], record["target_bpp"], extension)
+        atomic_write_bytes(out / "files" / name, data)
+        record["file"] = f"files/{name}"
+        record["psnr"] = record["psnr"] if math.isfinite(record["psnr"]) else 999.0  # lossless: capped, JSON has no inf
+        records.append(record)
+        done.add(_record_key(record))
+        save_results(out, config, records, slices=slice_info)
+        if bar is not None:
+            bar.update(1)
+
+    for bpp in config.bpps:
+        for method in config.methods:
+            todo = [ref for ref in slices if (ref.image_id, method, float(bpp)) not in done]
             if method in INR_METHODS:
                 arch, regularised = INR_METHODS[method]
                 depth = config.depth_siren if arch == "siren" else config.depth_pe
                 fit = FitConfig(steps=config.steps, lr=config.lr, schedule=config.schedule, warmup=config.warmup, seed=config.seed,
                                 lam=config.lam if regularised else 0.0, reg_every=config.reg_every)  # fmt: skip
-                result = compress_image(image, vmin=vmin, vmax=vmax, codec=CodecConfig(arch=arch, bpp=bpp, depth=depth), fit=fit,
-                                        device=device, seg_model=seg_model, mask=mask, progress=progress)  # fmt: skip
-                data, extension = result.data, ".sinco"
-                start = time.perf_counter()
-                decoded = decode(data)[1]
-                decode_seconds = time.perf_counter() - start
-                spec, m = result.header.spec, result.metrics
-                record = {**base, "bpp_params": m["bpp_params"], "bpp_file": m["bpp_file"], "psnr": m["psnr"], "ssim": m["ssim"],
-                          "dice": m["dice"], "steps": config.steps, "encode_seconds": result.seconds,
-                          "decode_seconds": decode_seconds, "arch": spec.to_dict(), "n_params": spec.n_params(),
-                          "lam": result.fit.lam, "reg_every": result.fit.reg_every, "best_step": result.fit.best_step,
-                          "divergences": result.fit.divergences}  # fmt: skip
+                for begin in range(0, len(todo), config.batch_slices):
+                    batch = todo[begin : begin + config.batch_slices]
+                    if bar is not None:
+                        bar.set_postfix_str(f"{method} {bpp:g} bpp, {len(batch)} slice(s)")
+                    results = compress_images(
+                        [prepared[r.image_id][0] for r in batch], ranges=[prepared[r.image_id][1:3] for r in batch],
+                        codec=CodecConfig(arch=arch, bpp=bpp, depth=depth), fit=fit, device=device, seg_model=seg_model,
+                        masks=[prepared[r.image_id][3] for r in batch], progress=progress,
+                    )  # fmt: skip
+                    for ref, result in zip(batch, results, strict=True):
+                        start = time.perf_counter()
+                        decode(result.data)
+                        decode_seconds = time.perf_counter() - start
+                        spec, m = result.header.spec, result.metrics
+                        record = {**base_record(ref, method, bpp), "bpp_params": m["bpp_params"], "bpp_file": m["bpp_file"],
+                                  "psnr": m["psnr"], "ssim": m["ssim"], "dice": m["dice"], "steps": config.steps,
+                                  "encode_seconds": result.seconds, "decode_seconds": decode_seconds, "arch": spec.to_dict(),
+                                  "n_params": spec.n_params(), "lam": result.fit.lam, "reg_every": result.fit.reg_every,
+                                  "best_step": result.fit.best_step, "divergences": result.fit.divergences,
+                                  "batch_slices": result.fit.batch}  # fmt: skip
+                        store(record, result.data, ".sinco")
             else:
                 codec = get_codec(method)
-                start = time.perf_counter()
-                match = encode_at_bpp(codec, image, target_bpp=bpp)
-                encode_seconds = time.perf_counter() - start
-                start = time.perf_counter()
-                decoded = codec.decode(match.data)
-                decode_seconds = time.perf_counter() - start
-                data, extension = match.data, codec.extension
-                record = {**base, "bpp_params": None, "bpp_file": match.bpp, "psnr": psnr(pred=decoded, target=image),
-                          "ssim": ssim(pred=decoded, target=image), "dice": dice(pred=seg_model.predict(decoded), target=mask),
-                          "steps": None, "encode_seconds": encode_seconds, "decode_seconds": decode_seconds,
-                          "quality": match.quality, "within_budget": match.within_budget, "bit_depth": codec.bit_depth,
-                          "library": codec.library, "search_trials": match.trials}  # fmt: skip
-            name = _file_name(ref.image_id, method, bpp, extension)
-            atomic_write_bytes(out / "files" / name, data)
-            record["file"] = f"files/{name}"
-            record["psnr"] = record["psnr"] if math.isfinite(record["psnr"]) else 999.0  # lossless: capped, JSON has no inf
-            records.append(record)
-            done.add(_record_key(record))
-            save_results(out, config, records, slices=slice_info)
-            if bar is not None:
-                bar.update(1)
+                for ref in todo:
+                    if bar is not None:
+                        bar.set_postfix_str(f"{ref.image_id} {method} {bpp:g} bpp")
+                    image, mask = prepared[ref.image_id][0], prepared[ref.image_id][3]
+                    start = time.perf_counter()
+                    match = encode_at_bpp(codec, image, target_bpp=bpp)
+                    encode_seconds = time.perf_counter() - start
+                    start = time.perf_counter()
+                    decoded = codec.decode(match.data)
+                    decode_seconds = time.perf_counter() - start
+                    record = {**base_record(ref, method, bpp), "bpp_params": None, "bpp_file": match.bpp,
+                              "psnr": psnr(pred=decoded, target=image), "ssim": ssim(pred=decoded, target=image),
+                              "dice": dice(pred=seg_model.predict(decoded), target=mask), "steps": None,
+                              "encode_seconds": encode_seconds, "decode_seconds": decode_seconds, "quality": match.quality,
+                              "within_budget": match.within_budget, "bit_depth": codec.bit_depth, "library": codec.library,
+                              "search_trials": match.trials}  # fmt: skip
+                    store(record, match.data, codec.extension)
     if bar is not None:
         bar.close()
     save_results(out, config, records, slices=slice_info)
