@@ -9,8 +9,9 @@ after warm-up for
 
 - ``plain``: the plainest eager PyTorch loop (coordinates through the whole model every step,
   positional encoding included, MSE + regulariser, backward, Adam);
-- ``sinco``: the step :func:`sinco.fit.loop.fit_inr` runs by default for a long fit
-  (precomputed encoding; ``torch.compile`` where ``compile=auto`` picks it);
+- ``sinco``: the very step :func:`sinco.fit.loop.fit_inr` runs for a 50,000-step fit
+  (:meth:`sinco.fit.loop.StackedFit.step`: precomputed encoding, ``torch.compile`` where
+  ``compile=auto`` picks it, best-state and divergence bookkeeping included);
 
 the matmul/convolution FLOPs of a step (``torch.utils.flop_counter``), the sine/cosine evaluations
 of a step, and a lower bound: FLOPs at the measured peak of a large float32 matmul plus sines at the
@@ -34,7 +35,7 @@ from sinco.codec.inr_codec import decode, encode
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_slice
 from sinco.fit.config import FitConfig
-from sinco.fit.loop import compiled_forward, use_compile
+from sinco.fit.loop import StackedFit
 from sinco.fit.losses import StructuralRegularizer
 from sinco.inr.encodings import make_coordinates
 from sinco.inr.models import build_inr
@@ -109,17 +110,16 @@ def measure_method(arch: str, *, regularised: bool, image: np.ndarray, mask: np.
         loss.item()
         sync()
 
-    feats = model.features(coords).detach()
-    forward = compiled_forward(model) if use_compile(model, FitConfig(steps=50_000)) else model.forward_features
+    fit_config = FitConfig(steps=50_000, lam=1.0)
+    torch.manual_seed(0)
+    fit = StackedFit([build_inr(spec)], targets=torch.from_numpy(image)[None], config=fit_config, device=device, regularizer=reg)
+    step_index = iter(range(10**9))
 
     def sinco_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(forward(feats))
-        loss.backward()
-        optimizer.step()
-        loss.item()
+        fit.step(next(step_index))
         sync()
 
+    feats = model.features(coords).detach()
     with FlopCounterMode(display=False) as counter:
         loss_of(model.forward_features(feats)).backward()
     flops = counter.get_total_flops()

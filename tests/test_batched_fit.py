@@ -86,3 +86,34 @@ def test_batch_arguments_are_checked():
     mixed = [build_inr(spec), build_inr(INRSpec(arch="siren", width=9, depth=2))]
     with pytest.raises(InputError, match="one architecture"):
         fit_inr_batch(mixed, targets=_images(2), config=FitConfig(steps=1), device=CPU, progress=False)
+
+
+def test_lbfgs_phase_counts_evaluations_keeps_the_best_and_batches_like_separate_fits():
+    images = _images(2)
+    spec = INRSpec(arch="siren", width=10, depth=3)
+    # Few L-BFGS evaluations: line searches amplify summation-order differences over many.
+    hybrid = FitConfig(steps=32, lr=1e-3, optimizer="adam+lbfgs", lbfgs_after=20, compile="off")
+    adam = FitConfig(steps=32, lr=1e-3, compile="off")
+    batched = _fresh(spec, 2)
+    results = fit_inr_batch(batched, targets=images, config=hybrid, device=CPU, progress=False)
+    coords = make_coordinates(18, 22)
+    for k, model in enumerate(_fresh(spec, 2)):
+        alone = fit_inr(model, target=images[k], config=hybrid, device=CPU, progress=False)
+        assert results[k].best_mse == pytest.approx(alone.best_mse, rel=1e-3)
+        assert 20 < alone.best_step <= 32 and alone.steps == 32
+        with torch.no_grad():
+            mse = torch.mean((model(coords).reshape(18, 22) - images[k]) ** 2).item()
+        assert mse == pytest.approx(alone.best_mse, rel=1e-4)  # the network is left in the reported best state
+        plain = fit_inr(_fresh(spec, 1)[0], target=images[k], config=adam, device=CPU, progress=False)
+        assert alone.best_mse < plain.best_mse  # 12 L-BFGS evaluations beat 12 more Adam steps here
+
+
+def test_lbfgs_options_are_checked():
+    from sinco.errors import InputError
+
+    with pytest.raises(InputError, match="--optimizer 'sgd'"):
+        FitConfig(optimizer="sgd")
+    with pytest.raises(InputError, match="--lbfgs-history 0"):
+        FitConfig(optimizer="adam+lbfgs", lbfgs_history=0)
+    cfg = FitConfig(steps=4000, optimizer="adam+lbfgs", lbfgs_after=1000, schedule="cosine", warmup=0)
+    assert cfg.adam_steps == 1000 and cfg.lr_at(999) == pytest.approx(cfg.lr * cfg.final_lr_ratio, rel=0.01)

@@ -37,7 +37,8 @@ def test_compress_json_report_and_sidecar(compressed, nifti_volume):
     assert report["bpp_params"] <= 4 and report["bpp_file"] == pytest.approx(report["bpp_params"] + 400 / (32 * 32))
     sidecar = json.loads(out.with_name("s.sinco.json").read_text())
     assert sidecar["fit"] == {"steps": 40, "lr": 0.001, "seed": 0, "log_every": 50, "lam": 1.0, "reg_every": 1, "compile": "auto",
-                              "schedule": "constant", "warmup": 0, "final_lr_ratio": 0.01}
+                              "schedule": "constant", "warmup": 0, "final_lr_ratio": 0.01, "optimizer": "adam",
+                              "lbfgs_after": 1000, "lbfgs_history": 50}
     assert sidecar["codec"]["arch"] == "siren" and sidecar["input"]["slice"] == 2
     assert sidecar["result"] == report
     # The reported PSNR is that of the decoded file against the input slice.
@@ -134,3 +135,16 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == "sinco: error: truncated .sinco file: 15 bytes, the header alone needs 50\n"
     assert "Traceback" not in proc.stderr
+
+
+def test_fast_preset_uses_lbfgs_for_pe_mlp_and_counts_evaluations(nifti_volume, tmp_path, capsys):
+    out = tmp_path / "pe.sinco"
+    code, stdout, err = run(["compress", nifti_volume, "--slice", 1, "-o", out, "--arch", "pe-mlp", "--bpp", 8, "--depth", 2,
+                             "--preset", "fast", "--steps", 30, "--lbfgs-after", 10, "--json", "--quiet"], capsys)  # fmt: skip
+    assert code == 0, err
+    sidecar = json.loads(out.with_name("pe.sinco.json").read_text())
+    fit = sidecar["fit"]
+    assert (fit["optimizer"], fit["steps"], fit["lbfgs_after"], fit["schedule"]) == ("adam+lbfgs", 30, 10, "constant")
+    assert 0 <= sidecar["result"]["best_step"] <= 30
+    code, _, err = run(["compress", nifti_volume, "--slice", 1, "-o", tmp_path / "x.sinco", "--lbfgs-after", -1, "--quiet"], capsys)
+    assert code == 2 and "--lbfgs-after -1" in err

@@ -54,14 +54,19 @@ def test_cosine_schedule_and_presets():
     assert cfg.lr_at(1100) == pytest.approx(2e-5)
     assert all(cfg.lr_at(s) >= cfg.lr_at(s + 1) for s in range(100, 1100))
     assert FitConfig(lr=1e-3).lr_at(12345) == 1e-3
-    paper = fit_config_from_preset("paper")
-    assert (paper.steps, paper.lr, paper.schedule) == (50_000, 1e-3, "constant")
-    fast = fit_config_from_preset("fast", steps=None, lr=5e-3)
-    assert (fast.steps, fast.lr, fast.schedule, fast.warmup) == (4_000, 5e-3, "cosine", 200)
+    for arch in ("siren", "pe-mlp"):
+        paper = fit_config_from_preset("paper", arch=arch)
+        assert (paper.steps, paper.lr, paper.schedule, paper.optimizer) == (50_000, 1e-3, "constant", "adam")
+    fast = fit_config_from_preset("fast", arch="siren", steps=None, lr=5e-3)
+    assert (fast.steps, fast.lr, fast.schedule, fast.warmup, fast.optimizer) == (4_000, 5e-3, "cosine", 200, "adam")
     assert math.isclose(fast.lr_at(fast.steps - 1), 5e-5, rel_tol=1e-2)
-    assert fit_config_from_preset("fast").lr == 1e-3
+    fast_pe = fit_config_from_preset("fast", arch="pe-mlp")
+    assert (fast_pe.steps, fast_pe.optimizer, fast_pe.adam_steps, fast_pe.lr) == (4_000, "adam+lbfgs", 1_000, 1e-3)
+    assert fit_config_from_preset("fast", arch="pe-mlp", optimizer="adam").adam_steps == 4_000
     with pytest.raises(InputError, match="--preset 'quick'"):
-        fit_config_from_preset("quick")
+        fit_config_from_preset("quick", arch="siren")
+    with pytest.raises(InputError, match="--arch 'mlp'"):
+        fit_config_from_preset("fast", arch="mlp")
     with pytest.raises(InputError, match="--schedule 'step'"):
         FitConfig(schedule="step")
 

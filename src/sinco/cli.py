@@ -64,8 +64,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         skips=_parse_skips(args.skips),
     )  # fmt: skip
     fit = fit_config_from_preset(
-        args.preset, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup, seed=args.seed, lam=args.lam,
-        reg_every=args.reg_every, compile=args.compile,
+        args.preset, arch=args.arch, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup, seed=args.seed,
+        lam=args.lam, reg_every=args.reg_every, compile=args.compile, optimizer=args.optimizer, lbfgs_after=args.lbfgs_after,
     )  # fmt: skip
     if (args.seg_model is None) != (args.mask is None):
         given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
@@ -372,17 +372,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     """``sinco benchmark``: the paper's comparison on a dataset."""
     from sinco.codec.volume import default_batch_slices
     from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
-    from sinco.fit.config import fit_config_from_preset
     from sinco.utils.device import resolve_device
 
-    fit = fit_config_from_preset(args.preset, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup)
     device = resolve_device(args.device)
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
     config = BenchmarkConfig(
         data=str(args.data), seg_model=str(args.seg_model), layout=args.layout, image_glob=args.image_glob,
         label_glob=args.label_glob, channel=args.channel, cases=args.cases,
         methods=tuple(m for m in args.methods.split(",") if m), bpps=_parse_bpps(args.bpp), images=args.images,
-        min_tumour=args.min_tumour, steps=fit.steps, lr=fit.lr, schedule=fit.schedule, warmup=fit.warmup, lam=args.lam,
+        min_tumour=args.min_tumour, preset=args.preset, steps=args.steps, lr=args.lr, schedule=args.schedule,
+        warmup=args.warmup, optimizer=args.optimizer, lam=args.lam,
         reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
     )  # fmt: skip
     result = run_benchmark(config, outdir=args.out, device=device, progress=not args.quiet)
@@ -440,11 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-freqs", type=int, default=12, help="pe-mlp encoding frequencies Lf (default: 12)")
     p.add_argument("--w0", type=float, default=30.0, help="siren frequency w0 (default: 30)")
     p.add_argument("--preset", choices=("paper", "fast"), default="paper",
-                   help="fitting schedule: paper = 50000 steps, constant lr 1e-3 (default); fast = 4000 steps, warm-up and cosine decay from 1e-3")
+                   help="fitting schedule: paper = 50000 Adam steps, constant lr 1e-3 (default); fast = 4000 gradient evaluations: "
+                        "siren warm-up + cosine decay from 1e-3, pe-mlp 1000 Adam steps then L-BFGS")
     p.add_argument("--steps", type=int, default=None, help="Adam steps (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="Adam (peak) learning rate (default: the preset's)")
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="learning-rate schedule (default: the preset's)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps of the cosine schedule (default: the preset's)")
+    p.add_argument("--optimizer", choices=("adam", "adam+lbfgs"), default=None, help="optimiser (default: the preset's)")
+    p.add_argument("--lbfgs-after", type=int, default=None, metavar="N", help="adam+lbfgs: Adam steps before L-BFGS (default: 1000)")
     p.add_argument("--slice", type=int, default=None, metavar="K", help="slice index of a 3-D/4-D volume")
     p.add_argument("--slices", default=None, metavar="all|A:B",
                    help="compress consecutive slices (A:B half-open) of a volume into one volume file")  # fmt: skip
@@ -498,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="INR (peak) learning rate (default: the preset's)")
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="INR learning-rate schedule (default: the preset's)")
     p.add_argument("--warmup", type=int, default=None, help="cosine warm-up steps (default: the preset's)")
+    p.add_argument("--optimizer", choices=("adam", "adam+lbfgs"), default=None, help="INR optimiser (default: the preset's)")
     p.add_argument("--lam", type=float, default=1.0, help="SINCO regulariser weight (default: 1)")
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="regulariser every K-th step (default: 1)")
     p.add_argument("--seed", type=int, default=0)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sinco.errors import InputError
+from sinco.fit.config import FitConfig
 
 INR_METHODS: dict[str, tuple[str, bool]] = {
     "coin": ("siren", False),
@@ -49,10 +50,12 @@ class BenchmarkConfig:
         bpps: target rates.
         images: number of test slices.
         min_tumour: minimum tumour fraction of a test slice.
-        steps: INR fitting steps.
-        lr: INR (peak) learning rate.
-        schedule: INR learning-rate schedule, ``constant`` or ``cosine``.
-        warmup: warm-up steps of the cosine schedule.
+        preset: INR fitting preset (``paper`` or ``fast``, see :data:`sinco.fit.config.PRESETS`).
+        steps: INR gradient evaluations (``None``: the preset's).
+        lr: INR (peak) learning rate (``None``: the preset's).
+        schedule: INR learning-rate schedule, ``constant`` or ``cosine`` (``None``: the preset's).
+        warmup: warm-up steps of the cosine schedule (``None``: the preset's).
+        optimizer: ``adam`` or ``adam+lbfgs`` (``None``: the preset's).
         lam: SINCO regulariser weight for the ``sinco-*`` methods.
         reg_every: apply the regulariser every K-th step.
         seed: INR initialisation seed.
@@ -75,10 +78,12 @@ class BenchmarkConfig:
     bpps: tuple[float, ...] = (1.2,)
     images: int = 10
     min_tumour: float = 0.01
-    steps: int = 50_000
-    lr: float = 1e-3
-    schedule: str = "constant"
-    warmup: int = 0
+    preset: str = "paper"
+    steps: int | None = None
+    lr: float | None = None
+    schedule: str | None = None
+    warmup: int | None = None
+    optimizer: str | None = None
     lam: float = 1.0
     reg_every: int = 1
     seed: int = 0
@@ -96,14 +101,27 @@ class BenchmarkConfig:
             raise InputError(f"--bpp {self.bpps}: need positive rates")
         if self.images < 1:
             raise InputError(f"--images {self.images}: must be at least 1")
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise InputError(f"--steps {self.steps}: must be at least 1")
+        for arch in ("siren", "pe-mlp"):
+            self.fit_config(arch, regularised=True)  # validates the preset and the overrides
         if self.batch_slices < 1:
             raise InputError(f"--batch-slices {self.batch_slices}: must be a positive integer")
 
+    def fit_config(self, arch: str, *, regularised: bool) -> FitConfig:
+        """The fitting configuration of an INR method of this architecture."""
+        from sinco.fit.config import fit_config_from_preset
+
+        return fit_config_from_preset(
+            self.preset, arch=arch, steps=self.steps, lr=self.lr, schedule=self.schedule, warmup=self.warmup,
+            optimizer=self.optimizer, seed=self.seed, lam=self.lam if regularised else 0.0, reg_every=self.reg_every,
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-ready copy (tuples as lists), with the resolved fitting configuration of each architecture."""
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        data["fit"] = {arch: self.fit_config(arch, regularised=True).to_dict() for arch in ("siren", "pe-mlp")}
+        return data
 
 
 def _record_key(record: dict[str, Any]) -> tuple[str, str, float]:
@@ -198,7 +216,6 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     from sinco.data.io import select_slice
     from sinco.eval.report import make_figures, make_table
     from sinco.eval.selection import select_test_slices
-    from sinco.fit.config import FitConfig
     from sinco.metrics import dice, psnr, ssim
     from sinco.seg.network import load_seg_model
     from sinco.utils.atomic import atomic_write_bytes
@@ -254,8 +271,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
             if method in INR_METHODS:
                 arch, regularised = INR_METHODS[method]
                 depth = config.depth_siren if arch == "siren" else config.depth_pe
-                fit = FitConfig(steps=config.steps, lr=config.lr, schedule=config.schedule, warmup=config.warmup, seed=config.seed,
-                                lam=config.lam if regularised else 0.0, reg_every=config.reg_every)  # fmt: skip
+                fit = config.fit_config(arch, regularised=regularised)
                 for begin in range(0, len(todo), config.batch_slices):
                     batch = todo[begin : begin + config.batch_slices]
                     if bar is not None:
@@ -271,7 +287,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
                         decode_seconds = time.perf_counter() - start
                         spec, m = result.header.spec, result.metrics
                         record = {**base_record(ref, method, bpp), "bpp_params": m["bpp_params"], "bpp_file": m["bpp_file"],
-                                  "psnr": m["psnr"], "ssim": m["ssim"], "dice": m["dice"], "steps": config.steps,
+                                  "psnr": m["psnr"], "ssim": m["ssim"], "dice": m["dice"], "steps": fit.steps,
                                   "encode_seconds": result.seconds, "decode_seconds": decode_seconds, "arch": spec.to_dict(),
                                   "n_params": spec.n_params(), "lam": result.fit.lam, "reg_every": result.fit.reg_every,
                                   "best_step": result.fit.best_step, "divergences": result.fit.divergences,

@@ -29,6 +29,12 @@ def _stat(values: list[float], digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _describe_fit(fit: Any) -> str:
+    if fit.optimizer == "adam":
+        return f"{fit.steps} Adam steps (lr {fit.lr:g}, {fit.schedule} schedule)"
+    return f"{fit.adam_steps} Adam steps (lr {fit.lr:g}, {fit.schedule}) then L-BFGS, {fit.steps} gradient evaluations in all"
+
+
 def make_table(records: list[dict[str, Any]], config: Any) -> str:
     """Markdown table: mean ± standard deviation of PSNR, SSIM and Dice per method and rate.
 
@@ -43,9 +49,10 @@ def make_table(records: list[dict[str, Any]], config: Any) -> str:
     lines = [
         "# Benchmark",
         "",
-        f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; INR methods: {config.steps} Adam steps "
-        f"(lr {config.lr:g}, {config.schedule} schedule), SINCO lambda {config.lam:g} (regulariser every {config.reg_every} step(s)), seed {config.seed}; "
-        f"segmentation model `{config.seg_model}`.",
+        f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; INR fitting (preset `{config.preset}`): "
+        f"{_describe_fit(config.fit_config('siren', regularised=True))} for SIREN, "
+        f"{_describe_fit(config.fit_config('pe-mlp', regularised=True))} for PE-MLP; SINCO lambda {config.lam:g} "
+        f"(regulariser every {config.reg_every} step(s)), seed {config.seed}; segmentation model `{config.seg_model}`.",
         "",
         "Metrics are measured on the decoded files (INR: fp16 weights); `bpp (file)` is 8 x file bytes / pixels, header "
         "included; `bpp (params)` is the paper's 16 x parameters / pixels. Mean ± standard deviation over the slices.",

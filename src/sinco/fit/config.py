@@ -11,6 +11,7 @@ from sinco.errors import InputError
 PAPER_STEPS = 50_000
 # Below this many steps a compile (about 15 s for a SIREN on 2 CPU cores) costs more than it saves.
 COMPILE_MIN_STEPS = 1000
+OPTIMIZERS = ("adam", "adam+lbfgs")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class FitConfig:
             over ``warmup`` steps, then a half cosine from ``lr`` down to ``lr * final_lr_ratio``).
         warmup: warm-up steps of the cosine schedule.
         final_lr_ratio: last learning rate of the cosine schedule, relative to ``lr``.
+        optimizer: ``"adam"`` (the paper's), or ``"adam+lbfgs"``: Adam for ``lbfgs_after`` steps,
+            then L-BFGS (strong-Wolfe line search, ``lbfgs_history`` pairs) on the full objective
+            for the rest. ``steps`` counts gradient evaluations in both phases, so both spend the
+            same compute per step.
+        lbfgs_after: Adam steps before L-BFGS takes over.
+        lbfgs_history: curvature pairs L-BFGS keeps.
         compile: compile the network's forward and backward with ``torch.compile``: ``"auto"``
             (for SIREN fits of at least :data:`COMPILE_MIN_STEPS` steps, where the ~15 s compile
             pays back), ``"on"`` or ``"off"``. Compiled steps compute the same function in a
@@ -47,6 +54,9 @@ class FitConfig:
     schedule: str = "constant"
     warmup: int = 0
     final_lr_ratio: float = 0.01
+    optimizer: str = "adam"
+    lbfgs_after: int = 1000
+    lbfgs_history: int = 50
     compile: str = "auto"
 
     def __post_init__(self) -> None:
@@ -66,18 +76,32 @@ class FitConfig:
             raise InputError(f"--warmup {self.warmup}: must be a non-negative integer")
         if not 0 < self.final_lr_ratio <= 1:
             raise InputError(f"final_lr_ratio={self.final_lr_ratio}: must be in (0, 1]")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if not isinstance(self.lbfgs_after, int) or self.lbfgs_after < 0:
+            raise InputError(f"--lbfgs-after {self.lbfgs_after}: must be a non-negative integer")
+        if not isinstance(self.lbfgs_history, int) or not 1 <= self.lbfgs_history <= 1000:
+            raise InputError(f"--lbfgs-history {self.lbfgs_history}: must be in 1..1000")
         if self.compile not in ("auto", "on", "off"):
             raise InputError(f"--compile {self.compile!r}: expected auto, on or off")
         if self.log_every < 1:
             raise InputError(f"log_every={self.log_every}: must be at least 1")
 
+    @property
+    def adam_steps(self) -> int:
+        """Steps taken by Adam (all of them, or those before L-BFGS takes over)."""
+        return self.steps if self.optimizer == "adam" else min(self.steps, self.lbfgs_after)
+
     def lr_at(self, step: int) -> float:
-        """Learning rate of step ``step`` (0-based) under the schedule, before any divergence halving."""
+        """Adam's learning rate at step ``step`` (0-based) under the schedule, before any divergence halving.
+
+        The cosine schedule spans the Adam phase (:attr:`adam_steps`).
+        """
         if self.schedule == "constant":
             return self.lr
         if step < self.warmup:
             return self.lr * (step + 1) / self.warmup
-        span = max(self.steps - self.warmup, 1)
+        span = max(self.adam_steps - self.warmup, 1)
         progress = min((step - self.warmup) / span, 1.0)
         low = self.lr * self.final_lr_ratio
         return low + 0.5 * (self.lr - low) * (1 + math.cos(math.pi * progress))
@@ -87,31 +111,40 @@ class FitConfig:
         return asdict(self)
 
 
-# Named settings for the fitting schedule; explicit options override them.
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper: 50,000 steps of Adam at a constant 1e-3.
-    "paper": {"steps": PAPER_STEPS, "lr": 1e-3, "schedule": "constant", "warmup": 0},
-    # Few steps: warm-up and a cosine decay to 1% of the learning rate. On an untuned BraTS slice
-    # (benchmarks/time_to_quality.py) it reached 46.8 dB in 4,000 SIREN steps, 3.6 dB short of
-    # the paper schedule's 20,000 steps; a 3e-3 peak did slightly worse for SIREN (46.4 dB) and
-    # better for PE-MLP (41.6 against 40.1 dB; 44.1 dB after 20,000 paper steps).
-    "fast": {"steps": 4_000, "lr": 1e-3, "schedule": "cosine", "warmup": 200},
+# Named settings for the fitting schedule, per architecture; explicit options override them.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The paper: 50,000 steps of Adam at a constant 1e-3, both architectures.
+    "paper": {
+        arch: {"steps": PAPER_STEPS, "lr": 1e-3, "schedule": "constant", "warmup": 0, "optimizer": "adam"}
+        for arch in ("siren", "pe-mlp")
+    },
+    # 4,000 gradient evaluations, what measured best for each architecture on an untuned BraTS slice
+    # (benchmarks/time_to_quality.py, README "Time to quality"). PE-MLP: 1,000 Adam steps, then
+    # L-BFGS (44.2 dB, where 20,000 paper steps give 44.1). SIREN: a warm-up and a cosine decay
+    # (46.8 dB against 50.4 dB after 20,000 paper steps; L-BFGS reached 45.4 dB there).
+    "fast": {
+        "siren": {"steps": 4_000, "lr": 1e-3, "schedule": "cosine", "warmup": 200, "optimizer": "adam"},
+        "pe-mlp": {"steps": 4_000, "lr": 1e-3, "schedule": "constant", "warmup": 0, "optimizer": "adam+lbfgs", "lbfgs_after": 1_000},
+    },
 }
 
 
-def fit_config_from_preset(preset: str, **overrides: Any) -> FitConfig:
-    """A :class:`FitConfig` from a named preset, with the non-``None`` ``overrides`` applied.
+def fit_config_from_preset(preset: str, *, arch: str, **overrides: Any) -> FitConfig:
+    """A :class:`FitConfig` from a named preset for one architecture, with the non-``None`` ``overrides`` applied.
 
     Args:
         preset: ``"paper"`` or ``"fast"`` (see :data:`PRESETS`).
+        arch: ``"siren"`` or ``"pe-mlp"``.
         **overrides: any :class:`FitConfig` field; ``None`` keeps the preset's value.
 
     Returns:
         The configuration.
 
     Raises:
-        InputError: if the preset is unknown or a value is out of range.
+        InputError: if the preset or architecture is unknown, or a value is out of range.
     """
     if preset not in PRESETS:
         raise InputError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
-    return FitConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+    if arch not in PRESETS[preset]:
+        raise InputError(f"--arch {arch!r}: expected one of {', '.join(PRESETS[preset])}")
+    return FitConfig(**{**PRESETS[preset][arch], **{k: v for k, v in overrides.items() if v is not None}})

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -243,13 +244,13 @@ class StackedFit:
             p.addcdiv_(m * _per_slice(-step_size, p), denom)
 
     def finish(self) -> None:
-        """Score the state after the last update; leave every slice in its best state."""
+        """Score the state after the last Adam update; leave every slice in its best state."""
         with torch.no_grad():
             objective, mse = self.objective(full=True)
             improved = torch.isfinite(objective) & (objective < self.best_objective)
             self.best_objective = torch.where(improved, objective, self.best_objective)
             self.best_mse = torch.where(improved, mse, self.best_mse)
-            self.best_step = torch.where(improved, self.config.steps, self.best_step)
+            self.best_step = torch.where(improved, self.config.adam_steps, self.best_step)
             for p, b in zip(self.params, self.best, strict=True):
                 p.copy_(torch.where(_per_slice(improved, p), p, b))
 
@@ -309,7 +310,7 @@ def fit_inr_batch(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, leave=False)
-    for step in range(config.steps):
+    for step in range(config.adam_steps):
         if step == 0 and fit.compiled:
             try:
                 # The first step compiles forward and backward (for this shape only).
@@ -327,6 +328,23 @@ def fit_inr_batch(
             bar.set_postfix(psnr=f"{_psnr(mean_mse):.2f}", refresh=False)
     fit.finish()
     fit.load_into(models)
+    if config.adam_steps < config.steps:
+        budget = config.steps - config.adam_steps
+        if fit.n_slices == 1:
+            _lbfgs(fit, budget=budget, bar=bar)
+            fit.load_into(models)
+        else:
+            # Independent problems need independent line searches: one slice at a time.
+            for index, model in enumerate(models):
+                sub = StackedFit([model], targets=targets[index : index + 1], config=config, device=device,
+                                 regularizer=None if regularizer is None else regularizer.subset(index),
+                                 lam=fit.lam[index : index + 1])  # fmt: skip
+                for name in ("best_objective", "best_mse", "best_step", "divergences", "lr_scale"):
+                    getattr(sub, name).copy_(getattr(fit, name)[index : index + 1])
+                _lbfgs(sub, budget=budget, bar=bar if index == 0 else None)
+                sub.load_into([model])
+                for name in ("best_objective", "best_mse", "best_step", "divergences"):
+                    getattr(fit, name)[index] = getattr(sub, name)[0]
     if bar is not None:
         bar.update(config.steps - bar.n)
         bar.close()
@@ -344,6 +362,58 @@ def fit_inr_batch(
             fit.divergences.tolist(), lam_used, strict=True,
         )
     ]  # fmt: skip
+
+
+class _BudgetSpent(Exception):
+    """Raised inside the L-BFGS closure once the evaluation budget is spent."""
+
+
+def _lbfgs(fit: StackedFit, *, budget: int, bar: Any = None) -> None:
+    """Continue a one-slice fit with L-BFGS for ``budget`` gradient evaluations; keep the best state.
+
+    Every evaluation (line-search trials included) is scored on the full objective; the fit ends
+    in its best state. A non-finite objective stops the phase and counts as a divergence.
+    """
+    config, offset = fit.config, fit.config.adam_steps
+    optimizer = torch.optim.LBFGS(fit.params, lr=1.0, max_iter=budget, max_eval=2 * budget, history_size=config.lbfgs_history,
+                                  tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")  # fmt: skip
+    evaluations = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal evaluations
+        if evaluations >= budget:
+            raise _BudgetSpent
+        optimizer.zero_grad(set_to_none=True)
+        objective, mse = fit.objective(full=True)
+        objective.sum().backward()
+        evaluations += 1
+        value = float(objective.detach()[0])
+        if not math.isfinite(value):
+            fit.divergences += 1
+            raise _BudgetSpent
+        if value < float(fit.best_objective[0]):
+            with torch.no_grad():
+                fit.best_objective.fill_(value)
+                fit.best_mse.copy_(mse.detach())
+                fit.best_step.fill_(offset + evaluations - 1)
+                for p, b in zip(fit.params, fit.best, strict=True):
+                    b.copy_(p)
+        if bar is not None and evaluations % config.log_every == 0:
+            bar.update(config.log_every)
+            bar.set_postfix(psnr=f"{_psnr(float(fit.best_mse[0])):.2f}", refresh=False)
+        return objective.sum()
+
+    try:
+        while evaluations < budget:
+            before = evaluations
+            optimizer.step(closure)
+            if evaluations == before:  # converged: nothing left to improve
+                break
+    except _BudgetSpent:
+        pass
+    with torch.no_grad():
+        for p, b in zip(fit.params, fit.best, strict=True):
+            p.copy_(b)
 
 
 def fit_inr(

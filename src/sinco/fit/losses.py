@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -37,6 +39,14 @@ class StructuralRegularizer(nn.Module):
         self.multiple = seg_model.config.size_multiple
         self.register_buffer("mask", torch.from_numpy((masks != 0).astype(np.float32))[:, None].to(device))
         self.dice_loss = DiceLoss(sigmoid=True, reduction="none")
+
+    def subset(self, index: int) -> StructuralRegularizer:
+        """The same regulariser (same frozen ``g``) for slice ``index`` of the batch alone."""
+        if not 0 <= index < self.mask.shape[0]:
+            raise InputError(f"index {index}: the regulariser holds {self.mask.shape[0]} masks")
+        other = copy.copy(self)
+        other._buffers = {**self._buffers, "mask": self.mask[index : index + 1]}
+        return other
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Regulariser values.
