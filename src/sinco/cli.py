@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w0", type=float, default=30.0, help="siren frequency w0 (default: 30)")
     p.add_argument("--preset", choices=("paper", "fast"), default="paper",
                    help="fitting schedule: paper = 50000 Adam steps, constant lr 1e-3 (default); fast = 4000 gradient evaluations: "
-                        "siren warm-up + cosine decay from 1e-3, pe-mlp 1000 Adam steps then L-BFGS")
+                        "Adam at 1e-3 for 2000 (siren) or 1000 (pe-mlp) steps, then L-BFGS")
     p.add_argument("--steps", type=int, default=None, help="Adam steps (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="Adam (peak) learning rate (default: the preset's)")
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="learning-rate schedule (default: the preset's)")
