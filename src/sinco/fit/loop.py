@@ -153,7 +153,11 @@ class StackedFit:
         self.regularised = regularizer is not None and bool((self.lam > 0).any())
         self.reg_every = config.reg_every if self.regularised else 1
         self.names = [name for name, _ in models[0].named_parameters()]
-        self.params = [torch.stack([dict(m.named_parameters())[k].detach() for m in models]).to(device).requires_grad_() for k in self.names]
+        self.shapes = [p.shape for _, p in models[0].named_parameters()]
+        # All weights of a slice in one row of one tensor (S, P): the optimiser and the bookkeeping
+        # are then a handful of whole-tensor operations per step instead of a handful per layer.
+        rows = [torch.cat([p.detach().reshape(-1) for _, p in m.named_parameters()]) for m in models]
+        self.flat = torch.stack(rows).to(device).requires_grad_()
         # The coordinate features never change, so they are computed once, outside the loop.
         with torch.no_grad():
             self.feats = models[0].to(device).features(make_coordinates(self.height, self.width, device=device))
@@ -162,19 +166,29 @@ class StackedFit:
         self._shell = _Features(copy.deepcopy(models[0]).to("meta"))
         self.compiled = use_compile(models[0], config)
         self._forward = _compile(self._forward_eager) if self.compiled else self._forward_eager
-        self.moments = [torch.zeros_like(p) for p in self.params]
-        self.squares = [torch.zeros_like(p) for p in self.params]
+        self.moments = torch.zeros_like(self.flat)
+        self.squares = torch.zeros_like(self.flat)
         self.adam_steps = torch.zeros(n, device=device)
         self.lr_scale = torch.ones(n, device=device)
-        self.best = [p.detach().clone() for p in self.params]
+        self.best = self.flat.detach().clone()
         self.best_objective = torch.full((n,), math.inf, device=device)
         self.best_mse = torch.full((n,), math.inf, device=device)
         self.best_step = torch.zeros(n, dtype=torch.long, device=device)
         self.divergences = torch.zeros(n, dtype=torch.long, device=device)
         self.last_mse = torch.full((n,), math.inf, device=device)
 
-    def _forward_eager(self, params: list[torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
+    def _unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Per-layer views ``(S, *shape)`` of the rows of ``flat`` ``(S, P)``."""
+        views, offset = [], 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            views.append(flat[:, offset : offset + size].unflatten(1, shape))
+            offset += size
+        return views
+
+    def _forward_eager(self, flat: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         names = ["model." + k for k in self.names]
+        params = self._unflatten(flat)
         if self.n_slices == 1:
             # No vmap for a single network: the plain kernels, and the same code path as ever.
             return torch.func.functional_call(self._shell, dict(zip(names, [p[0] for p in params], strict=True)), (feats,))[None]
@@ -186,7 +200,7 @@ class StackedFit:
 
     def reconstruct(self) -> torch.Tensor:
         """Current reconstructions ``(S, N, 1)`` (with gradients)."""
-        return self._forward(self.params, self.feats)
+        return self._forward(self.flat, self.feats)
 
     def objective(self, *, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-slice objective and MSE, both ``(S,)``; ``full`` adds the regulariser."""
@@ -205,8 +219,7 @@ class StackedFit:
         back, fresh Adam moments and half its learning rate.
         """
         full = step % self.reg_every == 0
-        for p in self.params:
-            p.grad = None
+        self.flat.grad = None
         objective, mse = self.objective(full=full)
         objective.sum().backward()
         with torch.no_grad():
@@ -217,15 +230,13 @@ class StackedFit:
                 self.best_objective = torch.where(improved, objective, self.best_objective)
                 self.best_mse = torch.where(improved, mse, self.best_mse)
                 self.best_step = torch.where(improved, step, self.best_step)
-                for p, b in zip(self.params, self.best, strict=True):
-                    b.copy_(torch.where(_per_slice(improved, p), p, b))
+                torch.where(improved[:, None], self.flat, self.best, out=self.best)
             self._adam(step)
             # A diverged slice's update is discarded: best state back, fresh moments, half the lr.
-            for p, b, m, v in zip(self.params, self.best, self.moments, self.squares, strict=True):
-                back = _per_slice(diverged, p)
-                p.copy_(torch.where(back, b, p))
-                m.masked_fill_(back, 0.0)
-                v.masked_fill_(back, 0.0)
+            back = diverged[:, None]
+            torch.where(back, self.best, self.flat, out=self.flat)
+            self.moments.masked_fill_(back, 0.0)
+            self.squares.masked_fill_(back, 0.0)
             self.adam_steps.masked_fill_(diverged, 0.0)
             self.lr_scale = torch.where(diverged, self.lr_scale / 2, self.lr_scale)
             self.divergences += diverged.long()
@@ -236,12 +247,11 @@ class StackedFit:
         self.adam_steps += 1
         step_size = self.config.lr_at(step) * self.lr_scale / (1 - beta1**self.adam_steps)
         correction2 = (1 - beta2**self.adam_steps).sqrt()
-        for p, m, v in zip(self.params, self.moments, self.squares, strict=True):
-            g = p.grad
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (v.sqrt() / _per_slice(correction2, p)).add_(ADAM_EPS)
-            p.addcdiv_(m * _per_slice(-step_size, p), denom)
+        g, m, v = self.flat.grad, self.moments, self.squares
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (v.sqrt() / correction2[:, None]).add_(ADAM_EPS)
+        self.flat.addcdiv_(m * (-step_size)[:, None], denom)
 
     def finish(self) -> None:
         """Score the state after the last Adam update; leave every slice in its best state."""
@@ -251,8 +261,7 @@ class StackedFit:
             self.best_objective = torch.where(improved, objective, self.best_objective)
             self.best_mse = torch.where(improved, mse, self.best_mse)
             self.best_step = torch.where(improved, self.config.adam_steps, self.best_step)
-            for p, b in zip(self.params, self.best, strict=True):
-                p.copy_(torch.where(_per_slice(improved, p), p, b))
+            torch.where(improved[:, None], self.flat, self.best, out=self.flat)
 
     def load_into(self, models: Sequence[nn.Module]) -> None:
         """Copy each slice's current weights into its network (moved to this fit's device)."""
@@ -260,13 +269,8 @@ class StackedFit:
             for index, model in enumerate(models):
                 model.to(self.device)
                 named = dict(model.named_parameters())
-                for name, p in zip(self.names, self.params, strict=True):
+                for name, p in zip(self.names, self._unflatten(self.flat), strict=True):
                     named[name].copy_(p[index])
-
-
-def _per_slice(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """View ``(S,)`` values so they broadcast over a stacked parameter ``(S, ...)``."""
-    return values.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
 def fit_inr_batch(
@@ -375,7 +379,7 @@ def _lbfgs(fit: StackedFit, *, budget: int, bar: Any = None) -> None:
     in its best state. A non-finite objective stops the phase and counts as a divergence.
     """
     config, offset = fit.config, fit.config.adam_steps
-    optimizer = torch.optim.LBFGS(fit.params, lr=1.0, max_iter=budget, max_eval=2 * budget, history_size=config.lbfgs_history,
+    optimizer = torch.optim.LBFGS([fit.flat], lr=1.0, max_iter=budget, max_eval=2 * budget, history_size=config.lbfgs_history,
                                   tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")  # fmt: skip
     evaluations = 0
 
@@ -396,8 +400,7 @@ def _lbfgs(fit: StackedFit, *, budget: int, bar: Any = None) -> None:
                 fit.best_objective.fill_(value)
                 fit.best_mse.copy_(mse.detach())
                 fit.best_step.fill_(offset + evaluations - 1)
-                for p, b in zip(fit.params, fit.best, strict=True):
-                    b.copy_(p)
+                fit.best.copy_(fit.flat)
         if bar is not None and evaluations % config.log_every == 0:
             bar.update(config.log_every)
             bar.set_postfix(psnr=f"{_psnr(float(fit.best_mse[0])):.2f}", refresh=False)
@@ -412,8 +415,7 @@ def _lbfgs(fit: StackedFit, *, budget: int, bar: Any = None) -> None:
     except _BudgetSpent:
         pass
     with torch.no_grad():
-        for p, b in zip(fit.params, fit.best, strict=True):
-            p.copy_(b)
+        fit.flat.copy_(fit.best)
 
 
 def fit_inr(
