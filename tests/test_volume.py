@@ -175,3 +175,21 @@ def test_mutated_volume_files_fail_cleanly(data):
         assert "\n" not in str(exc)
         return
     assert volume.shape == (header.n_slices, header.height, header.width) and np.all(np.isfinite(volume))
+
+
+def test_broken_volume_files_exit_2_with_one_line(tmp_path, capsys):
+    for name, data in {"cut": VALID[:-7], "flipped": VALID[:200] + bytes([VALID[200] ^ 1]) + VALID[201:]}.items():
+        path = tmp_path / f"{name}.sinco"
+        path.write_bytes(data)
+        for args in (["info", path], ["decompress", path, "-o", tmp_path / f"{name}.nii.gz"]):
+            code, _, err = run(args, capsys)
+            assert code == 2 and err.count("\n") == 1 and "volume" in err, err
+        assert not (tmp_path / f"{name}.nii.gz").exists()
+
+
+def test_a_range_of_constant_slices_needs_no_fit(volume_file, tmp_path, capsys):
+    path, _ = volume_file
+    out = tmp_path / "empty.sinco"
+    code, stdout, err = run(["compress", path, "--slices", "0:1", "-o", out, *STEPS], capsys)
+    assert code == 0, err
+    assert "(0 fitted, 1 constant) nothing to fit" in stdout and out.stat().st_size == 152 + 9 + 4

@@ -185,10 +185,13 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
     if args.json:
         print(json.dumps(report, default=_json_default))
     else:
+        fitted = (
+            f"mean psnr={m['psnr_mean']:.2f} dB mean ssim={m['ssim_mean']:.4f} " if m["inr_slices"] else "nothing to fit, "
+        )
+        speed = f" {m['slices_per_minute']:.2f} slices/min (batches of {batch})" if m["inr_slices"] else ""
         print(
             f"{out}: {m['slices']} slices {indices.start}..{indices.stop - 1} ({m['inr_slices']} fitted, {m['constant_slices']} constant) "
-            f"mean psnr={m['psnr_mean']:.2f} dB mean ssim={m['ssim_mean']:.4f} bpp_file={m['bpp_file']:.4f} "
-            f"({m['file_bytes']} bytes) {m['slices_per_minute']:.2f} slices/min (batches of {batch}) seconds={result.seconds:.1f}"
+            f"{fitted}bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes){speed} seconds={result.seconds:.1f}"
         )
     return EXIT_OK
 
