@@ -100,7 +100,7 @@ def test_lbfgs_phase_counts_evaluations_keeps_the_best_and_batches_like_separate
     for k, model in enumerate(_fresh(spec, 2)):
         alone = fit_inr(model, target=images[k], config=hybrid, device=CPU, progress=False)
         assert results[k].best_mse == pytest.approx(alone.best_mse, rel=1e-3)
-        assert 20 < alone.best_step <= 32 and alone.steps == 32
+        assert 20 < alone.best_step <= 32 and alone.steps == 32 and 20 < alone.evaluations <= 32
         with torch.no_grad():
             mse = torch.mean((model(coords).reshape(18, 22) - images[k]) ** 2).item()
         assert mse == pytest.approx(alone.best_mse, rel=1e-4)  # the network is left in the reported best state

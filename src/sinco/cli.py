@@ -109,6 +109,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         "psnr_fp32": _finite(m["psnr_fp32"]),
         "best_step": result.fit.best_step,
         "steps": result.fit.steps,
+        "evaluations": result.fit.evaluations,
         "divergences": result.fit.divergences,
         "lr_final": result.fit.lr_final,
         "compiled": result.fit.compiled,

@@ -346,10 +346,11 @@ def compress_volume(
             row.update(kind="constant", value=record.constant, bytes=9)
         else:
             result = results[index]
-            assert record.data == result.data and np.array_equal(decode(record.data)[1], result.reconstruction)
+            if record.data != result.data or not np.array_equal(decode(record.data)[1], result.reconstruction):
+                raise RuntimeError(f"internal error: slice {first_index + index} does not read back as written")
             m = result.metrics
             row.update(kind="inr", bytes=5 + len(record.data), psnr=m["psnr"], ssim=m["ssim"], psnr_fp32=m["psnr_fp32"],
-                       best_step=result.fit.best_step, divergences=result.fit.divergences, lam=result.fit.lam)  # fmt: skip
+                       best_step=result.fit.best_step, evaluations=result.fit.evaluations, divergences=result.fit.divergences, lam=result.fit.lam)  # fmt: skip
             if "dice" in m:
                 row.update(dice=m["dice"], dice_reference=m["dice_reference"])
         per_slice.append(row)

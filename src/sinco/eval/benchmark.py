@@ -291,7 +291,8 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
                                   "encode_seconds": result.seconds, "decode_seconds": decode_seconds, "arch": spec.to_dict(),
                                   "n_params": spec.n_params(), "lam": result.fit.lam, "reg_every": result.fit.reg_every,
                                   "best_step": result.fit.best_step, "divergences": result.fit.divergences,
-                                  "batch_slices": result.fit.batch}  # fmt: skip
+                                  "batch_slices": result.fit.batch,
+                                  "evaluations": result.fit.evaluations}  # fmt: skip
                         store(record, result.data, ".sinco")
             else:
                 codec = get_codec(method)

@@ -53,6 +53,7 @@ class FitResult:
         seconds: wall-clock time of the loop (of the whole batch when fitted in one).
         compiled: whether the steps ran through ``torch.compile``.
         batch: number of images fitted together in this loop.
+        evaluations: gradient evaluations actually run (``steps``, or fewer when L-BFGS converged).
     """
 
     best_objective: float
@@ -66,6 +67,7 @@ class FitResult:
     seconds: float
     compiled: bool = False
     batch: int = 1
+    evaluations: int | None = None
 
     @property
     def best_psnr(self) -> float:
@@ -307,6 +309,8 @@ def fit_inr_batch(
     Raises:
         InputError: if the shapes disagree, the targets are not finite, or the networks differ.
     """
+    if config.optimizer == "adam+lbfgs" and len(models) > 1 and regularizer is not None and not hasattr(regularizer, "subset"):
+        raise InputError("regularizer: L-BFGS on a batch runs one slice at a time and needs a regulariser with subset(index)")
     start = time.perf_counter()
     fit = StackedFit(models, targets=targets, config=config, device=device, regularizer=regularizer, lam=lam)
     bar = None
@@ -332,10 +336,11 @@ def fit_inr_batch(
             bar.set_postfix(psnr=f"{_psnr(mean_mse):.2f}", refresh=False)
     fit.finish()
     fit.load_into(models)
+    evaluations = [config.adam_steps] * fit.n_slices
     if config.adam_steps < config.steps:
         budget = config.steps - config.adam_steps
         if fit.n_slices == 1:
-            _lbfgs(fit, budget=budget, bar=bar)
+            evaluations[0] += _lbfgs(fit, budget=budget, bar=bar)
             fit.load_into(models)
         else:
             # Independent problems need independent line searches: one slice at a time.
@@ -345,7 +350,7 @@ def fit_inr_batch(
                                  lam=fit.lam[index : index + 1])  # fmt: skip
                 for name in ("best_objective", "best_mse", "best_step", "divergences", "lr_scale"):
                     getattr(sub, name).copy_(getattr(fit, name)[index : index + 1])
-                _lbfgs(sub, budget=budget, bar=bar if index == 0 else None)
+                evaluations[index] += _lbfgs(sub, budget=budget, bar=bar if index == 0 else None)
                 sub.load_into([model])
                 for name in ("best_objective", "best_mse", "best_step", "divergences"):
                     getattr(fit, name)[index] = getattr(sub, name)[0]
@@ -359,11 +364,11 @@ def fit_inr_batch(
         FitResult(
             best_objective=obj, best_mse=mse, best_step=int(best), steps=config.steps, lam=lam_i if fit.regularised else 0.0,
             reg_every=fit.reg_every, lr_final=scale * lr_last, divergences=int(div), seconds=seconds, compiled=fit.compiled,
-            batch=fit.n_slices,
+            batch=fit.n_slices, evaluations=used,
         )
-        for obj, mse, best, scale, div, lam_i in zip(
+        for obj, mse, best, scale, div, lam_i, used in zip(
             fit.best_objective.tolist(), fit.best_mse.tolist(), fit.best_step.tolist(), fit.lr_scale.tolist(),
-            fit.divergences.tolist(), lam_used, strict=True,
+            fit.divergences.tolist(), lam_used, evaluations, strict=True,
         )
     ]  # fmt: skip
 
@@ -372,11 +377,14 @@ class _BudgetSpent(Exception):
     """Raised inside the L-BFGS closure once the evaluation budget is spent."""
 
 
-def _lbfgs(fit: StackedFit, *, budget: int, bar: Any = None) -> None:
+def _lbfgs(fit: StackedFit, *, budget: int, bar: Any = None) -> int:
     """Continue a one-slice fit with L-BFGS for ``budget`` gradient evaluations; keep the best state.
 
     Every evaluation (line-search trials included) is scored on the full objective; the fit ends
     in its best state. A non-finite objective stops the phase and counts as a divergence.
+
+    Returns:
+        The gradient evaluations run.
     """
     config, offset = fit.config, fit.config.adam_steps
     optimizer = torch.optim.LBFGS([fit.flat], lr=1.0, max_iter=budget, max_eval=2 * budget, history_size=config.lbfgs_history,
@@ -416,6 +424,7 @@ def _lbfgs(fit: StackedFit, *, budget: int, bar: Any = None) -> None:
         pass
     with torch.no_grad():
         fit.flat.copy_(fit.best)
+    return evaluations
 
 
 def fit_inr(
