@@ -170,7 +170,8 @@ class StackedFit:
         self._forward = _compile(self._forward_eager) if self.compiled else self._forward_eager
         self.moments = torch.zeros_like(self.flat)
         self.squares = torch.zeros_like(self.flat)
-        self.adam_steps = torch.zeros(n, device=device)
+        # Adam's bias-correction step count, per slice: it restarts when a slice's moments are reset.
+        self.step_counts = torch.zeros(n, device=device)
         self.lr_scale = torch.ones(n, device=device)
         self.best = self.flat.detach().clone()
         self.best_objective = torch.full((n,), math.inf, device=device)
@@ -192,7 +193,7 @@ class StackedFit:
         names = ["model." + k for k in self.names]
         params = self._unflatten(flat)
         if self.n_slices == 1:
-            # No vmap for a single network: the plain kernels, and the same code path as ever.
+            # No vmap for a single network: the plain (non-batched) kernels.
             return torch.func.functional_call(self._shell, dict(zip(names, [p[0] for p in params], strict=True)), (feats,))[None]
 
         def one(*weights: torch.Tensor) -> torch.Tensor:
@@ -239,16 +240,16 @@ class StackedFit:
             torch.where(back, self.best, self.flat, out=self.flat)
             self.moments.masked_fill_(back, 0.0)
             self.squares.masked_fill_(back, 0.0)
-            self.adam_steps.masked_fill_(diverged, 0.0)
+            self.step_counts.masked_fill_(diverged, 0.0)
             self.lr_scale = torch.where(diverged, self.lr_scale / 2, self.lr_scale)
             self.divergences += diverged.long()
 
     def _adam(self, step: int) -> None:
         # torch.optim.Adam's update, written out so each slice has its own step count and lr scale.
         beta1, beta2 = ADAM_BETAS
-        self.adam_steps += 1
-        step_size = self.config.lr_at(step) * self.lr_scale / (1 - beta1**self.adam_steps)
-        correction2 = (1 - beta2**self.adam_steps).sqrt()
+        self.step_counts += 1
+        step_size = self.config.lr_at(step) * self.lr_scale / (1 - beta1**self.step_counts)
+        correction2 = (1 - beta2**self.step_counts).sqrt()
         g, m, v = self.flat.grad, self.moments, self.squares
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
