@@ -117,3 +117,30 @@ def test_lbfgs_options_are_checked():
         FitConfig(optimizer="adam+lbfgs", lbfgs_history=0)
     cfg = FitConfig(steps=4000, optimizer="adam+lbfgs", lbfgs_after=1000, schedule="cosine", warmup=0)
     assert cfg.adam_steps == 1000 and cfg.lr_at(999) == pytest.approx(cfg.lr * cfg.final_lr_ratio, rel=0.01)
+
+
+def test_quantisation_tail_tunes_the_weights_to_their_fp16_rounding():
+    from sinco.codec.quantize import flatten_parameters, load_flat_parameters, quantize_fp16
+
+    image = _images(1)[0]
+    spec = INRSpec(arch="siren", width=16, depth=3)
+    coords = make_coordinates(18, 22)
+
+    def rounded_mse(model) -> float:
+        copy_ = _fresh(spec, 1)[0]
+        load_flat_parameters(copy_, quantize_fp16(flatten_parameters(model)).astype(np.float32))
+        with torch.no_grad():
+            return torch.mean((copy_(coords).reshape(18, 22) - image) ** 2).item()
+
+    plain, tuned = _fresh(spec, 1)[0], _fresh(spec, 1)[0]
+    fit_inr(plain, target=image, config=FitConfig(steps=300, lr=2e-3, compile="off"), device=CPU, progress=False)
+    result = fit_inr(tuned, target=image, config=FitConfig(steps=300, lr=2e-3, quantise_tail=40, quantise_lr=1e-5, compile="off"),
+                     device=CPU, progress=False)  # fmt: skip
+    assert result.evaluations == 300 and result.best_step >= 260
+    assert result.best_mse == pytest.approx(rounded_mse(tuned), rel=1e-3)  # judged on the rounded weights
+    # The tail starts from the state the plain fit ends in after 260 steps; it never ends worse once rounded.
+    start = _fresh(spec, 1)[0]
+    fit_inr(start, target=image, config=FitConfig(steps=260, lr=2e-3, compile="off"), device=CPU, progress=False)
+    assert rounded_mse(tuned) <= rounded_mse(start)
+    with pytest.raises(Exception, match="--quantise-tail 301"):
+        FitConfig(steps=300, quantise_tail=301)

@@ -66,6 +66,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     fit = fit_config_from_preset(
         args.preset, arch=args.arch, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup, seed=args.seed,
         lam=args.lam, reg_every=args.reg_every, compile=args.compile, optimizer=args.optimizer, lbfgs_after=args.lbfgs_after,
+        quantise_tail=args.quantise_tail,
     )  # fmt: skip
     if (args.seg_model is None) != (args.mask is None):
         given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
@@ -451,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps of the cosine schedule (default: the preset's)")
     p.add_argument("--optimizer", choices=("adam", "adam+lbfgs"), default=None, help="optimiser (default: the preset's)")
     p.add_argument("--lbfgs-after", type=int, default=None, metavar="N", help="adam+lbfgs: Adam steps before L-BFGS (default: 1000)")
+    p.add_argument("--quantise-tail", type=int, default=None, metavar="N",
+                   help="last N steps: Adam on the fp16-rounded weights, lr 3e-6 (default: the preset's; fast siren 200)")  # fmt: skip
     p.add_argument("--slice", type=int, default=None, metavar="K", help="slice index of a 3-D/4-D volume")
     p.add_argument("--slices", default=None, metavar="all|A:B",
                    help="compress consecutive slices (A:B half-open) of a volume into one volume file")  # fmt: skip

@@ -36,6 +36,10 @@ class FitConfig:
             same compute per step.
         lbfgs_after: Adam steps before L-BFGS takes over.
         lbfgs_history: curvature pairs L-BFGS keeps.
+        quantise_tail: the last ``quantise_tail`` of the ``steps`` are Adam steps at ``quantise_lr``
+            on the fp16-rounded weights (straight-through gradient), judged on what the file will
+            hold: the weights are tuned to their rounding. 0 = off.
+        quantise_lr: Adam's learning rate in the quantisation tail.
         compile: compile the network's forward and backward with ``torch.compile``: ``"auto"``
             (for SIREN fits of at least :data:`COMPILE_MIN_STEPS` steps, where the ~15 s compile
             pays back), ``"on"`` or ``"off"``. Compiled steps compute the same function in a
@@ -57,6 +61,8 @@ class FitConfig:
     optimizer: str = "adam"
     lbfgs_after: int = 1000
     lbfgs_history: int = 50
+    quantise_tail: int = 0
+    quantise_lr: float = 3e-6
     compile: str = "auto"
 
     def __post_init__(self) -> None:
@@ -82,15 +88,24 @@ class FitConfig:
             raise InputError(f"--lbfgs-after {self.lbfgs_after}: must be a non-negative integer")
         if not isinstance(self.lbfgs_history, int) or not 1 <= self.lbfgs_history <= 1000:
             raise InputError(f"--lbfgs-history {self.lbfgs_history}: must be in 1..1000")
+        if not isinstance(self.quantise_tail, int) or not 0 <= self.quantise_tail <= self.steps:
+            raise InputError(f"--quantise-tail {self.quantise_tail}: must be in 0..--steps ({self.steps})")
+        if not (math.isfinite(self.quantise_lr) and self.quantise_lr > 0):
+            raise InputError(f"quantise_lr={self.quantise_lr}: must be a positive number")
         if self.compile not in ("auto", "on", "off"):
             raise InputError(f"--compile {self.compile!r}: expected auto, on or off")
         if self.log_every < 1:
             raise InputError(f"log_every={self.log_every}: must be at least 1")
 
     @property
+    def main_steps(self) -> int:
+        """Gradient evaluations before the quantisation tail."""
+        return self.steps - self.quantise_tail
+
+    @property
     def adam_steps(self) -> int:
-        """Steps taken by Adam (all of them, or those before L-BFGS takes over)."""
-        return self.steps if self.optimizer == "adam" else min(self.steps, self.lbfgs_after)
+        """Adam steps before the quantisation tail (all of them, or those before L-BFGS takes over)."""
+        return self.main_steps if self.optimizer == "adam" else min(self.main_steps, self.lbfgs_after)
 
     def lr_at(self, step: int) -> float:
         """Adam's learning rate at step ``step`` (0-based) under the schedule, before any divergence halving.
@@ -121,9 +136,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # 4,000 gradient evaluations: Adam at 1e-3, then L-BFGS. The switch points were chosen on one
     # BraTS slice (pat0003 slice 96) and checked on a slice of another case (pat0006 slice 99,
     # benchmarks/time_to_quality.py, README "Time to quality"): there PE-MLP reached 44.2 dB
-    # (20,000 paper steps: 44.1 dB) and SIREN 49.8 dB (paper: 50.4 dB; 50.35 dB before fp16 rounding).
+    # (20,000 paper steps: 44.1 dB). SIREN's L-BFGS solutions lost 0.3-0.75 dB to fp16 rounding;
+    # its last 200 evaluations tune the weights to their rounding (quantise_tail).
     "fast": {
-        "siren": {"steps": 4_000, "lr": 1e-3, "schedule": "constant", "warmup": 0, "optimizer": "adam+lbfgs", "lbfgs_after": 2_000},
+        "siren": {"steps": 4_000, "lr": 1e-3, "schedule": "constant", "warmup": 0, "optimizer": "adam+lbfgs", "lbfgs_after": 2_000,
+                  "quantise_tail": 200, "quantise_lr": 3e-6},
         "pe-mlp": {"steps": 4_000, "lr": 1e-3, "schedule": "constant", "warmup": 0, "optimizer": "adam+lbfgs", "lbfgs_after": 1_000},
     },
 }

@@ -43,7 +43,7 @@ class FitResult:
     Args:
         best_objective: lowest objective seen, ``mse + lam * regulariser`` (``mse`` when unregularised),
             fp32 weights before quantisation.
-        best_mse: the MSE of that state.
+        best_mse: the MSE of that state (of its fp16-rounded weights after a quantisation tail).
         best_step: number of Adam updates applied to that state.
         steps: Adam steps run.
         lam: regulariser weight used (0 when none).
@@ -179,6 +179,7 @@ class StackedFit:
         self.best_step = torch.zeros(n, dtype=torch.long, device=device)
         self.divergences = torch.zeros(n, dtype=torch.long, device=device)
         self.last_mse = torch.full((n,), math.inf, device=device)
+        self.rounded, self.lr_override = False, None
 
     def _unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Per-layer views ``(S, *shape)`` of the rows of ``flat`` ``(S, P)``."""
@@ -202,8 +203,33 @@ class StackedFit:
         return torch.func.vmap(one)(*params)
 
     def reconstruct(self) -> torch.Tensor:
-        """Current reconstructions ``(S, N, 1)`` (with gradients)."""
-        return self._forward(self.flat, self.feats)
+        """Current reconstructions ``(S, N, 1)`` (with gradients); of the fp16-rounded weights in the tail."""
+        flat = self.flat
+        if self.rounded:
+            # Straight-through: the forward sees the weights the file will hold, the gradient
+            # flows to the fp32 weights as if rounding were the identity.
+            flat = flat + (flat.to(torch.float16).to(torch.float32) - flat).detach()
+        return self._forward(flat, self.feats)
+
+    def start_rounded_phase(self, *, lr: float) -> None:
+        """Switch to the quantisation tail: rounded forward, fresh Adam at ``lr``, best judged anew.
+
+        The best state so far was judged on fp32 weights; from here on states are judged on
+        their rounded weights, so the record restarts (the first tail step scores the start).
+        """
+        with torch.no_grad():
+            self.rounded, self.lr_override = True, lr
+            self.moments.zero_()
+            self.squares.zero_()
+            self.step_counts.zero_()
+            self.best_objective.fill_(math.inf)
+            self.best_mse.fill_(math.inf)
+
+    def load_from(self, models: Sequence[nn.Module]) -> None:
+        """Copy each network's weights into this fit's rows (the inverse of :meth:`load_into`)."""
+        with torch.no_grad():
+            for index, model in enumerate(models):
+                self.flat[index] = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()]).to(self.device)
 
     def objective(self, *, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-slice objective and MSE, both ``(S,)``; ``full`` adds the regulariser."""
@@ -248,7 +274,8 @@ class StackedFit:
         # torch.optim.Adam's update, written out so each slice has its own step count and lr scale.
         beta1, beta2 = ADAM_BETAS
         self.step_counts += 1
-        step_size = self.config.lr_at(step) * self.lr_scale / (1 - beta1**self.step_counts)
+        lr = self.config.lr_at(step) if self.lr_override is None else self.lr_override
+        step_size = lr * self.lr_scale / (1 - beta1**self.step_counts)
         correction2 = (1 - beta2**self.step_counts).sqrt()
         g, m, v = self.flat.grad, self.moments, self.squares
         m.lerp_(g, 1 - beta1)
@@ -256,14 +283,14 @@ class StackedFit:
         denom = (v.sqrt() / correction2[:, None]).add_(ADAM_EPS)
         self.flat.addcdiv_(m * (-step_size)[:, None], denom)
 
-    def finish(self) -> None:
-        """Score the state after the last Adam update; leave every slice in its best state."""
+    def finish(self, *, steps_done: int) -> None:
+        """Score the state after the last Adam update (``steps_done`` updates); leave every slice in its best state."""
         with torch.no_grad():
             objective, mse = self.objective(full=True)
             improved = torch.isfinite(objective) & (objective < self.best_objective)
             self.best_objective = torch.where(improved, objective, self.best_objective)
             self.best_mse = torch.where(improved, mse, self.best_mse)
-            self.best_step = torch.where(improved, self.config.adam_steps, self.best_step)
+            self.best_step = torch.where(improved, steps_done, self.best_step)
             torch.where(improved[:, None], self.flat, self.best, out=self.flat)
 
     def load_into(self, models: Sequence[nn.Module]) -> None:
@@ -335,11 +362,11 @@ def fit_inr_batch(
             bar.update(config.log_every)
             mean_mse = fit.last_mse.mean().item()
             bar.set_postfix(psnr=f"{_psnr(mean_mse):.2f}", refresh=False)
-    fit.finish()
+    fit.finish(steps_done=config.adam_steps)
     fit.load_into(models)
     evaluations = [config.adam_steps] * fit.n_slices
-    if config.adam_steps < config.steps:
-        budget = config.steps - config.adam_steps
+    if config.adam_steps < config.main_steps:
+        budget = config.main_steps - config.adam_steps
         if fit.n_slices == 1:
             evaluations[0] += _lbfgs(fit, budget=budget, bar=bar)
             fit.load_into(models)
@@ -355,6 +382,14 @@ def fit_inr_batch(
                 sub.load_into([model])
                 for name in ("best_objective", "best_mse", "best_step", "divergences"):
                     getattr(fit, name)[index] = getattr(sub, name)[0]
+            fit.load_from(models)
+    if config.quantise_tail:
+        fit.start_rounded_phase(lr=config.quantise_lr)
+        for step in range(config.main_steps, config.steps):
+            fit.step(step)
+        fit.finish(steps_done=config.steps)
+        fit.load_into(models)
+        evaluations = [e + config.quantise_tail for e in evaluations]
     if bar is not None:
         bar.update(config.steps - bar.n)
         bar.close()
