@@ -166,7 +166,7 @@ def mutated_volume(draw):
     return bytes(data)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(mutated_volume())
 def test_mutated_volume_files_fail_cleanly(data):
     try:

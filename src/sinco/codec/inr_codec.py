@@ -19,7 +19,7 @@ import torch
 
 from sinco.codec.bitstream import SincoHeader, decode_file, encode_file
 from sinco.codec.quantize import flatten_parameters, load_flat_parameters, quantize_fp16
-from sinco.errors import InputError
+from sinco.errors import BitstreamError, InputError
 from sinco.fit.config import FitConfig
 from sinco.fit.loop import FitResult, fit_inr_batch
 from sinco.inr.encodings import make_coordinates
@@ -139,6 +139,9 @@ def decode(data: bytes) -> tuple[SincoHeader, np.ndarray]:
         for start in range(0, n_pixels, chunk):
             stop = min(start + chunk, n_pixels)
             out[start:stop] = model(make_coordinates(header.height, header.width, start=start, stop=stop))[:, 0]
+    if not torch.isfinite(out).all():
+        # Valid-looking weights can still overflow float32 in a deep network: a hostile file.
+        raise BitstreamError("corrupted .sinco file: the network's output is not finite")
     image = out.clamp_(0.0, 1.0).reshape(header.height, header.width).numpy()
     return header, image
 

@@ -18,6 +18,8 @@ from sinco.errors import InputError
 from sinco.inr.encodings import PositionalEncoding
 
 ARCHITECTURES = ("siren", "pe-mlp")
+# SIREN frequencies far above the paper's 30 only alias; the bound keeps sin's argument finite.
+MAX_W0 = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,8 @@ class INRSpec:
         if self.arch == "siren":
             for name in ("w0", "w0_first"):
                 value = getattr(self, name)
-                if not (math.isfinite(value) and value > 0):
-                    raise InputError(f"{name}={value}: must be a positive finite number")
+                if not (math.isfinite(value) and 0 < value <= MAX_W0):
+                    raise InputError(f"{name}={value}: must be in (0, {MAX_W0:g}]")
             if self.skips:
                 raise InputError(f"skips={self.skips}: only the pe-mlp architecture has skip connections")
         else:
