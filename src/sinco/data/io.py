@@ -74,6 +74,17 @@ def load_array(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarra
     return array
 
 
+def _select_channel(array: np.ndarray, *, channel: int, arg: str) -> np.ndarray:
+    """Channel ``channel`` of a 4-D (channel-last) array; other arrays pass through (``channel`` must be 0)."""
+    if array.ndim == 4:
+        if not 0 <= channel < array.shape[3]:
+            raise InputError(f"--channel {channel}: out of range for {arg} with {array.shape[3]} channels (0..{array.shape[3] - 1})")
+        return array[..., channel]
+    if channel != 0:
+        raise InputError(f"--channel {channel}: {arg} has no channel axis (shape {array.shape})")
+    return array
+
+
 def select_slice(
     array: np.ndarray, *, slice_index: int | None, axis: int = 2, channel: int = 0, arg: str = "INPUT"
 ) -> np.ndarray:
@@ -95,12 +106,7 @@ def select_slice(
     """
     if array.ndim == 3 and array.shape[2] == 1 and slice_index is None:
         array = array[:, :, 0]
-    if array.ndim == 4:
-        if not 0 <= channel < array.shape[3]:
-            raise InputError(f"--channel {channel}: out of range for {arg} with {array.shape[3]} channels (0..{array.shape[3] - 1})")
-        array = array[..., channel]
-    elif channel != 0:
-        raise InputError(f"--channel {channel}: {arg} has no channel axis (shape {array.shape})")
+    array = _select_channel(array, channel=channel, arg=arg)
     if array.ndim == 2:
         if slice_index is not None:
             raise InputError(f"--slice {slice_index}: {arg} is already 2-D (shape {array.shape})")
@@ -184,12 +190,7 @@ def select_slices(
     Raises:
         InputError: if the array is not a volume, or the range or channel is out of bounds.
     """
-    if array.ndim == 4:
-        if not 0 <= channel < array.shape[3]:
-            raise InputError(f"--channel {channel}: out of range for {arg} with {array.shape[3]} channels (0..{array.shape[3] - 1})")
-        array = array[..., channel]
-    elif channel != 0:
-        raise InputError(f"--channel {channel}: {arg} has no channel axis (shape {array.shape})")
+    array = _select_channel(array, channel=channel, arg=arg)
     if array.ndim != 3:
         raise InputError(f"--slices: {arg} is not a volume (shape {array.shape}); --slices needs a 3-D or 4-D image")
     if axis not in (0, 1, 2):
