@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sinco.codec.quantize import flatten_parameters
 from sinco.errors import InputError
 from sinco.fit.config import FitConfig
 from sinco.inr.encodings import make_coordinates
@@ -158,8 +159,8 @@ class StackedFit:
         self.shapes = [p.shape for _, p in models[0].named_parameters()]
         # All weights of a slice in one row of one tensor (S, P): the optimiser and the bookkeeping
         # are then a handful of whole-tensor operations per step instead of a handful per layer.
-        rows = [torch.cat([p.detach().reshape(-1) for _, p in m.named_parameters()]) for m in models]
-        self.flat = torch.stack(rows).to(device).requires_grad_()
+        self.flat = torch.stack([flatten_parameters(m) for m in models]).to(device).requires_grad_()
+        self._call_names = ["model." + k for k in self.names]  # parameter names inside the shell
         # The coordinate features never change, so they are computed once, outside the loop.
         with torch.no_grad():
             self.feats = models[0].to(device).features(make_coordinates(self.height, self.width, device=device))
@@ -191,7 +192,7 @@ class StackedFit:
         return views
 
     def _forward_eager(self, flat: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        names = ["model." + k for k in self.names]
+        names = self._call_names
         params = self._unflatten(flat)
         if self.n_slices == 1:
             # No vmap for a single network: the plain (non-batched) kernels.
@@ -229,7 +230,7 @@ class StackedFit:
         """Copy each network's weights into this fit's rows (the inverse of :meth:`load_into`)."""
         with torch.no_grad():
             for index, model in enumerate(models):
-                self.flat[index] = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()]).to(self.device)
+                self.flat[index] = flatten_parameters(model).to(self.device)
 
     def objective(self, *, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-slice objective and MSE, both ``(S,)``; ``full`` adds the regulariser."""
@@ -363,15 +364,15 @@ def fit_inr_batch(
             mean_mse = fit.last_mse.mean().item()
             bar.set_postfix(psnr=f"{_psnr(mean_mse):.2f}", refresh=False)
     fit.finish(steps_done=config.adam_steps)
-    fit.load_into(models)
     evaluations = [config.adam_steps] * fit.n_slices
     if config.adam_steps < config.main_steps:
         budget = config.main_steps - config.adam_steps
         if fit.n_slices == 1:
             evaluations[0] += _lbfgs(fit, budget=budget, bar=bar)
-            fit.load_into(models)
         else:
-            # Independent problems need independent line searches: one slice at a time.
+            # Independent problems need independent line searches: one slice at a time, each
+            # starting from its slice's best state so far.
+            fit.load_into(models)
             for index, model in enumerate(models):
                 sub = StackedFit([model], targets=targets[index : index + 1], config=config, device=device,
                                  regularizer=None if regularizer is None else regularizer.subset(index),
@@ -388,8 +389,8 @@ def fit_inr_batch(
         for step in range(config.main_steps, config.steps):
             fit.step(step)
         fit.finish(steps_done=config.steps)
-        fit.load_into(models)
         evaluations = [e + config.quantise_tail for e in evaluations]
+    fit.load_into(models)
     if bar is not None:
         bar.update(config.steps - bar.n)
         bar.close()
