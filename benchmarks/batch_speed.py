@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from step_speed import median_ms
 
+from sinco.codec.families import get_family
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_array, select_slices
 from sinco.fit.config import FitConfig
 from sinco.fit.loop import StackedFit
 from sinco.inr.models import build_inr
-from sinco.inr.sizing import size_for_bpp
 
 
 def main() -> None:
@@ -47,14 +47,15 @@ def main() -> None:
     print(f"# {name}, torch {torch.__version__}")
     print(f"{'arch':7} {'batch':>5} {'ms/step':>8} {'ms/slice':>9} {'vs batch 1':>10} {'slices/min @50k':>15} {'slices/min @4k':>14}")
     for arch in ("siren", "pe-mlp"):
-        spec = size_for_bpp(arch, bpp=1.2, height=240, width=240)
+        spec = get_family(arch).make_spec(bpp=1.2, height=240, width=240, options={})
         single = None
         for batch in batches:
             models = []
             for _ in range(batch):
                 torch.manual_seed(0)
                 models.append(build_inr(spec))
-            fit = StackedFit(models, targets=torch.from_numpy(images[:batch]), config=FitConfig(steps=50_000), device=device)
+            fit = StackedFit(models, targets=torch.from_numpy(images[:batch]), config=FitConfig(steps=50_000), device=device,
+                             compile_when_auto=get_family(arch).compile_when_auto)
             counter = iter(range(10**9))
 
             def step(fit: StackedFit = fit, counter=counter) -> None:

@@ -21,10 +21,11 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from sinco.codec.inr_codec import CodecConfig, compress_image
+from sinco.codec.config import CodecConfig
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_slice
 from sinco.fit.config import FitConfig
+from sinco.pipeline import compress_image
 from sinco.utils.atomic import atomic_write_bytes
 from sinco.utils.device import resolve_device
 
@@ -71,12 +72,12 @@ def main() -> None:
     print(f"{'arch':8} {'width':>5} {'depth':>5} {'params':>6} {'bpp_par':>8} {'bpp_file':>8} {'psnr':>7} {'ssim':>7} {'seconds':>8} {'ms/step':>8}")
     rows = []
     for arch, depth in ((a, d) for a in args.arch for d in args.depth):
-        codec = CodecConfig(arch=arch, bpp=args.bpp, depth=depth)
+        codec = CodecConfig(arch=arch, bpp=args.bpp, options={"depth": depth})
         fit = FitConfig(steps=args.steps, seed=args.seed, compile=args.compile)
         start = time.perf_counter()
         result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device)
         seconds = time.perf_counter() - start
-        spec, m = result.header.spec, result.metrics
+        spec, m = result.file.spec, result.metrics
         row = {
             "arch": arch, "width": spec.width, "depth": spec.depth, "n_params": spec.n_params(),
             "bpp_params": m["bpp_params"], "bpp_file": m["bpp_file"], "psnr": m["psnr"], "ssim": m["ssim"],

@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sinco.codec.inr_codec import decode, encode
+from sinco.codec.families import get_family
+from sinco.codec.files import decode_file, write_file
+from sinco.codec.quantize import quantize_fp16
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_slice
 from sinco.fit.config import FitConfig
@@ -39,7 +41,7 @@ from sinco.fit.loop import StackedFit
 from sinco.fit.losses import StructuralRegularizer
 from sinco.inr.encodings import make_coordinates
 from sinco.inr.models import build_inr
-from sinco.inr.sizing import size_for_bpp
+from sinco.inr.params import flatten_parameters
 from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
 
 METHODS = {"coin": ("siren", False), "vanilla-inr": ("pe-mlp", False), "sinco-siren": ("siren", True), "sinco-inr": ("pe-mlp", True)}
@@ -89,7 +91,7 @@ def measure_method(arch: str, *, regularised: bool, image: np.ndarray, mask: np.
     height, width = image.shape
     target = torch.from_numpy(image).reshape(-1, 1).to(device)
     coords = make_coordinates(height, width, device=device)
-    spec = size_for_bpp(arch, bpp=1.2, height=height, width=width)
+    spec = get_family(arch).make_spec(bpp=1.2, height=height, width=width, options={})
     torch.manual_seed(0)
     model = build_inr(spec).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -112,7 +114,8 @@ def measure_method(arch: str, *, regularised: bool, image: np.ndarray, mask: np.
 
     fit_config = FitConfig(steps=50_000, lam=1.0)
     torch.manual_seed(0)
-    fit = StackedFit([build_inr(spec)], targets=torch.from_numpy(image)[None], config=fit_config, device=device, regularizer=reg)
+    fit = StackedFit([build_inr(spec)], targets=torch.from_numpy(image)[None], config=fit_config, device=device, regularizer=reg,
+                     compile_when_auto=get_family(arch).compile_when_auto)
     step_index = iter(range(10**9))
 
     def sinco_step() -> None:
@@ -156,9 +159,10 @@ def main() -> None:
               f"{row['fast']:7.2f} {row['fast'] / row['plain']:11.2f} {row['fast'] / row['bound']:11.1f}", flush=True)  # fmt: skip
 
     for arch in ("siren", "pe-mlp"):
-        model = build_inr(size_for_bpp(arch, bpp=1.2, height=height, width=width))
-        data = encode(model, height=height, width=width, vmin=vmin, vmax=vmax)
-        one = median_ms(lambda data=data: decode(data), steps=20)
+        spec = get_family(arch).make_spec(bpp=1.2, height=height, width=width, options={})
+        payload = quantize_fp16(flatten_parameters(build_inr(spec))).tobytes()
+        data = write_file(family=arch, spec=spec, payload=payload, height=height, width=width, vmin=vmin, vmax=vmax)
+        one = median_ms(lambda data=data: decode_file(data), steps=20)
         print(f"# decode on the CPU, {arch}: {one:.1f} ms per 240 x 240 slice; a 155-slice volume one slice at a time ~ {155 * one / 1000:.2f} s")
 
 

@@ -19,12 +19,14 @@ import os
 
 import torch
 
-from sinco.codec.inr_codec import CodecConfig, compress_image
+from sinco.codec.config import CodecConfig
+from sinco.codec.families import get_family
 from sinco.data.datasets import discover_cases
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_slice
 from sinco.eval.selection import select_test_slices
-from sinco.fit.config import FitConfig, fit_config_from_preset
+from sinco.fit.config import FitConfig
+from sinco.pipeline import compress_image
 
 
 def candidates(arch: str, steps: int) -> dict[str, FitConfig]:
@@ -33,7 +35,7 @@ def candidates(arch: str, steps: int) -> dict[str, FitConfig]:
         "cosine": FitConfig(steps=steps, lr=1e-3, schedule="cosine", warmup=200),
         "lbfgs1000": FitConfig(steps=steps, lr=1e-3, optimizer="adam+lbfgs", lbfgs_after=1000),
         "lbfgs2000": FitConfig(steps=steps, lr=1e-3, optimizer="adam+lbfgs", lbfgs_after=2000),
-        "fast": fit_config_from_preset("fast", arch=arch, steps=steps),
+        "fast": get_family(arch).fit_config("fast", {"steps": steps}),
     }
 
 

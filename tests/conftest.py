@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 BRATS_DIR = Path(os.environ.get("SINCO_BRATS_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2013"))
 
 
-def phantom(height: int = 32, width: int = 32) -> np.ndarray:
+def make_phantom(height: int = 32, width: int = 32) -> np.ndarray:
     """A smooth synthetic 'head': an ellipse with a brighter disc and a gradient, float64 ``(H, W)``."""
     rows, cols = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
     head = ((rows / 0.9) ** 2 + (cols / 0.75) ** 2 < 1).astype(np.float64)
@@ -19,18 +21,37 @@ def phantom(height: int = 32, width: int = 32) -> np.ndarray:
     return 100.0 * head * (1.0 + 0.3 * rows) + 80.0 * lesion
 
 
+@pytest.fixture(name="phantom")
+def phantom_fixture() -> Callable[..., np.ndarray]:
+    """The synthetic slice maker :func:`make_phantom` ``(height=32, width=32) -> (H, W)``."""
+    return make_phantom
+
+
 @pytest.fixture
 def image() -> np.ndarray:
     """A 32 x 32 synthetic slice, float64, range 0..~210."""
-    return phantom()
+    return make_phantom()
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Callable[[list[Any]], tuple[int, str, str]]:
+    """Runs ``sinco`` with the given arguments (any objects, turned into strings); returns ``(exit status, stdout, stderr)``."""
+    from sinco.cli import main
+
+    def call(args: list[Any]) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
 
 
 @pytest.fixture
 def nifti_volume(tmp_path: Path) -> Path:
-    """A tiny 3-D NIfTI volume ``(32, 32, 5)`` whose slice k is ``phantom() + k``."""
+    """A tiny 3-D NIfTI volume ``(32, 32, 5)`` whose slice k is ``make_phantom() + k``."""
     import nibabel as nib
 
-    vol = np.stack([phantom() + k for k in range(5)], axis=-1).astype(np.float32)
+    vol = np.stack([make_phantom() + k for k in range(5)], axis=-1).astype(np.float32)
     path = tmp_path / "vol.nii.gz"
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
     return path
@@ -38,10 +59,10 @@ def nifti_volume(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def nifti_4d(tmp_path: Path) -> Path:
-    """A tiny Decathlon-like 4-D NIfTI ``(32, 32, 3, 4)``: channel c, slice k = ``phantom() * (c + 1) + k``."""
+    """A tiny Decathlon-like 4-D NIfTI ``(32, 32, 3, 4)``: channel c, slice k = ``make_phantom() * (c + 1) + k``."""
     import nibabel as nib
 
-    vol = np.stack([np.stack([phantom() * (c + 1) + k for k in range(3)], axis=-1) for c in range(4)], axis=-1)
+    vol = np.stack([np.stack([make_phantom() * (c + 1) + k for k in range(3)], axis=-1) for c in range(4)], axis=-1)
     path = tmp_path / "vol4d.nii.gz"
     nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), str(path))
     return path

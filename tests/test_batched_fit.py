@@ -120,7 +120,8 @@ def test_lbfgs_options_are_checked():
 
 
 def test_quantisation_tail_tunes_the_weights_to_their_fp16_rounding():
-    from sinco.codec.quantize import flatten_parameters, load_flat_parameters, quantize_fp16
+    from sinco.codec.quantize import quantize_fp16
+    from sinco.inr.params import flatten_parameters, load_flat_parameters
 
     image = _images(1)[0]
     spec = INRSpec(arch="siren", width=16, depth=3)

@@ -10,7 +10,7 @@ from conftest import BENCH_SIZE as SIZE
 
 from sinco.baselines.classical import CODECS, encode_at_bpp, get_codec
 from sinco.errors import InputError
-from sinco.eval.benchmark import ALL_METHODS, BenchmarkConfig, run_benchmark
+from sinco.eval.benchmark import BenchmarkConfig, all_methods, run_benchmark
 from sinco.eval.selection import select_test_slices
 from sinco.metrics import psnr
 
@@ -26,18 +26,18 @@ def dataset(benchmark_dataset):
 def _config(dataset, **kw) -> BenchmarkConfig:
     root, ckpt = dataset
     base = dict(data=str(root), seg_model=str(ckpt), image_glob="Flair.nii.gz", cases="all", images=2, bpps=(4.0,), steps=4,
-                depth_siren=3, depth_pe=2)  # fmt: skip
+                codec_options={"siren": {"depth": 3}, "pe-mlp": {"depth": 2}})  # fmt: skip
     return BenchmarkConfig(**{**base, **kw})
 
 
 def test_tiny_benchmark_schema_table_and_figures(dataset, tmp_path):
-    config = _config(dataset, methods=ALL_METHODS, bpps=(4.0, 6.0))
+    config = _config(dataset, methods=all_methods(), bpps=(4.0, 6.0))
     out = tmp_path / "out"
     result = run_benchmark(config, outdir=out, device=torch.device("cpu"), progress=False)
     saved = json.loads((out / "results.json").read_text())
-    assert saved["config"]["methods"] == list(ALL_METHODS) and saved["config"]["steps"] == 4
+    assert saved["config"]["methods"] == list(all_methods()) and saved["config"]["steps"] == 4
     records = saved["records"]
-    assert len(records) == 2 * len(ALL_METHODS) * 2
+    assert len(records) == 2 * len(all_methods()) * 2
     assert len({r["image_id"] for r in records}) == 2 and [s["image_id"] for s in saved["slices"]] == sorted({r["image_id"] for r in records})
     for r in records:
         assert REQUIRED <= set(r), r["method"]
@@ -58,7 +58,7 @@ def test_tiny_benchmark_schema_table_and_figures(dataset, tmp_path):
 
 
 def test_interrupted_benchmark_resumes_without_redoing_records(dataset, tmp_path, monkeypatch):
-    import sinco.codec.inr_codec as inr_codec
+    import sinco.pipeline as inr_codec
 
     config = _config(dataset, methods=("coin", "sinco-inr", "jpeg"))
     out = tmp_path / "out"

@@ -7,24 +7,19 @@ import pytest
 import torch
 
 from sinco.cli import main
-from sinco.codec.inr_codec import CodecConfig, compress_image
+from sinco.codec.config import CodecConfig
 from sinco.data.intensity import normalize_minmax, restore_intensity
 from sinco.data.io import load_slice
 from sinco.fit.config import FitConfig
 from sinco.metrics import psnr
-
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from sinco.pipeline import compress_image
 
 
 @pytest.fixture
-def compressed(nifti_volume, tmp_path, capsys):
+def compressed(nifti_volume, tmp_path, capsys, run):
     out = tmp_path / "s.sinco"
     code, stdout, err = run(
-        ["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--depth", 3, "--steps", 40, "--json", "--quiet"], capsys
+        ["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--depth", 3, "--steps", 40, "--json", "--quiet"]
     )
     assert code == 0, err
     return out, json.loads(stdout)
@@ -34,7 +29,10 @@ def test_compress_json_report_and_sidecar(compressed, nifti_volume):
     out, report = compressed
     assert set(report) >= {"psnr", "ssim", "bpp_params", "bpp_file", "seconds"}
     assert report["bpp_file"] == pytest.approx(8 * out.stat().st_size / (32 * 32))
-    assert report["bpp_params"] <= 4 and report["bpp_file"] == pytest.approx(report["bpp_params"] + 400 / (32 * 32))
+    # The file is the fp16 weights plus the v2 container (header, length fields, CRC) and the 11-byte SIREN block.
+    from sinco.codec.format import OVERHEAD_BYTES
+
+    assert report["bpp_params"] <= 4 and report["bpp_file"] == pytest.approx(report["bpp_params"] + 8 * (OVERHEAD_BYTES + 11) / (32 * 32))
     sidecar = json.loads(out.with_name("s.sinco.json").read_text())
     assert sidecar["fit"] == {"steps": 40, "lr": 0.001, "seed": 0, "log_every": 50, "lam": 1.0, "reg_every": 1, "compile": "auto",
                               "schedule": "constant", "warmup": 0, "final_lr_ratio": 0.01, "optimizer": "adam",
@@ -50,32 +48,32 @@ def test_compress_json_report_and_sidecar(compressed, nifti_volume):
     assert psnr(pred=(decoded - vmin) / (vmax - vmin), target=scaled_input) == pytest.approx(report["psnr"], abs=1e-3)
 
 
-def test_plain_output_is_one_line(nifti_volume, tmp_path, capsys):
-    code, out, _ = run(["compress", nifti_volume, "--slice", 0, "-o", tmp_path / "a.sinco", "--bpp", 4, "--steps", 3, "--quiet"], capsys)
+def test_plain_output_is_one_line(nifti_volume, tmp_path, capsys, run):
+    code, out, _ = run(["compress", nifti_volume, "--slice", 0, "-o", tmp_path / "a.sinco", "--bpp", 4, "--steps", 3, "--quiet"])
     assert code == 0
     assert len(out.strip().splitlines()) == 1
     assert "psnr=" in out and "ssim=" in out and "bpp_params=" in out and "bpp_file=" in out and "seconds=" in out
 
 
-def test_decompress_is_bit_identical_to_what_compress_measured(image, tmp_path, capsys):
+def test_decompress_is_bit_identical_to_what_compress_measured(image, tmp_path, capsys, run):
     scaled, vmin, vmax = normalize_minmax(image)
     result = compress_image(scaled, vmin=vmin, vmax=vmax, codec=CodecConfig(arch="pe-mlp", bpp=8.0), fit=FitConfig(steps=30), device=torch.device("cpu"))
     (tmp_path / "x.sinco").write_bytes(result.data)
-    code, out, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.npy"], capsys)
+    code, out, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.npy"])
     assert code == 0 and "32x32" in out
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), restore_intensity(result.reconstruction, vmin=vmin, vmax=vmax))
-    code, _, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.nii.gz"], capsys)
+    code, _, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.nii.gz"])
     assert code == 0
-    code, _, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.png"], capsys)
+    code, _, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.png"])
     assert code == 0
 
 
-def test_info(compressed, capsys):
+def test_info(compressed, capsys, run):
     out, report = compressed
-    code, text, _ = run(["info", out], capsys)
+    code, text, _ = run(["info", out])
     assert code == 0
     assert "siren" in text and "32 x 32" in text and f"{out.stat().st_size} bytes" in text
-    code, text, _ = run(["info", out, "--json"], capsys)
+    code, text, _ = run(["info", out, "--json"])
     info = json.loads(text)
     assert info["n_params"] == report["n_params"] and info["bpp_file"] == pytest.approx(report["bpp_file"])
 
@@ -89,18 +87,18 @@ def test_info(compressed, capsys):
         (lambda d: b"", "magic"),
     ],
 )
-def test_bad_sinco_files_give_one_line_and_exit_2(compressed, tmp_path, capsys, mangle, message):
+def test_bad_sinco_files_give_one_line_and_exit_2(compressed, tmp_path, capsys, mangle, message, run):
     out, _ = compressed
     bad = tmp_path / "bad.sinco"
     bad.write_bytes(mangle(out.read_bytes()))
     for cmd in (["info", bad], ["decompress", bad, "-o", tmp_path / "bad.npy"]):
-        code, stdout, err = run(cmd, capsys)
+        code, stdout, err = run(cmd)
         assert code == 2
         assert err.count("\n") == 1 and err.startswith("sinco: error:") and message in err
     assert not (tmp_path / "bad.npy").exists()
 
 
-def test_bad_arguments_give_one_line_and_exit_2(nifti_volume, tmp_path, capsys):
+def test_bad_arguments_give_one_line_and_exit_2(nifti_volume, tmp_path, capsys, run):
     cases = [
         (["compress", nifti_volume, "-o", tmp_path / "a.sinco"], "--slice K"),
         (["compress", nifti_volume, "--slice", 9, "-o", tmp_path / "a.sinco"], "--slice 9: out of range"),
@@ -112,23 +110,23 @@ def test_bad_arguments_give_one_line_and_exit_2(nifti_volume, tmp_path, capsys):
         (["decompress", tmp_path / "none.sinco", "-o", tmp_path / "a.jpg"], "unsupported output format"),
     ]
     for args, message in cases:
-        code, _, err = run(args, capsys)
+        code, _, err = run(args)
         assert code == 2, args
         assert err.count("\n") == 1 and message in err, (args, err)
     assert not (tmp_path / "a.sinco").exists()
 
 
-def test_existing_output_needs_force(compressed, nifti_volume, capsys):
+def test_existing_output_needs_force(compressed, nifti_volume, capsys, run):
     out, _ = compressed
     before = out.read_bytes()
-    code, _, err = run(["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--steps", 2, "--quiet"], capsys)
+    code, _, err = run(["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--steps", 2, "--quiet"])
     assert code == 2 and "--force" in err
     assert out.read_bytes() == before
-    code, _, _ = run(["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--steps", 2, "--quiet", "--force"], capsys)
+    code, _, _ = run(["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--steps", 2, "--quiet", "--force"])
     assert code == 0 and out.read_bytes() != before
 
 
-def test_console_script_reports_errors_without_traceback(tmp_path):
+def test_console_script_reports_errors_without_traceback(tmp_path, run):
     bad = tmp_path / "bad.sinco"
     bad.write_bytes(b"SNCO\x01" + b"\0" * 10)
     proc = subprocess.run([sys.executable, "-m", "sinco", "info", str(bad)], capture_output=True, text=True)
@@ -137,14 +135,14 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_fast_preset_uses_lbfgs_for_pe_mlp_and_counts_evaluations(nifti_volume, tmp_path, capsys):
+def test_fast_preset_uses_lbfgs_for_pe_mlp_and_counts_evaluations(nifti_volume, tmp_path, capsys, run):
     out = tmp_path / "pe.sinco"
     code, stdout, err = run(["compress", nifti_volume, "--slice", 1, "-o", out, "--arch", "pe-mlp", "--bpp", 8, "--depth", 2,
-                             "--preset", "fast", "--steps", 30, "--lbfgs-after", 10, "--json", "--quiet"], capsys)  # fmt: skip
+                             "--preset", "fast", "--steps", 30, "--lbfgs-after", 10, "--json", "--quiet"])  # fmt: skip
     assert code == 0, err
     sidecar = json.loads(out.with_name("pe.sinco.json").read_text())
     fit = sidecar["fit"]
     assert (fit["optimizer"], fit["steps"], fit["lbfgs_after"], fit["schedule"]) == ("adam+lbfgs", 30, 10, "constant")
     assert 0 <= sidecar["result"]["best_step"] <= 30
-    code, _, err = run(["compress", nifti_volume, "--slice", 1, "-o", tmp_path / "x.sinco", "--lbfgs-after", -1, "--quiet"], capsys)
+    code, _, err = run(["compress", nifti_volume, "--slice", 1, "-o", tmp_path / "x.sinco", "--lbfgs-after", -1, "--quiet"])
     assert code == 2 and "--lbfgs-after -1" in err

@@ -2,11 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from sinco.codec.inr_codec import CodecConfig, compress_image, decode
+from sinco.codec.config import CodecConfig
+from sinco.codec.files import decode_file
 from sinco.data.intensity import normalize_minmax
 from sinco.errors import InputError
 from sinco.fit.config import FitConfig
 from sinco.metrics import psnr
+from sinco.pipeline import compress_image
 
 CPU = torch.device("cpu")
 
@@ -20,15 +22,15 @@ def scaled(image):
 @pytest.mark.parametrize("arch, bpp, n_freqs", [("siren", 4.0, 12), ("pe-mlp", 8.0, 4)])
 def test_compress_measures_what_the_file_decodes_to(scaled, arch, bpp, n_freqs):
     img, vmin, vmax = scaled
-    codec = CodecConfig(arch=arch, bpp=bpp, depth=3, n_freqs=n_freqs)
+    codec = CodecConfig(arch=arch, bpp=bpp, options={"depth": 3, "n_freqs": n_freqs} if arch == "pe-mlp" else {"depth": 3})
     result = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=100), device=CPU)
-    header, decoded = decode(result.data)
+    parsed, decoded = decode_file(result.data)
     np.testing.assert_array_equal(decoded, result.reconstruction)
     assert result.metrics["psnr"] == psnr(pred=decoded, target=img)
     assert result.metrics["bpp_params"] <= bpp
     assert result.metrics["bpp_file"] == 8 * len(result.data) / img.size
     assert result.metrics["bpp_file"] > result.metrics["bpp_params"]
-    assert header.spec.arch == arch and (header.vmin, header.vmax) == (vmin, vmax)
+    assert parsed.spec.arch == arch and parsed.family == arch and (parsed.vmin, parsed.vmax) == (vmin, vmax)
     # fp16 quantisation costs little on such a small network, and fitting beats a flat grey image.
     assert result.metrics["psnr"] > psnr(pred=np.full_like(img, img.mean()), target=img) + 3
     assert abs(result.metrics["psnr"] - result.metrics["psnr_fp32"]) < 1.0
@@ -36,7 +38,7 @@ def test_compress_measures_what_the_file_decodes_to(scaled, arch, bpp, n_freqs):
 
 def test_fitting_improves_with_steps(scaled):
     img, vmin, vmax = scaled
-    codec = CodecConfig(arch="siren", bpp=4.0, depth=3)
+    codec = CodecConfig(arch="siren", bpp=4.0, options={"depth": 3})
     short = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=5), device=CPU)
     long = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=150), device=CPU)
     assert long.metrics["psnr"] > short.metrics["psnr"] + 2
@@ -44,7 +46,7 @@ def test_fitting_improves_with_steps(scaled):
 
 def test_same_seed_same_bytes_other_seed_other_bytes(scaled):
     img, vmin, vmax = scaled
-    codec = CodecConfig(arch="siren", bpp=4.0, depth=3)
+    codec = CodecConfig(arch="siren", bpp=4.0, options={"depth": 3})
     a = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=20, seed=3), device=CPU)
     b = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=20, seed=3), device=CPU)
     c = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=20, seed=4), device=CPU)
@@ -54,19 +56,19 @@ def test_same_seed_same_bytes_other_seed_other_bytes(scaled):
 
 def test_decoding_is_deterministic_and_leaves_the_rng_alone(scaled):
     img, vmin, vmax = scaled
-    data = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(bpp=4.0, depth=3), fit=FitConfig(steps=5), device=CPU).data
+    data = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(bpp=4.0, options={"depth": 3}), fit=FitConfig(steps=5), device=CPU).data
     torch.manual_seed(7)
     expected_draw = torch.rand(1)
     torch.manual_seed(7)
-    first = decode(data)[1]
+    first = decode_file(data)[1]
     assert torch.rand(1) == expected_draw
-    np.testing.assert_array_equal(first, decode(data)[1])
+    np.testing.assert_array_equal(first, decode_file(data)[1])
 
 
 def test_best_state_is_kept_when_the_fit_diverges(scaled):
     img, vmin, vmax = scaled
     # A huge learning rate sends SIREN far from the image; the best (early) state is what gets stored.
-    result = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(bpp=4.0, depth=3), fit=FitConfig(steps=40, lr=10.0), device=CPU)
+    result = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(bpp=4.0, options={"depth": 3}), fit=FitConfig(steps=40, lr=10.0), device=CPU)
     assert result.fit.best_step < 40
     assert np.isfinite(result.metrics["psnr"])
     assert result.metrics["psnr"] == pytest.approx(result.fit.best_psnr, abs=1.0)
@@ -79,6 +81,10 @@ def test_config_validation():
         FitConfig(lr=0)
     with pytest.raises(InputError, match="--bpp -1"):
         CodecConfig(bpp=-1)
+    with pytest.raises(InputError, match="--arch 'mlp'"):
+        CodecConfig(arch="mlp")
+    with pytest.raises(InputError, match="--n-freqs: does not apply to --arch siren"):
+        CodecConfig(arch="siren", options={"n_freqs": 4})
     with pytest.raises(InputError, match="values must be finite and in"):
         compress_image(np.full((12, 12), 2.0), vmin=0, vmax=1, codec=CodecConfig(), fit=FitConfig(steps=1), device=CPU)
     with pytest.raises(InputError, match="8x8 is below 11x11"):

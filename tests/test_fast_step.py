@@ -33,19 +33,24 @@ def test_compiled_step_matches_the_eager_step():
 
 
 def test_auto_compiles_long_siren_fits_only():
-    siren = build_inr(INRSpec(arch="siren", width=4, depth=2))
-    pe = build_inr(INRSpec(arch="pe-mlp", width=4, depth=2, n_freqs=2))
-    assert use_compile(siren, FitConfig(steps=5000))
-    assert not use_compile(siren, FitConfig(steps=100))
-    assert not use_compile(pe, FitConfig(steps=5000))  # matmul-bound: compiling did not pay on the CPU
-    assert use_compile(pe, FitConfig(steps=10, compile="on")) and not use_compile(siren, FitConfig(steps=5000, compile="off"))
+    from sinco.codec.families import get_family
+
+    siren, pe = get_family("siren").compile_when_auto, get_family("pe-mlp").compile_when_auto
+    assert use_compile(FitConfig(steps=5000), compile_when_auto=siren)
+    assert not use_compile(FitConfig(steps=100), compile_when_auto=siren)
+    assert not use_compile(FitConfig(steps=5000), compile_when_auto=pe)  # matmul-bound: compiling did not pay on the CPU
+    assert use_compile(FitConfig(steps=10, compile="on"), compile_when_auto=pe)
+    assert not use_compile(FitConfig(steps=5000, compile="off"), compile_when_auto=siren)
 
 
 def test_cosine_schedule_and_presets():
     import math
 
+    from sinco.codec.families import get_family
     from sinco.errors import InputError
-    from sinco.fit.config import fit_config_from_preset
+
+    def fit_config_from_preset(preset, *, arch, **overrides):
+        return get_family(arch).fit_config(preset, overrides)
 
     cfg = FitConfig(steps=1100, lr=2e-3, schedule="cosine", warmup=100, final_lr_ratio=0.01)
     assert cfg.lr_at(0) == pytest.approx(2e-5) and cfg.lr_at(99) == pytest.approx(2e-3)
@@ -68,6 +73,8 @@ def test_cosine_schedule_and_presets():
         fit_config_from_preset("quick", arch="siren")
     with pytest.raises(InputError, match="--arch 'mlp'"):
         fit_config_from_preset("fast", arch="mlp")
+    with pytest.raises(InputError, match="--lambda-rd: does not apply to --arch siren"):
+        fit_config_from_preset("fast", arch="siren", lambda_rd=0.01)
     with pytest.raises(InputError, match="--schedule 'step'"):
         FitConfig(schedule="step")
 

@@ -2,6 +2,7 @@
 
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,16 +10,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sinco.cli import main
-from sinco.codec.bitstream import HEADER_BYTES, MAX_FILE_BYTES, SincoHeader, decode_file, encode_file, read_file
-from sinco.codec.inr_codec import decode
+from sinco.codec.files import decode_file, parse_file, write_file
+from sinco.codec.format import HEADER_BYTES, MAX_FILE_BYTES, read_file
 from sinco.errors import BitstreamError
-from sinco.inr.models import INRSpec
+from sinco.inr.spec import INRSpec
 
 rng = np.random.default_rng(0)
 SPECS = [INRSpec(arch="siren", width=6, depth=3), INRSpec(arch="pe-mlp", width=5, depth=3, n_freqs=4, skips=(1,))]
-VALID = [
-    encode_file(SincoHeader(spec=s, height=20, width=24, vmin=-1.5, vmax=7.0), rng.normal(0, 0.3, s.n_params()).astype(np.float16))
-    for s in SPECS
+
+
+def _file(spec: INRSpec, weights: np.ndarray, *, height: int = 20, width: int = 24, vmin: float = -1.5, vmax: float = 7.0) -> bytes:
+    return write_file(family=spec.arch, spec=spec, payload=weights.astype("<f2").tobytes(), height=height, width=width, vmin=vmin, vmax=vmax)
+
+
+# Version-2 files of both INR families, and the committed version-1 files (still read, so still fuzzed).
+VALID = [_file(s, rng.normal(0, 0.3, s.n_params())) for s in SPECS] + [
+    (Path(__file__).parent / "data" / f"v1-{arch}-16x16.sinco").read_bytes() for arch in ("siren", "pe-mlp")
 ]
 
 
@@ -44,8 +51,9 @@ def mutated(draw):
         return bytes(data[:pos] + data[pos + draw(st.integers(1, 16)) :])
     if kind == "noise":
         return draw(st.binary(max_size=200))
-    # Overwrite header bytes with anything, optionally fixing the CRC so the semantic checks are reached.
-    pos = draw(st.integers(4, HEADER_BYTES - 1))
+    # Overwrite header, family-block or payload-length bytes with anything, optionally fixing the CRC
+    # so the semantic checks (and the family's block parser) are reached.
+    pos = draw(st.integers(4, HEADER_BYTES + 20))
     value = draw(st.binary(min_size=1, max_size=8))
     data[pos : pos + len(value)] = value
     body = bytes(data[: len(data) - 4])
@@ -56,15 +64,15 @@ def mutated(draw):
 @given(mutated())
 def test_mutated_files_are_decoded_or_refused_with_a_bitstream_error(data):
     try:
-        header, weights = decode_file(data)
+        parsed = parse_file(data)
+        if parsed.header.n_pixels <= 4096:
+            _, image = decode_file(data)
+            # What survives is a well-formed file: its decoded image is finite and in range.
+            assert image.shape == (parsed.height, parsed.width) and np.all((image >= 0) & (image <= 1))
     except BitstreamError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
-    # What survives is a well-formed file: its weights and its decoded image are finite.
-    assert np.all(np.isfinite(weights)) and weights.size == header.spec.n_params()
-    if header.n_pixels <= 4096:
-        _, image = decode(data)
-        assert image.shape == (header.height, header.width) and np.all((image >= 0) & (image <= 1))
+    assert len(parsed.payload) == 2 * parsed.spec.n_params()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -80,14 +88,19 @@ def test_cli_reports_hostile_files_in_one_line(tmp_path, capsys, data):
 
 def test_absurd_header_sizes_are_refused_before_allocating():
     body = bytearray(VALID[0][:-4])
-    struct.pack_into("<II", body, 10, 30000, 30000)  # 900M pixels: over the absolute cap
+    struct.pack_into("<II", body, 6, 30000, 30000)  # 900M pixels: over the absolute cap
     with pytest.raises(BitstreamError, match="outside the supported range"):
         decode_file(_with_crc(bytes(body)))
-    struct.pack_into("<II", body, 10, 10000, 10000)  # 100M pixels from a few hundred bytes
+    struct.pack_into("<II", body, 6, 10000, 10000)  # 100M pixels from a few hundred bytes
     with pytest.raises(BitstreamError, match="implausible"):
         decode_file(_with_crc(bytes(body)))
-    struct.pack_into("<I", body, 34, 0xFFFFFFFF)  # 4 billion parameters announced, none present
+    body = bytearray(VALID[0][:-4])
+    struct.pack_into("<I", body, HEADER_BYTES + 11, 0xFFFFFFFF)  # a 4 GB payload announced, none present
     with pytest.raises(BitstreamError, match="truncated"):
+        decode_file(_with_crc(bytes(body)))
+    body = bytearray(VALID[0][:-4])
+    struct.pack_into("<H", body, HEADER_BYTES + 1, 65535)  # a family block asking for a 65535-wide network
+    with pytest.raises(BitstreamError, match="parameters stored"):
         decode_file(_with_crc(bytes(body)))
 
 
@@ -103,12 +116,11 @@ def test_oversized_files_are_not_read_whole(tmp_path):
 def test_outputs_that_overflow_are_refused_not_returned_as_nan():
     # Found by the fuzz test: header values and weights each valid, the decoded image NaN.
     siren = INRSpec(arch="siren", width=6, depth=3)
-    body = bytearray(encode_file(SincoHeader(spec=siren, height=20, width=24, vmin=0.0, vmax=1.0),
-                                 np.zeros(siren.n_params(), np.float16))[:-4])  # fmt: skip
-    struct.pack_into("<f", body, HEADER_BYTES - 8, 3e38)  # w0 far beyond any real SIREN
+    body = bytearray(_file(siren, np.zeros(siren.n_params()), vmin=0.0, vmax=1.0)[:-4])
+    struct.pack_into("<f", body, HEADER_BYTES + 3, 3e38)  # w0 far beyond any real SIREN
     with pytest.raises(BitstreamError, match="invalid architecture.*w0"):
-        decode(_with_crc(bytes(body)))
+        decode_file(_with_crc(bytes(body)))
     deep = INRSpec(arch="pe-mlp", width=8, depth=12, n_freqs=2)
-    huge = np.full(deep.n_params(), 60000.0, np.float16)  # every layer multiplies by ~5e5: float32 overflows
+    huge = np.full(deep.n_params(), 60000.0)  # every layer multiplies by ~5e5: float32 overflows
     with pytest.raises(BitstreamError, match="output is not finite"):
-        decode(encode_file(SincoHeader(spec=deep, height=12, width=12, vmin=0.0, vmax=1.0), huge))
+        decode_file(_file(deep, huge, height=12, width=12, vmin=0.0, vmax=1.0))

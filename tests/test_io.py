@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import phantom
+from conftest import make_phantom
 from PIL import Image
 
 from sinco.data.intensity import normalize_minmax, restore_intensity
@@ -12,18 +12,18 @@ from sinco.errors import InputError
 
 
 def test_nifti_volume_slices_along_each_axis(nifti_volume):
-    np.testing.assert_allclose(load_slice(nifti_volume, slice_index=3), phantom() + 3, rtol=1e-6)
+    np.testing.assert_allclose(load_slice(nifti_volume, slice_index=3), make_phantom() + 3, rtol=1e-6)
     assert load_slice(nifti_volume, slice_index=0, axis=0).shape == (32, 5)
     assert load_slice(nifti_volume, slice_index=31, axis=1).shape == (32, 5)
 
 
 def test_decathlon_4d_volume_takes_the_channel(nifti_4d):
-    np.testing.assert_allclose(load_slice(nifti_4d, slice_index=2), phantom() + 2, rtol=1e-6)
-    np.testing.assert_allclose(load_slice(nifti_4d, slice_index=1, channel=3), phantom() * 4 + 1, rtol=1e-6)
+    np.testing.assert_allclose(load_slice(nifti_4d, slice_index=2), make_phantom() + 2, rtol=1e-6)
+    np.testing.assert_allclose(load_slice(nifti_4d, slice_index=1, channel=3), make_phantom() * 4 + 1, rtol=1e-6)
 
 
 def test_npy_png_and_tiff_inputs(tmp_path: Path):
-    img16 = (phantom() * 300).astype(np.uint16)
+    img16 = (make_phantom() * 300).astype(np.uint16)
     np.save(tmp_path / "a.npy", img16.astype(np.float32))
     Image.fromarray(img16).save(tmp_path / "a16.png")
     Image.fromarray((img16 // 256).astype(np.uint8)).save(tmp_path / "a8.png")
@@ -68,7 +68,7 @@ def test_input_errors(tmp_path: Path, nifti_4d):
 
 
 def test_normalisation_round_trip_and_errors():
-    img = phantom() - 50.0
+    img = make_phantom() - 50.0
     scaled, vmin, vmax = normalize_minmax(img)
     assert scaled.dtype == np.float32 and scaled.min() == 0.0 and scaled.max() == 1.0
     assert (vmin, vmax) == (img.min(), img.max())

@@ -5,7 +5,7 @@ import torch
 
 from sinco.errors import InputError
 from sinco.inr.models import PEMLP, INRSpec, Siren, build_inr
-from sinco.inr.sizing import DEFAULT_DEPTH, param_bpp, size_for_bpp
+from sinco.inr.sizing import param_bpp, size_for_bpp
 
 SPECS = [
     INRSpec(arch="siren", width=7, depth=1),
@@ -77,8 +77,9 @@ def test_spec_validation_names_the_field(kwargs, match):
 @pytest.mark.parametrize("arch", ["siren", "pe-mlp"])
 @pytest.mark.parametrize("bpp", [0.6, 1.2, 2.0, 4.0])
 def test_size_for_bpp_is_the_widest_network_within_budget(arch, bpp):
-    spec = size_for_bpp(arch, bpp=bpp, height=240, width=240)
-    assert spec.depth == DEFAULT_DEPTH[arch]
+    skips = (3,) if arch == "pe-mlp" else ()
+    spec = size_for_bpp(arch, bpp=bpp, height=240, width=240, depth=6, skips=skips)
+    assert spec.depth == 6 and spec.skips == skips
     assert param_bpp(spec.n_params(), bits_per_param=16, n_pixels=240 * 240) <= bpp
     wider = INRSpec(arch=arch, width=spec.width + 1, depth=spec.depth, skips=spec.skips)
     assert param_bpp(wider.n_params(), bits_per_param=16, n_pixels=240 * 240) > bpp
@@ -92,9 +93,9 @@ def test_paper_rate_on_a_brats_slice():
 
 def test_size_for_bpp_rejects_an_impossible_rate():
     with pytest.raises(InputError, match="--bpp 0.01: too low"):
-        size_for_bpp("pe-mlp", bpp=0.01, height=32, width=32)
+        size_for_bpp("pe-mlp", bpp=0.01, height=32, width=32, depth=6)
     with pytest.raises(InputError, match="--bpp"):
-        size_for_bpp("siren", bpp=float("nan"), height=32, width=32)
+        size_for_bpp("siren", bpp=float("nan"), height=32, width=32, depth=8)
 
 
 def test_pemlp_skip_layer_equals_the_concatenation():

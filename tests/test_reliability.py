@@ -99,10 +99,10 @@ def test_a_diverging_fit_is_caught_and_reported(nifti_volume, tmp_path, capsys):
     report = json.loads(out)
     assert report["divergences"] >= 1 and report["lr_final"] < 5
     assert "diverged" in err and err.count("\n") == 1
-    from sinco.codec.bitstream import decode_file
+    from sinco.codec.files import parse_file
 
-    _, weights = decode_file((tmp_path / "d.sinco").read_bytes())
-    assert np.all(np.isfinite(weights))
+    parsed = parse_file((tmp_path / "d.sinco").read_bytes())
+    assert np.all(np.isfinite(np.frombuffer(parsed.payload, "<f2")))
 
 
 def test_outputs_never_replace_inputs(nifti_volume, tmp_path, capsys):

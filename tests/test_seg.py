@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sinco.cli import main
-from sinco.codec.inr_codec import CodecConfig, compress_image
+from sinco.codec.config import CodecConfig
 from sinco.data.datasets import discover_cases, load_slices, split_cases
 from sinco.data.intensity import normalize_minmax
 from sinco.errors import InputError
@@ -17,6 +17,7 @@ from sinco.fit.config import FitConfig
 from sinco.fit.loop import fit_inr
 from sinco.fit.losses import StructuralRegularizer
 from sinco.inr.models import INRSpec, build_inr
+from sinco.pipeline import compress_image
 from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze, load_seg_model, save_checkpoint
 
 SIZE, DEPTH = 32, 8
@@ -177,7 +178,7 @@ def test_regulariser_gradient_reaches_the_inr_and_not_the_unet(tiny_seg_model):
 def test_regulariser_changes_the_fit(image, tiny_seg_model):
     scaled, vmin, vmax = normalize_minmax(image)
     mask = (image > 150).astype(np.uint8)
-    codec = CodecConfig(arch="siren", bpp=4.0, depth=3)
+    codec = CodecConfig(arch="siren", bpp=4.0, options={"depth": 3})
     results = {
         lam: compress_image(scaled, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=20, lam=lam),
                             device=torch.device("cpu"), seg_model=tiny_seg_model, mask=mask)
@@ -237,7 +238,7 @@ def test_volume_regularises_only_the_slices_with_tumour(tiny_seg_model):
     volume = np.stack([np.exp(-(rows**2 + cols**2) * (2 + k)) * 100 for k in range(3)])
     masks = np.zeros_like(volume, dtype=bool)
     masks[1, 10:20, 12:22] = True  # only the middle slice has a tumour
-    codec = CodecConfig(arch="siren", bpp=4.0, depth=3)
+    codec = CodecConfig(arch="siren", bpp=4.0, options={"depth": 3})
     result = compress_volume(volume, first_index=0, axis=2, affine=np.eye(4), codec=codec, fit=FitConfig(steps=6, lam=1.0),
                              device=torch.device("cpu"), batch_slices=3, seg_model=tiny_seg_model, masks=masks)  # fmt: skip
     assert [row["lam"] for row in result.slices] == [0.0, 1.0, 0.0]

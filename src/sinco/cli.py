@@ -32,45 +32,64 @@ def _json_default(value: Any) -> Any:
 
 
 def _read_sinco(path: str) -> bytes:
-    from sinco.codec.bitstream import read_file
+    from sinco.codec.format import read_file
 
     return read_file(path)
 
 
-def _parse_skips(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    if text.strip().lower() == "none":
-        return ()
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise InputError(f"--skips {text!r}: expected comma-separated layer indices or 'none'") from None
+def _codec_and_fit(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The codec and fitting configurations of ``compress`` from its flags (see :func:`_add_codec_arguments`)."""
+    from sinco.codec.config import CodecConfig
+    from sinco.codec.families import all_families
+
+    codec_dests = {o.dest for f in all_families() for o in f.options}
+    codec = CodecConfig(arch=args.arch, bpp=args.bpp, options={d: getattr(args, d) for d in sorted(codec_dests)})
+    return codec, codec.family.fit_config(args.preset, _fit_overrides(args))
+
+
+def _fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The fitting flags (common and every family's) as given; ``None`` where not given."""
+    from sinco.codec.families import all_families
+    from sinco.fit.config import COMMON_FIT_OPTIONS
+
+    dests = list(COMMON_FIT_OPTIONS) + sorted({o.dest for f in all_families() for o in f.fit_options})
+    return {d: getattr(args, d) for d in dests}
+
+
+def _check_regularizer_flags(args: argparse.Namespace) -> None:
+    if (args.seg_model is None) != (args.mask is None):
+        given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
+        raise InputError(f"{given} needs {missing}: the regulariser segments the reconstruction and compares it with the mask")
+
+
+def _load_regularizer_inputs(args: argparse.Namespace, *, load_mask: Any) -> tuple[Any, Any]:
+    """The segmentation model of ``--seg-model`` and the mask(s) of ``--mask`` read with ``load_mask``; both or neither."""
+    _check_regularizer_flags(args)
+    if args.seg_model is None:
+        return None, None
+    from sinco.seg.network import load_seg_model
+
+    return load_seg_model(args.seg_model), load_mask(args.mask)
+
+
+def _write_sidecar(path: Path, record: dict[str, Any]) -> None:
+    from sinco.utils.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(record, indent=2, default=_json_default) + "\n").encode())
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     """``sinco compress``: fit, store, decode, measure."""
-    from sinco.codec.inr_codec import CodecConfig, compress_image
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import load_slice
-    from sinco.fit.config import fit_config_from_preset
+    from sinco.pipeline import compress_image, sidecar_record
     from sinco.utils.atomic import atomic_write_bytes, check_output_path
     from sinco.utils.device import resolve_device
 
     out = check_output_path(args.output, inputs=[args.input], force=args.force)
     sidecar = out.with_name(out.name + ".json")
-    codec = CodecConfig(
-        arch=args.arch, bpp=args.bpp, depth=args.depth, n_freqs=args.n_freqs, w0=args.w0, w0_first=args.w0,
-        skips=_parse_skips(args.skips),
-    )  # fmt: skip
-    fit = fit_config_from_preset(
-        args.preset, arch=args.arch, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup, seed=args.seed,
-        lam=args.lam, reg_every=args.reg_every, compile=args.compile, optimizer=args.optimizer, lbfgs_after=args.lbfgs_after,
-        quantise_tail=args.quantise_tail,
-    )  # fmt: skip
-    if (args.seg_model is None) != (args.mask is None):
-        given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
-        raise InputError(f"{given} needs {missing}: the regulariser segments the reconstruction and compares it with the mask")
+    codec, fit = _codec_and_fit(args)
+    _check_regularizer_flags(args)
     device = resolve_device(args.device)
     if args.slices is not None:
         return _compress_volume(args, out=out, sidecar=sidecar, codec=codec, fit=fit, device=device)
@@ -78,16 +97,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         raise InputError("--batch-slices: only with --slices (a single slice is one fit)")
     raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
     image, vmin, vmax = normalize_minmax(raw, name=f"INPUT {args.input!r}")
-    seg_model = mask = None
-    if args.seg_model is not None:
-        from sinco.seg.network import load_seg_model
-
-        seg_model = load_seg_model(args.seg_model)
-        mask = load_slice(args.mask, slice_index=args.slice, axis=args.axis, arg="--mask") > 0
-    result = compress_image(
-        image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, seg_model=seg_model, mask=mask,
-        progress=not args.quiet,
-    )  # fmt: skip
+    seg_model, mask = _load_regularizer_inputs(
+        args, load_mask=lambda path: load_slice(path, slice_index=args.slice, axis=args.axis, arg="--mask") > 0)
+    result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, seg_model=seg_model, mask=mask,
+                            progress=not args.quiet)  # fmt: skip
     atomic_write_bytes(out, result.data)
     if result.fit.divergences:
         print(
@@ -95,74 +108,42 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"and the learning rate lowered to {result.fit.lr_final:g}",
             file=sys.stderr,
         )
-    m = result.metrics
-    report = {
-        "output": str(out),
-        "psnr": _finite(m["psnr"]),
-        "ssim": m["ssim"],
-        "bpp_params": m["bpp_params"],
-        "bpp_file": m["bpp_file"],
-        "seconds": result.seconds,
-        "file_bytes": m["file_bytes"],
-        "n_params": m["n_params"],
-        "arch": result.header.spec.to_dict(),
-        "shape": [result.header.height, result.header.width],
-        "psnr_fp32": _finite(m["psnr_fp32"]),
-        "best_step": result.fit.best_step,
-        "steps": result.fit.steps,
-        "evaluations": result.fit.evaluations,
-        "divergences": result.fit.divergences,
-        "lr_final": result.fit.lr_final,
-        "compiled": result.fit.compiled,
-        "device": str(device),
-        "lam": result.fit.lam,
-        "reg_every": result.fit.reg_every,
-    }
-    if "dice" in m:
-        report["dice"] = m["dice"]
-        report["dice_reference"] = m["dice_reference"]
-    record = {
-        "sinco_version": __version__,
-        "input": {"path": str(args.input), "slice": args.slice, "axis": args.axis, "channel": args.channel,
-                  "shape": list(raw.shape), "vmin": vmin, "vmax": vmax},
-        "codec": codec.to_dict(),
-        "fit": fit.to_dict(),
-        "regularizer": None if seg_model is None else {
-            "seg_model": str(args.seg_model), "mask": str(args.mask), "seg_training": seg_model.training.get("summary")},
-        "device": args.device,
-        "result": report,
-    }  # fmt: skip
-    atomic_write_bytes(sidecar, (json.dumps(record, indent=2, default=_json_default) + "\n").encode())
+    report = {"output": str(out), **result.report(), "device": str(device)}
+    regularizer = None if seg_model is None else {"seg_model": str(args.seg_model), "mask": str(args.mask),
+                                                  "seg_training": seg_model.training.get("summary")}  # fmt: skip
+    _write_sidecar(sidecar, sidecar_record(
+        input={"path": str(args.input), "slice": args.slice, "axis": args.axis, "channel": args.channel, "shape": list(raw.shape),
+               "vmin": vmin, "vmax": vmax},
+        codec=codec, fit=fit, device=args.device, result=report, regularizer=regularizer))  # fmt: skip
     if args.json:
         print(json.dumps(report, default=_json_default))
-    else:
-        seg = f" dice={m['dice']:.4f} (uncompressed {m['dice_reference']:.4f}) lam={result.fit.lam:g}" if "dice" in m else ""
-        print(
-            f"{out}: psnr={m['psnr']:.2f} dB ssim={m['ssim']:.4f}{seg} bpp_params={m['bpp_params']:.4f} "
-            f"bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes) seconds={result.seconds:.1f}"
-        )
+        return EXIT_OK
+    m = result.metrics
+    seg = f" dice={m['dice']:.4f} (uncompressed {m['dice_reference']:.4f}) lam={result.fit.lam:g}" if "dice" in m else ""
+    params = f" bpp_params={m['bpp_params']:.4f}" if "bpp_params" in m else ""
+    print(f"{out}: psnr={m['psnr']:.2f} dB ssim={m['ssim']:.4f}{seg}{params} bpp_file={m['bpp_file']:.4f} "
+          f"({m['file_bytes']} bytes) seconds={result.seconds:.1f}")  # fmt: skip
     return EXIT_OK
 
 
 def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, codec: Any, fit: Any, device: Any) -> int:
     """``sinco compress --slices``: every slice of a range, fitted in batches, into one volume file."""
-    from sinco.codec.volume import compress_volume, default_batch_slices
     from sinco.data.io import load_affine, load_array, select_slices
+    from sinco.pipeline import compress_volume, default_batch_slices, sidecar_record
     from sinco.utils.atomic import atomic_write_bytes
 
     if args.slice is not None:
         raise InputError("--slice and --slices: give one (--slice K for one slice, --slices all|A:B for a volume)")
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
     stack, indices = select_slices(load_array(args.input), slices=args.slices, axis=args.axis, channel=args.channel)
-    seg_model = masks = None
-    if args.seg_model is not None:
-        from sinco.seg.network import load_seg_model
 
-        seg_model = load_seg_model(args.seg_model)
-        masks, _ = select_slices(load_array(args.mask, arg="--mask"), slices=args.slices, axis=args.axis, arg="--mask")
+    def load_masks(path: str) -> Any:
+        masks, _ = select_slices(load_array(path, arg="--mask"), slices=args.slices, axis=args.axis, arg="--mask")
         if masks.shape != stack.shape:
             raise InputError(f"--mask: slices of shape {masks.shape[1:]} differ from INPUT's {stack.shape[1:]}")
-        masks = masks > 0
+        return masks > 0
+
+    seg_model, masks = _load_regularizer_inputs(args, load_mask=load_masks)
     result = compress_volume(
         stack, first_index=indices.start, axis=args.axis, affine=load_affine(args.input), codec=codec, fit=fit,
         device=device, batch_slices=batch, seg_model=seg_model, masks=masks, progress=not args.quiet,
@@ -173,45 +154,33 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
         print(f"sinco: warning: {m['divergences']} divergence(s) across the slices; see {sidecar}", file=sys.stderr)
     report = {"output": str(out), **{k: (_finite(v) if isinstance(v, float) else v) for k, v in m.items()},
               "seconds": result.seconds, "device": str(device), "slice_range": [indices.start, indices.stop]}  # fmt: skip
-    record = {
-        "sinco_version": __version__,
-        "input": {"path": str(args.input), "slices": args.slices, "axis": args.axis, "channel": args.channel},
-        "codec": codec.to_dict(),
-        "fit": fit.to_dict(),
-        "regularizer": None if seg_model is None else {"seg_model": str(args.seg_model), "mask": str(args.mask)},
-        "device": args.device,
-        "result": report,
-        "slices": [{k: (_finite(v) if isinstance(v, float) else v) for k, v in row.items()} for row in result.slices],
-    }  # fmt: skip
-    atomic_write_bytes(sidecar, (json.dumps(record, indent=2, default=_json_default) + "\n").encode())
+    regularizer = None if seg_model is None else {"seg_model": str(args.seg_model), "mask": str(args.mask)}
+    _write_sidecar(sidecar, sidecar_record(
+        input={"path": str(args.input), "slices": args.slices, "axis": args.axis, "channel": args.channel},
+        codec=codec, fit=fit, device=args.device, result=report, regularizer=regularizer, slices=result.slices))  # fmt: skip
     if args.json:
         print(json.dumps(report, default=_json_default))
-    else:
-        fitted = (
-            f"mean psnr={m['psnr_mean']:.2f} dB mean ssim={m['ssim_mean']:.4f} " if m["inr_slices"] else "nothing to fit, "
-        )
-        speed = f" {m['slices_per_minute']:.2f} slices/min (batches of {batch})" if m["inr_slices"] else ""
-        print(
-            f"{out}: {m['slices']} slices {indices.start}..{indices.stop - 1} ({m['inr_slices']} fitted, {m['constant_slices']} constant) "
-            f"{fitted}bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes){speed} seconds={result.seconds:.1f}"
-        )
+        return EXIT_OK
+    fitted = f"mean psnr={m['psnr_mean']:.2f} dB mean ssim={m['ssim_mean']:.4f} " if m["inr_slices"] else "nothing to fit, "
+    speed = f" {m['slices_per_minute']:.2f} slices/min (batches of {batch})" if m["inr_slices"] else ""
+    print(
+        f"{out}: {m['slices']} slices {indices.start}..{indices.stop - 1} ({m['inr_slices']} fitted, {m['constant_slices']} constant) "
+        f"{fitted}bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes){speed} seconds={result.seconds:.1f}"
+    )
     return EXIT_OK
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     """``sinco decompress``: decode a ``.sinco`` file to an image file."""
-    from sinco.codec.inr_codec import decode
-    from sinco.data.io import OUTPUT_SUFFIXES, image_suffix, save_image
+    from sinco.codec.files import decode_file
+    from sinco.codec.volume import decode_volume, is_volume_file
+    from sinco.data.io import OUTPUT_SUFFIXES, VOLUME_SUFFIXES, image_suffix, save_image, save_volume
     from sinco.utils.atomic import check_output_path
 
     if image_suffix(args.output) not in OUTPUT_SUFFIXES:
         raise InputError(f"-o {args.output!r}: unsupported output format (expected one of {', '.join(OUTPUT_SUFFIXES)})")
     data = _read_sinco(args.input)
-    from sinco.codec.volume import decode_volume, is_volume_file
-
     if is_volume_file(data):
-        from sinco.data.io import VOLUME_SUFFIXES, save_volume
-
         if image_suffix(args.output) not in VOLUME_SUFFIXES:
             raise InputError(f"-o {args.output!r}: {args.input!r} is a volume; write it as {', '.join(VOLUME_SUFFIXES)}")
         out = check_output_path(args.output, inputs=[args.input], force=args.force)
@@ -220,64 +189,76 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         print(f"{out}: {vheader.n_slices} slices of {vheader.height}x{vheader.width} ({what})")
         return EXIT_OK
     out = check_output_path(args.output, inputs=[args.input], force=args.force)
-    header, image = decode(data)
-    what = save_image(out, scaled=image, vmin=header.vmin, vmax=header.vmax)
-    print(f"{out}: {header.height}x{header.width} ({what})")
+    parsed, image = decode_file(data)
+    what = save_image(out, scaled=image, vmin=parsed.vmin, vmax=parsed.vmax)
+    print(f"{out}: {parsed.height}x{parsed.width} ({what})")
+    return EXIT_OK
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    for key, value in rows:
+        print(f"{key:<11} {value}")
+
+
+def _volume_info(data: bytes, *, as_json: bool) -> int:
+    from sinco.codec.families import get_family
+    from sinco.codec.files import parse_file
+    from sinco.codec.volume import decode_volume_file
+
+    vheader, records = decode_volume_file(data)
+    inner = [parse_file(r.data) for r in records if r.data is not None]
+    first = inner[0] if inner else None
+    info = {
+        "format_version": data[4], "kind": "volume", "axis": vheader.axis,
+        "slices": [vheader.first_index, vheader.first_index + vheader.n_slices],
+        "shape": [vheader.n_slices, vheader.height, vheader.width], "inr_slices": len(inner),
+        "constant_slices": vheader.n_slices - len(inner), "family": first.family if first else None,
+        "record_format_version": first.version if first else None,
+        "arch": get_family(first.family).describe(first.spec) if first else None,
+        "file_bytes": len(data), "bpp_file": 8 * len(data) / vheader.n_voxels,
+    }  # fmt: skip
+    if as_json:
+        print(json.dumps(info))
+        return EXIT_OK
+    last = vheader.first_index + vheader.n_slices - 1
+    rows = [("format", f".sinco volume v{data[4]}"),
+            ("slices", f"{vheader.n_slices} ({len(inner)} fitted, {info['constant_slices']} constant), source indices "
+                       f"{vheader.first_index}..{last} along axis {vheader.axis}"),
+            ("shape", f"{vheader.height} x {vheader.width} per slice")]  # fmt: skip
+    if first:
+        rows += [("family", f"{first.family} (records in .sinco v{first.version})"),
+                 ("arch", ", ".join(f"{k}={v}" for k, v in info["arch"].items() if k != "arch"))]  # fmt: skip
+    _print_rows(rows + [("file", f"{len(data)} bytes, {info['bpp_file']:.4f} bpp (file)")])
     return EXIT_OK
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """``sinco info``: print a ``.sinco`` header."""
-    from sinco.codec.bitstream import FORMAT_VERSION, decode_header
-    from sinco.inr.sizing import param_bpp
+    """``sinco info``: what a ``.sinco`` file holds: format version, family, geometry, rate."""
+    from sinco.codec.families import get_family
+    from sinco.codec.files import parse_file
+    from sinco.codec.volume import is_volume_file
 
     data = _read_sinco(args.input)
-    from sinco.codec.volume import VOLUME_VERSION, decode_volume_file, is_volume_file
-
     if is_volume_file(data):
-        vheader, records = decode_volume_file(data)
-        inner = [decode_header(r.data) for r in records if r.data is not None]
-        info = {
-            "format_version": VOLUME_VERSION, "kind": "volume", "axis": vheader.axis,
-            "slices": [vheader.first_index, vheader.first_index + vheader.n_slices],
-            "shape": [vheader.n_slices, vheader.height, vheader.width], "inr_slices": len(inner),
-            "constant_slices": vheader.n_slices - len(inner), "arch": inner[0].spec.to_dict() if inner else None,
-            "file_bytes": len(data), "bpp_file": 8 * len(data) / vheader.n_voxels,
-        }  # fmt: skip
-        if args.json:
-            print(json.dumps(info))
-        else:
-            print(f"format      .sinco volume v{VOLUME_VERSION}")
-            print(f"slices      {vheader.n_slices} ({len(inner)} fitted, {info['constant_slices']} constant), "
-                  f"source indices {vheader.first_index}..{vheader.first_index + vheader.n_slices - 1} along axis {vheader.axis}")  # fmt: skip
-            print(f"shape       {vheader.height} x {vheader.width} per slice")
-            if inner:
-                print(f"arch        {inner[0].spec.arch} ({', '.join(f'{k}={v}' for k, v in inner[0].spec.to_dict().items() if k != 'arch')})")
-            print(f"file        {len(data)} bytes, {info['bpp_file']:.4f} bpp (file)")
-        return EXIT_OK
-    header = decode_header(data)
-    spec = header.spec
+        return _volume_info(data, as_json=args.json)
+    parsed = parse_file(data)
+    family, header = get_family(parsed.family), parsed.header
     info = {
-        "format_version": FORMAT_VERSION,
-        "arch": spec.to_dict(),
-        "shape": [header.height, header.width],
-        "n_params": spec.n_params(),
-        "file_bytes": len(data),
-        "bpp_params": param_bpp(spec.n_params(), bits_per_param=16, n_pixels=header.n_pixels),
-        "bpp_file": 8 * len(data) / header.n_pixels,
+        "format_version": parsed.version, "family": parsed.family, "arch": family.describe(parsed.spec),
+        "shape": [header.height, header.width], **family.rate_fields(parsed.spec, n_pixels=header.n_pixels),
+        "payload_bytes": len(parsed.payload), "file_bytes": len(data), "bpp_file": 8 * len(data) / header.n_pixels,
         "intensity_range": [header.vmin, header.vmax],
-    }
+    }  # fmt: skip
     if args.json:
         print(json.dumps(info))
-    else:
-        arch = ", ".join(f"{k}={v}" for k, v in spec.to_dict().items() if k != "arch")
-        print(f"format      .sinco v{FORMAT_VERSION}")
-        print(f"arch        {spec.arch} ({arch})")
-        print(f"shape       {header.height} x {header.width}")
-        print(f"parameters  {spec.n_params()} (fp16)")
-        print(f"file        {len(data)} bytes")
-        print(f"bpp         {info['bpp_params']:.4f} (parameters), {info['bpp_file']:.4f} (file)")
-        print(f"intensity   {header.vmin:.6g} .. {header.vmax:.6g}")
+        return EXIT_OK
+    rows = [("format", f".sinco v{parsed.version}"), ("family", f"{parsed.family}: {family.summary}"),
+            ("arch", ", ".join(f"{k}={v}" for k, v in info["arch"].items() if k != "arch")),
+            ("shape", f"{header.height} x {header.width}"),
+            ("file", f"{len(data)} bytes ({len(parsed.payload)} of payload), {info['bpp_file']:.4f} bpp (file)")]  # fmt: skip
+    if "n_params" in info:
+        rows.append(("parameters", f"{info['n_params']} (fp16), {info['bpp_params']:.4f} bpp (parameters)"))
+    _print_rows(rows + [("intensity", f"{header.vmin:.6g} .. {header.vmax:.6g}")])
     return EXIT_OK
 
 
@@ -373,21 +354,31 @@ def _parse_bpps(text: str) -> tuple[float, ...]:
         raise InputError(f"--bpp {text!r}: expected comma-separated numbers") from None
 
 
+def _codec_options_by_family(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each family's codec options among the flags given (a flag applies to every family that reads it)."""
+    from sinco.codec.families import all_families
+
+    return {f.name: {o.dest: getattr(args, o.dest) for o in f.options if getattr(args, o.dest) is not None} for f in all_families()}
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """``sinco benchmark``: the paper's comparison on a dataset."""
-    from sinco.codec.volume import default_batch_slices
     from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
+    from sinco.fit.config import COMMON_FIT_OPTIONS
+    from sinco.pipeline import default_batch_slices
     from sinco.utils.device import resolve_device
 
     device = resolve_device(args.device)
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
+    overrides = _fit_overrides(args)
     config = BenchmarkConfig(
         data=str(args.data), seg_model=str(args.seg_model), layout=args.layout, image_glob=args.image_glob,
         label_glob=args.label_glob, channel=args.channel, cases=args.cases,
         methods=tuple(m for m in args.methods.split(",") if m), bpps=_parse_bpps(args.bpp), images=args.images,
-        min_tumour=args.min_tumour, preset=args.preset, steps=args.steps, lr=args.lr, schedule=args.schedule,
-        warmup=args.warmup, optimizer=args.optimizer, lam=args.lam,
+        min_tumour=args.min_tumour, preset=args.preset or "paper", steps=args.steps, lr=args.lr, lam=args.lam,
         reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
+        fit_options={k: v for k, v in overrides.items() if k not in COMMON_FIT_OPTIONS and v is not None},
+        codec_options={k: v for k, v in _codec_options_by_family(args).items() if v},
     )  # fmt: skip
     result = run_benchmark(config, outdir=args.out, device=device, progress=not args.quiet)
     _benchmark_summary(result)
@@ -399,7 +390,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from importlib.resources import files
 
     from sinco.data.demo import IMAGE_NAME, LABEL_NAME, write_demo_dataset
-    from sinco.eval.benchmark import ALL_METHODS, BenchmarkConfig, run_benchmark
+    from sinco.eval.benchmark import BenchmarkConfig, all_methods, run_benchmark
     from sinco.utils.device import resolve_device
 
     if args.export_data:
@@ -412,12 +403,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     images = args.images if args.images is not None else (1 if args.quick else 2)
     config = BenchmarkConfig(
         data=str(data), seg_model=str(files("sinco") / "assets" / "demo_seg.pt"), layout="folders", image_glob=IMAGE_NAME,
-        label_glob=LABEL_NAME, cases="val", methods=ALL_METHODS, bpps=(1.2,), images=images, min_tumour=0.01, steps=steps,
+        label_glob=LABEL_NAME, cases="val", methods=all_methods(), bpps=(1.2,), images=images, min_tumour=0.01, steps=steps,
         reg_every=1,
     )  # fmt: skip
     result = run_benchmark(config, outdir=out, device=resolve_device(args.device), progress=not args.quiet)
     _benchmark_summary(result)
     return EXIT_OK
+
+
+def _add_codec_arguments(p: argparse.ArgumentParser) -> None:
+    """Every registered family's codec options, once each (a flag several families read is added once)."""
+    from sinco.codec.families import all_families
+
+    seen: dict[str, list[str]] = {}
+    group = p.add_argument_group("codec family options (each applies to the families named in its help)")
+    options = {}
+    for family in all_families():
+        for option in family.options:
+            seen.setdefault(option.flag, []).append(family.name)
+            options.setdefault(option.flag, option)
+    for flag, option in options.items():
+        group.add_argument(flag, dest=option.dest, type=option.type, default=None, metavar=option.metavar,
+                           help=f"{option.help} [{', '.join(seen[flag])}]")  # fmt: skip
+
+
+def _add_fit_arguments(p: argparse.ArgumentParser, *, lam_help: str) -> None:
+    """The fitting flags shared by ``compress`` and ``benchmark``: the common ones and every family's."""
+    from sinco.codec.families import all_families
+
+    families = all_families()
+    presets = "; ".join(f"{f.name}: {', '.join(f.presets)} (default {f.default_preset})" for f in families)
+    p.add_argument("--preset", default=None, help=f"fitting preset per family: {presets}. paper = the paper's 50000 Adam steps at "
+                   "lr 1e-3; fast = 4000 gradient evaluations, Adam then L-BFGS (see docs/performance.md)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None, help="gradient evaluations (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="(peak) learning rate (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--lam", type=float, default=1.0, help=lam_help)
+    p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regulariser every K-th step (default: 1)")
+    seen: dict[str, list[str]] = {}
+    options = {}
+    for family in families:
+        for option in family.fit_options:
+            seen.setdefault(option.flag, []).append(family.name)
+            options.setdefault(option.flag, option)
+    group = p.add_argument_group("fitting options of the codec families")
+    for flag, option in options.items():
+        group.add_argument(flag, dest=option.dest, type=option.type, default=None, metavar=option.metavar,
+                           help=f"{option.help} [{', '.join(seen[flag])}]")  # fmt: skip
 
 
 def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
@@ -434,26 +466,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sinco {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("compress", help="fit an INR to a 2-D image and store it as a .sinco file")
+    from sinco.codec.families import DEFAULT_FAMILY, all_families
+    from sinco.eval.benchmark import DEFAULT_METHODS, all_methods
+
+    families = all_families()
+    p = sub.add_parser("compress", help="fit a neural codec to a 2-D image (or the slices of a volume) and store it as a .sinco file")
     p.add_argument("input", metavar="INPUT", help="NIfTI (.nii/.nii.gz), .npy, PNG or TIFF image")
     p.add_argument("-o", "--output", required=True, metavar="OUT.sinco", help="output file (a JSON record goes to OUT.sinco.json)")
-    p.add_argument("--arch", choices=("siren", "pe-mlp"), default="siren", help="network (default: siren)")
-    p.add_argument("--bpp", type=float, default=1.2, help="target parameter bits per pixel (default: 1.2)")
-    p.add_argument("--depth", type=int, default=None, help="hidden layers (default: 8 for siren, 6 for pe-mlp)")
-    p.add_argument("--skips", default=None, metavar="I,J", help="pe-mlp layers fed the encoding again, or 'none' (default: depth // 2)")
-    p.add_argument("--n-freqs", type=int, default=12, help="pe-mlp encoding frequencies Lf (default: 12)")
-    p.add_argument("--w0", type=float, default=30.0, help="siren frequency w0 (default: 30)")
-    p.add_argument("--preset", choices=("paper", "fast"), default="paper",
-                   help="fitting schedule: paper = 50000 Adam steps, constant lr 1e-3 (default); fast = 4000 gradient evaluations: "
-                        "Adam at 1e-3 for 2000 (siren) or 1000 (pe-mlp) steps, then L-BFGS")
-    p.add_argument("--steps", type=int, default=None, help="Adam steps (default: the preset's)")
-    p.add_argument("--lr", type=float, default=None, help="Adam (peak) learning rate (default: the preset's)")
-    p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="learning-rate schedule (default: the preset's)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up steps of the cosine schedule (default: the preset's)")
-    p.add_argument("--optimizer", choices=("adam", "adam+lbfgs"), default=None, help="optimiser (default: the preset's)")
-    p.add_argument("--lbfgs-after", type=int, default=None, metavar="N", help="adam+lbfgs: Adam steps before L-BFGS (default: 1000)")
-    p.add_argument("--quantise-tail", type=int, default=None, metavar="N",
-                   help="last N steps: Adam on the fp16-rounded weights, lr 3e-6 (default: the preset's; fast siren 200)")  # fmt: skip
+    p.add_argument("--arch", choices=[f.name for f in families], default=DEFAULT_FAMILY,
+                   help="codec family: " + "; ".join(f"{f.name} = {f.summary}" for f in families) + f" (default: {DEFAULT_FAMILY})")  # fmt: skip
+    p.add_argument("--bpp", type=float, default=1.2, help="target bits per pixel (default: 1.2)")
     p.add_argument("--slice", type=int, default=None, metavar="K", help="slice index of a 3-D/4-D volume")
     p.add_argument("--slices", default=None, metavar="all|A:B",
                    help="compress consecutive slices (A:B half-open) of a volume into one volume file")  # fmt: skip
@@ -461,17 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --slices: slices fitted together as one batch (default: 1 on the CPU, 16 on CUDA)")  # fmt: skip
     p.add_argument("--axis", type=int, default=2, choices=(0, 1, 2), help="slicing axis (default: 2, axial)")
     p.add_argument("--channel", type=int, default=0, metavar="C", help="channel of a 4-D volume (default: 0, FLAIR)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--seg-model", default=None, metavar="SEG.pt", help="segmentation checkpoint from 'sinco train-seg': enables the SINCO regulariser and Dice metrics")
     p.add_argument("--mask", default=None, metavar="LABELS", help="label file of INPUT (same slice is read; label > 0 = tumour)")
-    p.add_argument("--lam", type=float, default=1.0, help="regulariser weight lambda (default: 1; 0 = plain fitting)")
-    p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regulariser every K-th step (default: 1)")
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                   help="torch.compile the fitting step (default: auto = SIREN fits of 1000+ steps)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
+    _add_fit_arguments(p, lam_help="regulariser weight lambda (default: 1; 0 = plain fitting)")
+    _add_codec_arguments(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("train-seg", help="train the tumour-segmentation U-Net of the SINCO regulariser")
@@ -493,24 +512,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_train_seg)
 
-    p = sub.add_parser("benchmark", help="compare the INR methods and classical codecs on a dataset (the paper's Table 1)")
+    p = sub.add_parser("benchmark", help="compare the neural codecs and classical codecs on a dataset (the paper's Table 1)")
     _add_dataset_arguments(p)
     p.add_argument("--seg-model", required=True, metavar="SEG.pt", help="checkpoint from 'sinco train-seg'")
     p.add_argument("--cases", default="val", help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val)")
-    p.add_argument("--methods", default="coin,vanilla-inr,sinco-siren,sinco-inr,jpeg,jpeg2000",
-                   help="comma-separated: coin, vanilla-inr, sinco-siren, sinco-inr, jpeg, jpeg2000, jpegxl, avif, webp")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(all_methods())}")
     p.add_argument("--bpp", default="1.2", help="target rate(s), comma-separated (default: 1.2)")
     p.add_argument("--images", type=int, default=10, help="test slices (default: 10)")
     p.add_argument("--min-tumour", type=float, default=0.01, help="minimum tumour fraction of a test slice (default: 0.01)")
-    p.add_argument("--preset", choices=("paper", "fast"), default="paper", help="INR fitting schedule (default: paper, see compress)")
-    p.add_argument("--steps", type=int, default=None, help="INR fitting steps (default: the preset's, paper 50000)")
-    p.add_argument("--lr", type=float, default=None, help="INR (peak) learning rate (default: the preset's)")
-    p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="INR learning-rate schedule (default: the preset's)")
-    p.add_argument("--warmup", type=int, default=None, help="cosine warm-up steps (default: the preset's)")
-    p.add_argument("--optimizer", choices=("adam", "adam+lbfgs"), default=None, help="INR optimiser (default: the preset's)")
-    p.add_argument("--lam", type=float, default=1.0, help="SINCO regulariser weight (default: 1)")
-    p.add_argument("--reg-every", type=int, default=1, metavar="K", help="regulariser every K-th step (default: 1)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_fit_arguments(p, lam_help="SINCO regulariser weight of the regularised methods (default: 1)")
+    _add_codec_arguments(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-slices", type=int, default=None, metavar="N",
                    help="test slices of one INR method fitted together (default: 1 on the CPU, 16 on CUDA)")  # fmt: skip

@@ -1,1 +1,2 @@
-"""The codec: fp16 quantisation, the ``.sinco`` bitstream, and compress/decompress."""
+"""Encoding and decoding bytes: the ``.sinco`` container (:mod:`~sinco.codec.format`), files of any codec family
+(:mod:`~sinco.codec.files`), the families themselves (:mod:`~sinco.codec.families`), quantisers and volume files."""

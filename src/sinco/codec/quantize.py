@@ -1,28 +1,11 @@
-"""fp32 <-> fp16 parameter quantisation.
-
-The stored parameter order is the order of ``model.parameters()``: layer by layer, each layer's
-weight (row-major, ``out x in``) then its bias.
-"""
+"""Quantisers of network weights: fp32 -> fp16 (the INR families' payload)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from sinco.errors import InputError
-
-
-def flatten_parameters(model: nn.Module) -> torch.Tensor:
-    """All parameters of ``model`` as one flat float32 CPU tensor.
-
-    Args:
-        model: the network.
-
-    Returns:
-        Tensor of shape ``(P,)``.
-    """
-    return torch.cat([p.detach().reshape(-1).to("cpu", torch.float32) for p in model.parameters()])
+from sinco.errors import BitstreamError, InputError
 
 
 def quantize_fp16(flat: torch.Tensor) -> np.ndarray:
@@ -46,23 +29,22 @@ def quantize_fp16(flat: torch.Tensor) -> np.ndarray:
     return half
 
 
-def load_flat_parameters(model: nn.Module, flat: np.ndarray | torch.Tensor) -> None:
-    """Copy a flat parameter vector into ``model`` (any float dtype, cast to each parameter's).
+def dequantize_fp16(payload: bytes, *, count: int) -> np.ndarray:
+    """Read ``count`` little-endian fp16 values, refusing non-finite ones.
 
     Args:
-        model: the network to fill.
-        flat: array of shape ``(P,)`` with ``P`` the model's parameter count.
+        payload: exactly ``2 * count`` bytes.
+        count: number of values.
+
+    Returns:
+        float32 array ``(count,)``.
 
     Raises:
-        InputError: if the length does not match.
+        BitstreamError: if the length is wrong or a value is NaN or Inf.
     """
-    values = torch.as_tensor(np.asarray(flat, dtype=np.float32) if isinstance(flat, np.ndarray) else flat)
-    total = sum(p.numel() for p in model.parameters())
-    if values.numel() != total:
-        raise InputError(f"parameter vector has {values.numel()} values, the network needs {total}")
-    offset = 0
-    with torch.no_grad():
-        for p in model.parameters():
-            n = p.numel()
-            p.copy_(values[offset : offset + n].reshape(p.shape).to(p.dtype))
-            offset += n
+    if len(payload) != 2 * count:
+        raise BitstreamError(f"corrupted .sinco file: a payload of {len(payload)} bytes for {count} fp16 weights")
+    weights = np.frombuffer(payload, dtype="<f2", count=count)
+    if not np.all(np.isfinite(weights)):
+        raise BitstreamError("corrupted .sinco file: weights contain NaN or Inf")
+    return weights.astype(np.float32)

@@ -1,10 +1,11 @@
 """Whole volumes: a ``.sinco`` volume file holds one ``.sinco`` record per slice.
 
-All integers and floats are little-endian. Layout (format version 1)::
+All integers and floats are little-endian. Layout (format version 2; version 1 is the same
+container around version-1 ``.sinco`` records, and is still read)::
 
     offset  size  field
     0       4     magic b"SNCV"
-    4       1     format version (1)
+    4       1     format version (2)
     5       1     slicing axis of the source volume (0, 1 or 2)
     6       2     reserved, 0
     8       4     slice rows H, uint32
@@ -14,36 +15,31 @@ All integers and floats are little-endian. Layout (format version 1)::
     24      128   voxel-to-world affine of the source, 4 x 4 float64, row-major (identity if unknown)
     152     ...   S records, each
                     kind uint8 = 0: a constant slice, followed by its value, float64
-                    kind uint8 = 1: an INR slice, followed by a length L (uint32) and L bytes
-                                    of a complete ``.sinco`` v1 file of an H x W image
+                    kind uint8 = 1: a fitted slice, followed by a length L (uint32) and L bytes
+                                    of a complete ``.sinco`` file (any codec family) of an H x W image
     end-4   4     CRC-32 (zlib) of every byte before it
 
-A constant slice (empty background at the ends of a scan) costs 9 bytes and no fit; an INR
-record costs its ``.sinco`` file plus 5 bytes.
+A constant slice (empty background at the ends of a scan) costs 9 bytes and no fit; a fitted
+slice costs its ``.sinco`` file plus 5 bytes. Compressing volumes is :func:`sinco.pipeline.compress_volume`;
+this module reads and writes the bytes.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-import time
 import zlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from sinco.codec.bitstream import MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, SincoHeader
+from sinco.codec.files import SincoFile, decode_file, parse_file
+from sinco.codec.format import MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE
 from sinco.errors import BitstreamError, InputError
 
-if TYPE_CHECKING:
-    from sinco.codec.inr_codec import CodecConfig
-    from sinco.fit.config import FitConfig
-    from sinco.seg.network import SegModel
-
 VOLUME_MAGIC = b"SNCV"
-VOLUME_VERSION = 1
+VOLUME_VERSION = 2
+READABLE_VOLUME_VERSIONS = (1, 2)
 MAX_SLICES = 65535
 # Decoding holds the volume as float32: 2 GiB at most, whatever a file announces.
 MAX_VOXELS = 1 << 29
@@ -83,7 +79,7 @@ class SliceRecord:
 
     Args:
         constant: the value of a constant slice (``None`` for an INR slice).
-        data: the ``.sinco`` v1 file of an INR slice (``None`` for a constant slice).
+        data: the ``.sinco`` file of a fitted slice (``None`` for a constant slice).
     """
 
     constant: float | None = None
@@ -108,8 +104,6 @@ def encode_volume(header: VolumeHeader, records: list[SliceRecord]) -> bytes:
     Raises:
         InputError: if the records do not match the header or a value does not fit the format.
     """
-    from sinco.codec.bitstream import decode_header
-
     if header.axis not in (0, 1, 2):
         raise InputError(f"--axis {header.axis}: must be 0, 1 or 2")
     if len(records) != header.n_slices or not 1 <= header.n_slices <= MAX_SLICES:
@@ -125,7 +119,7 @@ def encode_volume(header: VolumeHeader, records: list[SliceRecord]) -> bytes:
                 raise InputError(f"slice {header.first_index + index}: a constant slice needs a finite value")
             parts.append(struct.pack("<Bd", _CONSTANT, record.constant))
         else:
-            inner = decode_header(record.data)
+            inner = parse_file(record.data)
             if (inner.height, inner.width) != (header.height, header.width):
                 raise InputError(f"slice {header.first_index + index}: {inner.height}x{inner.width}, the volume's slices are {header.height}x{header.width}")
             parts.append(struct.pack("<BI", _INR, len(record.data)) + record.data)
@@ -146,8 +140,6 @@ def decode_volume_file(data: bytes) -> tuple[VolumeHeader, list[SliceRecord]]:
         BitstreamError: naming what is wrong: wrong magic, unsupported version, truncation, CRC
             mismatch, implausible geometry, or an invalid slice record.
     """
-    from sinco.codec.bitstream import decode_header
-
     if not is_volume_file(data):
         raise BitstreamError("not a .sinco volume file (wrong magic bytes)")
     if len(data) < _HEAD.size + 4:
@@ -155,8 +147,8 @@ def decode_volume_file(data: bytes) -> tuple[VolumeHeader, list[SliceRecord]]:
     if len(data) > MAX_FILE_BYTES:
         raise BitstreamError(f"implausible .sinco volume file: larger than {MAX_FILE_BYTES >> 20} MiB")
     magic, version, axis, reserved, height, width, n_slices, first, *affine = _HEAD.unpack_from(data, 0)
-    if version != VOLUME_VERSION:
-        raise BitstreamError(f"unsupported .sinco volume format version {version} (this sinco reads version {VOLUME_VERSION})")
+    if version not in READABLE_VOLUME_VERSIONS:
+        raise BitstreamError(f"unsupported .sinco volume format version {version} (this sinco reads versions 1 and 2)")
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
         raise BitstreamError("corrupted .sinco volume file: CRC-32 mismatch (or truncated)")
@@ -190,7 +182,7 @@ def decode_volume_file(data: bytes) -> tuple[VolumeHeader, list[SliceRecord]]:
             if len(inner) != length or offset + 5 + length > end:
                 raise BitstreamError(f"truncated .sinco volume file in slice record {index}")
             try:
-                slice_header = decode_header(inner)
+                slice_header = parse_file(inner)
             except BitstreamError as exc:
                 raise BitstreamError(f"slice record {index}: {exc}") from None
             if (slice_header.height, slice_header.width) != (height, width):
@@ -206,182 +198,30 @@ def decode_volume_file(data: bytes) -> tuple[VolumeHeader, list[SliceRecord]]:
     return header, records
 
 
-def decode_volume(data: bytes) -> tuple[VolumeHeader, np.ndarray, list[SincoHeader | None]]:
+def decode_volume(data: bytes) -> tuple[VolumeHeader, np.ndarray, list[SincoFile | None]]:
     """Decode a ``.sinco`` volume file to restored intensities, slices stacked along the first axis.
 
     Args:
         data: the whole file.
 
     Returns:
-        ``(header, volume, slice_headers)``: ``volume`` float32 ``(S, H, W)`` in the source's
-        intensity units; ``slice_headers[i]`` is ``None`` for a constant slice.
+        ``(header, volume, slice_files)``: ``volume`` float32 ``(S, H, W)`` in the source's
+        intensity units; ``slice_files[i]`` is the parsed record, ``None`` for a constant slice.
 
     Raises:
         BitstreamError: if the file is not valid.
     """
-    from sinco.codec.inr_codec import decode
     from sinco.data.intensity import restore_intensity
 
     header, records = decode_volume_file(data)
     volume = np.empty((header.n_slices, header.height, header.width), dtype=np.float32)
-    slice_headers: list[SincoHeader | None] = []
+    slice_headers: list[SincoFile | None] = []
     for index, record in enumerate(records):
         if record.data is None:
             volume[index] = record.constant
             slice_headers.append(None)
         else:
-            slice_header, image = decode(record.data)
+            slice_header, image = decode_file(record.data)
             volume[index] = restore_intensity(image, vmin=slice_header.vmin, vmax=slice_header.vmax)
             slice_headers.append(slice_header)
     return header, volume, slice_headers
-
-
-@dataclass(frozen=True)
-class VolumeResult:
-    """What :func:`compress_volume` produced and measured.
-
-    Args:
-        data: the ``.sinco`` volume file's bytes.
-        header: its header.
-        slices: per stored slice, a JSON-ready record (index, kind, metrics of the decoded file).
-        metrics: whole-volume figures: rates from the real bytes, mean PSNR/SSIM of the INR slices,
-            fitting time and slices per minute.
-        seconds: wall-clock time of the whole compression.
-    """
-
-    data: bytes
-    header: VolumeHeader
-    slices: list[dict]
-    metrics: dict[str, float | int]
-    seconds: float = field(default=0.0)
-
-
-def compress_volume(
-    volume: np.ndarray,
-    *,
-    first_index: int,
-    axis: int,
-    affine: np.ndarray,
-    codec: CodecConfig,
-    fit: FitConfig,
-    device: torch.device,
-    batch_slices: int = 1,
-    seg_model: SegModel | None = None,
-    masks: np.ndarray | None = None,
-    progress: bool = False,
-) -> VolumeResult:
-    """Compress consecutive slices of a volume, fitting ``batch_slices`` of them at a time as one batch.
-
-    Every non-constant slice is scaled to ``[0, 1]`` on its own and fitted from the same seeded
-    initialisation as :func:`~sinco.codec.inr_codec.compress_image` uses, so its record matches
-    a single-slice compression up to floating-point summation order. With ``seg_model`` and
-    ``masks`` the SINCO regulariser applies (weight ``fit.lam``) on the slices whose mask is not
-    empty; the others are fitted on the MSE alone.
-
-    Args:
-        volume: slices ``(S, H, W)`` (already taken along ``axis`` and stacked first).
-        first_index: source index of ``volume[0]``.
-        axis: slicing axis in the source (stored for decoding back to its layout).
-        affine: source voxel-to-world matrix ``(4, 4)``.
-        codec: architecture and rate.
-        fit: fitting settings.
-        device: where to fit.
-        batch_slices: slices per batched fit (1 = one at a time).
-        seg_model: frozen segmentation network (needs ``masks``).
-        masks: ground-truth masks ``(S, H, W)``, nonzero = tumour.
-        progress: progress bars.
-
-    Returns:
-        A :class:`VolumeResult`; its metrics are computed on the decoded file.
-
-    Raises:
-        InputError: for a non-3-D or non-finite volume, mismatched masks, or a bad ``batch_slices``.
-    """
-    from sinco.codec.inr_codec import compress_images
-    from sinco.data.intensity import normalize_minmax
-    from sinco.metrics.image import SSIM_MIN_SIDE
-
-    if volume.ndim != 3:
-        raise InputError(f"volume: expected slices (S, H, W), got shape {volume.shape}")
-    if min(volume.shape[1:]) < SSIM_MIN_SIDE:
-        raise InputError(f"volume: slices of {volume.shape[1]}x{volume.shape[2]} are below {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE}, the SSIM window every result is measured with")
-    if not np.all(np.isfinite(volume)):
-        raise InputError("volume: contains NaN or Inf voxels")
-    if not isinstance(batch_slices, int) or batch_slices < 1:
-        raise InputError(f"--batch-slices {batch_slices}: must be a positive integer")
-    if (seg_model is None) != (masks is None):
-        raise InputError("--mask and --seg-model go together")
-    if masks is not None and masks.shape != volume.shape:
-        raise InputError(f"--mask: shape {masks.shape} differs from the slices' {volume.shape}")
-    start = time.perf_counter()
-    n_slices, height, width = volume.shape
-    records: list[SliceRecord | None] = [None] * n_slices
-    scaled: dict[int, tuple[np.ndarray, float, float]] = {}
-    for index in range(n_slices):
-        if np.all(volume[index] == volume[index].flat[0]):
-            records[index] = SliceRecord(constant=float(volume[index].flat[0]))
-        else:
-            scaled[index] = normalize_minmax(volume[index], name=f"slice {first_index + index}")
-    results: dict = {}
-    order = sorted(scaled)
-    for begin in range(0, len(order), batch_slices):
-        batch = order[begin : begin + batch_slices]
-        batch_results = compress_images(
-            [scaled[i][0] for i in batch], ranges=[scaled[i][1:] for i in batch], codec=codec, fit=fit, device=device,
-            seg_model=seg_model, masks=None if masks is None else [masks[i] for i in batch], allow_empty_masks=True,
-            progress=progress, desc=f"slices {first_index + batch[0]}..{first_index + batch[-1]}",
-        )  # fmt: skip
-        for index, result in zip(batch, batch_results, strict=True):
-            records[index] = SliceRecord(data=result.data)
-            results[index] = result
-    header = VolumeHeader(axis=axis, height=height, width=width, n_slices=n_slices, first_index=first_index,
-                          affine=np.asarray(affine, dtype=np.float64))  # fmt: skip
-    data = encode_volume(header, [r for r in records if r is not None])
-    # The stored records are the files whose decoding compress_images measured; check they parse back.
-    _, stored = decode_volume_file(data)
-    per_slice: list[dict] = []
-    for index, record in enumerate(stored):
-        row: dict = {"index": first_index + index}
-        if record.data is None:
-            row.update(kind="constant", value=record.constant, bytes=9)
-        else:
-            result = results[index]
-            if record.data != result.data:
-                raise RuntimeError(f"internal error: slice {first_index + index} does not read back as written")
-            m = result.metrics
-            row.update(kind="inr", bytes=5 + len(record.data), psnr=m["psnr"], ssim=m["ssim"], psnr_fp32=m["psnr_fp32"],
-                       best_step=result.fit.best_step, evaluations=result.fit.evaluations, divergences=result.fit.divergences, lam=result.fit.lam)  # fmt: skip
-            if "dice" in m:
-                row.update(dice=m["dice"], dice_reference=m["dice_reference"])
-        per_slice.append(row)
-    inr_rows = [r for r in per_slice if r["kind"] == "inr"]
-    compress_seconds = sum(r.seconds for r in results.values())
-    any_result = next(iter(results.values()), None)
-    metrics: dict[str, float | int] = {
-        "slices": n_slices,
-        "inr_slices": len(inr_rows),
-        "constant_slices": n_slices - len(inr_rows),
-        "file_bytes": len(data),
-        "bpp_file": 8 * len(data) / (n_slices * height * width),
-        "bpp_params_per_slice": any_result.metrics["bpp_params"] if any_result else math.nan,
-        "n_params_per_slice": any_result.metrics["n_params"] if any_result else 0,
-        "psnr_mean": float(np.mean([r["psnr"] for r in inr_rows])) if inr_rows else math.nan,
-        "ssim_mean": float(np.mean([r["ssim"] for r in inr_rows])) if inr_rows else math.nan,
-        "compress_seconds": compress_seconds,
-        "slices_per_minute": 60 * len(inr_rows) / compress_seconds if compress_seconds > 0 else math.nan,
-        "batch_slices": batch_slices,
-        "divergences": sum(r["divergences"] for r in inr_rows),
-    }
-    if seg_model is not None and inr_rows:
-        metrics["dice_mean"] = float(np.mean([r["dice"] for r in inr_rows]))
-        metrics["dice_reference_mean"] = float(np.mean([r["dice_reference"] for r in inr_rows]))
-    return VolumeResult(data=data, header=header, slices=per_slice, metrics=metrics, seconds=time.perf_counter() - start)
-
-
-def default_batch_slices(device: torch.device) -> int:
-    """Slices per batched fit when the user does not say: 1 on the CPU, 16 on CUDA.
-
-    On 2 CPU cores a batch is not faster per slice than one slice at a time
-    (``benchmarks/batch_speed.py``); a GPU is far from busy with one 4,300-parameter network.
-    """
-    return 16 if device.type == "cuda" else 1

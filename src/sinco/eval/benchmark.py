@@ -12,26 +12,44 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from sinco.errors import InputError
-from sinco.fit.config import FitConfig
 
-INR_METHODS: dict[str, tuple[str, bool]] = {
-    "coin": ("siren", False),
-    "vanilla-inr": ("pe-mlp", False),
-    "sinco-siren": ("siren", True),
-    "sinco-inr": ("pe-mlp", True),
-}
+if TYPE_CHECKING:
+    import torch
+
 CLASSICAL_METHODS = ("jpeg", "jpeg2000", "jpegxl", "avif", "webp")
-ALL_METHODS = (*INR_METHODS, *CLASSICAL_METHODS)
 DEFAULT_METHODS = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "jpeg", "jpeg2000")
-RESULTS_FORMAT = 1
+RESULTS_FORMAT = 2
+
+
+def codec_methods() -> dict[str, tuple[Any, Any]]:
+    """The neural codec methods, from the registry: name -> (family, :class:`~sinco.codec.families.BenchmarkMethod`)."""
+    from sinco.codec.families import benchmark_methods
+
+    return benchmark_methods()
+
+
+def all_methods() -> tuple[str, ...]:
+    """Every benchmark method: the codec families' (plain fits first, then the regularised ones, as
+    the paper's Table 1 orders them) and the classical codecs."""
+    methods = codec_methods()
+    plain = [m for m, (_, info) in methods.items() if not info.regularised]
+    return (*plain, *(m for m in methods if m not in plain), *CLASSICAL_METHODS)
+
+
+def method_label(method: str) -> str:
+    """The name tables and figures show for a method."""
+    from sinco.eval.report import CLASSICAL_LABELS
+
+    known = codec_methods()
+    return known[method][1].label if method in known else CLASSICAL_LABELS.get(method, method)
 
 
 @dataclass(frozen=True)
@@ -46,22 +64,19 @@ class BenchmarkConfig:
         label_glob: ``folders`` layout label pattern.
         channel: modality of 4-D volumes.
         cases: ``"val"`` (the segmentation model's validation cases), ``"all"``, or comma-separated ids.
-        methods: method names, see :data:`ALL_METHODS`.
+        methods: method names, see :func:`all_methods`.
         bpps: target rates.
         images: number of test slices.
         min_tumour: minimum tumour fraction of a test slice.
-        preset: INR fitting preset (``paper`` or ``fast``, see :data:`sinco.fit.config.PRESETS`).
-        steps: INR gradient evaluations (``None``: the preset's).
-        lr: INR (peak) learning rate (``None``: the preset's).
-        schedule: INR learning-rate schedule, ``constant`` or ``cosine`` (``None``: the preset's).
-        warmup: warm-up steps of the cosine schedule (``None``: the preset's).
-        optimizer: ``adam`` or ``adam+lbfgs`` (``None``: the preset's).
-        lam: SINCO regulariser weight for the ``sinco-*`` methods.
+        preset: fitting preset of the codec families (a family without it uses its default preset).
+        steps: gradient evaluations (``None``: the preset's).
+        lr: (peak) learning rate (``None``: the preset's).
+        lam: SINCO regulariser weight of the regularised methods.
         reg_every: apply the regulariser every K-th step.
-        seed: INR initialisation seed.
-        depth_siren: SIREN depth (None: the codec default).
-        depth_pe: PE-MLP depth (None: the codec default).
-        batch_slices: test slices of one INR method fitted together as one batch.
+        seed: initialisation seed.
+        fit_options: family fitting options (e.g. ``optimizer``); each family takes those it declares.
+        codec_options: family name -> codec options (e.g. ``{"siren": {"depth": 3}}``).
+        batch_slices: test slices of one codec method fitted together as one batch.
 
     Raises:
         InputError: if a value is out of range.
@@ -81,20 +96,18 @@ class BenchmarkConfig:
     preset: str = "paper"
     steps: int | None = None
     lr: float | None = None
-    schedule: str | None = None
-    warmup: int | None = None
-    optimizer: str | None = None
     lam: float = 1.0
     reg_every: int = 1
     seed: int = 0
-    depth_siren: int | None = None
-    depth_pe: int | None = None
+    fit_options: Mapping[str, Any] = field(default_factory=dict)
+    codec_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     batch_slices: int = 1
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in ALL_METHODS]
+        known = all_methods()
+        unknown = [m for m in self.methods if m not in known]
         if unknown or not self.methods:
-            raise InputError(f"--methods {','.join(self.methods)!r}: unknown {unknown}; expected names from {', '.join(ALL_METHODS)}")
+            raise InputError(f"--methods {','.join(self.methods)!r}: unknown {unknown}; expected names from {', '.join(known)}")
         if len(set(self.methods)) != len(self.methods):
             raise InputError(f"--methods {','.join(self.methods)!r}: a method is listed twice")
         if not self.bpps or any(not (math.isfinite(b) and b > 0) for b in self.bpps):
@@ -103,24 +116,37 @@ class BenchmarkConfig:
             raise InputError(f"--images {self.images}: must be at least 1")
         if self.steps is not None and self.steps < 1:
             raise InputError(f"--steps {self.steps}: must be at least 1")
-        for arch in ("siren", "pe-mlp"):
-            self.fit_config(arch, regularised=True)  # validates the preset and the overrides
         if self.batch_slices < 1:
             raise InputError(f"--batch-slices {self.batch_slices}: must be a positive integer")
+        families = [codec_methods()[m][0] for m in self.methods if m in codec_methods()]
+        if families and not any(self.preset in f.presets for f in families):
+            raise InputError(f"--preset {self.preset!r}: expected one of {', '.join(sorted({p for f in families for p in f.presets}))}")
+        for method in self.methods:
+            if method in codec_methods():
+                self.fit_config(method)  # validates the preset and the overrides
+                self.codec_config(method, bpp=self.bpps[0])
 
-    def fit_config(self, arch: str, *, regularised: bool) -> FitConfig:
-        """The fitting configuration of an INR method of this architecture."""
-        from sinco.fit.config import fit_config_from_preset
+    def fit_config(self, method: str) -> Any:
+        """The fitting configuration of a codec method (its family's preset, the overrides, lam 0 if unregularised)."""
+        family, info = codec_methods()[method]
+        preset = self.preset if self.preset in family.presets else family.default_preset
+        accepted = {o.dest for o in family.fit_options}
+        overrides = {k: v for k, v in self.fit_options.items() if k in accepted}
+        overrides.update(steps=self.steps, lr=self.lr, seed=self.seed, lam=self.lam if info.regularised else 0.0,
+                         reg_every=self.reg_every)  # fmt: skip
+        return family.fit_config(preset, overrides)
 
-        return fit_config_from_preset(
-            self.preset, arch=arch, steps=self.steps, lr=self.lr, schedule=self.schedule, warmup=self.warmup,
-            optimizer=self.optimizer, seed=self.seed, lam=self.lam if regularised else 0.0, reg_every=self.reg_every,
-        )  # fmt: skip
+    def codec_config(self, method: str, *, bpp: float) -> Any:
+        """The codec configuration of a codec method at one rate."""
+        from sinco.codec.config import CodecConfig
+
+        family = codec_methods()[method][0]
+        return CodecConfig(arch=family.name, bpp=bpp, options=dict(self.codec_options.get(family.name, {})))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy (tuples as lists), with the resolved fitting configuration of each architecture."""
-        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        data["fit"] = {arch: self.fit_config(arch, regularised=True).to_dict() for arch in ("siren", "pe-mlp")}
+        """JSON-ready copy (tuples as lists), with the resolved fitting configuration of each codec method."""
+        data = json.loads(json.dumps(asdict(self), default=list))
+        data["fit"] = {m: self.fit_config(m).to_dict() for m in self.methods if m in codec_methods()}
         return data
 
 
@@ -158,6 +184,8 @@ def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
 
 def save_results(outdir: Path, config: BenchmarkConfig, records: list[dict[str, Any]], *, slices: list[dict[str, Any]]) -> None:
     """Write ``results.json`` atomically."""
+    import torch
+
     from sinco import __version__
     from sinco.utils.atomic import atomic_write_bytes
 
@@ -193,6 +221,44 @@ def resolve_cases(config: BenchmarkConfig, seg_training: dict[str, Any]) -> list
     return [by_id[w] for w in wanted]
 
 
+@dataclass
+class _Run:
+    """A benchmark in progress: its configuration, output folder, prepared slices and records."""
+
+    config: BenchmarkConfig
+    out: Path
+    seg_model: Any
+    slices: list
+    slice_info: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+    done: set
+    prepared: dict[str, tuple[np.ndarray, float, float, np.ndarray, float]]
+    bar: Any = None
+
+    def todo(self, method: str, bpp: float) -> list:
+        return [ref for ref in self.slices if (ref.image_id, method, float(bpp)) not in self.done]
+
+    def record(self, ref: Any, method: str, bpp: float, *, metrics: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+        """The one record builder: identity, the metrics of the decoded file (see :func:`sinco.pipeline.measure`),
+        then the runner's own fields."""
+        return {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method, "target_bpp": float(bpp),
+                "bpp_file": metrics["bpp_file"], "psnr": metrics["psnr"], "ssim": metrics["ssim"], "dice": metrics["dice"],
+                "dice_reference": self.prepared[ref.image_id][4], **fields}  # fmt: skip
+
+    def store(self, record: dict[str, Any], data: bytes, extension: str) -> None:
+        from sinco.utils.atomic import atomic_write_bytes
+
+        name = _file_name(record["image_id"], record["method"], record["target_bpp"], extension)
+        atomic_write_bytes(self.out / "files" / name, data)
+        record["file"] = f"files/{name}"
+        record["psnr"] = record["psnr"] if math.isfinite(record["psnr"]) else 999.0  # lossless: capped, JSON has no inf
+        self.records.append(record)
+        self.done.add(_record_key(record))
+        save_results(self.out, self.config, self.records, slices=self.slice_info)
+        if self.bar is not None:
+            self.bar.update(1)
+
+
 def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], device: torch.device, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a benchmark and write ``results.json``, ``table.md`` and the figures.
 
@@ -200,7 +266,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
         config: what to run.
         outdir: output folder (created if needed); an earlier run of the same configuration there
             is resumed.
-        device: where INRs are fitted.
+        device: where codecs are fitted.
         progress: show progress bars.
 
     Returns:
@@ -209,36 +275,56 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     Raises:
         InputError: for bad inputs (see :func:`resolve_cases`, :func:`load_results`).
     """
-    from sinco.baselines.classical import encode_at_bpp, get_codec
-    from sinco.codec.inr_codec import CodecConfig, compress_images, decode
-    from sinco.data.datasets import load_case_volumes
-    from sinco.data.intensity import normalize_minmax
-    from sinco.data.io import select_slice
     from sinco.eval.report import make_figures, make_table
-    from sinco.eval.selection import select_test_slices
-    from sinco.metrics import dice, psnr, ssim
-    from sinco.seg.network import load_seg_model
     from sinco.utils.atomic import atomic_write_bytes
 
-    out = Path(outdir)
+    run = _start(config, outdir=Path(outdir), progress=progress)
+    for bpp in config.bpps:
+        for method in config.methods:
+            runner = _run_codec_method if method in codec_methods() else _run_classical_method
+            runner(run, method, bpp, device=device, progress=progress)
+    if run.bar is not None:
+        run.bar.close()
+    save_results(run.out, config, run.records, slices=run.slice_info)
+    table = make_table(run.records, config)
+    atomic_write_bytes(run.out / "table.md", table.encode())
+    figures = make_figures(run.out, run.records, config=config, seg_model=run.seg_model)
+    return {"records": run.records, "table": table, "figures": [str(f) for f in figures], "outdir": str(run.out)}
+
+
+def _start(config: BenchmarkConfig, *, outdir: Path, progress: bool) -> _Run:
+    """Load the model, the earlier records and the test slices still to run."""
+    from sinco.eval.selection import select_test_slices
+    from sinco.seg.network import load_seg_model
+
     seg_model = load_seg_model(config.seg_model)
     cases = resolve_cases(config, seg_model.training)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "files").mkdir(exist_ok=True)
-    records = load_results(out, config)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "files").mkdir(exist_ok=True)
+    records = load_results(outdir, config)
     done = {_record_key(r) for r in records}
     slices = select_test_slices(cases, n_images=config.images, min_tumour=config.min_tumour)
     slice_info = [{"image_id": s.image_id, "case": s.case.case_id, "slice": s.index, "tumour_fraction": s.tumour_fraction}
                   for s in slices]  # fmt: skip
-    jobs = [(s, b, m) for s in slices for b in config.bpps for m in config.methods]
-    bar = None
+    run = _Run(config=config, out=outdir, seg_model=seg_model, slices=slices, slice_info=slice_info, records=records, done=done,
+               prepared=_prepare(slices, config=config, done=done, seg_model=seg_model))  # fmt: skip
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(jobs), initial=sum(1 for s, b, m in jobs if (s.image_id, m, float(b)) in done),
-                   desc="benchmark", unit="record", file=sys.stderr, dynamic_ncols=True)  # fmt: skip
-    # The test slices, loaded once (one case volume in memory at a time).
-    prepared: dict[str, tuple[np.ndarray, float, float, np.ndarray, float]] = {}
+        jobs = [(s.image_id, m, float(b)) for s in slices for b in config.bpps for m in config.methods]
+        run.bar = tqdm(total=len(jobs), initial=sum(1 for j in jobs if j in done), desc="benchmark", unit="record", file=sys.stderr,
+                       dynamic_ncols=True)  # fmt: skip
+    return run
+
+
+def _prepare(slices: list, *, config: BenchmarkConfig, done: set, seg_model: Any) -> dict[str, tuple]:
+    """The test slices still needed, scaled, with masks and the uncompressed slice's Dice (one case volume in memory at a time)."""
+    from sinco.data.datasets import load_case_volumes
+    from sinco.data.intensity import normalize_minmax
+    from sinco.data.io import select_slice
+    from sinco.metrics import dice
+
+    prepared: dict[str, tuple] = {}
     loaded: tuple[str, tuple[np.ndarray, np.ndarray]] | None = None
     for ref in slices:
         if all((ref.image_id, m, float(b)) in done for b in config.bpps for m in config.methods):
@@ -249,74 +335,57 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
         image, vmin, vmax = normalize_minmax(select_slice(image_vol, slice_index=ref.index), name=ref.image_id)
         mask = (select_slice(label_vol, slice_index=ref.index) > 0).astype(np.uint8)
         prepared[ref.image_id] = (image, vmin, vmax, mask, dice(pred=seg_model.to("cpu").predict(image), target=mask))
+    return prepared
 
-    def base_record(ref: Any, method: str, bpp: float) -> dict[str, Any]:
-        return {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method,
-                "target_bpp": float(bpp), "dice_reference": prepared[ref.image_id][4]}  # fmt: skip
 
-    def store(record: dict[str, Any], data: bytes, extension: str) -> None:
-        name = _file_name(record["image_id"], record["method"], record["target_bpp"], extension)
-        atomic_write_bytes(out / "files" / name, data)
-        record["file"] = f"files/{name}"
-        record["psnr"] = record["psnr"] if math.isfinite(record["psnr"]) else 999.0  # lossless: capped, JSON has no inf
-        records.append(record)
-        done.add(_record_key(record))
-        save_results(out, config, records, slices=slice_info)
-        if bar is not None:
-            bar.update(1)
+def _run_codec_method(run: _Run, method: str, bpp: float, *, device: torch.device, progress: bool) -> None:
+    """A codec family's method: fit the slices still to do, ``batch_slices`` at a time, and store each file."""
+    from sinco.codec.files import decode_file
+    from sinco.pipeline import compress_images
 
-    for bpp in config.bpps:
-        for method in config.methods:
-            todo = [ref for ref in slices if (ref.image_id, method, float(bpp)) not in done]
-            if method in INR_METHODS:
-                arch, regularised = INR_METHODS[method]
-                depth = config.depth_siren if arch == "siren" else config.depth_pe
-                fit = config.fit_config(arch, regularised=regularised)
-                for begin in range(0, len(todo), config.batch_slices):
-                    batch = todo[begin : begin + config.batch_slices]
-                    if bar is not None:
-                        bar.set_postfix_str(f"{method} {bpp:g} bpp, {len(batch)} slice(s)")
-                    results = compress_images(
-                        [prepared[r.image_id][0] for r in batch], ranges=[prepared[r.image_id][1:3] for r in batch],
-                        codec=CodecConfig(arch=arch, bpp=bpp, depth=depth), fit=fit, device=device, seg_model=seg_model,
-                        masks=[prepared[r.image_id][3] for r in batch], progress=progress,
-                    )  # fmt: skip
-                    for ref, result in zip(batch, results, strict=True):
-                        start = time.perf_counter()
-                        decode(result.data)
-                        decode_seconds = time.perf_counter() - start
-                        spec, m = result.header.spec, result.metrics
-                        record = {**base_record(ref, method, bpp), "bpp_params": m["bpp_params"], "bpp_file": m["bpp_file"],
-                                  "psnr": m["psnr"], "ssim": m["ssim"], "dice": m["dice"], "steps": fit.steps,
-                                  "encode_seconds": result.seconds, "decode_seconds": decode_seconds, "arch": spec.to_dict(),
-                                  "n_params": spec.n_params(), "lam": result.fit.lam, "reg_every": result.fit.reg_every,
-                                  "best_step": result.fit.best_step, "divergences": result.fit.divergences,
-                                  "batch_slices": result.fit.batch,
-                                  "evaluations": result.fit.evaluations}  # fmt: skip
-                        store(record, result.data, ".sinco")
-            else:
-                codec = get_codec(method)
-                for ref in todo:
-                    if bar is not None:
-                        bar.set_postfix_str(f"{ref.image_id} {method} {bpp:g} bpp")
-                    image, mask = prepared[ref.image_id][0], prepared[ref.image_id][3]
-                    start = time.perf_counter()
-                    match = encode_at_bpp(codec, image, target_bpp=bpp)
-                    encode_seconds = time.perf_counter() - start
-                    start = time.perf_counter()
-                    decoded = codec.decode(match.data)
-                    decode_seconds = time.perf_counter() - start
-                    record = {**base_record(ref, method, bpp), "bpp_params": None, "bpp_file": match.bpp,
-                              "psnr": psnr(pred=decoded, target=image), "ssim": ssim(pred=decoded, target=image),
-                              "dice": dice(pred=seg_model.predict(decoded), target=mask), "steps": None,
-                              "encode_seconds": encode_seconds, "decode_seconds": decode_seconds, "quality": match.quality,
-                              "within_budget": match.within_budget, "bit_depth": codec.bit_depth, "library": codec.library,
-                              "search_trials": match.trials}  # fmt: skip
-                    store(record, match.data, codec.extension)
-    if bar is not None:
-        bar.close()
-    save_results(out, config, records, slices=slice_info)
-    table = make_table(records, config)
-    atomic_write_bytes(out / "table.md", table.encode())
-    figures = make_figures(out, records, config=config, seg_model=seg_model)
-    return {"records": records, "table": table, "figures": [str(f) for f in figures], "outdir": str(out)}
+    config = run.config
+    fit, codec = config.fit_config(method), config.codec_config(method, bpp=bpp)
+    todo = run.todo(method, bpp)
+    for begin in range(0, len(todo), config.batch_slices):
+        batch = todo[begin : begin + config.batch_slices]
+        if run.bar is not None:
+            run.bar.set_postfix_str(f"{method} {bpp:g} bpp, {len(batch)} slice(s)")
+        results = compress_images(
+            [run.prepared[r.image_id][0] for r in batch], ranges=[run.prepared[r.image_id][1:3] for r in batch], codec=codec,
+            fit=fit, device=device, seg_model=run.seg_model, masks=[run.prepared[r.image_id][3] for r in batch], progress=progress,
+        )  # fmt: skip
+        for ref, result in zip(batch, results, strict=True):
+            start = time.perf_counter()
+            decode_file(result.data)
+            decode_seconds = time.perf_counter() - start
+            report, m = result.fit, result.metrics
+            record = run.record(ref, method, bpp, metrics=m, bpp_params=m.get("bpp_params"), steps=fit.steps,
+                                encode_seconds=result.seconds, decode_seconds=decode_seconds,
+                                arch=codec.family.describe(result.file.spec), n_params=m.get("n_params"), lam=report.lam, reg_every=report.reg_every,
+                                best_step=report.best_step, divergences=report.divergences, batch_slices=report.batch,
+                                evaluations=report.evaluations)  # fmt: skip
+            run.store(record, result.data, ".sinco")
+
+
+def _run_classical_method(run: _Run, method: str, bpp: float, *, device: torch.device, progress: bool) -> None:
+    """A classical codec: the highest quality within the rate, found by bisection on the real file size."""
+    from sinco.baselines.classical import encode_at_bpp, get_codec
+    from sinco.pipeline import measure
+
+    codec = get_codec(method)
+    for ref in run.todo(method, bpp):
+        if run.bar is not None:
+            run.bar.set_postfix_str(f"{ref.image_id} {method} {bpp:g} bpp")
+        image, _, _, mask, _ = run.prepared[ref.image_id]
+        start = time.perf_counter()
+        match = encode_at_bpp(codec, image, target_bpp=bpp)
+        encode_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        decoded = codec.decode(match.data)
+        decode_seconds = time.perf_counter() - start
+        metrics = measure(decoded, target=image, file_bytes=len(match.data), seg_model=run.seg_model, mask=mask)
+        record = run.record(ref, method, bpp, metrics=metrics, bpp_params=None, steps=None,
+                            encode_seconds=encode_seconds, decode_seconds=decode_seconds, quality=match.quality,
+                            within_budget=match.within_budget, bit_depth=codec.bit_depth, library=codec.library,
+                            search_trials=match.trials)  # fmt: skip
+        run.store(record, match.data, codec.extension)

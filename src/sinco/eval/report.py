@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from sinco.eval.benchmark import method_label
+
 # The paper's Table 1: means over 10 Decathlon Task01 test slices at 1.2 bpp, 50,000 steps.
 PAPER_TABLE_1 = {
     "coin": (34.49, 0.907, 0.892),
@@ -16,10 +18,7 @@ PAPER_TABLE_1 = {
     "sinco-siren": (34.93, 0.915, 0.894),
     "sinco-inr": (35.69, 0.952, 0.895),
 }
-LABELS = {
-    "coin": "COIN (SIREN)", "vanilla-inr": "Vanilla INR (PE-MLP)", "sinco-siren": "SINCO (SIREN)", "sinco-inr": "SINCO (INR)",
-    "jpeg": "JPEG", "jpeg2000": "JPEG 2000", "jpegxl": "JPEG XL", "avif": "AVIF", "webp": "WebP",
-}  # fmt: skip
+CLASSICAL_LABELS = {"jpeg": "JPEG", "jpeg2000": "JPEG 2000", "jpegxl": "JPEG XL", "avif": "AVIF", "webp": "WebP"}
 
 
 def _stat(values: list[float], digits: int) -> str:
@@ -29,10 +28,15 @@ def _stat(values: list[float], digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _describe_fit(fit: Any) -> str:
-    if fit.optimizer == "adam":
-        return f"{fit.steps} Adam steps (lr {fit.lr:g}, {fit.schedule} schedule)"
-    return f"{fit.adam_steps} Adam steps (lr {fit.lr:g}, {fit.schedule}) then L-BFGS, {fit.steps} gradient evaluations in all"
+def _describe_fits(config: Any) -> str:
+    from sinco.eval.benchmark import codec_methods
+
+    described: dict[str, str] = {}
+    for method in config.methods:
+        if method in codec_methods():
+            family = codec_methods()[method][0]
+            described.setdefault(family.name, f"{family.describe_fit(config.fit_config(method))} for {family.name}")
+    return "; ".join(described.values()) or "no codec family"
 
 
 def make_table(records: list[dict[str, Any]], config: Any) -> str:
@@ -49,9 +53,8 @@ def make_table(records: list[dict[str, Any]], config: Any) -> str:
     lines = [
         "# Benchmark",
         "",
-        f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; INR fitting (preset `{config.preset}`): "
-        f"{_describe_fit(config.fit_config('siren', regularised=True))} for SIREN, "
-        f"{_describe_fit(config.fit_config('pe-mlp', regularised=True))} for PE-MLP; SINCO lambda {config.lam:g} "
+        f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; fitting (preset `{config.preset}`): "
+        f"{_describe_fits(config)}; SINCO lambda {config.lam:g} "
         f"(regulariser every {config.reg_every} step(s)), seed {config.seed}; segmentation model `{config.seg_model}`.",
         "",
         "Metrics are measured on the decoded files (INR: fp16 weights); `bpp (file)` is 8 x file bytes / pixels, header "
@@ -74,7 +77,7 @@ def make_table(records: list[dict[str, Any]], config: Any) -> str:
             rs = rows[method]
             paper = PAPER_TABLE_1.get(method) if math.isclose(bpp, 1.2) else None
             over = sum(1 for r in rs if r.get("within_budget") is False)
-            label = LABELS.get(method, method) + (f" ({over} over budget)" if over else "")
+            label = method_label(method) + (f" ({over} over budget)" if over else "")
             params = [r["bpp_params"] for r in rs if r["bpp_params"] is not None]
             cells = [
                 label, str(len(rs)), _stat([r["bpp_file"] for r in rs], 3), _stat(params, 3) if params else "-",
@@ -106,10 +109,10 @@ def _load_reference(config: Any, record: dict[str, Any]) -> tuple[np.ndarray, np
 
 def _decode_record(outdir: Path, record: dict[str, Any]) -> np.ndarray:
     from sinco.baselines.classical import get_codec
-    from sinco.codec.inr_codec import decode
+    from sinco.codec.files import decode_file
 
     data = (outdir / record["file"]).read_bytes()
-    return decode(data)[1] if record["file"].endswith(".sinco") else get_codec(record["method"]).decode(data)
+    return decode_file(data)[1] if record["file"].endswith(".sinco") else get_codec(record["method"]).decode(data)
 
 
 def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, seg_model: Any, max_images: int = 2) -> list[Path]:
@@ -146,7 +149,7 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
         for j, col in enumerate(columns):
             shown = image if col == "ground truth" else recons[col]
             axes[0, j].imshow(shown, cmap="gray", vmin=0, vmax=1)
-            title = "ground truth" if col == "ground truth" else LABELS.get(col, col)
+            title = "ground truth" if col == "ground truth" else method_label(col)
             axes[0, j].set_title(title, fontsize=9)
             if col == "ground truth":
                 text = f"Dice {rs[methods[0]]['dice_reference']:.3f}"
@@ -171,7 +174,7 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
         fig, axes = plt.subplots(1, len(methods), figsize=(2.4 * len(methods) + 0.6, 2.8), squeeze=False)
         for j, m in enumerate(methods):
             im = axes[0, j].imshow(errors[m], cmap="magma", vmin=0, vmax=top)
-            axes[0, j].set_title(f"{LABELS.get(m, m)}\nmean |err| {errors[m].mean():.4f}", fontsize=8)
+            axes[0, j].set_title(f"{method_label(m)}\nmean |err| {errors[m].mean():.4f}", fontsize=8)
             axes[0, j].set_axis_off()
         fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8)
         fig.suptitle(f"{image_id}: absolute error at {bpp:g} bpp (intensities scaled to [0, 1])", fontsize=9)
@@ -188,8 +191,8 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
                     points.append((np.mean([r["bpp_file"] for r in rs]), np.mean([r["psnr"] for r in rs]), np.mean([r["dice"] for r in rs])))
             if points:
                 x, p, d = zip(*sorted(points), strict=True)
-                axes[0].plot(x, p, marker="o", label=LABELS.get(method, method))
-                axes[1].plot(x, d, marker="o", label=LABELS.get(method, method))
+                axes[0].plot(x, p, marker="o", label=method_label(method))
+                axes[1].plot(x, d, marker="o", label=method_label(method))
         axes[0].set(xlabel="bpp (file)", ylabel="PSNR (dB)", title="rate-distortion")
         axes[1].set(xlabel="bpp (file)", ylabel="Dice", title="rate-segmentation")
         axes[0].legend(fontsize=7)

@@ -126,42 +126,7 @@ class FitConfig:
         return asdict(self)
 
 
-# Named settings for the fitting schedule, per architecture; explicit options override them.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The paper: 50,000 steps of Adam at a constant 1e-3, both architectures.
-    "paper": {
-        arch: {"steps": PAPER_STEPS, "lr": 1e-3, "schedule": "constant", "warmup": 0, "optimizer": "adam"}
-        for arch in ("siren", "pe-mlp")
-    },
-    # 4,000 gradient evaluations: Adam at 1e-3, then L-BFGS. The switch points were chosen on one
-    # BraTS slice (pat0003 slice 96) and checked on a slice of another case (pat0006 slice 99,
-    # benchmarks/time_to_quality.py, README "Time to quality"): there PE-MLP reached 44.2 dB
-    # (20,000 paper steps: 44.1 dB). SIREN's L-BFGS solutions lost 0.3-0.75 dB to fp16 rounding;
-    # its last 200 evaluations tune the weights to their rounding (quantise_tail).
-    "fast": {
-        "siren": {"steps": 4_000, "lr": 1e-3, "schedule": "constant", "warmup": 0, "optimizer": "adam+lbfgs", "lbfgs_after": 2_000,
-                  "quantise_tail": 200, "quantise_lr": 3e-6},
-        "pe-mlp": {"steps": 4_000, "lr": 1e-3, "schedule": "constant", "warmup": 0, "optimizer": "adam+lbfgs", "lbfgs_after": 1_000},
-    },
-}
-
-
-def fit_config_from_preset(preset: str, *, arch: str, **overrides: Any) -> FitConfig:
-    """A :class:`FitConfig` from a named preset for one architecture, with the non-``None`` ``overrides`` applied.
-
-    Args:
-        preset: ``"paper"`` or ``"fast"`` (see :data:`PRESETS`).
-        arch: ``"siren"`` or ``"pe-mlp"``.
-        **overrides: any :class:`FitConfig` field; ``None`` keeps the preset's value.
-
-    Returns:
-        The configuration.
-
-    Raises:
-        InputError: if the preset or architecture is unknown, or a value is out of range.
-    """
-    if preset not in PRESETS:
-        raise InputError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
-    if arch not in PRESETS[preset]:
-        raise InputError(f"--arch {arch!r}: expected one of {', '.join(PRESETS[preset])}")
-    return FitConfig(**{**PRESETS[preset][arch], **{k: v for k, v in overrides.items() if v is not None}})
+# Fitting options every codec family takes (the CLI's --steps, --lr, --seed, --lam, --reg-every).
+COMMON_FIT_OPTIONS = ("steps", "lr", "seed", "lam", "reg_every")
+# The paper's protocol: 50,000 steps of Adam at a constant 1e-3 (the INR families' "paper" preset).
+PAPER_PRESET: dict[str, Any] = {"steps": PAPER_STEPS, "lr": 1e-3, "schedule": "constant", "warmup": 0, "optimizer": "adam"}

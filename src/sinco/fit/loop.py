@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sinco.codec.quantize import flatten_parameters
 from sinco.errors import InputError
 from sinco.fit.config import FitConfig
 from sinco.inr.encodings import make_coordinates
+from sinco.inr.params import flatten_parameters
 
 Regularizer = Callable[[torch.Tensor], torch.Tensor]
 # A step whose objective exceeds the best one by this factor (20 dB) has diverged, not wobbled:
@@ -76,13 +76,14 @@ class FitResult:
         return _psnr(self.best_mse)
 
 
-def use_compile(model: nn.Module, config: FitConfig) -> bool:
-    """Whether a fit of this network compiles its steps (see :attr:`FitConfig.compile`)."""
+def use_compile(config: FitConfig, *, compile_when_auto: bool) -> bool:
+    """Whether a fit compiles its steps: ``config.compile`` ``"on"``/``"off"``, or for ``"auto"`` the
+    family's choice (``compile_when_auto``) for fits of at least :data:`~sinco.fit.config.COMPILE_MIN_STEPS` steps."""
     from sinco.fit.config import COMPILE_MIN_STEPS
 
     if config.compile != "auto":
         return config.compile == "on"
-    return getattr(getattr(model, "spec", None), "arch", None) == "siren" and config.steps >= COMPILE_MIN_STEPS
+    return compile_when_auto and config.steps >= COMPILE_MIN_STEPS
 
 
 def _compile(fn: Callable) -> Callable:
@@ -123,6 +124,7 @@ class StackedFit:
         device: where to fit.
         regularizer: maps reconstructions ``(S, 1, H, W)`` to per-slice values ``(S,)``.
         lam: regulariser weight per slice ``(S,)`` (``None``: ``config.lam`` for every slice).
+        compile_when_auto: compile the steps when ``config.compile`` is ``"auto"`` (the family's choice).
 
     Raises:
         InputError: if the shapes disagree, the targets are not finite, or the networks differ.
@@ -137,6 +139,7 @@ class StackedFit:
         device: torch.device,
         regularizer: Regularizer | None = None,
         lam: torch.Tensor | None = None,
+        compile_when_auto: bool = False,
     ) -> None:
         if targets.ndim != 3 or targets.shape[0] != len(models) or len(models) == 0:
             raise InputError(f"targets: expected shape (S, H, W) with S = {len(models)} networks, got {tuple(targets.shape)}")
@@ -167,7 +170,7 @@ class StackedFit:
         self.targets = targets.reshape(n, -1, 1).to(device=device, dtype=torch.float32)
         # A parameter-free copy of the network's structure; functional_call supplies the weights.
         self._shell = _Features(copy.deepcopy(models[0]).to("meta"))
-        self.compiled = use_compile(models[0], config)
+        self.compiled = use_compile(config, compile_when_auto=compile_when_auto)
         self._forward = _compile(self._forward_eager) if self.compiled else self._forward_eager
         self.moments = torch.zeros_like(self.flat)
         self.squares = torch.zeros_like(self.flat)
@@ -312,6 +315,7 @@ def fit_inr_batch(
     device: torch.device,
     regularizer: Regularizer | None = None,
     lam: torch.Tensor | None = None,
+    compile_when_auto: bool = False,
     progress: bool = True,
     desc: str = "fit",
 ) -> list[FitResult]:
@@ -320,6 +324,8 @@ def fit_inr_batch(
     The objective of slice ``i`` is ``mse(x_hat_i, x_i)``, plus ``lam_i * regularizer(x_hat)_i``
     on every ``config.reg_every``-th step; the slices' objectives are summed, so each network
     gets the gradient of its own objective only. See :class:`StackedFit` for the bookkeeping.
+    The phases run in order: Adam (:func:`_adam_phase`), L-BFGS (:func:`_lbfgs_phase`, with
+    ``config.optimizer == "adam+lbfgs"``), the quantisation tail (:func:`_quantise_tail`).
 
     Args:
         models: ``S`` networks of one architecture, updated in place (and moved to ``device``).
@@ -329,6 +335,7 @@ def fit_inr_batch(
         regularizer: maps ``(S, 1, H, W)`` reconstructions to ``(S,)`` values, e.g.
             :class:`~sinco.fit.losses.StructuralRegularizer`.
         lam: per-slice regulariser weights ``(S,)`` (``None``: ``config.lam`` for all).
+        compile_when_auto: compile the steps when ``config.compile`` is ``"auto"`` (the family's choice).
         progress: show a progress bar (stderr) with the step and mean PSNR.
         desc: label of the progress bar.
 
@@ -341,62 +348,104 @@ def fit_inr_batch(
     if config.optimizer == "adam+lbfgs" and len(models) > 1 and regularizer is not None and not hasattr(regularizer, "subset"):
         raise InputError("regularizer: L-BFGS on a batch runs one slice at a time and needs a regulariser with subset(index)")
     start = time.perf_counter()
-    fit = StackedFit(models, targets=targets, config=config, device=device, regularizer=regularizer, lam=lam)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, leave=False)
-    for step in range(config.adam_steps):
-        if step == 0 and fit.compiled:
-            try:
-                # The first step compiles forward and backward (for this shape only).
-                fit.step(0)
-            except Exception as exc:  # noqa: BLE001 - no compiler, unsupported platform: fall back, say so
-                print(f"sinco: warning: torch.compile unavailable ({type(exc).__name__}); fitting in eager mode", file=sys.stderr)
-                fit = StackedFit(models, targets=targets, config=config, device=device, regularizer=regularizer, lam=lam)
-                fit._forward, fit.compiled = fit._forward_eager, False
-                fit.step(0)
-        else:
-            fit.step(step)
-        if bar is not None and (step + 1) % config.log_every == 0:
-            bar.update(config.log_every)
-            mean_mse = fit.last_mse.mean().item()
-            bar.set_postfix(psnr=f"{_psnr(mean_mse):.2f}", refresh=False)
-    fit.finish(steps_done=config.adam_steps)
+    def new_fit(*, eager: bool) -> StackedFit:
+        fit = StackedFit(models, targets=targets, config=config, device=device, regularizer=regularizer, lam=lam,
+                         compile_when_auto=compile_when_auto)  # fmt: skip
+        if eager:
+            fit._forward, fit.compiled = fit._forward_eager, False
+        return fit
+
+    fit = new_fit(eager=False)
+    bar = _progress_bar(config, desc=desc) if progress else None
+    fit = _adam_phase(fit, restart_eager=lambda: new_fit(eager=True), bar=bar)
     evaluations = [config.adam_steps] * fit.n_slices
     if config.adam_steps < config.main_steps:
-        budget = config.main_steps - config.adam_steps
-        if fit.n_slices == 1:
-            evaluations[0] += _lbfgs(fit, budget=budget, bar=bar)
-        else:
-            # Independent problems need independent line searches: one slice at a time, each
-            # starting from its slice's best state so far.
-            fit.load_into(models)
-            for index, model in enumerate(models):
-                sub = StackedFit([model], targets=targets[index : index + 1], config=config, device=device,
-                                 regularizer=None if regularizer is None else regularizer.subset(index),
-                                 lam=fit.lam[index : index + 1])  # fmt: skip
-                for name in ("best_objective", "best_mse", "best_step", "divergences", "lr_scale"):
-                    getattr(sub, name).copy_(getattr(fit, name)[index : index + 1])
-                evaluations[index] += _lbfgs(sub, budget=budget, bar=bar if index == 0 else None)
-                sub.load_into([model])
-                for name in ("best_objective", "best_mse", "best_step", "divergences"):
-                    getattr(fit, name)[index] = getattr(sub, name)[0]
-            fit.load_from(models)
+        used = _lbfgs_phase(fit, models, targets=targets, regularizer=regularizer, bar=bar)
+        evaluations = [e + u for e, u in zip(evaluations, used, strict=True)]
     if config.quantise_tail:
-        fit.start_rounded_phase(lr=config.quantise_lr)
-        for step in range(config.main_steps, config.steps):
-            fit.step(step)
-        fit.finish(steps_done=config.steps)
+        _quantise_tail(fit)
         evaluations = [e + config.quantise_tail for e in evaluations]
     fit.load_into(models)
     if bar is not None:
         bar.update(config.steps - bar.n)
         bar.close()
-    seconds = time.perf_counter() - start
+    return _results(fit, evaluations=evaluations, seconds=time.perf_counter() - start)
+
+
+def _progress_bar(config: FitConfig, *, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.steps, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, leave=False)
+
+
+def _adam_phase(fit: StackedFit, *, restart_eager: Callable[[], StackedFit], bar: Any) -> StackedFit:
+    """Run the Adam steps; score the final state. Returns the fit (a new, eager one if compiling failed)."""
+    config = fit.config
+    for step in range(config.adam_steps):
+        if step == 0 and fit.compiled:
+            fit = _first_step_or_eager(fit, restart_eager)
+        else:
+            fit.step(step)
+        if bar is not None and (step + 1) % config.log_every == 0:
+            bar.update(config.log_every)
+            bar.set_postfix(psnr=f"{_psnr(fit.last_mse.mean().item()):.2f}", refresh=False)
+    fit.finish(steps_done=config.adam_steps)
+    return fit
+
+
+def _first_step_or_eager(fit: StackedFit, restart_eager: Callable[[], StackedFit]) -> StackedFit:
+    """The first compiled step compiles forward and backward (for this shape only); without a
+    working compiler (unsupported platform, no C compiler) the fit restarts in eager mode, saying so."""
+    try:
+        fit.step(0)
+        return fit
+    except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, say so
+        print(f"sinco: warning: torch.compile unavailable ({type(exc).__name__}); fitting in eager mode", file=sys.stderr)
+        eager = restart_eager()
+        eager.step(0)
+        return eager
+
+
+def _lbfgs_phase(fit: StackedFit, models: Sequence[nn.Module], *, targets: torch.Tensor, regularizer: Regularizer | None,
+                 bar: Any) -> list[int]:  # fmt: skip
+    """Continue every slice with L-BFGS up to the main step budget; returns the evaluations per slice.
+
+    Independent problems need independent line searches: in a batch, one slice at a time, each
+    starting from its slice's best state so far.
+    """
+    config = fit.config
+    budget = config.main_steps - config.adam_steps
+    if fit.n_slices == 1:
+        return [_lbfgs(fit, budget=budget, bar=bar)]
+    used = []
+    fit.load_into(models)
+    for index, model in enumerate(models):
+        sub = StackedFit([model], targets=targets[index : index + 1], config=config, device=fit.device,
+                         regularizer=None if regularizer is None else regularizer.subset(index),
+                         lam=fit.lam[index : index + 1])  # fmt: skip
+        for name in ("best_objective", "best_mse", "best_step", "divergences", "lr_scale"):
+            getattr(sub, name).copy_(getattr(fit, name)[index : index + 1])
+        used.append(_lbfgs(sub, budget=budget, bar=bar if index == 0 else None))
+        sub.load_into([model])
+        for name in ("best_objective", "best_mse", "best_step", "divergences"):
+            getattr(fit, name)[index] = getattr(sub, name)[0]
+    fit.load_from(models)
+    return used
+
+
+def _quantise_tail(fit: StackedFit) -> None:
+    """The last ``config.quantise_tail`` steps: Adam on the fp16-rounded weights (see :meth:`StackedFit.start_rounded_phase`)."""
+    config = fit.config
+    fit.start_rounded_phase(lr=config.quantise_lr)
+    for step in range(config.main_steps, config.steps):
+        fit.step(step)
+    fit.finish(steps_done=config.steps)
+
+
+def _results(fit: StackedFit, *, evaluations: list[int], seconds: float) -> list[FitResult]:
+    config = fit.config
     lr_last = config.lr_at(max(config.steps - 1, 0))
-    lam_used = fit.lam.tolist()
     return [
         FitResult(
             best_objective=obj, best_mse=mse, best_step=int(best), steps=config.steps, lam=lam_i if fit.regularised else 0.0,
@@ -405,7 +454,7 @@ def fit_inr_batch(
         )
         for obj, mse, best, scale, div, lam_i, used in zip(
             fit.best_objective.tolist(), fit.best_mse.tolist(), fit.best_step.tolist(), fit.lr_scale.tolist(),
-            fit.divergences.tolist(), lam_used, evaluations, strict=True,
+            fit.divergences.tolist(), fit.lam.tolist(), evaluations, strict=True,
         )
     ]  # fmt: skip
 
@@ -471,6 +520,7 @@ def fit_inr(
     config: FitConfig,
     device: torch.device,
     regularizer: Regularizer | None = None,
+    compile_when_auto: bool = False,
     progress: bool = True,
     desc: str = "fit",
 ) -> FitResult:
@@ -490,6 +540,7 @@ def fit_inr(
         device: where to fit.
         regularizer: maps the reconstruction ``(1, 1, H, W)`` to a value ``(1,)``, e.g.
             :class:`~sinco.fit.losses.StructuralRegularizer`.
+        compile_when_auto: compile the steps when ``config.compile`` is ``"auto"``.
         progress: show a progress bar (stderr) with the step and PSNR.
         desc: label of the progress bar.
 
@@ -502,5 +553,6 @@ def fit_inr(
     if target.ndim != 2:
         raise InputError(f"target: expected shape (H, W), got {tuple(target.shape)}")
     return fit_inr_batch(
-        [model], targets=target[None], config=config, device=device, regularizer=regularizer, progress=progress, desc=desc,
+        [model], targets=target[None], config=config, device=device, regularizer=regularizer, compile_when_auto=compile_when_auto,
+        progress=progress, desc=desc,
     )[0]  # fmt: skip

@@ -5,24 +5,7 @@ from __future__ import annotations
 import math
 
 from sinco.errors import InputError
-from sinco.inr.models import ARCHITECTURES, INRSpec
-
-# Chosen on two BraTS FLAIR slices at 1.2 bpp and 1,500 steps: deeper, narrower SIRENs fitted
-# better (depth 3: 41.1 dB .. depth 8: 46.5 dB); PE-MLP results were noisy, depth 6 the best on average.
-DEFAULT_DEPTH = {"siren": 8, "pe-mlp": 6}
-
-
-def default_skips(arch: str, depth: int) -> tuple[int, ...]:
-    """Default skip layers: PE-MLP feeds the encoding again into its middle hidden layer.
-
-    Args:
-        arch: architecture name.
-        depth: number of hidden layers.
-
-    Returns:
-        The skip-layer indices (empty for SIREN or a PE-MLP of depth 1).
-    """
-    return (depth // 2,) if arch == "pe-mlp" and depth >= 2 else ()
+from sinco.inr.spec import ARCHITECTURES, INRSpec
 
 
 def param_bpp(n_params: int, *, bits_per_param: int, n_pixels: int) -> float:
@@ -45,12 +28,12 @@ def size_for_bpp(
     bpp: float,
     height: int,
     width: int,
-    depth: int | None = None,
+    depth: int,
+    skips: tuple[int, ...] = (),
     bits_per_param: int = 16,
     w0: float = 30.0,
     w0_first: float = 30.0,
     n_freqs: int = 12,
-    skips: tuple[int, ...] | None = None,
 ) -> INRSpec:
     """Choose the widest network of a given depth whose parameter bpp is at most ``bpp``.
 
@@ -59,12 +42,12 @@ def size_for_bpp(
         bpp: target bits per pixel (> 0).
         height: image rows ``H``.
         width: image columns ``W``.
-        depth: hidden layers; default :data:`DEFAULT_DEPTH` of the architecture.
+        depth: hidden layers.
+        skips: PE-MLP skip layers.
         bits_per_param: bits stored per parameter.
         w0: SIREN hidden frequency.
         w0_first: SIREN first-layer frequency.
         n_freqs: PE-MLP encoding frequencies.
-        skips: PE-MLP skip layers; default :func:`default_skips`.
 
     Returns:
         The :class:`INRSpec` with the largest width that fits the budget.
@@ -78,8 +61,6 @@ def size_for_bpp(
         raise InputError(f"--bpp {bpp}: must be a positive number")
     if height < 1 or width < 1:
         raise InputError(f"image shape ({height}, {width}): both sides must be at least 1")
-    depth = DEFAULT_DEPTH[arch] if depth is None else depth
-    skips = default_skips(arch, depth) if skips is None else skips
     n_pixels = height * width
     budget = bpp * n_pixels / bits_per_param
 
