@@ -119,6 +119,7 @@ def test_lbfgs_options_are_checked():
     assert cfg.adam_steps == 1000 and cfg.lr_at(999) == pytest.approx(cfg.lr * cfg.final_lr_ratio, rel=0.01)
 
 
+@pytest.mark.slow
 def test_quantisation_tail_tunes_the_weights_to_their_fp16_rounding():
     from sinco.codec.quantize import quantize_fp16
     from sinco.inr.params import flatten_parameters, load_flat_parameters

@@ -30,6 +30,7 @@ def _config(dataset, **kw) -> BenchmarkConfig:
     return BenchmarkConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_schema_table_and_figures(dataset, tmp_path):
     config = _config(dataset, methods=all_methods(), bpps=(4.0, 6.0))
     out = tmp_path / "out"
@@ -57,6 +58,7 @@ def test_tiny_benchmark_schema_table_and_figures(dataset, tmp_path):
     assert all(Path(f).stat().st_size > 1000 for f in result["figures"])
 
 
+@pytest.mark.slow
 def test_interrupted_benchmark_resumes_without_redoing_records(dataset, tmp_path, monkeypatch):
     import sinco.pipeline as inr_codec
 

@@ -19,6 +19,7 @@ def _fit(compile_mode: str, image: torch.Tensor):
     return result, out
 
 
+@pytest.mark.slow
 def test_compiled_step_matches_the_eager_step():
     rows, cols = np.meshgrid(np.linspace(0, 1, 20), np.linspace(0, 1, 24), indexing="ij")
     image = torch.from_numpy((0.5 + 0.4 * np.sin(5 * rows) * np.cos(3 * cols)).astype(np.float32))
@@ -79,6 +80,7 @@ def test_cosine_schedule_and_presets():
         FitConfig(schedule="step")
 
 
+@pytest.mark.slow
 def test_cosine_schedule_fits_better_than_constant_in_few_steps():
     rows, cols = np.meshgrid(np.linspace(0, 1, 24), np.linspace(0, 1, 24), indexing="ij")
     image = torch.from_numpy((0.5 + 0.4 * np.sin(7 * rows) * np.cos(5 * cols)).astype(np.float32))

@@ -60,6 +60,7 @@ def mutated(draw):
     return _with_crc(body) if kind == "field-crc" else bytes(data)
 
 
+@pytest.mark.slow
 @settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(mutated())
 def test_mutated_files_are_decoded_or_refused_with_a_bitstream_error(data):

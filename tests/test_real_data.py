@@ -16,6 +16,7 @@ def _tumour_slice(case) -> int:
     return int(np.argmax((labels > 0).sum(axis=(0, 1))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["siren", "pe-mlp"])
 def test_real_slice_at_paper_rate(brats_case, tmp_path, capsys, arch):
     flair = brats_case / "Flair_subtrMeanDivStd.nii.gz"
@@ -37,6 +38,7 @@ def test_real_slice_at_paper_rate(brats_case, tmp_path, capsys, arch):
     assert decoded.min() >= original.min() - 1e-5 and decoded.max() <= original.max() + 1e-5
 
 
+@pytest.mark.slow
 def test_sinco_regulariser_on_a_real_validation_slice(brats_case, tmp_path, capsys):
     # A deliberately tiny, one-epoch network: this checks the plumbing on real data, not the Dice
     # (the README records a properly trained network).

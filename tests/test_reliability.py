@@ -56,6 +56,7 @@ def _kill_mid_write(args: list[str], sig: int, *, match: str = "", skip: int = 0
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(lines) + err)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_killing_compress_mid_write_keeps_the_old_file(nifti_volume, tmp_path, sig):
     out = tmp_path / "run" / "a.sinco"
@@ -74,6 +75,7 @@ def test_killing_compress_mid_write_keeps_the_old_file(nifti_volume, tmp_path, s
         assert leftovers == []
 
 
+@pytest.mark.slow
 def test_killing_compress_mid_write_leaves_no_output(nifti_volume, tmp_path):
     out = tmp_path / "new.sinco"
     args = ["compress", str(nifti_volume), "--slice", "1", "-o", str(out), "--bpp", "4", "--depth", "3", "--steps", "3", "--quiet"]
@@ -121,6 +123,7 @@ def test_outputs_never_replace_inputs(nifti_volume, tmp_path, capsys):
     assert nifti_volume.read_bytes() == before and Path(sinco).read_bytes()[:4] == b"SNCO"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killing_benchmark_mid_write_keeps_results_whole_and_resumes(benchmark_dataset, tmp_path, capsys, sig):
     root, ckpt = benchmark_dataset

@@ -136,6 +136,7 @@ def test_train_seg_and_segment_cli(folders_dataset, tmp_path, capsys):
     assert mask.shape == (SIZE, SIZE) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_unet_learns_the_synthetic_lesions(folders_dataset):
     from sinco.seg.train import TrainSegConfig, train_segmentation
 
@@ -232,7 +233,7 @@ def test_compress_cli_with_regulariser_and_errors(tmp_path, capsys, tiny_seg_mod
 
 
 def test_volume_regularises_only_the_slices_with_tumour(tiny_seg_model):
-    from sinco.codec.volume import compress_volume
+    from sinco.pipeline import compress_volume
 
     rows, cols = np.meshgrid(np.linspace(-1, 1, SIZE), np.linspace(-1, 1, SIZE), indexing="ij")
     volume = np.stack([np.exp(-(rows**2 + cols**2) * (2 + k)) * 100 for k in range(3)])

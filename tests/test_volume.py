@@ -32,6 +32,7 @@ def volume_file(tmp_path):
     return path, vol
 
 
+@pytest.mark.slow
 def test_compress_and_decompress_a_whole_volume(volume_file, tmp_path, capsys, run):
     path, vol = volume_file
     out = tmp_path / "v.sinco"
@@ -83,6 +84,7 @@ def test_a_volume_record_is_the_single_slice_file(volume_file, tmp_path, capsys,
     assert np.max(np.abs(a - b)) < 2e-3 * span
 
 
+@pytest.mark.slow
 def test_volume_along_another_axis_round_trips_to_npy(volume_file, tmp_path, capsys, run):
     path, vol = volume_file
     out = tmp_path / "x.sinco"
