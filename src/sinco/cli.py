@@ -89,6 +89,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )  # fmt: skip
     atomic_write_bytes(out, result.data)
+    quality = _roi_quality(args, reconstruction=result.reconstruction, image=image)
     if result.fit.divergences:
         print(
             f"sinco: warning: the fit diverged {result.fit.divergences} time(s); the best state was restored "
@@ -117,6 +118,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         "device": str(device),
         "lam": result.fit.lam,
         "reg_every": result.fit.reg_every,
+        **{k: v for k, v in quality.items() if k not in ("psnr", "ssim")},
     }
     if "dice" in m:
         report["dice"] = m["dice"]
@@ -144,6 +146,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _roi_quality(args: argparse.Namespace, *, reconstruction: Any, image: Any) -> dict[str, Any]:
+    """MS-SSIM and the figures inside ``--roi`` (or the head found automatically) of a decoded slice."""
+    from sinco.metrics.roi import quality_metrics
+
+    roi = None
+    if args.roi is not None:
+        from sinco.data.io import load_slice
+
+        roi = load_slice(args.roi, slice_index=args.slice, axis=args.axis, arg="--roi") > 0
+        if roi.shape != image.shape:
+            raise InputError(f"--roi {args.roi!r}: shape {roi.shape} differs from INPUT's {image.shape}")
+    return quality_metrics(pred=reconstruction, target=image, roi=roi)
+
+
 def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, codec: Any, fit: Any, device: Any) -> int:
     """``sinco compress --slices``: every slice of a range, fitted in batches, into one volume file."""
     from sinco.codec.volume import compress_volume, default_batch_slices
@@ -152,6 +168,8 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
 
     if args.slice is not None:
         raise InputError("--slice and --slices: give one (--slice K for one slice, --slices all|A:B for a volume)")
+    if args.roi is not None:
+        raise InputError("--roi: only for one slice (--slice); volume records carry whole-slice figures")
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
     stack, indices = select_slices(load_array(args.input), slices=args.slices, axis=args.axis, channel=args.channel)
     seg_model = masks = None
@@ -304,7 +322,10 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
         negatives_per_positive=args.negatives_per_positive, flip=not args.no_flip, gamma=args.gamma, unet=unet,
     )  # fmt: skip
     device = resolve_device(args.device)
-    cases = discover_cases(args.data, layout=args.layout, image_glob=args.image_glob, label_glob=args.label_glob, channel=args.channel)
+    image_glob, label_glob = _dataset_globs(args)
+    if label_glob is None:
+        raise InputError("--label-glob: training a segmentation network needs tumour labels")
+    cases = discover_cases(args.data, layout=args.layout, image_glob=image_glob, label_glob=label_glob, channel=args.channel)
     val_ids = tuple(v for v in (args.val_ids or "").split(",") if v)
     train_cases, val_cases = split_cases(cases, val_cases=config.val_cases, seed=config.seed, val_ids=val_ids)
     train, val = load_slices(train_cases), load_slices(val_cases)
@@ -322,7 +343,7 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
     }  # fmt: skip
     training = {
         "sinco_version": __version__,
-        "data": str(args.data), "layout": args.layout, "image_glob": args.image_glob, "label_glob": args.label_glob,
+        "data": str(args.data), "layout": args.layout, "image_glob": image_glob, "label_glob": label_glob,
         "channel": args.channel, "train_cases": [c.case_id for c in train_cases],
         "val_cases": [c.case_id for c in val_cases], "train_slices": len(train.ids),
         "train_tumour_slices": int(train.has_tumour.sum()), "val_slices": len(val.ids),
@@ -373,6 +394,12 @@ def _parse_bpps(text: str) -> tuple[float, ...]:
         raise InputError(f"--bpp {text!r}: expected comma-separated numbers") from None
 
 
+def _benchmark_methods(args: argparse.Namespace) -> str:
+    if args.methods is not None:
+        return args.methods
+    return "coin,vanilla-inr,sinco-siren,sinco-inr,jpeg,jpeg2000" if args.seg_model is not None else "coin,vanilla-inr,jpeg,jpeg2000"
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """``sinco benchmark``: the paper's comparison on a dataset."""
     from sinco.codec.volume import default_batch_slices
@@ -381,10 +408,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
+    image_glob, label_glob = _dataset_globs(args)
+    cases = args.cases if args.cases is not None else ("val" if args.seg_model is not None else "all")
     config = BenchmarkConfig(
-        data=str(args.data), seg_model=str(args.seg_model), layout=args.layout, image_glob=args.image_glob,
-        label_glob=args.label_glob, channel=args.channel, cases=args.cases,
-        methods=tuple(m for m in args.methods.split(",") if m), bpps=_parse_bpps(args.bpp), images=args.images,
+        data=str(args.data), seg_model=None if args.seg_model is None else str(args.seg_model), layout=args.layout,
+        image_glob=image_glob, label_glob=label_glob, channel=args.channel, cases=cases, roi_glob=args.roi_glob,
+        methods=tuple(m for m in _benchmark_methods(args).split(",") if m), bpps=_parse_bpps(args.bpp), images=args.images,
         min_tumour=args.min_tumour, preset=args.preset, steps=args.steps, lr=args.lr, schedule=args.schedule,
         warmup=args.warmup, optimizer=args.optimizer, lam=args.lam,
         reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
@@ -420,11 +449,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _dataset_globs(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``(image_glob, label_glob)`` of a dataset command: the layout's defaults, ``--label-glob none`` for no labels."""
+    if args.layout == "images":
+        if args.image_glob is None:
+            raise InputError("--layout images needs --image-glob (e.g. '*.png' or 'slices/*.tif')")
+        label = args.label_glob
+    else:
+        label = "OTMultiClass.nii.gz" if args.label_glob is None else args.label_glob
+    label = None if label is not None and label.strip().lower() in ("", "none") else label
+    return (args.image_glob or "Flair*.nii.gz"), label
+
+
 def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (Decathlon Task01 or one folder per case)")
-    p.add_argument("--layout", choices=("auto", "decathlon", "folders"), default="auto", help="dataset layout (default: auto)")
-    p.add_argument("--image-glob", default="Flair*.nii.gz", help="folders layout: image file pattern (default: Flair*.nii.gz)")
-    p.add_argument("--label-glob", default="OTMultiClass.nii.gz", help="folders layout: label file pattern (default: OTMultiClass.nii.gz)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="dataset folder (Decathlon Task01, one folder per case, or a folder of 2-D images)")  # fmt: skip
+    p.add_argument("--layout", choices=("auto", "decathlon", "folders", "images"), default="auto",
+                   help="dataset layout (default: auto = decathlon if DIR/dataset.json exists, else folders); "
+                        "images = 2-D PNG/TIFF/.npy files, those of one folder are one case's slices")  # fmt: skip
+    p.add_argument("--image-glob", default=None,
+                   help="folders layout: image file (or DICOM series folder) in each case folder (default: Flair*.nii.gz); "
+                        "images layout: the images under DIR (required, e.g. '*.png')")  # fmt: skip
+    p.add_argument("--label-glob", default=None,
+                   help="tumour labels: folders layout, the file in each case folder (default: OTMultiClass.nii.gz; 'none' = no "
+                        "labels); images layout, masks paired with the images by name (default: none)")  # fmt: skip
     p.add_argument("--channel", type=int, default=0, help="modality of 4-D volumes (default: 0, FLAIR)")
 
 
@@ -435,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("compress", help="fit an INR to a 2-D image and store it as a .sinco file")
-    p.add_argument("input", metavar="INPUT", help="NIfTI (.nii/.nii.gz), .npy, PNG or TIFF image")
+    p.add_argument("input", metavar="INPUT",
+                   help="NIfTI (.nii/.nii.gz), .npy, PNG or TIFF image, or DICOM: a file or a folder holding one series")  # fmt: skip
     p.add_argument("-o", "--output", required=True, metavar="OUT.sinco", help="output file (a JSON record goes to OUT.sinco.json)")
     p.add_argument("--arch", choices=("siren", "pe-mlp"), default="siren", help="network (default: siren)")
     p.add_argument("--bpp", type=float, default=1.2, help="target parameter bits per pixel (default: 1.2)")
@@ -465,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--seg-model", default=None, metavar="SEG.pt", help="segmentation checkpoint from 'sinco train-seg': enables the SINCO regulariser and Dice metrics")
     p.add_argument("--mask", default=None, metavar="LABELS", help="label file of INPUT (same slice is read; label > 0 = tumour)")
+    p.add_argument("--roi", default=None, metavar="MASK",
+                   help="region of interest for psnr_roi/ssim_roi, e.g. a brain mask (same slice is read; default: the head found "
+                        "automatically)")  # fmt: skip
     p.add_argument("--lam", type=float, default=1.0, help="regulariser weight lambda (default: 1; 0 = plain fitting)")
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regulariser every K-th step (default: 1)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
@@ -495,13 +547,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="compare the INR methods and classical codecs on a dataset (the paper's Table 1)")
     _add_dataset_arguments(p)
-    p.add_argument("--seg-model", required=True, metavar="SEG.pt", help="checkpoint from 'sinco train-seg'")
-    p.add_argument("--cases", default="val", help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val)")
-    p.add_argument("--methods", default="coin,vanilla-inr,sinco-siren,sinco-inr,jpeg,jpeg2000",
-                   help="comma-separated: coin, vanilla-inr, sinco-siren, sinco-inr, jpeg, jpeg2000, jpegxl, avif, webp")
+    p.add_argument("--seg-model", default=None, metavar="SEG.pt",
+                   help="checkpoint from 'sinco train-seg': adds Dice and the sinco-* methods (default: none, no Dice)")  # fmt: skip
+    p.add_argument("--cases", default=None,
+                   help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val with --seg-model, else all)")  # fmt: skip
+    p.add_argument("--roi-glob", default=None, metavar="GLOB",
+                   help="region of interest for PSNR/SSIM ROI: a mask in each case folder, e.g. brainmask.nii.gz (images layout: "
+                        "paired by name); default: the head found automatically")  # fmt: skip
+    p.add_argument("--methods", default=None,
+                   help="comma-separated: coin, vanilla-inr, sinco-siren, sinco-inr, jpeg, jpeg2000, jpegxl, avif, webp (default: "
+                        "coin,vanilla-inr,sinco-siren,sinco-inr,jpeg,jpeg2000; without --seg-model coin,vanilla-inr,jpeg,jpeg2000)")  # fmt: skip
     p.add_argument("--bpp", default="1.2", help="target rate(s), comma-separated (default: 1.2)")
     p.add_argument("--images", type=int, default=10, help="test slices (default: 10)")
-    p.add_argument("--min-tumour", type=float, default=0.01, help="minimum tumour fraction of a test slice (default: 0.01)")
+    p.add_argument("--min-tumour", type=float, default=0.01,
+                   help="minimum tumour fraction of a test slice, with labels only (default: 0.01)")  # fmt: skip
     p.add_argument("--preset", choices=("paper", "fast"), default="paper", help="INR fitting schedule (default: paper, see compress)")
     p.add_argument("--steps", type=int, default=None, help="INR fitting steps (default: the preset's, paper 50000)")
     p.add_argument("--lr", type=float, default=None, help="INR (peak) learning rate (default: the preset's)")

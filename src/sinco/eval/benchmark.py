@@ -40,10 +40,11 @@ class BenchmarkConfig:
 
     Args:
         data: dataset folder.
-        seg_model: segmentation checkpoint (its path).
-        layout: dataset layout (``auto``, ``decathlon``, ``folders``).
-        image_glob: ``folders`` layout image pattern.
-        label_glob: ``folders`` layout label pattern.
+        seg_model: segmentation checkpoint (its path), or ``None``: records then carry rate, PSNR,
+            SSIM, MS-SSIM and the ROI figures, but no Dice and no regularised method.
+        layout: dataset layout (``auto``, ``decathlon``, ``folders``, ``images``).
+        image_glob: ``folders``/``images`` layout image pattern.
+        label_glob: ``folders``/``images`` layout label pattern (``None``: no labels).
         channel: modality of 4-D volumes.
         cases: ``"val"`` (the segmentation model's validation cases), ``"all"``, or comma-separated ids.
         methods: method names, see :data:`ALL_METHODS`.
@@ -62,16 +63,18 @@ class BenchmarkConfig:
         depth_siren: SIREN depth (None: the codec default).
         depth_pe: PE-MLP depth (None: the codec default).
         batch_slices: test slices of one INR method fitted together as one batch.
+        roi_glob: pattern of each case's region-of-interest mask (``brainmask.nii.gz``); ``None``:
+            the head found by :func:`sinco.metrics.roi.head_mask`.
 
     Raises:
         InputError: if a value is out of range.
     """
 
     data: str
-    seg_model: str
+    seg_model: str | None
     layout: str = "auto"
     image_glob: str = "Flair*.nii.gz"
-    label_glob: str = "OTMultiClass.nii.gz"
+    label_glob: str | None = "OTMultiClass.nii.gz"
     channel: int = 0
     cases: str = "val"
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -90,6 +93,7 @@ class BenchmarkConfig:
     depth_siren: int | None = None
     depth_pe: int | None = None
     batch_slices: int = 1
+    roi_glob: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in ALL_METHODS]
@@ -107,6 +111,7 @@ class BenchmarkConfig:
             self.fit_config(arch, regularised=True)  # validates the preset and the overrides
         if self.batch_slices < 1:
             raise InputError(f"--batch-slices {self.batch_slices}: must be a positive integer")
+        check_labels_and_model(self)
 
     def fit_config(self, arch: str, *, regularised: bool) -> FitConfig:
         """The fitting configuration of an INR method of this architecture."""
@@ -122,6 +127,22 @@ class BenchmarkConfig:
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         data["fit"] = {arch: self.fit_config(arch, regularised=True).to_dict() for arch in ("siren", "pe-mlp")}
         return data
+
+
+def check_labels_and_model(config: BenchmarkConfig) -> None:
+    """Refuse what needs a segmentation model, or labels, when they are not given.
+
+    Raises:
+        InputError: naming the option.
+    """
+    if config.seg_model is None:
+        needs = [m for m in config.methods if m in INR_METHODS and INR_METHODS[m][1]]
+        if needs:
+            raise InputError(f"--methods {','.join(needs)}: the SINCO regulariser needs --seg-model (or drop these methods)")
+        if config.cases == "val":
+            raise InputError("--cases val: the validation cases come from --seg-model; without one use --cases all or ID,...")
+    elif config.label_glob is None:
+        raise InputError("--seg-model: Dice needs tumour labels; give --label-glob")
 
 
 def _record_key(record: dict[str, Any]) -> tuple[str, str, float]:
@@ -177,7 +198,7 @@ def resolve_cases(config: BenchmarkConfig, seg_training: dict[str, Any]) -> list
     from sinco.data.datasets import discover_cases
 
     cases = discover_cases(config.data, layout=config.layout, image_glob=config.image_glob, label_glob=config.label_glob,
-                           channel=config.channel)  # fmt: skip
+                           channel=config.channel, roi_glob=config.roi_glob)  # fmt: skip
     by_id = {c.case_id: c for c in cases}
     if config.cases == "all":
         return cases
@@ -211,7 +232,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     """
     from sinco.baselines.classical import encode_at_bpp, get_codec
     from sinco.codec.inr_codec import CodecConfig, compress_images, decode
-    from sinco.data.datasets import load_case_volumes
+    from sinco.data.datasets import load_case_roi, load_case_volumes
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import select_slice
     from sinco.eval.report import make_figures, make_table
@@ -221,15 +242,15 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     from sinco.utils.atomic import atomic_write_bytes
 
     out = Path(outdir)
-    seg_model = load_seg_model(config.seg_model)
-    cases = resolve_cases(config, seg_model.training)
+    seg_model = load_seg_model(config.seg_model) if config.seg_model is not None else None
+    cases = resolve_cases(config, seg_model.training if seg_model is not None else {})
     out.mkdir(parents=True, exist_ok=True)
     (out / "files").mkdir(exist_ok=True)
     records = load_results(out, config)
     done = {_record_key(r) for r in records}
     slices = select_test_slices(cases, n_images=config.images, min_tumour=config.min_tumour)
-    slice_info = [{"image_id": s.image_id, "case": s.case.case_id, "slice": s.index, "tumour_fraction": s.tumour_fraction}
-                  for s in slices]  # fmt: skip
+    slice_info = [{"image_id": s.image_id, "case": s.case.case_id, "slice": s.index, "tumour_fraction": s.tumour_fraction,
+                   "source": s.case.source(s.index)} for s in slices]  # fmt: skip
     jobs = [(s, b, m) for s in slices for b in config.bpps for m in config.methods]
     bar = None
     if progress:
@@ -238,21 +259,27 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
         bar = tqdm(total=len(jobs), initial=sum(1 for s, b, m in jobs if (s.image_id, m, float(b)) in done),
                    desc="benchmark", unit="record", file=sys.stderr, dynamic_ncols=True)  # fmt: skip
     # The test slices, loaded once (one case volume in memory at a time).
-    prepared: dict[str, tuple[np.ndarray, float, float, np.ndarray, float]] = {}
-    loaded: tuple[str, tuple[np.ndarray, np.ndarray]] | None = None
+    # (image, vmin, vmax, mask or None, reference Dice or None, ROI mask or None)
+    prepared: dict[str, tuple[np.ndarray, float, float, np.ndarray | None, float | None, np.ndarray | None]] = {}
+    loaded: tuple[str, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
     for ref in slices:
         if all((ref.image_id, m, float(b)) in done for b in config.bpps for m in config.methods):
             continue
         if loaded is None or loaded[0] != ref.case.case_id:
-            loaded = (ref.case.case_id, load_case_volumes(ref.case))
-        image_vol, label_vol = loaded[1]
+            image_vol, label_vol = load_case_volumes(ref.case)
+            loaded = (ref.case.case_id, (image_vol, label_vol, load_case_roi(ref.case, shape=image_vol.shape)))
+        image_vol, label_vol, roi_vol = loaded[1]
         image, vmin, vmax = normalize_minmax(select_slice(image_vol, slice_index=ref.index), name=ref.image_id)
-        mask = (select_slice(label_vol, slice_index=ref.index) > 0).astype(np.uint8)
-        prepared[ref.image_id] = (image, vmin, vmax, mask, dice(pred=seg_model.to("cpu").predict(image), target=mask))
+        mask = None if label_vol is None else (select_slice(label_vol, slice_index=ref.index) > 0).astype(np.uint8)
+        roi = None if roi_vol is None else select_slice(roi_vol, slice_index=ref.index) > 0
+        reference = None if seg_model is None else dice(pred=seg_model.to("cpu").predict(image), target=mask)
+        prepared[ref.image_id] = (image, vmin, vmax, mask, reference, roi)
 
     def base_record(ref: Any, method: str, bpp: float) -> dict[str, Any]:
-        return {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method,
-                "target_bpp": float(bpp), "dice_reference": prepared[ref.image_id][4]}  # fmt: skip
+        record = {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method, "target_bpp": float(bpp)}
+        if seg_model is not None:
+            record["dice_reference"] = prepared[ref.image_id][4]
+        return record
 
     def store(record: dict[str, Any], data: bytes, extension: str) -> None:
         name = _file_name(record["image_id"], record["method"], record["target_bpp"], extension)
@@ -279,7 +306,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
                     results = compress_images(
                         [prepared[r.image_id][0] for r in batch], ranges=[prepared[r.image_id][1:3] for r in batch],
                         codec=CodecConfig(arch=arch, bpp=bpp, depth=depth), fit=fit, device=device, seg_model=seg_model,
-                        masks=[prepared[r.image_id][3] for r in batch], progress=progress,
+                        masks=None if seg_model is None else [prepared[r.image_id][3] for r in batch], progress=progress,
                     )  # fmt: skip
                     for ref, result in zip(batch, results, strict=True):
                         start = time.perf_counter()
@@ -287,12 +314,13 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
                         decode_seconds = time.perf_counter() - start
                         spec, m = result.header.spec, result.metrics
                         record = {**base_record(ref, method, bpp), "bpp_params": m["bpp_params"], "bpp_file": m["bpp_file"],
-                                  "psnr": m["psnr"], "ssim": m["ssim"], "dice": m["dice"], "steps": fit.steps,
+                                  "psnr": m["psnr"], "ssim": m["ssim"], "dice": m.get("dice"), "steps": fit.steps,
                                   "encode_seconds": result.seconds, "decode_seconds": decode_seconds, "arch": spec.to_dict(),
                                   "n_params": spec.n_params(), "lam": result.fit.lam, "reg_every": result.fit.reg_every,
                                   "best_step": result.fit.best_step, "divergences": result.fit.divergences,
                                   "batch_slices": result.fit.batch,
                                   "evaluations": result.fit.evaluations}  # fmt: skip
+                        _add_quality(record, decoded=result.reconstruction, prepared=prepared[ref.image_id], has_seg=seg_model is not None)
                         store(record, result.data, ".sinco")
             else:
                 codec = get_codec(method)
@@ -308,10 +336,11 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
                     decode_seconds = time.perf_counter() - start
                     record = {**base_record(ref, method, bpp), "bpp_params": None, "bpp_file": match.bpp,
                               "psnr": psnr(pred=decoded, target=image), "ssim": ssim(pred=decoded, target=image),
-                              "dice": dice(pred=seg_model.predict(decoded), target=mask), "steps": None,
+                              "dice": None if seg_model is None else dice(pred=seg_model.predict(decoded), target=mask), "steps": None,
                               "encode_seconds": encode_seconds, "decode_seconds": decode_seconds, "quality": match.quality,
                               "within_budget": match.within_budget, "bit_depth": codec.bit_depth, "library": codec.library,
                               "search_trials": match.trials}  # fmt: skip
+                    _add_quality(record, decoded=decoded, prepared=prepared[ref.image_id], has_seg=seg_model is not None)
                     store(record, match.data, codec.extension)
     if bar is not None:
         bar.close()
@@ -320,3 +349,12 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     atomic_write_bytes(out / "table.md", table.encode())
     figures = make_figures(out, records, config=config, seg_model=seg_model)
     return {"records": records, "table": table, "figures": [str(f) for f in figures], "outdir": str(out)}
+
+
+def _add_quality(record: dict[str, Any], *, decoded: np.ndarray, prepared: tuple, has_seg: bool) -> None:
+    """Add MS-SSIM and the ROI figures of the decoded image to a record; drop Dice without a segmentation model."""
+    from sinco.metrics.roi import quality_metrics
+
+    record.update(quality_metrics(pred=decoded, target=prepared[0], roi=prepared[5]))
+    if not has_seg:
+        record.pop("dice", None)
