@@ -53,17 +53,8 @@ def load_array(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarra
         raise InputError(f"{arg} {str(path)!r}: unsupported format {suffix!r} (expected one of {', '.join(INPUT_SUFFIXES)})")
     try:
         if suffix in (".nii", ".nii.gz"):
-            import warnings
-
-            from monai.transforms import LoadImage
-
-            with warnings.catch_warnings():
-                # LoadImage builds every reader MONAI knows; with pydicom installed its GPU DICOM plugin warns
-                # that it is unavailable, which says nothing about reading NIfTI.
-                warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-                loader = LoadImage(image_only=True, reader="NibabelReader")
             # MONAI's reader, without reorientation: sinco stores the slice as the file lays it out.
-            array = np.asarray(loader(str(path)))
+            array = np.asarray(_nifti_loader()(str(path)))
         elif suffix == ".npy":
             array = np.load(path, allow_pickle=False)
         elif suffix == ".png":
@@ -85,6 +76,28 @@ def load_array(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarra
     if array.dtype.kind not in "biuf":
         raise InputError(f"{arg} {str(path)!r}: unsupported pixel type {array.dtype}")
     return array
+
+
+def _nifti_loader():  # noqa: ANN202 - monai.transforms.LoadImage, imported lazily
+    """MONAI's ``LoadImage`` with the nibabel reader, built without the noise of MONAI's GPU DICOM plugin.
+
+    ``LoadImage`` builds every reader MONAI knows; with pydicom installed, its nvImageCodec DICOM
+    plugin warns (a warning and a log record) that it is unavailable, which says nothing about NIfTI.
+    """
+    import logging
+    import warnings
+
+    from monai.transforms import LoadImage
+
+    plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = plugin_log.level
+    plugin_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            return LoadImage(image_only=True, reader="NibabelReader")
+    finally:
+        plugin_log.setLevel(level)
 
 
 def _select_channel(array: np.ndarray, *, channel: int, arg: str) -> np.ndarray:

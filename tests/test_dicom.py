@@ -1,0 +1,142 @@
+"""DICOM input: files and series written with pydicom's writer, geometry, rescale, and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dicom_files import write_dicom, write_series
+
+from sinco.cli import main
+from sinco.data.dicom import read_dicom
+from sinco.data.io import load_affine, load_array, load_slice
+from sinco.errors import InputError
+
+
+def _volume(h: int = 24, w: int = 20, d: int = 5) -> np.ndarray:
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([(rows * 7 + cols * 3 + 50 * k) for k in range(d)], axis=-1).astype(np.uint16)
+
+
+def test_series_sorted_by_position_and_rescaled(tmp_path: Path) -> None:
+    vol = _volume()
+    write_series(tmp_path / "s", vol, slope=0.5, intercept=-20)
+    (tmp_path / "s" / "notes.txt").write_text("not DICOM, skipped")
+    array = load_array(tmp_path / "s")
+    assert array.shape == vol.shape
+    np.testing.assert_array_equal(array, vol * 0.5 - 20)
+
+
+def test_series_affine_maps_voxels_to_patient_positions(tmp_path: Path) -> None:
+    vol = _volume()
+    write_series(tmp_path / "s", vol, step=2.5, spacing=(0.5, 0.75))
+    affine = load_affine(tmp_path / "s")
+    # Voxel (row r, column c, slice k): LPS = (-5 + 0.75 c, 7 + 0.5 r, 10 + 2.5 k); RAS negates x and y.
+    r, c, k = 3, 4, 2
+    world = affine @ np.array([r, c, k, 1.0])
+    np.testing.assert_allclose(world[:3], [-(-5 + 0.75 * c), -(7 + 0.5 * r), 10 + 2.5 * k])
+
+
+def test_series_without_geometry_falls_back_to_instance_number(tmp_path: Path) -> None:
+    vol = _volume(d=4)
+    folder = tmp_path / "s"
+    folder.mkdir()
+    for n, k in enumerate([2, 0, 3, 1]):
+        write_dicom(folder / f"x{n}.dcm", vol[:, :, k], position=None, orientation=None, instance=k + 1)
+    np.testing.assert_array_equal(load_array(folder), vol)
+
+
+def test_multiframe_file(tmp_path: Path) -> None:
+    vol = _volume(d=3)
+    path = write_dicom(tmp_path / "mf.dcm", np.moveaxis(vol, -1, 0), slope=2.0, intercept=1.0)
+    np.testing.assert_array_equal(load_array(path), vol * 2.0 + 1.0)
+    assert load_slice(path, slice_index=1).shape == vol.shape[:2]
+
+
+def test_single_frame_without_suffix_is_a_2d_image(tmp_path: Path) -> None:
+    vol = _volume(d=1)
+    path = write_dicom(tmp_path / "IM0001", vol[:, :, 0])
+    assert load_slice(path).shape == vol.shape[:2]
+
+
+def test_shipped_test_file_reads() -> None:
+    from pydicom.data import get_testdata_file
+
+    volume = read_dicom(get_testdata_file("CT_small.dcm"))
+    assert volume.array.shape == (128, 128)
+    assert volume.array.min() < -500  # Hounsfield units: the intercept -1024 was applied
+
+
+def test_several_series_refused(tmp_path: Path) -> None:
+    vol = _volume(d=2)
+    write_dicom(tmp_path / "a.dcm", vol[:, :, 0], series_uid="1.2.3.1")
+    write_dicom(tmp_path / "b.dcm", vol[:, :, 1], series_uid="1.2.3.2")
+    with pytest.raises(InputError, match="2 DICOM series"):
+        load_array(tmp_path)
+
+
+def test_missing_pixel_data_refused(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "empty.dcm", _volume(d=1)[:, :, 0], with_pixels=False)
+    with pytest.raises(InputError, match="without pixel data") as info:
+        load_array(path)
+    assert "empty.dcm" in str(info.value)
+
+
+def test_undecodable_transfer_syntax_refused(tmp_path: Path) -> None:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    path = write_dicom(tmp_path / "jls.dcm", _volume(d=1)[:, :, 0])
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.PixelData = encapsulate([b"\xff\xd8not really JPEG-LS\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputError, match="cannot be decoded|cannot decode") as info:
+        load_array(path)
+    assert "jls.dcm" in str(info.value)
+
+
+def test_slices_at_one_position_refused(tmp_path: Path) -> None:
+    vol = _volume(d=2)
+    write_dicom(tmp_path / "a.dcm", vol[:, :, 0], position=(0, 0, 5))
+    write_dicom(tmp_path / "b.dcm", vol[:, :, 1], position=(0, 0, 5))
+    with pytest.raises(InputError, match="same position"):
+        load_array(tmp_path)
+
+
+def test_cli_bad_dicom_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_dicom(tmp_path / "empty.dcm", _volume(d=1)[:, :, 0], with_pixels=False)
+    assert main(["compress", str(path), "-o", str(tmp_path / "x.sinco"), "--steps", "5", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sinco: error:") and err.count("\n") == 1 and "empty.dcm" in err
+    assert not (tmp_path / "x.sinco").exists()
+
+
+def test_cli_compress_series_volume_decompresses_with_dicom_geometry(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    vol = _volume(h=16, w=16, d=3)
+    write_series(tmp_path / "s", vol, step=3.0)
+    out = tmp_path / "s.sinco"
+    assert main(["compress", str(tmp_path / "s"), "-o", str(out), "--slices", "all", "--steps", "5", "--bpp", "8", "--quiet"]) == 0
+    assert main(["decompress", str(out), "-o", str(tmp_path / "s.nii.gz")]) == 0
+    image = nib.load(str(tmp_path / "s.nii.gz"))
+    assert image.shape == vol.shape
+    np.testing.assert_allclose(image.affine, load_affine(tmp_path / "s"), atol=1e-6)
+    assert image.affine[2, 2] == pytest.approx(3.0)
+
+
+def test_cli_compress_dicom_slice_records_roi_metrics(tmp_path: Path) -> None:
+    vol = _volume(h=24, w=24, d=1)
+    path = write_dicom(tmp_path / "one.dcm", vol[:, :, 0], slope=2.0)
+    out = tmp_path / "one.sinco"
+    assert main(["compress", str(path), "-o", str(out), "--steps", "5", "--quiet"]) == 0
+    record = json.loads((tmp_path / "one.sinco.json").read_text())
+    assert record["input"]["vmax"] == pytest.approx(2.0 * vol.max())
+    result = record["result"]
+    assert result["roi"] == "auto" and {"psnr_roi", "ssim_roi", "ms_ssim"} <= set(result)
