@@ -140,3 +140,19 @@ def test_cli_compress_dicom_slice_records_roi_metrics(tmp_path: Path) -> None:
     assert record["input"]["vmax"] == pytest.approx(2.0 * vol.max())
     result = record["result"]
     assert result["roi"] == "auto" and {"psnr_roi", "ssim_roi", "ms_ssim"} <= set(result)
+
+
+def test_cli_volume_records_roi_metrics_per_slice(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    vol = np.stack([np.pad(np.full((12, 12), 100.0 + k), 6) for k in range(2)], axis=-1).astype(np.float32)
+    roi = np.zeros(vol.shape, np.uint8)
+    roi[4:20, 4:20] = 1
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "v.nii.gz"))
+    nib.save(nib.Nifti1Image(roi, np.eye(4)), str(tmp_path / "roi.nii.gz"))
+    out = tmp_path / "v.sinco"
+    argv = ["compress", str(tmp_path / "v.nii.gz"), "-o", str(out), "--slices", "all", "--steps", "3", "--quiet"]
+    assert main([*argv, "--roi", str(tmp_path / "roi.nii.gz")]) == 0
+    record = json.loads((tmp_path / "v.sinco.json").read_text())
+    assert all(row["roi"] == "mask" and row["roi_fraction"] == pytest.approx(256 / 576) for row in record["slices"])
+    assert record["result"]["psnr_roi_mean"] == pytest.approx(np.mean([row["psnr_roi"] for row in record["slices"]]))

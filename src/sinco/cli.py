@@ -126,7 +126,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     record = {
         "sinco_version": __version__,
         "input": {"path": str(args.input), "slice": args.slice, "axis": args.axis, "channel": args.channel,
-                  "shape": list(raw.shape), "vmin": vmin, "vmax": vmax},
+                  "shape": list(raw.shape), "vmin": vmin, "vmax": vmax, "roi": args.roi},
         "codec": codec.to_dict(),
         "fit": fit.to_dict(),
         "regularizer": None if seg_model is None else {
@@ -168,8 +168,6 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
 
     if args.slice is not None:
         raise InputError("--slice and --slices: give one (--slice K for one slice, --slices all|A:B for a volume)")
-    if args.roi is not None:
-        raise InputError("--roi: only for one slice (--slice); volume records carry whole-slice figures")
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
     stack, indices = select_slices(load_array(args.input), slices=args.slices, axis=args.axis, channel=args.channel)
     seg_model = masks = None
@@ -181,9 +179,15 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
         if masks.shape != stack.shape:
             raise InputError(f"--mask: slices of shape {masks.shape[1:]} differ from INPUT's {stack.shape[1:]}")
         masks = masks > 0
+    rois = None
+    if args.roi is not None:
+        rois, _ = select_slices(load_array(args.roi, arg="--roi"), slices=args.slices, axis=args.axis, arg="--roi")
+        if rois.shape != stack.shape:
+            raise InputError(f"--roi: slices of shape {rois.shape[1:]} differ from INPUT's {stack.shape[1:]}")
+        rois = rois > 0
     result = compress_volume(
         stack, first_index=indices.start, axis=args.axis, affine=load_affine(args.input), codec=codec, fit=fit,
-        device=device, batch_slices=batch, seg_model=seg_model, masks=masks, progress=not args.quiet,
+        device=device, batch_slices=batch, seg_model=seg_model, masks=masks, progress=not args.quiet, rois=rois,
     )  # fmt: skip
     atomic_write_bytes(out, result.data)
     m = result.metrics
@@ -193,7 +197,7 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
               "seconds": result.seconds, "device": str(device), "slice_range": [indices.start, indices.stop]}  # fmt: skip
     record = {
         "sinco_version": __version__,
-        "input": {"path": str(args.input), "slices": args.slices, "axis": args.axis, "channel": args.channel},
+        "input": {"path": str(args.input), "slices": args.slices, "axis": args.axis, "channel": args.channel, "roi": args.roi},
         "codec": codec.to_dict(),
         "fit": fit.to_dict(),
         "regularizer": None if seg_model is None else {"seg_model": str(args.seg_model), "mask": str(args.mask)},

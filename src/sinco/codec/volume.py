@@ -269,6 +269,7 @@ def compress_volume(
     seg_model: SegModel | None = None,
     masks: np.ndarray | None = None,
     progress: bool = False,
+    rois: np.ndarray | None = None,
 ) -> VolumeResult:
     """Compress consecutive slices of a volume, fitting ``batch_slices`` of them at a time as one batch.
 
@@ -290,6 +291,8 @@ def compress_volume(
         seg_model: frozen segmentation network (needs ``masks``).
         masks: ground-truth masks ``(S, H, W)``, nonzero = tumour.
         progress: progress bars.
+        rois: regions of interest ``(S, H, W)`` (a brain mask) for each slice's ``psnr_roi`` and
+            ``ssim_roi``; ``None``: the head found by :func:`sinco.metrics.roi.head_mask`.
 
     Returns:
         A :class:`VolumeResult`; its metrics are computed on the decoded file.
@@ -300,6 +303,7 @@ def compress_volume(
     from sinco.codec.inr_codec import compress_images
     from sinco.data.intensity import normalize_minmax
     from sinco.metrics.image import SSIM_MIN_SIDE
+    from sinco.metrics.roi import quality_metrics
 
     if volume.ndim != 3:
         raise InputError(f"volume: expected slices (S, H, W), got shape {volume.shape}")
@@ -313,6 +317,8 @@ def compress_volume(
         raise InputError("--mask and --seg-model go together")
     if masks is not None and masks.shape != volume.shape:
         raise InputError(f"--mask: shape {masks.shape} differs from the slices' {volume.shape}")
+    if rois is not None and rois.shape != volume.shape:
+        raise InputError(f"--roi: shape {rois.shape} differs from the slices' {volume.shape}")
     start = time.perf_counter()
     n_slices, height, width = volume.shape
     records: list[SliceRecord | None] = [None] * n_slices
@@ -353,6 +359,8 @@ def compress_volume(
                        best_step=result.fit.best_step, evaluations=result.fit.evaluations, divergences=result.fit.divergences, lam=result.fit.lam)  # fmt: skip
             if "dice" in m:
                 row.update(dice=m["dice"], dice_reference=m["dice_reference"])
+            quality = quality_metrics(pred=result.reconstruction, target=scaled[index][0], roi=None if rois is None else rois[index])
+            row.update({k: v for k, v in quality.items() if k not in ("psnr", "ssim")})
         per_slice.append(row)
     inr_rows = [r for r in per_slice if r["kind"] == "inr"]
     compress_seconds = sum(r.seconds for r in results.values())
@@ -367,6 +375,9 @@ def compress_volume(
         "n_params_per_slice": any_result.metrics["n_params"] if any_result else 0,
         "psnr_mean": float(np.mean([r["psnr"] for r in inr_rows])) if inr_rows else math.nan,
         "ssim_mean": float(np.mean([r["ssim"] for r in inr_rows])) if inr_rows else math.nan,
+        "psnr_roi_mean": _mean([r["psnr_roi"] for r in inr_rows]),
+        "ssim_roi_mean": _mean([r["ssim_roi"] for r in inr_rows]),
+        "ms_ssim_mean": _mean([r["ms_ssim"] for r in inr_rows]),
         "compress_seconds": compress_seconds,
         "slices_per_minute": 60 * len(inr_rows) / compress_seconds if compress_seconds > 0 else math.nan,
         "batch_slices": batch_slices,
@@ -376,6 +387,12 @@ def compress_volume(
         metrics["dice_mean"] = float(np.mean([r["dice"] for r in inr_rows]))
         metrics["dice_reference_mean"] = float(np.mean([r["dice_reference"] for r in inr_rows]))
     return VolumeResult(data=data, header=header, slices=per_slice, metrics=metrics, seconds=time.perf_counter() - start)
+
+
+def _mean(values: list[float | None]) -> float:
+    """Mean of the values that exist (an empty region has none); NaN when none does."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else math.nan
 
 
 def default_batch_slices(device: torch.device) -> int:
