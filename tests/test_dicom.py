@@ -156,3 +156,20 @@ def test_cli_volume_records_roi_metrics_per_slice(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "v.sinco.json").read_text())
     assert all(row["roi"] == "mask" and row["roi_fraction"] == pytest.approx(256 / 576) for row in record["slices"])
     assert record["result"]["psnr_roi_mean"] == pytest.approx(np.mean([row["psnr_roi"] for row in record["slices"]]))
+
+
+def test_folders_layout_reads_a_dicom_series_per_case(tmp_path: Path) -> None:
+    from sinco.data.datasets import discover_cases, load_case_volumes, load_slices
+
+    vol = _volume(h=16, w=16, d=3)
+    for name in ("c1", "c2"):
+        write_series(tmp_path / name / "flair", vol)
+        label = np.zeros(vol.shape, np.uint8)
+        label[4:8, 4:8] = 1
+        np.save(tmp_path / name / "seg.npy", label)
+    cases = discover_cases(tmp_path, layout="folders", image_glob="flair", label_glob="seg.npy")
+    image, label = load_case_volumes(cases[0])
+    np.testing.assert_array_equal(image, vol)
+    assert load_slices(cases).masks.sum() == 2 * 3 * 16
+    unlabelled = discover_cases(tmp_path, layout="folders", image_glob="flair", label_glob=None)
+    assert all(not c.has_labels for c in unlabelled) and load_case_volumes(unlabelled[0])[1] is None
