@@ -19,7 +19,6 @@ def write_dicom(
     series_uid: str = "1.2.826.0.1.3680043.8.498.1",
     instance: int | None = 1,
     thickness: float | None = 2.0,
-    syntax: str | None = None,
     with_pixels: bool = True,
 ) -> Path:
     """Write ``pixels`` (uint16 ``(H, W)`` or ``(F, H, W)``) as an explicit-VR little-endian DICOM file."""
@@ -52,8 +51,6 @@ def write_dicom(
         ds.set_pixel_data(np.asarray(pixels, dtype=np.uint16), photometric_interpretation="MONOCHROME2", bits_stored=16)
     else:
         ds.Rows, ds.Columns = pixels.shape[-2:]
-    if syntax is not None:
-        ds.file_meta.TransferSyntaxUID = syntax
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -68,3 +65,18 @@ def write_series(folder: Path, volume: np.ndarray, *, step: float = 2.0, shuffle
         paths.append(write_dicom(folder / f"IM{n:04d}", volume[:, :, k], position=(-5.0, 7.0, 10.0 + k * step),
                                  instance=int(k) + 1, **kwargs))  # fmt: skip
     return paths
+
+
+def write_jpeg_ls(path: Path, pixels: np.ndarray) -> Path:
+    """A file declaring JPEG-LS lossless (no decoder in a default install) with encapsulated bytes that are not decoded."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    write_dicom(path, pixels)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = encapsulate([b"\xff\xd8not really JPEG-LS\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_files import write_dicom, write_series
+from dicom_files import write_dicom, write_jpeg_ls, write_series
 
 from sinco.cli import main
 from sinco.data.dicom import read_dicom
@@ -85,18 +85,8 @@ def test_missing_pixel_data_refused(tmp_path: Path) -> None:
 
 
 def test_undecodable_transfer_syntax_refused(tmp_path: Path) -> None:
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGLSLossless
-
-    path = write_dicom(tmp_path / "jls.dcm", _volume(d=1)[:, :, 0])
-    import pydicom
-
-    ds = pydicom.dcmread(path)
-    ds.PixelData = encapsulate([b"\xff\xd8not really JPEG-LS\xff\xd9"])
-    ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
-    ds.save_as(path, enforce_file_format=True)
-    with pytest.raises(InputError, match="cannot be decoded|cannot decode") as info:
+    path = write_jpeg_ls(tmp_path / "jls.dcm", _volume(d=1)[:, :, 0])
+    with pytest.raises(InputError, match="cannot be decoded by the installed handlers") as info:
         load_array(path)
     assert "jls.dcm" in str(info.value)
 
@@ -173,3 +163,28 @@ def test_folders_layout_reads_a_dicom_series_per_case(tmp_path: Path) -> None:
     assert load_slices(cases).masks.sum() == 2 * 3 * 16
     unlabelled = discover_cases(tmp_path, layout="folders", image_glob="flair", label_glob=None)
     assert all(not c.has_labels for c in unlabelled) and load_case_volumes(unlabelled[0])[1] is None
+
+
+@pytest.mark.parametrize("case", ["several series", "undecodable"])
+def test_cli_refusals_name_the_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    vol = _volume(d=2)
+    if case == "several series":
+        write_dicom(tmp_path / "a.dcm", vol[:, :, 0], series_uid="1.2.3.1")
+        write_dicom(tmp_path / "b.dcm", vol[:, :, 1], series_uid="1.2.3.2")
+        target, expected = tmp_path, "2 DICOM series"
+    else:
+        target = write_jpeg_ls(tmp_path / "jls.dcm", vol[:, :, 0])
+        expected = "JPEG-LS"
+    assert main(["compress", str(target), "-o", str(tmp_path / "x.sinco"), "--slices", "all", "--steps", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sinco: error:") and err.count("\n") == 1 and expected in err and str(target) in err, err
+
+
+def test_cli_segment_reads_dicom(tmp_path: Path) -> None:
+    from importlib.resources import files
+
+    from pydicom.data import get_testdata_file
+
+    out = tmp_path / "mask.npy"
+    assert main(["segment", get_testdata_file("CT_small.dcm"), "-m", str(files("sinco") / "assets" / "demo_seg.pt"), "-o", str(out)]) == 0
+    assert np.load(out).shape == (128, 128)
