@@ -188,3 +188,11 @@ def test_cli_segment_reads_dicom(tmp_path: Path) -> None:
     out = tmp_path / "mask.npy"
     assert main(["segment", get_testdata_file("CT_small.dcm"), "-m", str(files("sinco") / "assets" / "demo_seg.pt"), "-o", str(out)]) == 0
     assert np.load(out).shape == (128, 128)
+
+
+def test_affine_from_headers_equals_the_full_read(tmp_path: Path) -> None:
+    vol = _volume(d=3)
+    write_series(tmp_path / "s", vol, step=1.5)
+    write_dicom(tmp_path / "mf.dcm", np.moveaxis(vol, -1, 0))
+    for path in (tmp_path / "s", tmp_path / "mf.dcm", tmp_path / "s" / "IM0000"):
+        np.testing.assert_array_equal(load_affine(path), read_dicom(path).affine)

@@ -237,16 +237,20 @@ def read_dicom_file(path: str | os.PathLike[str], *, arg: str = "INPUT") -> Dico
         return DicomVolume(array=pixels, affine=_affine([_plane(ds, 0)], thickness=_slice_thickness(ds)), files=(path,))
     if pixels.ndim != 3:
         raise InputError(f"{arg} {str(path)!r}: unexpected DICOM pixel array of shape {pixels.shape}")
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-    if len(per_frame) == pixels.shape[0] and all(g.get("PlanePositionSequence") for g in per_frame):
-        planes = [_plane(ds, k) for k in range(pixels.shape[0])]
-        order = _order(planes, [None] * len(planes), [f"frame {k}" for k in range(len(planes))], arg=f"{arg} {str(path)!r}")
-        planes = [planes[k] for k in order]
-    else:
-        # A classic multi-frame file: one position for the first frame, frames stacked along the normal.
-        order, planes = list(range(pixels.shape[0])), [_plane(ds, 0)]
+    order, planes = _frame_geometry(ds, pixels.shape[0], where=f"{arg} {str(path)!r}")
     volume = np.ascontiguousarray(np.moveaxis(pixels[order], 0, -1))
     return DicomVolume(array=volume, affine=_affine(planes, thickness=_slice_thickness(ds)), files=(path,))
+
+
+def _frame_geometry(ds, n_frames: int, *, where: str) -> tuple[list[int], list[_Plane]]:  # noqa: ANN001 - pydicom.Dataset
+    """Frame order and the planes of the ordered frames of a multi-frame dataset."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if len(per_frame) == n_frames and all(g.get("PlanePositionSequence") for g in per_frame):
+        planes = [_plane(ds, k) for k in range(n_frames)]
+        order = _order(planes, [None] * n_frames, [f"frame {k}" for k in range(n_frames)], arg=where)
+        return order, [planes[k] for k in order]
+    # A classic multi-frame file: one position for the first frame, frames stacked along the normal.
+    return list(range(n_frames)), [_plane(ds, 0)]
 
 
 def read_dicom_series(folder: str | os.PathLike[str], *, arg: str = "INPUT") -> DicomVolume:
@@ -266,27 +270,8 @@ def read_dicom_series(folder: str | os.PathLike[str], *, arg: str = "INPUT") -> 
         InputError: if the folder holds no DICOM image, several series, slices of different sizes
             or orientations, or a file :func:`read_dicom_file` refuses.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     folder = Path(folder)
-    headers = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except InvalidDicomError:
-            continue
-        except Exception as exc:  # noqa: BLE001 - a damaged file in the series is an error, not a skip
-            raise InputError(f"{arg} {str(path)!r}: cannot read as DICOM ({_reason(exc)})") from None
-        headers.append((path, ds))
-    if not headers:
-        raise InputError(f"{arg} {str(folder)!r}: no DICOM file in the folder")
-    series: dict[str, list[Path]] = {}
-    for path, ds in headers:
-        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(path)
-    if len(series) > 1:
-        listing = "; ".join(f"{uid or '(no SeriesInstanceUID)'}: {len(files)} file(s) e.g. {files[0].name!r}" for uid, files in series.items())
-        raise InputError(f"{arg} {str(folder)!r}: holds {len(series)} DICOM series ({listing}); point INPUT at one series")
+    headers = _series_headers(folder, arg=arg)
     if len(headers) == 1:
         return read_dicom_file(headers[0][0], arg=arg)
     slices, planes, numbers = [], [], []
@@ -306,6 +291,61 @@ def read_dicom_series(folder: str | os.PathLike[str], *, arg: str = "INPUT") -> 
     volume = np.stack([slices[k].astype(dtype, copy=False) for k in order], axis=-1)
     return DicomVolume(array=volume, affine=_affine([planes[k] for k in order], thickness=_slice_thickness(headers[0][1])),
                        files=tuple(headers[k][0] for k in order))  # fmt: skip
+
+
+def _series_headers(folder: Path, *, arg: str) -> list:
+    """``(path, header without pixels)`` of the DICOM files of a folder holding one series.
+
+    Raises:
+        InputError: if the folder holds no DICOM file, a damaged one, or several series.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    headers = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR"):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - a damaged file in the series is an error, not a skip
+            raise InputError(f"{arg} {str(path)!r}: cannot read as DICOM ({_reason(exc)})") from None
+        headers.append((path, ds))
+    if not headers:
+        raise InputError(f"{arg} {str(folder)!r}: no DICOM file in the folder")
+    series: dict[str, list[Path]] = {}
+    for path, ds in headers:
+        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(path)
+    if len(series) > 1:
+        listing = "; ".join(f"{uid or '(no SeriesInstanceUID)'}: {len(files)} file(s) e.g. {files[0].name!r}" for uid, files in series.items())
+        raise InputError(f"{arg} {str(folder)!r}: holds {len(series)} DICOM series ({listing}); point INPUT at one series")
+    return headers
+
+
+def read_dicom_affine(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarray:
+    """The affine :func:`read_dicom` would give, from the headers alone (no pixel data is decoded).
+
+    Returns:
+        Voxel-to-world matrix ``(4, 4)``, RAS+ mm.
+
+    Raises:
+        InputError: if the path is missing, not DICOM, or a folder of several series.
+    """
+    path = Path(path)
+    if path.is_dir():
+        headers = _series_headers(path, arg=arg)
+        if len(headers) > 1:
+            planes = [_plane(ds) for _, ds in headers]
+            numbers = [_instance_number(ds) for _, ds in headers]
+            order = _order(planes, numbers, [p.name for p, _ in headers], arg=f"{arg} {str(path)!r}")
+            return _affine([planes[k] for k in order], thickness=_slice_thickness(headers[0][1]))
+        path = headers[0][0]
+    elif not path.is_file():
+        raise InputError(f"{arg} {str(path)!r}: no such file or folder")
+    ds = _read(path, arg=arg, stop_before_pixels=True)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    planes = [_plane(ds, 0)] if frames <= 1 else _frame_geometry(ds, frames, where=f"{arg} {str(path)!r}")[1]
+    return _affine(planes, thickness=_slice_thickness(ds))
 
 
 def read_dicom(path: str | os.PathLike[str], *, arg: str = "INPUT") -> DicomVolume:

@@ -228,10 +228,10 @@ def select_slices(
 
 def load_affine(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarray:
     """The voxel-to-world matrix ``(4, 4)`` of a NIfTI file or DICOM input, or the identity for other formats."""
-    from sinco.data.dicom import is_dicom_path, read_dicom
+    from sinco.data.dicom import is_dicom_path, read_dicom_affine
 
     if is_dicom_path(path):
-        return read_dicom(path, arg=arg).affine
+        return read_dicom_affine(path, arg=arg)
     if image_suffix(path) in (".nii", ".nii.gz"):
         import nibabel as nib
 
