@@ -136,3 +136,20 @@ def test_train_seg_needs_labels(tmp_path: Path, capsys: pytest.CaptureFixture[st
     root = _png_folder(tmp_path / "data", depth=2)
     code = main(["train-seg", "--data", str(root), "--layout", "images", "--image-glob", "*/*.png", "-o", str(tmp_path / "s.pt")])
     assert code == 2 and "--label-glob" in capsys.readouterr().err
+
+
+def test_train_seg_on_png_slices_with_paired_masks_then_benchmark(tmp_path: Path) -> None:
+    root = _png_folder(tmp_path / "data", cases=("p1", "p2", "p3"), depth=3, masks=True)
+    ckpt = tmp_path / "seg.pt"
+    globs = ["--layout", "images", "--image-glob", "*/*.png", "--label-glob", "*/*_mask.png"]
+    args = ["train-seg", "--data", str(root), *globs, "--epochs", "1", "--batch-size", "4", "--channels", "4,8",
+            "-o", str(ckpt), "--quiet", "--device", "cpu", "--val-ids", "p3"]  # fmt: skip
+    assert main(args) == 0
+    meta = json.loads((tmp_path / "seg.pt.json").read_text())
+    assert meta["val_cases"] == ["p3"] and meta["train_slices"] == 6 and meta["label_glob"] == "*/*_mask.png"
+    out = tmp_path / "bench"
+    args = ["benchmark", "--data", str(root), *globs, "--seg-model", str(ckpt), "--methods", "jpeg", "--images", "1",
+            "--min-tumour", "0.01", "--out", str(out), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    (record,) = json.loads((out / "results.json").read_text())["records"]
+    assert record["case"] == "p3" and np.isfinite(record["dice"]) and np.isfinite(record["psnr_roi"])

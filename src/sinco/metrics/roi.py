@@ -26,7 +26,9 @@ def head_mask(image: np.ndarray) -> np.ndarray:
     side; a pixel is head when it is above that level by more than :data:`HEAD_THRESHOLD` of the
     slice's intensity range (max - min). Isolated noise is removed with a 3 x 3 binary opening
     and the holes are filled (:func:`scipy.ndimage.binary_fill_holes`), so dark ventricles and
-    sulci inside the head count as head. A constant slice has an empty head.
+    sulci inside the head count as head. A constant slice has an empty head. The rule assumes the
+    slice's border is background (a head cropped to touch every edge raises the level); give a
+    mask (``--roi``, ``--roi-glob``) where it is not.
 
     Args:
         image: ``(H, W)`` slice, any intensity scale (the ``[0, 1]`` reference in sinco).
