@@ -61,3 +61,14 @@ def test_sinco_regulariser_on_a_real_validation_slice(brats_case, tmp_path, caps
     for key in ("psnr", "ssim", "dice", "dice_reference", "bpp_params", "bpp_file"):
         assert np.isfinite(report[key]), key
     assert report["lam"] == 1.0 and report["bpp_file"] <= 1.25
+
+
+def test_automatic_head_matches_the_brats_brain_mask(brats_case):
+    from sinco.data.intensity import normalize_minmax
+    from sinco.metrics import dice
+    from sinco.metrics.roi import head_mask
+
+    k = _tumour_slice(brats_case)
+    image, _, _ = normalize_minmax(load_slice(brats_case / "Flair_subtrMeanDivStd.nii.gz", slice_index=k))
+    brain = load_slice(brats_case / "brainmask.nii.gz", slice_index=k) > 0
+    assert dice(pred=head_mask(image), target=brain) > 0.97

@@ -99,7 +99,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
     image, vmin, vmax = normalize_minmax(raw, name=f"INPUT {args.input!r}")
     seg_model, mask = _load_regularizer_inputs(
         args, load_mask=lambda path: load_slice(path, slice_index=args.slice, axis=args.axis, arg="--mask") > 0)
-    result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, seg_model=seg_model, mask=mask,
+    roi = None
+    if args.roi is not None:
+        roi = load_slice(args.roi, slice_index=args.slice, axis=args.axis, arg="--roi") > 0
+        if roi.shape != image.shape:
+            raise InputError(f"--roi {args.roi!r}: shape {roi.shape} differs from INPUT's {image.shape}")
+    result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, seg_model=seg_model, mask=mask, roi=roi,
                             progress=not args.quiet)  # fmt: skip
     atomic_write_bytes(out, result.data)
     if result.fit.divergences:
@@ -113,7 +118,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                                                   "seg_training": seg_model.training.get("summary")}  # fmt: skip
     _write_sidecar(sidecar, sidecar_record(
         input={"path": str(args.input), "slice": args.slice, "axis": args.axis, "channel": args.channel, "shape": list(raw.shape),
-               "vmin": vmin, "vmax": vmax},
+               "vmin": vmin, "vmax": vmax, "roi": args.roi},
         codec=codec, fit=fit, device=args.device, result=report, regularizer=regularizer))  # fmt: skip
     if args.json:
         print(json.dumps(report, default=_json_default))
@@ -144,9 +149,15 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
         return masks > 0
 
     seg_model, masks = _load_regularizer_inputs(args, load_mask=load_masks)
+    rois = None
+    if args.roi is not None:
+        rois, _ = select_slices(load_array(args.roi, arg="--roi"), slices=args.slices, axis=args.axis, arg="--roi")
+        if rois.shape != stack.shape:
+            raise InputError(f"--roi: slices of shape {rois.shape[1:]} differ from INPUT's {stack.shape[1:]}")
+        rois = rois > 0
     result = compress_volume(
         stack, first_index=indices.start, axis=args.axis, affine=load_affine(args.input), codec=codec, fit=fit,
-        device=device, batch_slices=batch, seg_model=seg_model, masks=masks, progress=not args.quiet,
+        device=device, batch_slices=batch, seg_model=seg_model, masks=masks, rois=rois, progress=not args.quiet,
     )  # fmt: skip
     atomic_write_bytes(out, result.data)
     m = result.metrics
@@ -156,7 +167,7 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
               "seconds": result.seconds, "device": str(device), "slice_range": [indices.start, indices.stop]}  # fmt: skip
     regularizer = None if seg_model is None else {"seg_model": str(args.seg_model), "mask": str(args.mask)}
     _write_sidecar(sidecar, sidecar_record(
-        input={"path": str(args.input), "slices": args.slices, "axis": args.axis, "channel": args.channel},
+        input={"path": str(args.input), "slices": args.slices, "axis": args.axis, "channel": args.channel, "roi": args.roi},
         codec=codec, fit=fit, device=args.device, result=report, regularizer=regularizer, slices=result.slices))  # fmt: skip
     if args.json:
         print(json.dumps(report, default=_json_default))
@@ -285,7 +296,10 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
         negatives_per_positive=args.negatives_per_positive, flip=not args.no_flip, gamma=args.gamma, unet=unet,
     )  # fmt: skip
     device = resolve_device(args.device)
-    cases = discover_cases(args.data, layout=args.layout, image_glob=args.image_glob, label_glob=args.label_glob, channel=args.channel)
+    image_glob, label_glob = _dataset_globs(args)
+    if label_glob is None:
+        raise InputError("--label-glob: training a segmentation network needs tumour labels")
+    cases = discover_cases(args.data, layout=args.layout, image_glob=image_glob, label_glob=label_glob, channel=args.channel)
     val_ids = tuple(v for v in (args.val_ids or "").split(",") if v)
     train_cases, val_cases = split_cases(cases, val_cases=config.val_cases, seed=config.seed, val_ids=val_ids)
     train, val = load_slices(train_cases), load_slices(val_cases)
@@ -303,7 +317,7 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
     }  # fmt: skip
     training = {
         "sinco_version": __version__,
-        "data": str(args.data), "layout": args.layout, "image_glob": args.image_glob, "label_glob": args.label_glob,
+        "data": str(args.data), "layout": args.layout, "image_glob": image_glob, "label_glob": label_glob,
         "channel": args.channel, "train_cases": [c.case_id for c in train_cases],
         "val_cases": [c.case_id for c in val_cases], "train_slices": len(train.ids),
         "train_tumour_slices": int(train.has_tumour.sum()), "val_slices": len(val.ids),
@@ -361,6 +375,17 @@ def _codec_options_by_family(args: argparse.Namespace) -> dict[str, dict[str, An
     return {f.name: {o.dest: getattr(args, o.dest) for o in f.options if getattr(args, o.dest) is not None} for f in all_families()}
 
 
+def _benchmark_methods(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--methods``, or the default: without ``--seg-model``, the default methods that need none."""
+    from sinco.eval.benchmark import DEFAULT_METHODS, codec_methods
+
+    if args.methods is not None:
+        return tuple(m for m in args.methods.split(",") if m)
+    if args.seg_model is not None:
+        return DEFAULT_METHODS
+    return tuple(m for m in DEFAULT_METHODS if not (m in codec_methods() and codec_methods()[m][1].regularised))
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """``sinco benchmark``: the paper's comparison on a dataset."""
     from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
@@ -371,10 +396,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
     overrides = _fit_overrides(args)
+    image_glob, label_glob = _dataset_globs(args)
+    cases = args.cases if args.cases is not None else ("val" if args.seg_model is not None else "all")
     config = BenchmarkConfig(
-        data=str(args.data), seg_model=str(args.seg_model), layout=args.layout, image_glob=args.image_glob,
-        label_glob=args.label_glob, channel=args.channel, cases=args.cases,
-        methods=tuple(m for m in args.methods.split(",") if m), bpps=_parse_bpps(args.bpp), images=args.images,
+        data=str(args.data), seg_model=None if args.seg_model is None else str(args.seg_model), layout=args.layout,
+        image_glob=image_glob, label_glob=label_glob, channel=args.channel, cases=cases, roi_glob=args.roi_glob,
+        methods=_benchmark_methods(args), bpps=_parse_bpps(args.bpp), images=args.images,
         min_tumour=args.min_tumour, preset=args.preset or "paper", steps=args.steps, lr=args.lr, lam=args.lam,
         reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
         fit_options={k: v for k, v in overrides.items() if k not in COMMON_FIT_OPTIONS and v is not None},
@@ -452,11 +479,30 @@ def _add_fit_arguments(p: argparse.ArgumentParser, *, lam_help: str) -> None:
                            help=f"{option.help} [{', '.join(seen[flag])}]")  # fmt: skip
 
 
+def _dataset_globs(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``(image_glob, label_glob)`` of a dataset command: the layout's defaults, ``--label-glob none`` for no labels."""
+    if args.layout == "images":
+        if args.image_glob is None:
+            raise InputError("--layout images needs --image-glob (e.g. '*.png' or 'slices/*.tif')")
+        label = args.label_glob
+    else:
+        label = "OTMultiClass.nii.gz" if args.label_glob is None else args.label_glob
+    label = None if label is not None and label.strip().lower() in ("", "none") else label
+    return (args.image_glob or "Flair*.nii.gz"), label
+
+
 def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (Decathlon Task01 or one folder per case)")
-    p.add_argument("--layout", choices=("auto", "decathlon", "folders"), default="auto", help="dataset layout (default: auto)")
-    p.add_argument("--image-glob", default="Flair*.nii.gz", help="folders layout: image file pattern (default: Flair*.nii.gz)")
-    p.add_argument("--label-glob", default="OTMultiClass.nii.gz", help="folders layout: label file pattern (default: OTMultiClass.nii.gz)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="dataset folder (Decathlon Task01, one folder per case, or a folder of 2-D images)")  # fmt: skip
+    p.add_argument("--layout", choices=("auto", "decathlon", "folders", "images"), default="auto",
+                   help="dataset layout (default: auto = decathlon if DIR/dataset.json exists, else folders); "
+                        "images = 2-D PNG/TIFF/.npy files, those of one folder are one case's slices")  # fmt: skip
+    p.add_argument("--image-glob", default=None,
+                   help="folders layout: image file (or DICOM series folder) in each case folder (default: Flair*.nii.gz); "
+                        "images layout: the images under DIR (required, e.g. '*.png')")  # fmt: skip
+    p.add_argument("--label-glob", default=None,
+                   help="tumour labels: folders layout, the file in each case folder (default: OTMultiClass.nii.gz; 'none' = no "
+                        "labels); images layout, masks paired with the images by name (default: none)")  # fmt: skip
     p.add_argument("--channel", type=int, default=0, help="modality of 4-D volumes (default: 0, FLAIR)")
 
 
@@ -471,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     families = all_families()
     p = sub.add_parser("compress", help="fit a neural codec to a 2-D image (or the slices of a volume) and store it as a .sinco file")
-    p.add_argument("input", metavar="INPUT", help="NIfTI (.nii/.nii.gz), .npy, PNG or TIFF image")
+    p.add_argument("input", metavar="INPUT",
+                   help="NIfTI (.nii/.nii.gz), .npy, PNG or TIFF image, or DICOM: a file or a folder holding one series")  # fmt: skip
     p.add_argument("-o", "--output", required=True, metavar="OUT.sinco", help="output file (a JSON record goes to OUT.sinco.json)")
     p.add_argument("--arch", choices=[f.name for f in families], default=DEFAULT_FAMILY,
                    help="codec family: " + "; ".join(f"{f.name} = {f.summary}" for f in families) + f" (default: {DEFAULT_FAMILY})")  # fmt: skip
@@ -486,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--seg-model", default=None, metavar="SEG.pt", help="segmentation checkpoint from 'sinco train-seg': enables the SINCO regulariser and Dice metrics")
     p.add_argument("--mask", default=None, metavar="LABELS", help="label file of INPUT (same slice is read; label > 0 = tumour)")
+    p.add_argument("--roi", default=None, metavar="MASK",
+                   help="region of interest for psnr_roi/ssim_roi, e.g. a brain mask (same slice is read; default: the head found "
+                        "automatically)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -514,12 +564,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="compare the neural codecs and classical codecs on a dataset (the paper's Table 1)")
     _add_dataset_arguments(p)
-    p.add_argument("--seg-model", required=True, metavar="SEG.pt", help="checkpoint from 'sinco train-seg'")
-    p.add_argument("--cases", default="val", help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val)")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(all_methods())}")
+    p.add_argument("--seg-model", default=None, metavar="SEG.pt",
+                   help="checkpoint from 'sinco train-seg': adds Dice and the regularised methods (default: none, no Dice)")  # fmt: skip
+    p.add_argument("--cases", default=None,
+                   help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val with --seg-model, else all)")  # fmt: skip
+    p.add_argument("--roi-glob", default=None, metavar="GLOB",
+                   help="region of interest for PSNR/SSIM ROI: a mask in each case folder, e.g. brainmask.nii.gz (images layout: "
+                        "paired by name); default: the head found automatically")  # fmt: skip
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated, from: {', '.join(all_methods())} (default: {','.join(DEFAULT_METHODS)}; without "
+                        "--seg-model the unregularised ones)")  # fmt: skip
     p.add_argument("--bpp", default="1.2", help="target rate(s), comma-separated (default: 1.2)")
     p.add_argument("--images", type=int, default=10, help="test slices (default: 10)")
-    p.add_argument("--min-tumour", type=float, default=0.01, help="minimum tumour fraction of a test slice (default: 0.01)")
+    p.add_argument("--min-tumour", type=float, default=0.01,
+                   help="minimum tumour fraction of a test slice, with labels only (default: 0.01)")  # fmt: skip
     _add_fit_arguments(p, lam_help="SINCO regulariser weight of the regularised methods (default: 1)")
     _add_codec_arguments(p)
     p.add_argument("--device", default="auto")

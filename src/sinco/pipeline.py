@@ -73,6 +73,7 @@ def compress_image(
     device: torch.device,
     seg_model: SegModel | None = None,
     mask: np.ndarray | None = None,
+    roi: np.ndarray | None = None,
     progress: bool = False,
 ) -> CompressResult:
     """Fit a codec of the chosen family to an image, store it as ``.sinco`` bytes, decode them and measure the result.
@@ -92,6 +93,7 @@ def compress_image(
         device: where to fit (decoding always runs on the CPU).
         seg_model: frozen segmentation network ``g`` (needs ``mask``).
         mask: ground-truth tumour mask ``(H, W)``, nonzero = tumour (needs ``seg_model``).
+        roi: region of interest ``(H, W)`` of the ROI metrics (``None``: the head, found automatically).
         progress: show a progress bar.
 
     Returns:
@@ -104,7 +106,7 @@ def compress_image(
     """
     return compress_images(
         [image], ranges=[(vmin, vmax)], codec=codec, fit=fit, device=device, seg_model=seg_model,
-        masks=None if mask is None else [mask], progress=progress,
+        masks=None if mask is None else [mask], rois=None if roi is None else [roi], progress=progress,
     )[0]  # fmt: skip
 
 
@@ -142,6 +144,7 @@ def compress_images(
     device: torch.device,
     seg_model: SegModel | None = None,
     masks: Sequence[np.ndarray] | None = None,
+    rois: Sequence[np.ndarray | None] | None = None,
     allow_empty_masks: bool = False,
     progress: bool = False,
     desc: str | None = None,
@@ -160,6 +163,7 @@ def compress_images(
         device: where to fit.
         seg_model: frozen segmentation network (needs ``masks``).
         masks: ``S`` ground-truth masks ``(H, W)``.
+        rois: ``S`` regions of interest ``(H, W)`` (or ``None`` entries: the head, found automatically).
         allow_empty_masks: fit slices whose mask is empty on the MSE alone instead of refusing them.
         progress: show a progress bar.
         desc: label of the progress bar.
@@ -171,6 +175,8 @@ def compress_images(
         InputError: see :func:`compress_image`; also if the images differ in shape.
     """
     _check_images(images, n_ranges=len(ranges), masks=masks, lam=fit.lam, seg_model=seg_model, allow_empty_masks=allow_empty_masks)
+    if rois is not None and (len(rois) != len(images) or any(r is not None and r.shape != images[0].shape for r in rois)):
+        raise InputError(f"--roi: {len(rois)} regions for {len(images)} images, each of the images' shape {images[0].shape}")
     start = time.perf_counter()
     family = codec.family
     height, width = images[0].shape
@@ -192,7 +198,8 @@ def compress_images(
         vmin, vmax = ranges[k]
         data = write_file(family=codec.arch, spec=outcome.spec, payload=outcome.payload, height=height, width=width, vmin=vmin, vmax=vmax)
         parsed, recon = decode_file(data)
-        metrics = measure(recon, target=images[k], file_bytes=len(data), seg_model=seg_model, mask=None if masks is None else masks[k])
+        metrics = measure(recon, target=images[k], file_bytes=len(data), seg_model=seg_model, mask=None if masks is None else masks[k],
+                          roi=None if rois is None else rois[k])  # fmt: skip
         metrics.update(family.rate_fields(outcome.spec, n_pixels=height * width), **outcome.extras)
         results.append(CompressResult(data=data, file=parsed, reconstruction=recon, metrics=metrics, fit=outcome.report))
     per_image = (time.perf_counter() - start) / len(images)
@@ -200,7 +207,7 @@ def compress_images(
 
 
 def measure(decoded: np.ndarray, *, target: np.ndarray, file_bytes: int | None = None, seg_model: SegModel | None = None,
-            mask: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+            mask: np.ndarray | None = None, roi: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
     """The figures every record carries, of a decoded image against its original.
 
     Args:
@@ -209,19 +216,28 @@ def measure(decoded: np.ndarray, *, target: np.ndarray, file_bytes: int | None =
         file_bytes: the file's size (adds ``bpp_file`` and ``file_bytes``).
         seg_model: with ``mask``, adds ``dice`` (of ``g``'s mask of ``decoded``) and ``dice_reference`` (of the original).
         mask: ground-truth mask ``(H, W)``.
+        roi: the region of interest ``(H, W)`` (a brain mask) of ``psnr_roi`` and ``ssim_roi``; ``None``:
+            the head found by :func:`sinco.metrics.roi.head_mask`.
 
     Returns:
-        ``psnr``, ``ssim`` and the optional fields.
+        ``psnr``, ``ssim``, the MS-SSIM and ROI figures of :func:`sinco.metrics.roi.quality_metrics`,
+        and the optional fields.
     """
     from sinco.metrics import dice, psnr, ssim
+    from sinco.metrics.roi import quality_metrics
 
-    metrics: dict[str, Any] = {"psnr": psnr(pred=decoded, target=target), "ssim": ssim(pred=decoded, target=target)}
+    metrics: dict[str, Any] = {"psnr": psnr(pred=decoded, target=target), "ssim": ssim(pred=decoded, target=target),
+                               **quality_metrics(pred=decoded, target=target, roi=roi)}  # fmt: skip
     if file_bytes is not None:
         metrics.update(bpp_file=8 * file_bytes / target.size, file_bytes=file_bytes)
     if seg_model is not None and mask is not None:
         metrics["dice"] = dice(pred=seg_model.predict(decoded), target=mask)
         metrics["dice_reference"] = dice(pred=seg_model.predict(target), target=mask)
     return metrics
+
+
+# The figures of sinco.metrics.roi.quality_metrics that volume slice rows carry.
+_QUALITY_KEYS = ("ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
 
 
 @dataclass(frozen=True)
@@ -244,7 +260,8 @@ class VolumeResult:
     seconds: float = field(default=0.0)
 
 
-def _check_volume(volume: np.ndarray, *, batch_slices: int, seg_model: SegModel | None, masks: np.ndarray | None) -> None:
+def _check_volume(volume: np.ndarray, *, batch_slices: int, seg_model: SegModel | None, masks: np.ndarray | None,
+                  rois: np.ndarray | None) -> None:  # fmt: skip
     from sinco.metrics.image import SSIM_MIN_SIDE
 
     if volume.ndim != 3:
@@ -259,6 +276,8 @@ def _check_volume(volume: np.ndarray, *, batch_slices: int, seg_model: SegModel 
         raise InputError("--mask and --seg-model go together")
     if masks is not None and masks.shape != volume.shape:
         raise InputError(f"--mask: shape {masks.shape} differs from the slices' {volume.shape}")
+    if rois is not None and rois.shape != volume.shape:
+        raise InputError(f"--roi: shape {rois.shape} differs from the slices' {volume.shape}")
 
 
 def compress_volume(
@@ -273,6 +292,7 @@ def compress_volume(
     batch_slices: int = 1,
     seg_model: SegModel | None = None,
     masks: np.ndarray | None = None,
+    rois: np.ndarray | None = None,
     progress: bool = False,
 ) -> VolumeResult:
     """Compress consecutive slices of a volume, fitting ``batch_slices`` of them at a time as one batch.
@@ -294,6 +314,8 @@ def compress_volume(
         batch_slices: slices per batched fit (1 = one at a time).
         seg_model: frozen segmentation network (needs ``masks``).
         masks: ground-truth masks ``(S, H, W)``, nonzero = tumour.
+        rois: regions of interest ``(S, H, W)`` (a brain mask) of each slice's ``psnr_roi`` and
+            ``ssim_roi``; ``None``: the head found by :func:`sinco.metrics.roi.head_mask`.
         progress: progress bars.
 
     Returns:
@@ -304,7 +326,7 @@ def compress_volume(
     """
     from sinco.data.intensity import normalize_minmax
 
-    _check_volume(volume, batch_slices=batch_slices, seg_model=seg_model, masks=masks)
+    _check_volume(volume, batch_slices=batch_slices, seg_model=seg_model, masks=masks, rois=rois)
     start = time.perf_counter()
     n_slices, height, width = volume.shape
     records: list[SliceRecord | None] = [None] * n_slices
@@ -320,7 +342,8 @@ def compress_volume(
         batch = order[begin : begin + batch_slices]
         batch_results = compress_images(
             [scaled[i][0] for i in batch], ranges=[scaled[i][1:] for i in batch], codec=codec, fit=fit, device=device,
-            seg_model=seg_model, masks=None if masks is None else [masks[i] for i in batch], allow_empty_masks=True,
+            seg_model=seg_model, masks=None if masks is None else [masks[i] for i in batch],
+            rois=None if rois is None else [rois[i] for i in batch], allow_empty_masks=True,
             progress=progress, desc=f"slices {first_index + batch[0]}..{first_index + batch[-1]}",
         )  # fmt: skip
         for index, result in zip(batch, batch_results, strict=True):
@@ -350,7 +373,7 @@ def _slice_rows(data: bytes, results: dict[int, CompressResult], *, first_index:
             row.update(kind="inr", family=result.file.family, bytes=5 + len(record.data), psnr=m["psnr"], ssim=m["ssim"],
                        best_step=result.fit.best_step, evaluations=result.fit.evaluations, divergences=result.fit.divergences,
                        lam=result.fit.lam)  # fmt: skip
-            row.update({k: m[k] for k in ("psnr_fp32", "dice", "dice_reference") if k in m})
+            row.update({k: m[k] for k in ("psnr_fp32", "dice", "dice_reference", *_QUALITY_KEYS) if k in m})
         rows.append(row)
     return rows
 
@@ -370,6 +393,9 @@ def _volume_metrics(rows: list[dict], results: dict[int, CompressResult], *, n_v
         "n_params_per_slice": first.metrics.get("n_params", 0) if first else 0,
         "psnr_mean": float(np.mean([r["psnr"] for r in fitted])) if fitted else math.nan,
         "ssim_mean": float(np.mean([r["ssim"] for r in fitted])) if fitted else math.nan,
+        "psnr_roi_mean": _mean([r["psnr_roi"] for r in fitted]),
+        "ssim_roi_mean": _mean([r["ssim_roi"] for r in fitted]),
+        "ms_ssim_mean": _mean([r["ms_ssim"] for r in fitted]),
         "compress_seconds": compress_seconds,
         "slices_per_minute": 60 * len(fitted) / compress_seconds if compress_seconds > 0 else math.nan,
         "batch_slices": batch_slices,
@@ -379,6 +405,12 @@ def _volume_metrics(rows: list[dict], results: dict[int, CompressResult], *, n_v
         metrics["dice_mean"] = float(np.mean([r["dice"] for r in fitted]))
         metrics["dice_reference_mean"] = float(np.mean([r["dice_reference"] for r in fitted]))
     return metrics
+
+
+def _mean(values: list[float | None]) -> float:
+    """Mean of the values that exist (an empty region has none); NaN when none does."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else math.nan
 
 
 def default_batch_slices(device: torch.device) -> int:

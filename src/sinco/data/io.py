@@ -1,7 +1,8 @@
 """Reading 2-D slices from image files and writing decoded images.
 
 Supported inputs: NIfTI (``.nii``, ``.nii.gz``; 2-D, 3-D, or 4-D with the modality on the last
-axis as in the Medical Segmentation Decathlon), NumPy ``.npy``, and 8/16-bit greyscale PNG and TIFF.
+axis as in the Medical Segmentation Decathlon), NumPy ``.npy``, 8/16-bit greyscale PNG and TIFF, and
+DICOM (a file, or a folder holding one series; see :mod:`sinco.data.dicom`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from sinco.errors import InputError
 from sinco.utils.atomic import atomic_path
 
-INPUT_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".tif", ".tiff")
+INPUT_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".tif", ".tiff", ".dcm", ".dicom")
 OUTPUT_SUFFIXES = (".npy", ".png", ".nii.gz", ".nii", ".tif", ".tiff")
 MASK_SUFFIXES = (".npy", ".png", ".nii.gz", ".nii")
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy")
@@ -30,15 +31,20 @@ def load_array(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarra
     """Read a whole image file into an array, without selecting a slice.
 
     Args:
-        path: a NIfTI, ``.npy``, PNG or TIFF file.
+        path: a NIfTI, ``.npy``, PNG or TIFF file; or DICOM: a file, or a folder holding one series.
         arg: the command-line argument the path came from, for error messages.
 
     Returns:
-        The array as stored: ``(H, W)``, ``(H, W, D)`` or ``(H, W, D, C)``.
+        The array as stored: ``(H, W)``, ``(H, W, D)`` or ``(H, W, D, C)``; DICOM as
+        :func:`sinco.data.dicom.read_dicom` lays it out (rescaled, slices on the last axis).
 
     Raises:
         InputError: if the file is missing, has an unsupported suffix, or cannot be read as an image.
     """
+    from sinco.data.dicom import is_dicom_path, read_dicom
+
+    if is_dicom_path(path):
+        return read_dicom(path, arg=arg).array
     path = Path(path)
     suffix = image_suffix(path)
     if not path.is_file():
@@ -47,10 +53,8 @@ def load_array(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarra
         raise InputError(f"{arg} {str(path)!r}: unsupported format {suffix!r} (expected one of {', '.join(INPUT_SUFFIXES)})")
     try:
         if suffix in (".nii", ".nii.gz"):
-            from monai.transforms import LoadImage
-
             # MONAI's reader, without reorientation: sinco stores the slice as the file lays it out.
-            array = np.asarray(LoadImage(image_only=True, reader="NibabelReader")(str(path)))
+            array = np.asarray(_nifti_loader()(str(path)))
         elif suffix == ".npy":
             array = np.load(path, allow_pickle=False)
         elif suffix == ".png":
@@ -72,6 +76,28 @@ def load_array(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarra
     if array.dtype.kind not in "biuf":
         raise InputError(f"{arg} {str(path)!r}: unsupported pixel type {array.dtype}")
     return array
+
+
+def _nifti_loader():  # noqa: ANN202 - monai.transforms.LoadImage, imported lazily
+    """MONAI's ``LoadImage`` with the nibabel reader, built without the noise of MONAI's GPU DICOM plugin.
+
+    ``LoadImage`` builds every reader MONAI knows; with pydicom installed, its nvImageCodec DICOM
+    plugin warns (a warning and a log record) that it is unavailable, which says nothing about NIfTI.
+    """
+    import logging
+    import warnings
+
+    from monai.transforms import LoadImage
+
+    plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = plugin_log.level
+    plugin_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+            return LoadImage(image_only=True, reader="NibabelReader")
+    finally:
+        plugin_log.setLevel(level)
 
 
 def _select_channel(array: np.ndarray, *, channel: int, arg: str) -> np.ndarray:
@@ -200,8 +226,12 @@ def select_slices(
     return np.ascontiguousarray(stack, dtype=np.float64), indices
 
 
-def load_affine(path: str | os.PathLike[str]) -> np.ndarray:
-    """The voxel-to-world matrix ``(4, 4)`` of a NIfTI file, or the identity for other formats."""
+def load_affine(path: str | os.PathLike[str], *, arg: str = "INPUT") -> np.ndarray:
+    """The voxel-to-world matrix ``(4, 4)`` of a NIfTI file or DICOM input, or the identity for other formats."""
+    from sinco.data.dicom import is_dicom_path, read_dicom_affine
+
+    if is_dicom_path(path):
+        return read_dicom_affine(path, arg=arg)
     if image_suffix(path) in (".nii", ".nii.gz"):
         import nibabel as nib
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 CLASSICAL_METHODS = ("jpeg", "jpeg2000", "jpegxl", "avif", "webp")
 DEFAULT_METHODS = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "jpeg", "jpeg2000")
 RESULTS_FORMAT = 2
+# What every record carries from sinco.pipeline.measure (Dice too, with a segmentation model).
+_RECORD_METRICS = ("bpp_file", "psnr", "ssim", "ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
 
 
 def codec_methods() -> dict[str, tuple[Any, Any]]:
@@ -58,10 +60,11 @@ class BenchmarkConfig:
 
     Args:
         data: dataset folder.
-        seg_model: segmentation checkpoint (its path).
-        layout: dataset layout (``auto``, ``decathlon``, ``folders``).
-        image_glob: ``folders`` layout image pattern.
-        label_glob: ``folders`` layout label pattern.
+        seg_model: segmentation checkpoint (its path), or ``None``: records then carry rate, PSNR,
+            SSIM, MS-SSIM and the ROI figures, but no Dice and no regularised method.
+        layout: dataset layout (``auto``, ``decathlon``, ``folders``, ``images``).
+        image_glob: ``folders``/``images`` layout image pattern.
+        label_glob: ``folders``/``images`` layout label pattern (``None``: no labels).
         channel: modality of 4-D volumes.
         cases: ``"val"`` (the segmentation model's validation cases), ``"all"``, or comma-separated ids.
         methods: method names, see :func:`all_methods`.
@@ -77,16 +80,18 @@ class BenchmarkConfig:
         fit_options: family fitting options (e.g. ``optimizer``); each family takes those it declares.
         codec_options: family name -> codec options (e.g. ``{"siren": {"depth": 3}}``).
         batch_slices: test slices of one codec method fitted together as one batch.
+        roi_glob: pattern of each case's region-of-interest mask (``brainmask.nii.gz``); ``None``:
+            the head found by :func:`sinco.metrics.roi.head_mask`.
 
     Raises:
         InputError: if a value is out of range.
     """
 
     data: str
-    seg_model: str
+    seg_model: str | None
     layout: str = "auto"
     image_glob: str = "Flair*.nii.gz"
-    label_glob: str = "OTMultiClass.nii.gz"
+    label_glob: str | None = "OTMultiClass.nii.gz"
     channel: int = 0
     cases: str = "val"
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -102,6 +107,7 @@ class BenchmarkConfig:
     fit_options: Mapping[str, Any] = field(default_factory=dict)
     codec_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     batch_slices: int = 1
+    roi_glob: str | None = None
 
     def __post_init__(self) -> None:
         known = all_methods()
@@ -125,6 +131,18 @@ class BenchmarkConfig:
             if method in codec_methods():
                 self.fit_config(method)  # validates the preset and the overrides
                 self.codec_config(method, bpp=self.bpps[0])
+        self._check_labels_and_model()
+
+    def _check_labels_and_model(self) -> None:
+        """Refuse what needs a segmentation model, or labels, when they are not given."""
+        if self.seg_model is None:
+            needs = [m for m in self.methods if m in codec_methods() and codec_methods()[m][1].regularised]
+            if needs:
+                raise InputError(f"--methods {','.join(needs)}: the SINCO regulariser needs --seg-model (or drop these methods)")
+            if self.cases == "val":
+                raise InputError("--cases val: the validation cases come from --seg-model; without one use --cases all or ID,...")
+        elif self.label_glob is None:
+            raise InputError("--seg-model: Dice needs tumour labels; give --label-glob")
 
     def fit_config(self, method: str) -> Any:
         """The fitting configuration of a codec method (its family's preset, the overrides, lam 0 if unregularised)."""
@@ -205,7 +223,7 @@ def resolve_cases(config: BenchmarkConfig, seg_training: dict[str, Any]) -> list
     from sinco.data.datasets import discover_cases
 
     cases = discover_cases(config.data, layout=config.layout, image_glob=config.image_glob, label_glob=config.label_glob,
-                           channel=config.channel)  # fmt: skip
+                           channel=config.channel, roi_glob=config.roi_glob)  # fmt: skip
     by_id = {c.case_id: c for c in cases}
     if config.cases == "all":
         return cases
@@ -240,10 +258,12 @@ class _Run:
 
     def record(self, ref: Any, method: str, bpp: float, *, metrics: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
         """The one record builder: identity, the metrics of the decoded file (see :func:`sinco.pipeline.measure`),
-        then the runner's own fields."""
-        return {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method, "target_bpp": float(bpp),
-                "bpp_file": metrics["bpp_file"], "psnr": metrics["psnr"], "ssim": metrics["ssim"], "dice": metrics["dice"],
-                "dice_reference": self.prepared[ref.image_id][4], **fields}  # fmt: skip
+        then the runner's own fields. Dice only with a segmentation model."""
+        record = {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method, "target_bpp": float(bpp),
+                  **{k: metrics[k] for k in _RECORD_METRICS}}  # fmt: skip
+        if self.seg_model is not None:
+            record.update(dice=metrics["dice"], dice_reference=self.prepared[ref.image_id][4])
+        return {**record, **fields}
 
     def store(self, record: dict[str, Any], data: bytes, extension: str) -> None:
         from sinco.utils.atomic import atomic_write_bytes
@@ -297,15 +317,15 @@ def _start(config: BenchmarkConfig, *, outdir: Path, progress: bool) -> _Run:
     from sinco.eval.selection import select_test_slices
     from sinco.seg.network import load_seg_model
 
-    seg_model = load_seg_model(config.seg_model)
-    cases = resolve_cases(config, seg_model.training)
+    seg_model = None if config.seg_model is None else load_seg_model(config.seg_model)
+    cases = resolve_cases(config, {} if seg_model is None else seg_model.training)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "files").mkdir(exist_ok=True)
     records = load_results(outdir, config)
     done = {_record_key(r) for r in records}
     slices = select_test_slices(cases, n_images=config.images, min_tumour=config.min_tumour)
-    slice_info = [{"image_id": s.image_id, "case": s.case.case_id, "slice": s.index, "tumour_fraction": s.tumour_fraction}
-                  for s in slices]  # fmt: skip
+    slice_info = [{"image_id": s.image_id, "case": s.case.case_id, "slice": s.index, "tumour_fraction": s.tumour_fraction,
+                   "source": s.case.source(s.index)} for s in slices]  # fmt: skip
     run = _Run(config=config, out=outdir, seg_model=seg_model, slices=slices, slice_info=slice_info, records=records, done=done,
                prepared=_prepare(slices, config=config, done=done, seg_model=seg_model))  # fmt: skip
     if progress:
@@ -318,23 +338,27 @@ def _start(config: BenchmarkConfig, *, outdir: Path, progress: bool) -> _Run:
 
 
 def _prepare(slices: list, *, config: BenchmarkConfig, done: set, seg_model: Any) -> dict[str, tuple]:
-    """The test slices still needed, scaled, with masks and the uncompressed slice's Dice (one case volume in memory at a time)."""
-    from sinco.data.datasets import load_case_volumes
+    """The test slices still needed (one case volume in memory at a time): ``image_id -> (image, vmin, vmax,
+    mask or None, the uncompressed slice's Dice or None, region of interest or None)``."""
+    from sinco.data.datasets import load_case_roi, load_case_volumes
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import select_slice
     from sinco.metrics import dice
 
     prepared: dict[str, tuple] = {}
-    loaded: tuple[str, tuple[np.ndarray, np.ndarray]] | None = None
+    loaded: tuple[str, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
     for ref in slices:
         if all((ref.image_id, m, float(b)) in done for b in config.bpps for m in config.methods):
             continue
         if loaded is None or loaded[0] != ref.case.case_id:
-            loaded = (ref.case.case_id, load_case_volumes(ref.case))
-        image_vol, label_vol = loaded[1]
+            image_vol, label_vol = load_case_volumes(ref.case)
+            loaded = (ref.case.case_id, (image_vol, label_vol, load_case_roi(ref.case, shape=image_vol.shape)))
+        image_vol, label_vol, roi_vol = loaded[1]
         image, vmin, vmax = normalize_minmax(select_slice(image_vol, slice_index=ref.index), name=ref.image_id)
-        mask = (select_slice(label_vol, slice_index=ref.index) > 0).astype(np.uint8)
-        prepared[ref.image_id] = (image, vmin, vmax, mask, dice(pred=seg_model.to("cpu").predict(image), target=mask))
+        mask = None if label_vol is None else (select_slice(label_vol, slice_index=ref.index) > 0).astype(np.uint8)
+        roi = None if roi_vol is None else select_slice(roi_vol, slice_index=ref.index) > 0
+        reference = None if seg_model is None else dice(pred=seg_model.to("cpu").predict(image), target=mask)
+        prepared[ref.image_id] = (image, vmin, vmax, mask, reference, roi)
     return prepared
 
 
@@ -352,7 +376,9 @@ def _run_codec_method(run: _Run, method: str, bpp: float, *, device: torch.devic
             run.bar.set_postfix_str(f"{method} {bpp:g} bpp, {len(batch)} slice(s)")
         results = compress_images(
             [run.prepared[r.image_id][0] for r in batch], ranges=[run.prepared[r.image_id][1:3] for r in batch], codec=codec,
-            fit=fit, device=device, seg_model=run.seg_model, masks=[run.prepared[r.image_id][3] for r in batch], progress=progress,
+            fit=fit, device=device, seg_model=run.seg_model,
+            masks=None if run.seg_model is None else [run.prepared[r.image_id][3] for r in batch],
+            rois=[run.prepared[r.image_id][5] for r in batch], progress=progress,
         )  # fmt: skip
         for ref, result in zip(batch, results, strict=True):
             start = time.perf_counter()
@@ -376,14 +402,14 @@ def _run_classical_method(run: _Run, method: str, bpp: float, *, device: torch.d
     for ref in run.todo(method, bpp):
         if run.bar is not None:
             run.bar.set_postfix_str(f"{ref.image_id} {method} {bpp:g} bpp")
-        image, _, _, mask, _ = run.prepared[ref.image_id]
+        image, _, _, mask, _, roi = run.prepared[ref.image_id]
         start = time.perf_counter()
         match = encode_at_bpp(codec, image, target_bpp=bpp)
         encode_seconds = time.perf_counter() - start
         start = time.perf_counter()
         decoded = codec.decode(match.data)
         decode_seconds = time.perf_counter() - start
-        metrics = measure(decoded, target=image, file_bytes=len(match.data), seg_model=run.seg_model, mask=mask)
+        metrics = measure(decoded, target=image, file_bytes=len(match.data), seg_model=run.seg_model, mask=mask, roi=roi)
         record = run.record(ref, method, bpp, metrics=metrics, bpp_params=None, steps=None,
                             encode_seconds=encode_seconds, decode_seconds=decode_seconds, quality=match.quality,
                             within_budget=match.within_budget, bit_depth=codec.bit_depth, library=codec.library,

@@ -21,7 +21,8 @@ PAPER_TABLE_1 = {
 CLASSICAL_LABELS = {"jpeg": "JPEG", "jpeg2000": "JPEG 2000", "jpegxl": "JPEG XL", "avif": "AVIF", "webp": "WebP"}
 
 
-def _stat(values: list[float], digits: int) -> str:
+def _stat(values: list[float | None], digits: int) -> str:
+    values = [v for v in values if v is not None]
     if not values:
         return "-"
     mean, std = float(np.mean(values)), float(np.std(values))
@@ -40,7 +41,10 @@ def _describe_fits(config: Any) -> str:
 
 
 def make_table(records: list[dict[str, Any]], config: Any) -> str:
-    """Markdown table: mean ± standard deviation of PSNR, SSIM and Dice per method and rate.
+    """Markdown table: mean ± standard deviation of PSNR, SSIM, MS-SSIM, the ROI figures and Dice per method and rate.
+
+    The paper's figures stand beside the whole-slice ones; the Dice columns appear only when the
+    run had a segmentation model.
 
     Args:
         records: benchmark records.
@@ -55,35 +59,44 @@ def make_table(records: list[dict[str, Any]], config: Any) -> str:
         "",
         f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; fitting (preset `{config.preset}`): "
         f"{_describe_fits(config)}; SINCO lambda {config.lam:g} "
-        f"(regulariser every {config.reg_every} step(s)), seed {config.seed}; segmentation model `{config.seg_model}`.",
+        f"(regulariser every {config.reg_every} step(s)), seed {config.seed}; segmentation model "
+        + (f"`{config.seg_model}`." if config.seg_model is not None else "none (no Dice)."),
         "",
         "Metrics are measured on the decoded files (INR: fp16 weights); `bpp (file)` is 8 x file bytes / pixels, header "
-        "included; `bpp (params)` is the paper's 16 x parameters / pixels. Mean ± standard deviation over the slices.",
+        "included; `bpp (params)` is the paper's 16 x parameters / pixels. Mean ± standard deviation over the slices. "
+        "`PSNR ROI` and `SSIM ROI` are measured inside "
+        + (f"each case's mask `{config.roi_glob}`" if config.roi_glob else "the head found automatically (`sinco.metrics.roi.head_mask`)")
+        + ": the MSE over its pixels, and the mean of the SSIM map over its pixels. MS-SSIM is MONAI's (5 scales from "
+        "176 x 176 pixels, fewer on smaller slices).",
         "",
     ]
+    with_dice = config.seg_model is not None
     by_rate: dict[float, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         by_rate[float(r["target_bpp"])][r["method"]].append(r)
     for bpp in sorted(by_rate):
         rows = by_rate[bpp]
         lines += [f"## Target {bpp:g} bpp", ""]
-        lines += [
-            "| method | n | bpp (file) | bpp (params) | PSNR (dB) | SSIM | Dice | paper PSNR | paper SSIM | paper Dice |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        reference = {r["image_id"]: r["dice_reference"] for rs in rows.values() for r in rs}
-        lines.append(f"| uncompressed (reference) | {len(reference)} | - | - | - | - | {_stat(list(reference.values()), 3)} | | | |")
+        header = ["method", "n", "bpp (file)", "bpp (params)", "PSNR (dB)", "paper PSNR", "SSIM", "paper SSIM", "MS-SSIM",
+                  "PSNR ROI (dB)", "SSIM ROI"] + (["Dice", "paper Dice"] if with_dice else [])  # fmt: skip
+        lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        if with_dice:
+            reference = {r["image_id"]: r.get("dice_reference") for rs in rows.values() for r in rs}
+            cells = ["uncompressed (reference)", str(len(reference))] + ["-"] * 9 + [_stat(list(reference.values()), 3), ""]
+            lines.append("| " + " | ".join(cells) + " |")
         for method in [m for m in config.methods if m in rows]:
             rs = rows[method]
             paper = PAPER_TABLE_1.get(method) if math.isclose(bpp, 1.2) else None
             over = sum(1 for r in rs if r.get("within_budget") is False)
             label = method_label(method) + (f" ({over} over budget)" if over else "")
             params = [r["bpp_params"] for r in rs if r["bpp_params"] is not None]
+            paper_cells = [f"{v:g}" for v in paper] if paper else ["", "", ""]
             cells = [
                 label, str(len(rs)), _stat([r["bpp_file"] for r in rs], 3), _stat(params, 3) if params else "-",
-                _stat([r["psnr"] for r in rs], 2), _stat([r["ssim"] for r in rs], 3), _stat([r["dice"] for r in rs], 3),
-                *((f"{v:g}" for v in paper) if paper else ("", "", "")),
-            ]  # fmt: skip
+                _stat([r["psnr"] for r in rs], 2), paper_cells[0], _stat([r["ssim"] for r in rs], 3), paper_cells[1],
+                _stat([r.get("ms_ssim") for r in rs], 3), _stat([r.get("psnr_roi") for r in rs], 2),
+                _stat([r.get("ssim_roi") for r in rs], 3),
+            ] + ([_stat([r.get("dice") for r in rs], 3), paper_cells[2]] if with_dice else [])  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
@@ -94,16 +107,16 @@ def make_table(records: list[dict[str, Any]], config: Any) -> str:
     return "\n".join(lines)
 
 
-def _load_reference(config: Any, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    from sinco.data.datasets import discover_cases
+def _load_reference(config: Any, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    from sinco.data.datasets import discover_cases, load_case_volumes
     from sinco.data.intensity import normalize_minmax
-    from sinco.data.io import load_slice
+    from sinco.data.io import select_slice
 
     cases = {c.case_id: c for c in discover_cases(config.data, layout=config.layout, image_glob=config.image_glob,
                                                    label_glob=config.label_glob, channel=config.channel)}  # fmt: skip
-    case = cases[record["case"]]
-    image, _, _ = normalize_minmax(load_slice(case.image, slice_index=record["slice"], channel=case.channel))
-    mask = (load_slice(case.label, slice_index=record["slice"]) > 0).astype(np.uint8)
+    image_vol, label_vol = load_case_volumes(cases[record["case"]])
+    image, _, _ = normalize_minmax(select_slice(image_vol, slice_index=record["slice"]))
+    mask = None if label_vol is None else (select_slice(label_vol, slice_index=record["slice"]) > 0).astype(np.uint8)
     return image, mask
 
 
@@ -119,9 +132,10 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
     """The paper's Figures 3 and 4 for this run, error maps, and a rate-distortion plot.
 
     For the first ``max_images`` test slices at the first target rate: ``figure_<id>.png`` (ground
-    truth and each method's reconstruction with PSNR/SSIM/Dice in the corner; below, the predicted
-    mask in red over the ground-truth outline in green) and ``errors_<id>.png`` (absolute error).
-    With several rates, ``rate_distortion.png`` (mean PSNR and Dice against mean file bpp).
+    truth and each method's reconstruction with PSNR/ROI PSNR/SSIM/Dice in the corner; below, with a
+    segmentation model, the predicted mask in red over the ground-truth outline in green) and
+    ``errors_<id>.png`` (absolute error). With several rates, ``rate_distortion.png`` (mean PSNR,
+    and Dice or without a segmentation model ROI PSNR, against mean file bpp).
 
     Returns:
         The paths written.
@@ -143,20 +157,27 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
             continue
         image, mask = _load_reference(config, rs[methods[0]])
         recons = {m: _decode_record(outdir, rs[m]) for m in methods}
-        masks = {"ground truth": seg_model.predict(image), **{m: seg_model.predict(recons[m]) for m in methods}}
+        with_seg = seg_model is not None and mask is not None
+        if with_seg:
+            masks = {"ground truth": seg_model.predict(image), **{m: seg_model.predict(recons[m]) for m in methods}}
         columns = ["ground truth", *methods]
-        fig, axes = plt.subplots(2, len(columns), figsize=(2.4 * len(columns), 5.2), squeeze=False)
+        fig, axes = plt.subplots(2 if with_seg else 1, len(columns), figsize=(2.4 * len(columns), 5.2 if with_seg else 2.8), squeeze=False)
         for j, col in enumerate(columns):
             shown = image if col == "ground truth" else recons[col]
             axes[0, j].imshow(shown, cmap="gray", vmin=0, vmax=1)
             title = "ground truth" if col == "ground truth" else method_label(col)
             axes[0, j].set_title(title, fontsize=9)
             if col == "ground truth":
-                text = f"Dice {rs[methods[0]]['dice_reference']:.3f}"
+                text = f"Dice {rs[methods[0]]['dice_reference']:.3f}" if with_seg else ""
             else:
                 r = rs[col]
-                text = f"{r['psnr']:.2f} dB\nSSIM {r['ssim']:.3f}\nDice {r['dice']:.3f}\n{r['bpp_file']:.3f} bpp"
+                roi = f"\nROI {r['psnr_roi']:.2f} dB" if r.get("psnr_roi") is not None else ""
+                dice_text = f"\nDice {r['dice']:.3f}" if with_seg else ""
+                text = f"{r['psnr']:.2f} dB{roi}\nSSIM {r['ssim']:.3f}{dice_text}\n{r['bpp_file']:.3f} bpp"
             axes[0, j].text(0.02, 0.98, text, transform=axes[0, j].transAxes, va="top", ha="left", fontsize=7, color="yellow")
+            if not with_seg:
+                axes[0, j].set_axis_off()
+                continue
             axes[1, j].imshow(shown, cmap="gray", vmin=0, vmax=1)
             overlay = np.zeros((*mask.shape, 4))
             overlay[masks[col] > 0] = (1, 0, 0, 0.45)
@@ -164,7 +185,8 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
             axes[1, j].contour(mask, levels=[0.5], colors="lime", linewidths=0.6)
             for ax in axes[:, j]:
                 ax.set_axis_off()
-        fig.suptitle(f"{image_id} at {bpp:g} bpp: reconstructions (top), predicted mask in red, ground truth outlined (bottom)", fontsize=9)
+        fig.suptitle(f"{image_id} at {bpp:g} bpp: reconstructions" + (" (top), predicted mask in red, ground truth outlined (bottom)"
+                     if with_seg else ""), fontsize=9)  # fmt: skip
         fig.tight_layout()
         written.append(_save(fig, outdir / f"figure_{image_id.replace(':', '_')}.png", atomic_path))
         plt.close(fig)
@@ -182,19 +204,24 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
         plt.close(fig)
 
     if len(config.bpps) > 1:
+        with_dice = all(r.get("dice") is not None for r in records)
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for method in config.methods:
             points = []
             for b in config.bpps:
                 rs = [r for r in records if r["method"] == method and float(r["target_bpp"]) == float(b)]
                 if rs:
-                    points.append((np.mean([r["bpp_file"] for r in rs]), np.mean([r["psnr"] for r in rs]), np.mean([r["dice"] for r in rs])))
+                    points.append((np.mean([r["bpp_file"] for r in rs]), np.mean([r["psnr"] for r in rs]),
+                                   np.mean([r["dice"] for r in rs]) if with_dice else np.mean([r["psnr_roi"] for r in rs])))  # fmt: skip
             if points:
                 x, p, d = zip(*sorted(points), strict=True)
                 axes[0].plot(x, p, marker="o", label=method_label(method))
                 axes[1].plot(x, d, marker="o", label=method_label(method))
         axes[0].set(xlabel="bpp (file)", ylabel="PSNR (dB)", title="rate-distortion")
-        axes[1].set(xlabel="bpp (file)", ylabel="Dice", title="rate-segmentation")
+        if with_dice:
+            axes[1].set(xlabel="bpp (file)", ylabel="Dice", title="rate-segmentation")
+        else:
+            axes[1].set(xlabel="bpp (file)", ylabel="PSNR ROI (dB)", title="rate-distortion inside the ROI")
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         written.append(_save(fig, outdir / "rate_distortion.png", atomic_path))

@@ -1,4 +1,4 @@
-"""Deterministic choice of test slices: enough tumour, spread evenly over cases and depth."""
+"""Deterministic choice of test slices: enough tumour (when there are labels), spread evenly over cases and depth."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ class SliceRef:
     Args:
         case: its case.
         index: slice index along the axial axis (2).
-        tumour_fraction: fraction of the slice's pixels inside the mask.
+        tumour_fraction: fraction of the slice's pixels inside the mask (``None`` without labels).
     """
 
     case: Case
     index: int
-    tumour_fraction: float
+    tumour_fraction: float | None
 
     @property
     def image_id(self) -> str:
@@ -34,6 +34,8 @@ class SliceRef:
 def candidate_slices(case: Case, *, min_tumour: float, axis: int = 2) -> list[SliceRef]:
     """Slices of a case whose mask covers at least ``min_tumour`` of the slice and whose image is not constant.
 
+    A case without labels has no tumour to count: every non-constant slice qualifies.
+
     Args:
         case: the case.
         min_tumour: minimum tumour fraction (0..1).
@@ -43,12 +45,16 @@ def candidate_slices(case: Case, *, min_tumour: float, axis: int = 2) -> list[Sl
         The qualifying slices in depth order.
     """
     image, label = load_case_volumes(case)
-    fractions = (label > 0).mean(axis=tuple(a for a in range(3) if a != axis))
+    if label is None:
+        fractions, indices = None, np.arange(image.shape[axis])
+    else:
+        fractions = (label > 0).mean(axis=tuple(a for a in range(3) if a != axis))
+        indices = np.flatnonzero(fractions >= min_tumour)
     refs = []
-    for k in np.flatnonzero(fractions >= min_tumour):
+    for k in indices:
         raw = select_slice(image, slice_index=int(k), axis=axis)
         if np.all(np.isfinite(raw)) and raw.max() > raw.min():
-            refs.append(SliceRef(case=case, index=int(k), tumour_fraction=float(fractions[k])))
+            refs.append(SliceRef(case=case, index=int(k), tumour_fraction=None if fractions is None else float(fractions[k])))
     return refs
 
 
@@ -58,7 +64,7 @@ def select_test_slices(cases: list[Case], *, n_images: int, min_tumour: float = 
     Args:
         cases: the cases to draw from (sorted by id for determinism).
         n_images: how many slices (fewer if fewer qualify).
-        min_tumour: minimum tumour fraction of a slice.
+        min_tumour: minimum tumour fraction of a slice (cases with labels only).
 
     Returns:
         The chosen slices, ordered by case then depth.
@@ -73,7 +79,8 @@ def select_test_slices(cases: list[Case], *, n_images: int, min_tumour: float = 
     per_case = {c.case_id: candidate_slices(c, min_tumour=min_tumour) for c in sorted(cases, key=lambda c: c.case_id)}
     available = {k: v for k, v in per_case.items() if v}
     if not available:
-        raise InputError(f"no slice of cases {', '.join(per_case)} has at least {min_tumour:.0%} tumour")
+        labelled = any(c.has_labels for c in cases)
+        raise InputError(f"no slice of cases {', '.join(per_case)} " + (f"has at least {min_tumour:.0%} tumour" if labelled else "is non-constant"))
     counts = dict.fromkeys(available, 0)
     remaining = n_images
     while remaining > 0 and any(counts[k] < len(v) for k, v in available.items()):

@@ -70,3 +70,55 @@ def ssim(*, pred: np.ndarray, target: np.ndarray, data_range: float = 1.0) -> fl
             target, pred, data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
         )
     )
+
+
+# Wang, Simoncelli and Bovik (2003): the weights of the five scales, finest first (MONAI's default).
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim_scales(height: int, width: int) -> int:
+    """How many MS-SSIM scales an ``(H, W)`` image allows with the 11 x 11 window; 0 when fewer than 2.
+
+    Each scale halves the image (2 x 2 average pooling) and MONAI's window is applied without
+    padding, so the coarsest of ``s`` scales needs ``side // 2**(s - 1) >= 11``; MONAI also refuses
+    ``side // (s - 1)**2 <= 10`` (its own size check). Five scales need at least 176 x 176 pixels.
+    """
+    side = min(height, width)
+    for scales in range(len(MS_SSIM_WEIGHTS), 1, -1):
+        if side // 2 ** (scales - 1) >= SSIM_MIN_SIDE and side // (scales - 1) ** 2 > SSIM_MIN_SIDE - 1:
+            return scales
+    return 0
+
+
+def ms_ssim(*, pred: np.ndarray, target: np.ndarray, data_range: float = 1.0) -> tuple[float | None, int]:
+    """Multi-scale SSIM (Wang et al. 2003) by :func:`monai.metrics.regression.compute_ms_ssim`.
+
+    Gaussian window 11 x 11, sigma 1.5, K1 0.01, K2 0.03, five scales with the paper's weights
+    :data:`MS_SSIM_WEIGHTS`. An image too small for five scales (below 176 pixels on a side, see
+    :func:`ms_ssim_scales`) uses the largest number of scales it allows, the first weights
+    renormalised to sum to 1; below two scales (a side under 22 pixels) there is no MS-SSIM and
+    ``None`` is returned. MONAI computes in float32.
+
+    Args:
+        pred: reconstruction ``(H, W)``.
+        target: reference ``(H, W)``.
+        data_range: dynamic range of the images (1 for ``[0, 1]``).
+
+    Returns:
+        ``(value, scales)``: MS-SSIM in ``[0, 1]`` (``None`` when ``scales`` is 0) and the scales used.
+
+    Raises:
+        InputError: if the shapes differ or are not 2-D.
+    """
+    import torch
+    from monai.metrics.regression import compute_ms_ssim
+
+    pred, target = _check_pair(pred, target)
+    scales = ms_ssim_scales(*pred.shape)
+    if scales == 0:
+        return None, 0
+    weights = np.asarray(MS_SSIM_WEIGHTS[:scales])
+    as_batch = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]  # noqa: E731
+    value = compute_ms_ssim(as_batch(pred), as_batch(target), spatial_dims=2, data_range=data_range,
+                            weights=tuple(float(w) for w in weights / weights.sum()))  # fmt: skip
+    return float(value.item()), scales
