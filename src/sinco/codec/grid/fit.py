@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class GridFitResult:
             "payload_bytes": len(self.payload), "estimated_bits": self.estimated_bits, "payload_bits": self.payload_bits,
             "latent_bits_estimate": self.latent_bits_estimate, "network_bits": self.network_bits, "loss": self.loss,
             "mse": self.mse, "steps": self.steps, "seconds": self.seconds, "trials": self.trials,
-            "target_bpp": self.target_bpp, "config": self.config.to_dict(), "spec": self.spec.__dict__ | {},
+            "target_bpp": self.target_bpp, "config": self.config.to_dict(), "spec": asdict(self.spec),
         }  # fmt: skip
 
 
@@ -316,6 +316,25 @@ def fit_grid(
     return results
 
 
+def _next_lambda(
+    lam: float, bits: float, fits: tuple[float, float] | None, too_big: tuple[float, float] | None, *, aim: float
+) -> float:
+    """Next lambda_rd of the rate search: interpolate log(bits) against log(lambda) inside a bracket, else jump.
+
+    Outside a bracket, the file size is taken to scale like ``lambda^-1/2`` (a factor of at most 64 per jump).
+    """
+    lam = max(lam, 1e-9)
+    if fits is not None and too_big is not None:
+        (l_fit, b_fit), (l_big, b_big) = fits, too_big
+        if b_big <= b_fit or l_fit <= l_big:
+            return math.sqrt(l_fit * l_big)
+        # Secant in log-log space, kept inside the middle 80% of the bracket so the bracket always shrinks.
+        t = (math.log(b_big) - math.log(aim)) / (math.log(b_big) - math.log(b_fit))
+        t = min(max(t, 0.1), 0.9)
+        return math.exp(math.log(l_big) + t * (math.log(l_fit) - math.log(l_big)))
+    return lam * min(max((bits / aim) ** 2, 1 / 64), 64)
+
+
 def fit_grid_at_bpp(
     targets: torch.Tensor, *, spec: GridSpec, config: GridFitConfig, target_bpp: float, header_bytes: int,
     device: torch.device, regularizer: Regularizer | None = None, lam: torch.Tensor | None = None, progress: bool = False,
@@ -358,7 +377,9 @@ def fit_grid_at_bpp(
         one = targets[index : index + 1]
         one_lam = lam[index : index + 1] if lam is not None else None
         reg = _per_image(regularizer, index, targets.shape[0])
-        lam_rd, fits_at, too_big_at = config.lambda_rd, None, None  # bracket: lambda of a fitting / oversized file
+        lam_rd = config.lambda_rd
+        fits: tuple[float, float] | None = None  # (lambda, bits) of the smallest lambda whose file fits
+        too_big: tuple[float, float] | None = None  # (lambda, bits) of the largest lambda whose file is too big
         best: GridFitResult | None = None
         smallest = math.inf
         state, steps, seconds, trials = None, 0, 0.0, 0
@@ -374,17 +395,12 @@ def fit_grid_at_bpp(
             if bits <= budget:
                 if best is None or result.payload_bits > best.payload_bits:
                     best = result
-                fits_at = lam_rd if fits_at is None else min(fits_at, lam_rd)
                 if bits >= (1 - band) * budget:
                     break
+                fits = (lam_rd, bits) if fits is None or lam_rd < fits[0] else fits
             else:
-                too_big_at = lam_rd if too_big_at is None else max(too_big_at, lam_rd)
-            if fits_at is not None and too_big_at is not None:
-                lam_rd = math.sqrt(fits_at * too_big_at)
-            elif fits_at is not None:
-                lam_rd = max(lam_rd / 4, 1e-9) if lam_rd > 0 else 0.0
-            else:
-                lam_rd = lam_rd * 4 if lam_rd > 0 else 1e-6
+                too_big = (lam_rd, bits) if too_big is None or lam_rd > too_big[0] else too_big
+            lam_rd = _next_lambda(lam_rd, bits, fits, too_big, aim=(1 - band / 2) * budget)
         if best is None:
             raise InputError(
                 f"--bpp {target_bpp}: unreachable for this image with this grid spec; the smallest file found in "

@@ -20,8 +20,8 @@ MAX_LEVELS = 8
 MAX_WIDTH = 32
 MAX_LAYERS = 4
 MAX_LATENT_BOUND = 63
-MAX_SIDE = 16384
-MAX_PIXELS = 1 << 26
+MAX_SIDE = 8192
+MAX_PIXELS = 1 << 22  # the float64 synthesis of 2^22 pixels at width 16 peaks near 0.5 GB
 
 
 @dataclass(frozen=True)
