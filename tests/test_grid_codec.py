@@ -36,6 +36,7 @@ def fitted():
 
 # ---------------------------------------------------------------------------------------------- spec
 def test_spec_bytes_round_trip_and_size():
+    assert GridSpec.from_bytes(bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 31, 3])) == GridSpec(synthesis_widths=(8,), residual_layers=1, arm_hidden=(8,))
     for spec in (GridSpec(), SPEC, GridSpec(levels=1, synthesis_widths=(32,), residual_layers=0, kernel=1, arm_hidden=(1, 2, 3))):
         assert GridSpec.from_bytes(spec.to_bytes()) == spec
     assert 300 <= GridSpec().macs_per_pixel() <= 2000
@@ -45,8 +46,9 @@ def test_spec_bytes_round_trip_and_size():
 @pytest.mark.parametrize(
     "block",
     [b"", b"\x01", b"\x02" + GridSpec().to_bytes()[1:], GridSpec().to_bytes() + b"\x00", GridSpec().to_bytes()[:-1],
-     bytes([1, 0, 0, 1, 8, 1, 3, 9, 1, 8, 31]), bytes([1, 7, 0, 1, 200, 1, 3, 9, 1, 8, 31]),
-     bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 200]), bytes([1, 7, 5, 1, 8, 1, 3, 9, 1, 8, 31])],
+     bytes([1, 0, 0, 1, 8, 1, 3, 9, 1, 8, 31, 3]), bytes([1, 7, 0, 1, 200, 1, 3, 9, 1, 8, 31, 3]),
+     bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 200, 3]), bytes([1, 7, 5, 1, 8, 1, 3, 9, 1, 8, 31, 3]),
+     bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 31, 200]), bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 31])],
 )  # fmt: skip
 def test_hostile_spec_blocks_are_one_line_errors(block):
     with pytest.raises(BitstreamError) as info:

@@ -32,7 +32,7 @@ class GridFitConfig:
 
     steps: int = 1500
     ste_steps: int = 300
-    lr_latent: float = 1e-1
+    lr_latent: float = 0.25
     lr_network: float = 1e-2
     lr_ste: float = 1e-3
     temperature: tuple[float, float] = (0.3, 0.1)

@@ -93,7 +93,8 @@ def soft_round(x: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def _reconstruct(latents: list[torch.Tensor], tensors: list[torch.Tensor], spec: GridSpec, shape: tuple[int, int]) -> torch.Tensor:
-    planes = upsample_grids([g[None, None] for g in latents], spec.grid_shapes(*shape), exact=False)
+    gain = 2.0**-spec.input_shift
+    planes = upsample_grids([g[None, None] * gain for g in latents], spec.grid_shapes(*shape), exact=False)
     out = run_synthesis(tensors[arm_tensor_count(spec) :], planes, spec, exact=False)
     # Clamp with a straight-through gradient: a plain clamp would leave pixels that start below 0 without gradient.
     return out + (out.clamp(0.0, 1.0) - out).detach()
@@ -192,7 +193,7 @@ def _quantize_networks(
     n_arm = arm_tensor_count(spec)
     exps = [8] * len(floats)
     target = target.cpu()
-    planes = upsample_grids([g[None, None] for g in latents], spec.grid_shapes(*shape), exact=False)
+    planes = upsample_grids([g[None, None] * 2.0**-spec.input_shift for g in latents], spec.grid_shapes(*shape), exact=False)
 
     def current(index: int, exponent: int) -> list[torch.Tensor]:
         chosen = [torch.from_numpy(quantize_tensor(t, e)).float() * 2.0**-e for t, e in zip(floats, exps, strict=True)]

@@ -205,7 +205,7 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
 def synthesize(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: GridSpec, height: int, width: int) -> np.ndarray:
     """Fixed-point reconstruction ``(H, W)`` float32 in ``[0, 1]`` from integer latents (finest first)."""
     shapes = spec.grid_shapes(height, width)
-    grids = [torch.from_numpy(g.astype(np.float64) * float(1 << FRAC_BITS))[None, None] for g in latents]
+    grids = [torch.from_numpy(g.astype(np.float64) * float(1 << (FRAC_BITS - spec.input_shift)))[None, None] for g in latents]
     planes = upsample_grids(grids, shapes, exact=True)
     n_arm = arm_tensor_count(spec)
     out = run_synthesis(decoder.as_torch()[n_arm:], planes, spec, exact=True, exps=list(decoder.exponents[n_arm:]))
