@@ -70,15 +70,34 @@ def wave_positions(height: int, width: int) -> list[tuple[np.ndarray, np.ndarray
     return waves
 
 
+def schedule(shapes: list[tuple[int, int]]) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
+    """Decoding steps: each a list of ``(level, i, j)`` waves that can be decoded together.
+
+    Wave ``t`` of grid ``l`` runs at step ``t + (L - 1 - l)``: the coarsest grid starts first and each finer grid
+    one step later. A latent's coarser-grid context ``(i // 2, j // 2)`` lies in wave ``<= t / 2`` of grid
+    ``l + 1``, which ran at an earlier step, so all grids advance together: about ``2 H + W`` steps in all.
+    Within a step, grids go coarsest first.
+    """
+    levels = len(shapes)
+    waves = [wave_positions(h, w) for h, w in shapes]
+    steps = max(len(waves[level]) + levels - 1 - level for level in range(levels))
+    plan = []
+    for step in range(steps):
+        parts = []
+        for level in range(levels - 1, -1, -1):
+            t = step - (levels - 1 - level)
+            if 0 <= t < len(waves[level]):
+                parts.append((level, *waves[level][t]))
+        plan.append(parts)
+    return plan
+
+
 def coding_order(shapes: list[tuple[int, int]]) -> np.ndarray:
-    """Indices into the finest-first concatenation of flattened grids, in coding order (coarsest grid first, waves)."""
+    """Indices into the finest-first concatenation of flattened grids, in coding order (see :func:`schedule`)."""
     offsets = np.cumsum([0] + [h * w for h, w in shapes])
-    parts = []
-    for level in range(len(shapes) - 1, -1, -1):
-        h, w = shapes[level]
-        for i, j in wave_positions(h, w):
-            parts.append(offsets[level] + i * w + j)
-    return np.concatenate(parts)
+    return np.concatenate(
+        [offsets[level] + i * shapes[level][1] + j for parts in schedule(shapes) for level, i, j in parts]
+    )
 
 
 # ------------------------------------------------------------------------------------------------ snapping
@@ -92,8 +111,8 @@ def snap(mean_fixed: np.ndarray, log2_scale_fixed: np.ndarray, *, frac_bits: int
     m = (mean_q + MEAN_STEPS // 2) // MEAN_STEPS
     f = mean_q + MEAN_STEPS // 2 - m * MEAN_STEPS
     shifted = (log2_scale_fixed.astype(np.int64) - (LOG2_SCALE_MIN << frac_bits)) * SCALE_STEPS
-    q = np.clip((shifted + half) >> frac_bits, 0, N_SCALES - 1)
-    return np.clip(m, -bound, bound), f, q
+    q = np.minimum(np.maximum((shifted + half) >> frac_bits, 0), N_SCALES - 1)
+    return np.minimum(np.maximum(m, -bound), bound), f, q
 
 
 @functools.lru_cache(maxsize=4)

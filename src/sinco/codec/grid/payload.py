@@ -19,9 +19,9 @@ import constriction
 import numpy as np
 import torch
 
-from sinco.codec.grid.entropy import coding_order, grid_contexts, laplace_table, snap, wave_positions
-from sinco.codec.grid.networks import arm_tensor_count, fixed_image, run_arm, run_synthesis, tensor_shapes
-from sinco.codec.grid.numerics import FRAC_BITS, MAX_EXPONENT, WEIGHT_LIMIT, upsample_grids
+from sinco.codec.grid.entropy import coding_order, grid_contexts, laplace_table, schedule, snap
+from sinco.codec.grid.networks import arm_tensor_count, fixed_image, run_synthesis, tensor_shapes
+from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, MAX_EXPONENT, WEIGHT_LIMIT, upsample_grids
 from sinco.codec.grid.spec import CONTEXT_OFFSETS, GridSpec
 from sinco.errors import BitstreamError
 
@@ -126,15 +126,25 @@ def unpack_network(block: bytes, spec: GridSpec) -> QuantizedDecoder:
 
 
 # --------------------------------------------------------------------------------------------- latents
-def _arm_split(decoder: QuantizedDecoder, spec: GridSpec) -> tuple[list[torch.Tensor], list[int]]:
+def _arm_layers(decoder: QuantizedDecoder, spec: GridSpec) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """The entropy model's fixed-point layers: ``(weight (O, I), bias at scale 2^-(FRAC_BITS + e), e)``, float64."""
     n_arm = arm_tensor_count(spec)
-    return decoder.as_torch()[:n_arm], list(decoder.exponents[:n_arm])
+    tensors, exps = decoder.tensors[:n_arm], decoder.exponents[:n_arm]
+    return [
+        (tensors[i].astype(np.float64), tensors[i + 1].astype(np.float64) * float(2 ** (FRAC_BITS + exps[i] - exps[i + 1])), exps[i])
+        for i in range(0, n_arm, 2)
+    ]
 
 
-def _coding_params(contexts: np.ndarray, arm: tuple[list[torch.Tensor], list[int]], spec: GridSpec) -> tuple[np.ndarray, ...]:
-    fixed = torch.from_numpy(contexts.astype(np.float64) * float(1 << FRAC_BITS))
-    out = run_arm(arm[0], fixed, exact=True, exps=arm[1]).numpy()
-    return snap(out[:, 0], out[:, 1], frac_bits=FRAC_BITS, bound=spec.latent_bound)
+def _coding_params(contexts: np.ndarray, arm: list[tuple[np.ndarray, np.ndarray, int]], spec: GridSpec) -> tuple[np.ndarray, ...]:
+    # The same fixed-point arithmetic as networks.run_arm(exact=True), in numpy: the decoder calls this once per
+    # wave, where torch's per-call overhead would dominate. Integer-valued float64, exact (see numerics).
+    x = contexts.astype(np.float64) * float(1 << FRAC_BITS)
+    for index, (weight, bias, exponent) in enumerate(arm):
+        x = np.floor((x @ weight.T + bias) * 2.0**-exponent + 0.5)
+        # ReLU and the +-ACT_LIMIT clamp as plain ufuncs: np.clip's Python wrapper costs more than the layer here.
+        x = np.minimum(np.maximum(x, 0.0 if index < len(arm) - 1 else -ACT_LIMIT), ACT_LIMIT)
+    return snap(x[:, 0], x[:, 1], frac_bits=FRAC_BITS, bound=spec.latent_bound)
 
 
 def payload_checksum(network: bytes, latents: list[np.ndarray]) -> int:
@@ -146,7 +156,7 @@ def encode_latents(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: G
     """Range-code integer latents (finest grid first, each ``(h_l, w_l)``) with the fixed-point entropy model."""
     grids = [torch.from_numpy(g.astype(np.float64)) for g in latents]
     contexts = grid_contexts(grids, spec).numpy()
-    m, f, q = _coding_params(contexts, _arm_split(decoder, spec), spec)
+    m, f, q = _coding_params(contexts, _arm_layers(decoder, spec), spec)
     order = coding_order([g.shape for g in latents])
     values = np.concatenate([g.reshape(-1) for g in latents]).astype(np.int64)
     reach = 2 * spec.latent_bound
@@ -162,14 +172,14 @@ def encode_latents(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: G
 
 
 def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Decode the latents wave by wave, coarsest grid first; returns them finest first.
+    """Decode the latents step by step (:func:`~sinco.codec.grid.entropy.schedule`); returns them finest first.
 
     Raises:
         BitstreamError: if the stream decodes to a latent outside the spec's range or cannot be decoded.
     """
     if len(data) % 4:
         raise BitstreamError(f"grid payload: latent stream of {len(data)} bytes is not whole 32-bit words")
-    arm = _arm_split(decoder, spec)
+    arm = _arm_layers(decoder, spec)
     table = laplace_table(spec.latent_bound)
     bound, reach = spec.latent_bound, 2 * spec.latent_bound
     family = constriction.stream.model.Categorical(perfect=False)
@@ -178,26 +188,27 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
         rc = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
     except Exception as exc:  # constriction raises plain exceptions on malformed input
         raise BitstreamError(f"grid payload: latent stream rejected by the range decoder ({exc})") from None
-    decoded: list[np.ndarray] = [np.zeros(0)] * len(shapes)
-    coarser = None
-    for level in range(len(shapes) - 1, -1, -1):
-        h, w = shapes[level]
-        padded = np.zeros((h + 2, w + 4), np.int64)
-        for i, j in wave_positions(h, w):
+    padded = [np.zeros((h + 2, w + 4), np.int64) for h, w in shapes]
+    for parts in schedule(shapes):
+        contexts = []
+        for level, i, j in parts:
             ctx = np.empty((len(i), len(offsets) + 1), np.int64)
-            ctx[:, :-1] = padded[i[:, None] + 2 + offsets[:, 0], j[:, None] + 2 + offsets[:, 1]]
-            ctx[:, -1] = coarser[i // 2, j // 2] if coarser is not None else 0
-            m, f, q = _coding_params(ctx, arm, spec)
-            try:
-                symbols = rc.decode(family, table[f, q])
-            except Exception as exc:
-                raise BitstreamError(f"grid payload: latent stream cannot be decoded ({exc})") from None
-            values = m + symbols.astype(np.int64) - reach
-            if np.abs(values).max() > bound:
-                raise BitstreamError(f"grid payload: decoded latent outside +-{bound} (corrupted stream)")
-            padded[i + 2, j + 2] = values
-        coarser = padded[2:, 2 : w + 2]
-        decoded[level] = coarser
+            ctx[:, :-1] = padded[level][i[:, None] + 2 + offsets[:, 0], j[:, None] + 2 + offsets[:, 1]]
+            ctx[:, -1] = padded[level + 1][i // 2 + 2, j // 2 + 2] if level + 1 < len(shapes) else 0
+            contexts.append(ctx)
+        m, f, q = _coding_params(np.concatenate(contexts) if len(contexts) > 1 else contexts[0], arm, spec)
+        try:
+            symbols = rc.decode(family, table[f, q])
+        except Exception as exc:
+            raise BitstreamError(f"grid payload: latent stream cannot be decoded ({exc})") from None
+        values = m + symbols.astype(np.int64) - reach
+        if np.abs(values).max() > bound:
+            raise BitstreamError(f"grid payload: decoded latent outside +-{bound} (corrupted stream)")
+        start = 0
+        for level, i, j in parts:
+            padded[level][i + 2, j + 2] = values[start : start + len(i)]
+            start += len(i)
+    decoded = [p[2:, 2 : w + 2] for p, (h, w) in zip(padded, shapes, strict=True)]
     return decoded
 
 
