@@ -107,11 +107,11 @@ def main() -> None:
         search = {
             "target_bpp": args.target_bpp, "file_bpp": file_bpp, "psnr": psnr(decoded, image), "trials": found.trials,
             "lambda_rd": found.config.lambda_rd, "encode_seconds": encode_s, "decode_seconds_best_of_5": min(times),
-            "jpeg2000_bpp": j2k_bpp, "jpeg2000_psnr": j2k_psnr, "steps": found.steps,
+            "jpeg2000_bpp": j2k_bpp, "jpeg2000_psnr": j2k_psnr, "steps": found.steps, "within_band": found.within_band,
         }  # fmt: skip
         print(
             f"rate search ({args.preset}) to {args.target_bpp} bpp: file {file_bpp:.3f} bpp, PSNR {search['psnr']:.2f} dB "
-            f"(JPEG 2000 {j2k_psnr:.2f} dB at {j2k_bpp:.3f}), {found.trials} trials, {found.steps} steps, "
+            f"(JPEG 2000 {j2k_psnr:.2f} dB at {j2k_bpp:.3f}), {found.trials} trials, within 3% band: {found.within_band}, {found.steps} steps, "
             f"encode {encode_s:.1f} s, decode {min(times) * 1000:.0f} ms (best of 5)"
         )
     print(f"load average at the end {os.getloadavg()}")

@@ -156,6 +156,7 @@ def test_rate_search_never_exceeds_the_target_and_reports_trials():
     result = fit_grid_at_bpp(target, spec=SPEC, config=CONFIG, target_bpp=6.0, header_bytes=header, device=torch.device("cpu"))[0]
     assert (result.payload_bits + 8 * header) <= 6.0 * SIZE * SIZE
     assert 1 <= result.trials <= CONFIG.max_rate_trials and result.target_bpp == 6.0
+    assert result.within_band == ((result.payload_bits + 8 * header) >= 0.97 * 6.0 * SIZE * SIZE)
     assert np.array_equal(decode_grid(result.payload, spec=SPEC, height=SIZE, width=SIZE), result.reconstruction)
     with pytest.raises(InputError, match=r"--bpp 0.05: unreachable"):
         fit_grid_at_bpp(target, spec=SPEC, config=GridFitConfig(steps=20, ste_steps=5, refine_steps=5, max_rate_trials=2, seed=0),

@@ -55,6 +55,8 @@ class GridFitResult:
         seconds: wall time of the fit(s).
         trials: fits run (1 unless from a rate search).
         target_bpp: the rate target of a rate search, else None.
+        within_band: for a rate search, whether the file landed within the band below the target (False: the
+            largest file within the target that the trials found, further below); None otherwise.
         state: the float parameters, for warm starts.
     """
 
@@ -72,6 +74,7 @@ class GridFitResult:
     seconds: float
     trials: int = 1
     target_bpp: float | None = None
+    within_band: bool | None = None
     state: GridState | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -80,7 +83,7 @@ class GridFitResult:
             "payload_bytes": len(self.payload), "estimated_bits": self.estimated_bits, "payload_bits": self.payload_bits,
             "latent_bits_estimate": self.latent_bits_estimate, "network_bits": self.network_bits, "loss": self.loss,
             "mse": self.mse, "steps": self.steps, "seconds": self.seconds, "trials": self.trials,
-            "target_bpp": self.target_bpp, "config": self.config.to_dict(), "spec": asdict(self.spec),
+            "target_bpp": self.target_bpp, "within_band": self.within_band, "config": self.config.to_dict(), "spec": asdict(self.spec),
         }  # fmt: skip
 
 
@@ -361,7 +364,8 @@ def fit_grid_at_bpp(
         band: accepted shortfall below the target (fraction).
 
     Returns:
-        One result per image with ``trials``, ``target_bpp`` and the summed ``steps`` and ``seconds`` of its search.
+        One result per image with ``trials``, ``target_bpp``, ``within_band`` and the summed ``steps`` and ``seconds``
+        of its search.
 
     Raises:
         InputError: if ``target_bpp`` is not positive, or no trial reaches it (the message gives the smallest file found).
@@ -407,5 +411,6 @@ def fit_grid_at_bpp(
                 f"--bpp {target_bpp}: unreachable for this image with this grid spec; the smallest file found in "
                 f"{config.max_rate_trials} trials is {smallest / pixels:.3f} bpp"
             )
-        results.append(replace(best, trials=trials, target_bpp=target_bpp, steps=steps, seconds=seconds))
+        in_band = best.payload_bits + 8 * header_bytes >= (1 - band) * budget
+        results.append(replace(best, trials=trials, target_bpp=target_bpp, steps=steps, seconds=seconds, within_band=in_band))
     return results
