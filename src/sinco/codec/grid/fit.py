@@ -287,7 +287,7 @@ def fit_grid(
             networks only (the project's ``StructuralRegularizer`` freezes its U-Net).
         lam: ``(S,)`` regulariser weights (required with ``regularizer``).
         progress: show a progress bar.
-        init: optional warm-start states per image (then ``config.refine_steps`` steps at the final temperature).
+        init: optional warm-start states per image (then ``config.refine_steps`` steps, a warm restart of the schedule).
 
     Returns:
         One :class:`GridFitResult` per image.
@@ -309,9 +309,10 @@ def fit_grid(
             plan = dict(steps=config.steps, ste_steps=config.ste_steps, temperature=config.temperature, lr_scale=1.0)
         else:
             state = GridState([g.to(device) for g in warm.latents], [t.to(device) for t in warm.tensors]).clone()
+            # A warm restart: the full temperature schedule and learning rates, so latents can still move by
+            # whole steps (refining at the final temperature left the rate stuck where the first trial put it).
             ste = min(config.ste_steps, config.refine_steps // 2)
-            end = config.temperature[1]
-            plan = dict(steps=config.refine_steps, ste_steps=ste, temperature=(end, end), lr_scale=0.5)
+            plan = dict(steps=config.refine_steps, ste_steps=ste, temperature=config.temperature, lr_scale=1.0)
         best, loss = _train(
             target, state, spec=spec, config=config, regularizer=_per_image(regularizer, index, targets.shape[0]),
             lam=float(lam[index]) if lam is not None else 0.0, progress=progress, **plan,
