@@ -1,0 +1,74 @@
+"""Fitting settings of the latent-grid family, and its presets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from sinco.errors import InputError
+
+
+@dataclass(frozen=True)
+class GridFitConfig:
+    """How ``fit_grid`` trains one image.
+
+    Args:
+        steps: total optimisation steps of a fit from scratch (soft-rounding phase then straight-through phase).
+        ste_steps: the final straight-through (hard rounding) steps, part of ``steps``.
+        lr_latent: Adam learning rate of the latents (cosine-decayed in the soft phase).
+        lr_network: Adam learning rate of the synthesis and entropy networks.
+        lr_ste: learning rate of the straight-through phase (all parameters).
+        temperature: soft-rounding temperature at the start and end of the soft phase (linear).
+        noise: amplitude of the uniform noise added to the soft-rounded latents (1.0 = U(-0.5, 0.5)).
+        lambda_rd: rate weight: loss = MSE + lambda_rd * bits / pixels (+ lam * regulariser).
+        seed: seed of the initialisation and of the noise.
+        refine_steps: steps of a warm-started fit (rate search trials after the first).
+        max_rate_trials: most fits the rate search runs.
+
+    Raises:
+        InputError: on construction, naming the option and value.
+    """
+
+    steps: int = 1500
+    ste_steps: int = 300
+    lr_latent: float = 0.25
+    lr_network: float = 1e-2
+    lr_ste: float = 1e-3
+    temperature: tuple[float, float] = (0.3, 0.1)
+    noise: float = 1.0
+    lambda_rd: float = 1e-3
+    seed: int = 0
+    refine_steps: int = 300
+    max_rate_trials: int = 8
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lambda_rd) and self.lambda_rd >= 0):
+            raise InputError(f"--lambda-rd {self.lambda_rd}: must be a finite number >= 0")
+        if self.steps < 1 or not 0 <= self.ste_steps <= self.steps:
+            raise InputError(f"--steps {self.steps}: must be >= 1 and at least the {self.ste_steps} straight-through steps")
+        for name in ("lr_latent", "lr_network", "lr_ste"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"{name} {value}: must be a positive number")
+        if len(self.temperature) != 2 or not all(math.isfinite(t) and t > 0 for t in self.temperature):
+            raise InputError(f"temperature {self.temperature}: expected two positive numbers (start, end)")
+        if not (math.isfinite(self.noise) and 0 <= self.noise <= 1):
+            raise InputError(f"noise {self.noise}: expected 0..1")
+        if self.refine_steps < 1 or self.max_rate_trials < 1:
+            raise InputError(f"refine_steps {self.refine_steps} / max_rate_trials {self.max_rate_trials}: must be >= 1")
+
+    def with_lambda(self, lambda_rd: float) -> GridFitConfig:
+        """A copy with another ``lambda_rd``."""
+        return replace(self, lambda_rd=lambda_rd)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (saved with every result)."""
+        return asdict(self)
+
+
+GRID_PRESETS: dict[str, GridFitConfig] = {
+    # Sized for about a minute per 240 x 240 slice on 2 CPU cores, rate search included (see docs/grid-codec.md).
+    "fast": GridFitConfig(steps=600, ste_steps=100, refine_steps=150, max_rate_trials=5),
+    "quality": GridFitConfig(steps=6000, ste_steps=800, refine_steps=1000, max_rate_trials=6),
+}

@@ -1,0 +1,417 @@
+"""Fitting latent grids and their decoder to images, and the rate search."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+
+from sinco.codec.grid.config import GridFitConfig
+from sinco.codec.grid.entropy import grid_contexts, laplace_bits, mean_log2_scale
+from sinco.codec.grid.networks import arm_tensor_count, init_tensors, run_arm, run_synthesis
+from sinco.codec.grid.numerics import MAX_EXPONENT, upsample_grids
+from sinco.codec.grid.payload import HEAD_BYTES, QuantizedDecoder, build_payload, network_bits, quantize_tensor, synthesize
+from sinco.codec.grid.spec import GridSpec
+from sinco.errors import InputError
+
+Regularizer = Callable[[torch.Tensor], torch.Tensor]
+# Range-coder flush (up to two words) and the network block's byte padding, added to the estimate.
+_CODER_OVERHEAD_BITS = 32 + 4
+
+
+@dataclass
+class GridState:
+    """Float parameters of a fit: latents ``(h_l, w_l)`` finest first and the network tensors."""
+
+    latents: list[torch.Tensor]
+    tensors: list[torch.Tensor]
+
+    def clone(self) -> GridState:
+        """A detached copy."""
+        return GridState([t.detach().clone() for t in self.latents], [t.detach().clone() for t in self.tensors])
+
+
+@dataclass(frozen=True)
+class GridFitResult:
+    """One image's fit.
+
+    Args:
+        payload: the entropy-coded payload (quantised networks and latents).
+        spec: the decoder spec.
+        config: the fit settings (``lambda_rd`` the one used for this payload).
+        reconstruction: the decoder's output ``(H, W)`` float32, exactly what ``decode_grid(payload)`` returns.
+        estimated_bits: the model's estimate of the payload size (latent bits from the float entropy model,
+            exact network bits, coder overhead).
+        payload_bits: ``8 * len(payload)``.
+        latent_bits_estimate: the latent part of ``estimated_bits``.
+        network_bits: the bits of the quantised networks.
+        loss: best training loss (hard-rounded latents).
+        mse: MSE of ``reconstruction`` against the target.
+        steps: optimisation steps run for this result (all trials of a rate search).
+        seconds: wall time of the fit(s).
+        trials: fits run (1 unless from a rate search).
+        target_bpp: the rate target of a rate search, else None.
+        within_band: for a rate search, whether the file landed within the band below the target (False: the
+            largest file within the target that the trials found, further below); None otherwise.
+        state: the float parameters, for warm starts.
+    """
+
+    payload: bytes
+    spec: GridSpec
+    config: GridFitConfig
+    reconstruction: np.ndarray
+    estimated_bits: float
+    payload_bits: int
+    latent_bits_estimate: float
+    network_bits: int
+    loss: float
+    mse: float
+    steps: int
+    seconds: float
+    trials: int = 1
+    target_bpp: float | None = None
+    within_band: bool | None = None
+    state: GridState | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        """JSON-ready figures and settings (no payload, no arrays)."""
+        return {
+            "payload_bytes": len(self.payload), "estimated_bits": self.estimated_bits, "payload_bits": self.payload_bits,
+            "latent_bits_estimate": self.latent_bits_estimate, "network_bits": self.network_bits, "loss": self.loss,
+            "mse": self.mse, "steps": self.steps, "seconds": self.seconds, "trials": self.trials,
+            "target_bpp": self.target_bpp, "within_band": self.within_band, "config": self.config.to_dict(), "spec": asdict(self.spec),
+        }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def soft_round(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Differentiable rounding (Agustsson & Theis 2020): identity as temperature grows, rounding as it shrinks."""
+    floor = torch.floor(x)
+    alpha = 1.0 / temperature
+    return floor + 0.5 + torch.tanh(alpha * (x - floor - 0.5)) / (2.0 * math.tanh(alpha / 2.0))
+
+
+def _reconstruct(latents: list[torch.Tensor], tensors: list[torch.Tensor], spec: GridSpec, shape: tuple[int, int]) -> torch.Tensor:
+    gain = 2.0**-spec.input_shift
+    planes = upsample_grids([g[None, None] * gain for g in latents], spec.grid_shapes(*shape), exact=False)
+    out = run_synthesis(tensors[arm_tensor_count(spec) :], planes, spec, exact=False)
+    # Clamp with a straight-through gradient: a plain clamp would leave pixels that start below 0 without gradient.
+    return out + (out.clamp(0.0, 1.0) - out).detach()
+
+
+def _latent_bits(latents: list[torch.Tensor], tensors: list[torch.Tensor], spec: GridSpec) -> torch.Tensor:
+    contexts = grid_contexts(latents, spec)
+    mean, log2_scale = mean_log2_scale(run_arm(tensors[: arm_tensor_count(spec)], contexts, exact=False), spec.latent_bound)
+    values = torch.cat([g.reshape(-1) for g in latents])
+    return laplace_bits(values, mean, log2_scale).sum()
+
+
+def _hard(latents: list[torch.Tensor], bound: int) -> list[torch.Tensor]:
+    return [torch.round(g.detach().clamp(-bound, bound)) for g in latents]
+
+
+def _init_state(spec: GridSpec, shape: tuple[int, int], seed: int, device: torch.device) -> GridState:
+    generator = torch.Generator().manual_seed(seed)
+    latents = [torch.zeros(s, device=device) for s in spec.grid_shapes(*shape)]
+    return GridState(latents, [t.to(device) for t in init_tensors(spec, generator)])
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _train(
+    target: torch.Tensor, state: GridState, *, spec: GridSpec, config: GridFitConfig, steps: int, ste_steps: int,
+    temperature: tuple[float, float], lr_scale: float, regularizer: Regularizer | None, lam: float, progress: bool,
+) -> tuple[GridState, float]:  # fmt: skip
+    """Optimise ``state`` in place; returns the best hard-rounded state and its loss."""
+    shape = tuple(target.shape)
+    pixels = target.numel()
+    latents = [t.requires_grad_(True) for t in state.latents]
+    tensors = [t.requires_grad_(True) for t in state.tensors]
+    optimizer = torch.optim.Adam(
+        [{"params": latents, "lr": config.lr_latent * lr_scale}, {"params": tensors, "lr": config.lr_network * lr_scale}]
+    )
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    generator = torch.Generator(device=target.device).manual_seed(config.seed + 1)
+    soft_steps = steps - ste_steps
+    bound = spec.latent_bound
+    best, best_loss = state.clone(), math.inf
+    iterator = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="grid fit", leave=False)
+    for step in iterator:
+        clamped = [g.clamp(-bound, bound) for g in latents]
+        if step < soft_steps:
+            frac = step / max(soft_steps, 1)
+            t = temperature[0] + (temperature[1] - temperature[0]) * frac
+            for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+            noisy = [
+                soft_round(g, t) + config.noise * (torch.rand(g.shape, generator=generator, device=g.device) - 0.5)
+                for g in clamped
+            ]
+            coded, synth_in = noisy, [soft_round(g, t) for g in noisy]
+        else:
+            if step == soft_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr_ste * lr_scale
+            coded = [g + (torch.round(g) - g).detach() for g in clamped]
+            synth_in = coded
+        recon = _reconstruct(synth_in, tensors, spec, shape)
+        mse = torch.mean((recon[0, 0] - target) ** 2)
+        loss = mse + config.lambda_rd * _latent_bits(coded, tensors, spec) / pixels
+        if regularizer is not None and lam:
+            loss = loss + lam * regularizer(recon).sum()
+        if step >= soft_steps and loss.item() < best_loss:
+            # Snapshot before the update: these are the parameters the loss was measured on.
+            best_loss = loss.item()
+            best = GridState([g.detach().clone() for g in coded], [p.detach().clone() for p in tensors])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if best_loss == math.inf:  # no straight-through step: keep the final parameters
+        best = GridState([torch.round(g.detach().clamp(-bound, bound)) for g in latents], [p.detach().clone() for p in tensors])
+    for t in (*latents, *tensors):
+        t.requires_grad_(False)
+    return best, best_loss
+
+
+# ------------------------------------------------------------------------------------------ quantisation
+def _quantize_networks(
+    target: torch.Tensor, state: GridState, *, spec: GridSpec, lambda_rd: float
+) -> tuple[QuantizedDecoder, float]:
+    """Choose a step exponent per tensor by a greedy descent on ``MSE + lambda_rd * bits / pixels``.
+
+    Entropy-model tensors change only the latent rate, synthesis tensors only the distortion, so each is
+    scored on its own term (plus its own exact exp-Golomb bits). Returns the decoder and the latent-bit estimate.
+    """
+    pixels = target.numel()
+    shape = tuple(target.shape)
+    latents = [g.cpu() for g in _hard(state.latents, spec.latent_bound)]
+    floats = [t.detach().cpu().float() for t in state.tensors]
+    n_arm = arm_tensor_count(spec)
+    exps = [8] * len(floats)
+    target = target.cpu()
+    planes = upsample_grids([g[None, None] * 2.0**-spec.input_shift for g in latents], spec.grid_shapes(*shape), exact=False)
+
+    def current(index: int, exponent: int) -> list[torch.Tensor]:
+        chosen = [torch.from_numpy(quantize_tensor(t, e)).float() * 2.0**-e for t, e in zip(floats, exps, strict=True)]
+        chosen[index] = torch.from_numpy(quantize_tensor(floats[index], exponent)).float() * 2.0**-exponent
+        return chosen
+
+    def score(index: int, exponent: int) -> float:
+        tensors = current(index, exponent)
+        bits = QuantizedDecoder((quantize_tensor(floats[index], exponent),), (exponent,))
+        own = network_bits(bits)
+        with torch.no_grad():
+            if index < n_arm:
+                term = lambda_rd * float(_latent_bits(latents, tensors, spec)) / pixels
+            else:
+                recon = run_synthesis(tensors[n_arm:], planes, spec, exact=False).clamp(0.0, 1.0)
+                term = float(torch.mean((recon[0, 0] - target) ** 2))
+        return term + lambda_rd * own / pixels
+
+    for index in range(len(floats)):
+        best_e, best = exps[index], score(index, exps[index])
+        for direction in (-1, 1):
+            e = best_e + direction
+            while 0 <= e <= MAX_EXPONENT:
+                value = score(index, e)
+                if value >= best:
+                    break
+                best_e, best = e, value
+                e += direction
+        exps[index] = best_e
+    decoder = QuantizedDecoder(tuple(quantize_tensor(t, e) for t, e in zip(floats, exps, strict=True)), tuple(exps))
+    with torch.no_grad():
+        estimate = float(_latent_bits(latents, current(0, exps[0]), spec))
+    return decoder, estimate
+
+
+def _finish(
+    target: torch.Tensor, best: GridState, *, spec: GridSpec, config: GridFitConfig, loss: float, steps: int, started: float,
+    trials: int = 1, target_bpp: float | None = None,
+) -> GridFitResult:  # fmt: skip
+    decoder, latent_estimate = _quantize_networks(target, best, spec=spec, lambda_rd=config.lambda_rd)
+    latents = [g.cpu().numpy().astype(np.int64) for g in _hard(best.latents, spec.latent_bound)]
+    payload = build_payload(latents, decoder, spec)
+    height, width = target.shape
+    reconstruction = synthesize(latents, decoder, spec, height, width)
+    net_bits = network_bits(decoder)
+    estimated = latent_estimate + net_bits + 8 * HEAD_BYTES + _CODER_OVERHEAD_BITS
+    mse = float(np.mean((reconstruction.astype(np.float64) - target.cpu().double().numpy()) ** 2))
+    return GridFitResult(
+        payload=payload, spec=spec, config=config, reconstruction=reconstruction, estimated_bits=estimated,
+        payload_bits=8 * len(payload), latent_bits_estimate=latent_estimate, network_bits=net_bits, loss=loss, mse=mse,
+        steps=steps, seconds=time.perf_counter() - started, trials=trials, target_bpp=target_bpp, state=best,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- public
+def _check_targets(targets: torch.Tensor, spec: GridSpec, lam: torch.Tensor | None) -> None:
+    if not isinstance(targets, torch.Tensor) or targets.dim() != 3 or targets.shape[0] < 1:
+        shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+        raise InputError(f"targets: expected a float tensor (S, H, W) with S >= 1, got {shape}")
+    if not torch.isfinite(targets).all() or targets.min() < 0 or targets.max() > 1:
+        raise InputError("targets: values must be finite and in [0, 1]")
+    spec.validate_for(targets.shape[1], targets.shape[2])
+    if lam is not None and (lam.shape != (targets.shape[0],) or not torch.isfinite(lam).all() or (lam < 0).any()):
+        raise InputError(f"--lam: expected {targets.shape[0]} finite values >= 0, got {lam.tolist()}")
+
+
+def _per_image(regularizer: Regularizer | None, index: int, count: int) -> Regularizer | None:
+    if regularizer is None or count == 1:
+        return regularizer
+    if not hasattr(regularizer, "subset"):
+        raise InputError("regularizer: several images need a regulariser with subset(index) (StructuralRegularizer)")
+    return regularizer.subset(index)
+
+
+def fit_grid(
+    targets: torch.Tensor, *, spec: GridSpec, config: GridFitConfig, device: torch.device,
+    regularizer: Regularizer | None = None, lam: torch.Tensor | None = None, progress: bool = False,
+    init: list[GridState | None] | None = None,
+) -> list[GridFitResult]:  # fmt: skip
+    """Fit latent grids and a decoder to each image, quantise, and entropy-code them.
+
+    Args:
+        targets: float32 ``(S, H, W)`` in ``[0, 1]``; one independent fit per image.
+        spec: the decoder spec.
+        config: the fit settings.
+        device: where to train (the payload and reconstruction are computed on the CPU).
+        regularizer: maps reconstructions ``(S, 1, H, W)`` to values ``(S,)``; gradients reach the latents and
+            networks only (the project's ``StructuralRegularizer`` freezes its U-Net).
+        lam: ``(S,)`` regulariser weights (required with ``regularizer``).
+        progress: show a progress bar.
+        init: optional warm-start states per image (then ``config.refine_steps`` steps, a warm restart of the schedule).
+
+    Returns:
+        One :class:`GridFitResult` per image.
+
+    Raises:
+        InputError: on targets of the wrong shape or range, a geometry the spec cannot code, or bad ``lam``.
+    """
+    _check_targets(targets, spec, lam)
+    if regularizer is not None and lam is None:
+        raise InputError("--lam: a regulariser needs its weights")
+    results = []
+    for index in range(targets.shape[0]):
+        started = time.perf_counter()
+        torch.manual_seed(config.seed)
+        target = targets[index].to(device=device, dtype=torch.float32)
+        warm = init[index] if init is not None else None
+        if warm is None:
+            state = _init_state(spec, tuple(target.shape), config.seed, device)
+            plan = dict(steps=config.steps, ste_steps=config.ste_steps, temperature=config.temperature, lr_scale=1.0)
+        else:
+            state = GridState([g.to(device) for g in warm.latents], [t.to(device) for t in warm.tensors]).clone()
+            # A warm restart: the full temperature schedule and learning rates, so latents can still move by
+            # whole steps (refining at the final temperature left the rate stuck where the first trial put it).
+            ste = min(config.ste_steps, config.refine_steps // 2)
+            plan = dict(steps=config.refine_steps, ste_steps=ste, temperature=config.temperature, lr_scale=1.0)
+        best, loss = _train(
+            target, state, spec=spec, config=config, regularizer=_per_image(regularizer, index, targets.shape[0]),
+            lam=float(lam[index]) if lam is not None else 0.0, progress=progress, **plan,
+        )  # fmt: skip
+        results.append(_finish(target, best, spec=spec, config=config, loss=loss, steps=plan["steps"], started=started))
+    return results
+
+
+def _next_lambda(
+    lam: float, bits: float, fits: tuple[float, float] | None, too_big: tuple[float, float] | None, *, aim: float
+) -> float:
+    """Next lambda_rd of the rate search: interpolate log(bits) against log(lambda) inside a bracket, else jump.
+
+    Outside a bracket, the file size is taken to scale like ``lambda^-1/2`` (a factor of at most 64 per jump).
+    """
+    lam = max(lam, 1e-9)
+    if fits is not None and too_big is not None:
+        (l_fit, b_fit), (l_big, b_big) = fits, too_big
+        if b_big <= b_fit or l_fit <= l_big:
+            return math.sqrt(l_fit * l_big)
+        # Secant in log-log space, kept inside the middle 80% of the bracket so the bracket always shrinks.
+        t = (math.log(b_big) - math.log(aim)) / (math.log(b_big) - math.log(b_fit))
+        t = min(max(t, 0.1), 0.9)
+        return math.exp(math.log(l_big) + t * (math.log(l_fit) - math.log(l_big)))
+    return lam * min(max((bits / aim) ** 2, 1 / 64), 64)
+
+
+def fit_grid_at_bpp(
+    targets: torch.Tensor, *, spec: GridSpec, config: GridFitConfig, target_bpp: float, header_bytes: int,
+    device: torch.device, regularizer: Regularizer | None = None, lam: torch.Tensor | None = None, progress: bool = False,
+    band: float = 0.03,
+) -> list[GridFitResult]:  # fmt: skip
+    """Search ``lambda_rd`` per image so that the file (payload + ``header_bytes``) is at most ``target_bpp``.
+
+    The first trial is a full fit at ``config.lambda_rd``; later trials warm-start from the latest solution
+    (``config.refine_steps`` steps). ``lambda_rd`` moves by factors of 4 until the target is bracketed, then by
+    bisection of its logarithm. The search stops at a file within ``band`` below the target or after
+    ``config.max_rate_trials`` trials, returning the largest file within the target.
+
+    Args:
+        targets: ``(S, H, W)`` in ``[0, 1]``.
+        spec: decoder spec.
+        config: fit settings (``lambda_rd`` is the starting point).
+        target_bpp: bits per pixel of the whole file.
+        header_bytes: bytes of the file outside the payload (header, family block, lengths, CRC).
+        device: training device.
+        regularizer: see :func:`fit_grid`.
+        lam: see :func:`fit_grid`.
+        progress: progress bars.
+        band: accepted shortfall below the target (fraction).
+
+    Returns:
+        One result per image with ``trials``, ``target_bpp``, ``within_band`` and the summed ``steps`` and ``seconds``
+        of its search.
+
+    Raises:
+        InputError: if ``target_bpp`` is not positive, or no trial reaches it (the message gives the smallest file found).
+    """
+    if not (math.isfinite(target_bpp) and target_bpp > 0):
+        raise InputError(f"--bpp {target_bpp}: must be a positive number")
+    if header_bytes < 0:
+        raise InputError(f"header_bytes {header_bytes}: must be >= 0")
+    _check_targets(targets, spec, lam)
+    pixels = targets.shape[1] * targets.shape[2]
+    budget = target_bpp * pixels
+    results = []
+    for index in range(targets.shape[0]):
+        one = targets[index : index + 1]
+        one_lam = lam[index : index + 1] if lam is not None else None
+        reg = _per_image(regularizer, index, targets.shape[0])
+        lam_rd = config.lambda_rd
+        fits: tuple[float, float] | None = None  # (lambda, bits) of the smallest lambda whose file fits
+        too_big: tuple[float, float] | None = None  # (lambda, bits) of the largest lambda whose file is too big
+        best: GridFitResult | None = None
+        smallest = math.inf
+        state, steps, seconds, trials = None, 0, 0.0, 0
+        while trials < config.max_rate_trials:
+            trials += 1
+            result = fit_grid(
+                one, spec=spec, config=config.with_lambda(lam_rd), device=device, regularizer=reg, lam=one_lam,
+                progress=progress, init=[state],
+            )[0]  # fmt: skip
+            state, steps, seconds = result.state, steps + result.steps, seconds + result.seconds
+            bits = result.payload_bits + 8 * header_bytes
+            smallest = min(smallest, bits)
+            if bits <= budget:
+                if best is None or result.payload_bits > best.payload_bits:
+                    best = result
+                if bits >= (1 - band) * budget:
+                    break
+                fits = (lam_rd, bits) if fits is None or lam_rd < fits[0] else fits
+            else:
+                too_big = (lam_rd, bits) if too_big is None or lam_rd > too_big[0] else too_big
+            lam_rd = _next_lambda(lam_rd, bits, fits, too_big, aim=(1 - band / 2) * budget)
+        if best is None:
+            raise InputError(
+                f"--bpp {target_bpp}: unreachable for this image with this grid spec; the smallest file found in "
+                f"{config.max_rate_trials} trials is {smallest / pixels:.3f} bpp"
+            )
+        in_band = best.payload_bits + 8 * header_bytes >= (1 - band) * budget
+        results.append(replace(best, trials=trials, target_bpp=target_bpp, steps=steps, seconds=seconds, within_band=in_band))
+    return results

@@ -1,0 +1,104 @@
+"""The grid decoder's two small networks (synthesis and entropy model), float and fixed point.
+
+Both are written once as functions of a flat list of tensors ``[w0, b0, w1, b1, ...]`` (entropy-model
+layers first, then synthesis layers), so the trainer (float) and the decoder (integer-valued float64,
+per-tensor step exponents) run the same graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from sinco.codec.grid.entropy import context_width
+from sinco.codec.grid.numerics import FRAC_BITS, fixed_conv
+from sinco.codec.grid.spec import GridSpec
+
+
+def tensor_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
+    """Shapes of the decoder's tensors in payload order: entropy model ``(O, I)`` then synthesis ``(O, I, k, k)``."""
+    shapes: list[tuple[int, ...]] = []
+    arm = (context_width(spec), *spec.arm_hidden, 2)
+    for fan_in, fan_out in zip(arm[:-1], arm[1:], strict=True):
+        shapes += [(fan_out, fan_in), (fan_out,)]
+    synth = (spec.levels, *spec.synthesis_widths)
+    for fan_in, fan_out in zip(synth[:-1], synth[1:], strict=True):
+        shapes += [(fan_out, fan_in, 1, 1), (fan_out,)]
+    width, k = synth[-1], spec.kernel
+    for _ in range(spec.residual_layers):
+        shapes += [(width, width, k, k), (width,)]
+    return shapes + [(1, width, k, k), (1,)]
+
+
+def arm_tensor_count(spec: GridSpec) -> int:
+    """How many of :func:`tensor_shapes` belong to the entropy model."""
+    return 2 * (len(spec.arm_hidden) + 1)
+
+
+def init_tensors(spec: GridSpec, generator: torch.Generator) -> list[torch.Tensor]:
+    """Initial float tensors: uniform +-1/sqrt(fan-in) (biases positive); residual and entropy-model output layers zero."""
+    tensors = []
+    shapes = tensor_shapes(spec)
+    n_arm = arm_tensor_count(spec)
+    zero_from = len(shapes) - 2 - 2 * spec.residual_layers
+    for index, shape in enumerate(shapes):
+        fan_in = math.prod(shape[1:]) if len(shape) > 1 else math.prod(shapes[index - 1][1:])
+        bound = 1.0 / math.sqrt(fan_in)
+        tensor = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+        if index in (n_arm - 2, n_arm - 1) or zero_from <= index < len(shapes) - 2:
+            tensor = torch.zeros(shape)
+        elif len(shape) == 1:
+            # Positive biases: with latents starting at zero, ReLUs fed by negative biases would never wake up.
+            tensor = tensor.abs()
+        tensors.append(tensor)
+    return tensors
+
+
+def _layers(tensors: list[torch.Tensor], exps: list[int] | None) -> list[tuple[torch.Tensor, torch.Tensor, int, int]]:
+    exps = exps if exps is not None else [0] * len(tensors)
+    return [(tensors[i], tensors[i + 1], exps[i], exps[i + 1]) for i in range(0, len(tensors), 2)]
+
+
+def _apply(x: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor, int, int], *, exact: bool) -> torch.Tensor:
+    weight, bias, w_exp, b_exp = layer
+    if exact:
+        return fixed_conv(x, weight, bias, w_exp=w_exp, b_exp=b_exp)
+    if x.dim() == 2:
+        return F.linear(x, weight, bias)
+    if weight.shape[-1] == 1:  # 1x1 layers as one matrix product over channels-last pixels: faster than a conv
+        return F.linear(x.permute(0, 2, 3, 1), weight[:, :, 0, 0], bias).permute(0, 3, 1, 2)
+    pad = weight.shape[-1] // 2
+    return F.conv2d(F.pad(x, (pad,) * 4, mode="replicate") if pad else x, weight, bias)
+
+
+def run_arm(tensors: list[torch.Tensor], contexts: torch.Tensor, *, exact: bool, exps: list[int] | None = None) -> torch.Tensor:
+    """Entropy model: contexts ``(N, C)`` -> ``(N, 2)`` (mean, log2-scale); in fixed point when ``exact``.
+
+    With ``exact``, ``tensors`` and ``contexts`` are integer-valued float64, contexts at scale ``2^-FRAC_BITS``.
+    """
+    layers = _layers(tensors, exps)
+    x = contexts
+    for layer in layers[:-1]:
+        x = _apply(x, layer, exact=exact).clamp_min(0)
+    return _apply(x, layers[-1], exact=exact)
+
+
+def run_synthesis(
+    tensors: list[torch.Tensor], planes: torch.Tensor, spec: GridSpec, *, exact: bool, exps: list[int] | None = None
+) -> torch.Tensor:
+    """Synthesis: upsampled latents ``(1, L, H, W)`` -> image ``(1, 1, H, W)`` (not yet clipped to [0, 1])."""
+    layers = _layers(tensors, exps)
+    n_1x1 = len(spec.synthesis_widths)
+    x = planes
+    for layer in layers[:n_1x1]:
+        x = _apply(x, layer, exact=exact).clamp_min(0)
+    for layer in layers[n_1x1:-1]:
+        x = (x + _apply(x, layer, exact=exact)).clamp_min(0)
+    return _apply(x, layers[-1], exact=exact)
+
+
+def fixed_image(output: torch.Tensor) -> torch.Tensor:
+    """Fixed-point synthesis output ``(1, 1, H, W)`` -> float32 image ``(H, W)`` clipped to ``[0, 1]`` (exact)."""
+    return (output[0, 0] * 2.0**-FRAC_BITS).clamp(0.0, 1.0).to(torch.float32)
