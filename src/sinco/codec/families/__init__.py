@@ -18,6 +18,7 @@ __all__ = ["BenchmarkMethod", "CodecFamily", "FamilyOption", "FitOutcome", "all_
 FAMILY_MODULES = (
     "sinco.codec.families.siren",
     "sinco.codec.families.pe_mlp",
+    "sinco.codec.families.grid",
 )
 # The family `sinco compress` uses when --arch is not given.
 DEFAULT_FAMILY = "siren"

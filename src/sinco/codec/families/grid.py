@@ -1,0 +1,166 @@
+"""The latent-grid family (``--arch grid``): multi-resolution integer latents, a small synthesis
+network and an auto-regressive entropy model, entropy-coded into one payload that decodes
+bit-exactly (the machinery is :mod:`sinco.codec.grid`).
+
+Family block: the bytes of :class:`~sinco.codec.grid.spec.GridSpec` (its own version byte first).
+Payload: the quantised networks and the range-coded latents with their checksum
+(:func:`sinco.codec.grid.decode_grid`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sinco.codec.families import register
+from sinco.codec.families.base import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome
+from sinco.errors import BitstreamError, InputError
+
+# A payload above 32 bits per pixel (plus a margin for the networks) is no grid payload.
+MAX_PAYLOAD_BITS_PER_PIXEL = 32
+PAYLOAD_MARGIN_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class GridFamilyFit:
+    """The grid family's fitting configuration: the grid fit, whether ``lambda_rd`` is fixed, and the regulariser.
+
+    Args:
+        grid: the :class:`~sinco.codec.grid.GridFitConfig`.
+        fixed_lambda: ``--lambda-rd`` was given: one fit at that weight, no rate search.
+        lam: weight of the structural regulariser.
+        reg_every: the regulariser's period (the grid fit applies it every step: 1 only).
+    """
+
+    grid: Any
+    fixed_lambda: bool = False
+    lam: float = 1.0
+    reg_every: int = 1
+
+    @property
+    def seed(self) -> int:
+        """The fit's seed."""
+        return self.grid.seed
+
+    @property
+    def steps(self) -> int:
+        """Steps of a fit from scratch."""
+        return self.grid.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return {**self.grid.to_dict(), "fixed_lambda": self.fixed_lambda, "lam": self.lam, "reg_every": self.reg_every}
+
+
+@register
+class GridFamily(CodecFamily):
+    """Latent grids + synthesis + auto-regressive entropy model, as Cool-chic and C3 (single channel, any bit depth)."""
+
+    name = "grid"
+    family_id = 3
+    summary = "latent grids, synthesis network and auto-regressive entropy model, entropy-coded (Cool-chic / C3 style)"
+    fit_options = (
+        FamilyOption("lambda_rd", "--lambda-rd", float,
+                     "rate weight of the loss MSE + lambda_rd x bits / pixels; given, one fit at it (no --bpp search)", "X"),
+    )  # fmt: skip
+    methods = {
+        "grid": BenchmarkMethod("Latent grids", regularised=False),
+        "sinco-grid": BenchmarkMethod("SINCO (latent grids)", regularised=True),
+    }
+    presets = {"fast": {}, "quality": {}}
+    default_preset = "fast"
+
+    def encode_spec(self, spec: Any) -> bytes:
+        return spec.to_bytes()
+
+    def decode_spec(self, block: bytes, *, version: int) -> Any:
+        from sinco.codec.grid import GridSpec
+
+        if version < 2:
+            raise BitstreamError("corrupted .sinco file: a grid codec in a version-1 file")
+        return GridSpec.from_bytes(block)
+
+    def check_payload(self, spec: Any, *, payload_bytes: int, height: int, width: int) -> None:
+        spec.validate_for(height, width, error=BitstreamError)
+        cap = MAX_PAYLOAD_BITS_PER_PIXEL * height * width // 8 + PAYLOAD_MARGIN_BYTES
+        if payload_bytes > cap:
+            raise BitstreamError(f"implausible .sinco file: a grid payload of {payload_bytes} bytes for {height}x{width} pixels")
+
+    def fit_config(self, preset: str | None, overrides: Mapping[str, Any]) -> GridFamilyFit:
+        from sinco.codec.grid import GRID_PRESETS
+
+        preset = self.default_preset if preset is None else preset
+        if preset not in GRID_PRESETS:
+            raise InputError(f"--preset {preset!r}: --arch {self.name} has presets {', '.join(GRID_PRESETS)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for key in given:
+            if key not in ("steps", "seed", "lam", "reg_every", "lambda_rd"):
+                raise InputError(f"--{key.replace('_', '-')}: does not apply to --arch {self.name}")
+        if given.get("reg_every", 1) != 1:
+            raise InputError(f"--reg-every {given['reg_every']}: --arch {self.name} applies the regulariser every step (1)")
+        grid = GRID_PRESETS[preset]
+        if "steps" in given:
+            grid = _with_steps(grid, given["steps"])
+        grid = dataclasses.replace(grid, **{k: given[k] for k in ("seed", "lambda_rd") if k in given})
+        lam = given.get("lam", 1.0)
+        if not (math.isfinite(lam) and lam >= 0):
+            raise InputError(f"--lam {lam}: must be a non-negative number")
+        return GridFamilyFit(grid=grid, fixed_lambda="lambda_rd" in given, lam=lam)
+
+    def fit(self, targets: Any, *, bpp: float, options: Mapping[str, Any], config: GridFamilyFit, device: Any, regularizer: Any = None,
+            lam: Any = None, progress: bool = False, desc: str = "fit") -> list[FitOutcome]:  # fmt: skip
+        from sinco.codec.format import OVERHEAD_BYTES
+        from sinco.codec.grid import GridSpec, fit_grid, fit_grid_at_bpp
+
+        self.check_options(options)
+        spec = GridSpec()
+        common = dict(spec=spec, config=config.grid, device=device, regularizer=regularizer, lam=lam, progress=progress)
+        if config.fixed_lambda:
+            results = fit_grid(targets, **common)
+        else:
+            header = OVERHEAD_BYTES + len(spec.to_bytes())
+            results = fit_grid_at_bpp(targets, target_bpp=bpp, header_bytes=header, **common)
+        lam_used = [0.0] * len(results) if regularizer is None or lam is None else [float(v) for v in lam]
+        return [FitOutcome(spec=r.spec, payload=r.payload, report=_report(r, lam=lam_i), extras=_extras(r))
+                for r, lam_i in zip(results, lam_used, strict=True)]  # fmt: skip
+
+    def decode(self, spec: Any, payload: bytes, *, height: int, width: int) -> np.ndarray:
+        from sinco.codec.grid import decode_grid
+
+        return decode_grid(payload, spec=spec, height=height, width=width)
+
+    def describe(self, spec: Any) -> dict[str, Any]:
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
+        return {"arch": self.name, **fields}
+
+    def describe_fit(self, config: GridFamilyFit) -> str:
+        grid = config.grid
+        rate = f"lambda_rd {grid.lambda_rd:g}" if config.fixed_lambda else f"lambda_rd searched (at most {grid.max_rate_trials} fits)"
+        return f"{grid.steps} steps ({grid.ste_steps} straight-through), {rate}"
+
+
+def _with_steps(grid: Any, steps: int) -> Any:
+    """A preset with another step count; the straight-through and refinement steps keep their share."""
+    if not isinstance(steps, int) or steps < 1:
+        raise InputError(f"--steps {steps}: must be a positive integer")
+    ratio = steps / grid.steps
+    return dataclasses.replace(grid, steps=steps, ste_steps=min(steps, round(grid.ste_steps * ratio)),
+                               refine_steps=max(1, round(grid.refine_steps * ratio)))  # fmt: skip
+
+
+def _report(result: Any, *, lam: float) -> Any:
+    from sinco.fit.loop import FitResult
+
+    return FitResult(best_objective=result.loss, best_mse=result.mse, best_step=result.steps, steps=result.steps, lam=lam,
+                     reg_every=1, lr_final=result.config.lr_ste, divergences=0, seconds=result.seconds,
+                     evaluations=result.steps)  # fmt: skip
+
+
+def _extras(result: Any) -> dict[str, Any]:
+    return {"estimated_bits": result.estimated_bits, "latent_bits_estimate": result.latent_bits_estimate,
+            "network_bits": result.network_bits, "lambda_rd": result.config.lambda_rd, "rate_trials": result.trials}  # fmt: skip
