@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import phantom
+from conftest import make_phantom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +25,7 @@ GOLDEN = Path(__file__).parent / "data" / "grid_golden"
 
 
 def target_image(size: int = SIZE) -> torch.Tensor:
-    image = phantom(size, size)
+    image = make_phantom(size, size)
     return torch.from_numpy(((image - image.min()) / (image.max() - image.min())).astype(np.float32))
 
 

@@ -417,7 +417,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from importlib.resources import files
 
     from sinco.data.demo import IMAGE_NAME, LABEL_NAME, write_demo_dataset
-    from sinco.eval.benchmark import BenchmarkConfig, all_methods, run_benchmark
+    from sinco.eval.benchmark import BenchmarkConfig, all_methods, codec_methods, run_benchmark
     from sinco.utils.device import resolve_device
 
     if args.export_data:
@@ -430,7 +430,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     images = args.images if args.images is not None else (1 if args.quick else 2)
     config = BenchmarkConfig(
         data=str(data), seg_model=str(files("sinco") / "assets" / "demo_seg.pt"), layout="folders", image_glob=IMAGE_NAME,
-        label_glob=LABEL_NAME, cases="val", methods=all_methods(), bpps=(1.2,), images=images, min_tumour=0.01, steps=steps,
+        label_glob=LABEL_NAME, cases="val", bpps=(1.2,), images=images, min_tumour=0.01, steps=steps,
+        methods=tuple(m for m in all_methods() if m not in codec_methods() or codec_methods()[m][1].in_demo),
         reg_every=1,
     )  # fmt: skip
     result = run_benchmark(config, outdir=out, device=resolve_device(args.device), progress=not args.quiet)

@@ -47,10 +47,12 @@ class BenchmarkMethod:
     Args:
         label: the name tables and figures show.
         regularised: whether it fits with the structural regulariser.
+        in_demo: whether ``sinco demo`` runs it (a demo should take minutes).
     """
 
     label: str
     regularised: bool
+    in_demo: bool = True
 
 
 @dataclass(frozen=True)
