@@ -3,7 +3,8 @@
 Heavy imports (torch, MONAI) happen inside the commands, so ``sinco --help`` is instant.
 
 Exit status: 0 success; 1 an operating-system failure (disk full, permission denied); 2 bad
-input, bad usage or an invalid ``.sinco`` file; 130 interrupted.
+input, bad usage or an invalid ``.sinco`` file; 3 (``compress-batch``) some slices failed twice
+and their inputs were not written, the others were; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sinco import __version__
 from sinco.errors import InputError, SincoError
 
 EXIT_OK, EXIT_OS_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_SLICES_FAILED = 3
 
 
 def _finite(value: float) -> float | None:
@@ -196,6 +198,35 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
             f"{fitted}bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes){speed} seconds={result.seconds:.1f}"
         )
     return EXIT_OK
+
+
+def cmd_compress_batch(args: argparse.Namespace) -> int:
+    """``sinco compress-batch``: every slice of every input is a Dask task; one volume file per input."""
+    from sinco.codec.inr_codec import CodecConfig
+    from sinco.eval.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
+    from sinco.fit.config import fit_config_from_preset
+    from sinco.utils.device import resolve_device
+
+    codec = CodecConfig(arch=args.arch, bpp=args.bpp, depth=args.depth, n_freqs=args.n_freqs, w0=args.w0, w0_first=args.w0,
+                        skips=_parse_skips(args.skips))  # fmt: skip
+    fit = fit_config_from_preset(
+        args.preset, arch=args.arch, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup, seed=args.seed,
+        lam=args.lam, reg_every=args.reg_every, compile=args.compile, optimizer=args.optimizer, lbfgs_after=args.lbfgs_after,
+        quantise_tail=args.quantise_tail,
+    )  # fmt: skip
+    cluster = ClusterConfig(scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker)
+    config = BatchConfig(codec=codec, fit=fit, slices=args.slices, axis=args.axis, channel=args.channel, device=args.device,
+                         torch_threads=args.threads_per_worker, seg_model=args.seg_model, mask_glob=args.mask_glob)  # fmt: skip
+    resolve_device(args.device)
+    plans = plan_batch(args.inputs, config=config, out_dir=args.out, force=args.force)
+    result = run_batch(plans, config=config, cluster=cluster, out_dir=args.out, progress=not args.quiet, argv=sys.argv)
+    counts = result.manifest["counts"]
+    for path, index, error in result.failed:
+        print(f"sinco: error: {path} slice {index}: {error}", file=sys.stderr)
+    summary = (f"{args.out}: {counts['outputs_written']} of {counts['inputs']} files written, {counts['done']} of {counts['slices']} "
+               f"slices done ({result.fitted} fitted now, {result.skipped} before), {counts['failed']} failed; see {args.out}/manifest.json")  # fmt: skip
+    print(json.dumps(counts) if args.json else summary)
+    return EXIT_SLICES_FAILED if result.failed else EXIT_OK
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
@@ -428,6 +459,30 @@ def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", type=int, default=0, help="modality of 4-D volumes (default: 0, FLAIR)")
 
 
+def _add_fitting_arguments(p: argparse.ArgumentParser) -> None:
+    """The codec and fitting options of ``compress``, for commands that fit like it."""
+    p.add_argument("--arch", choices=("siren", "pe-mlp"), default="siren", help="network (default: siren)")
+    p.add_argument("--bpp", type=float, default=1.2, help="target parameter bits per pixel (default: 1.2)")
+    p.add_argument("--depth", type=int, default=None, help="hidden layers (default: 8 for siren, 6 for pe-mlp)")
+    p.add_argument("--skips", default=None, metavar="I,J", help="pe-mlp layers fed the encoding again, or 'none' (default: depth // 2)")
+    p.add_argument("--n-freqs", type=int, default=12, help="pe-mlp encoding frequencies Lf (default: 12)")
+    p.add_argument("--w0", type=float, default=30.0, help="siren frequency w0 (default: 30)")
+    p.add_argument("--preset", choices=("paper", "fast"), default="paper", help="fitting schedule (default: paper; see compress)")
+    p.add_argument("--steps", type=int, default=None, help="Adam steps (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="Adam (peak) learning rate (default: the preset's)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="learning-rate schedule (default: the preset's)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps of the cosine schedule (default: the preset's)")
+    p.add_argument("--optimizer", choices=("adam", "adam+lbfgs"), default=None, help="optimiser (default: the preset's)")
+    p.add_argument("--lbfgs-after", type=int, default=None, metavar="N", help="adam+lbfgs: Adam steps before L-BFGS (default: 1000)")
+    p.add_argument("--quantise-tail", type=int, default=None, metavar="N", help="last N steps on the fp16-rounded weights (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--lam", type=float, default=1.0, help="regulariser weight lambda (default: 1; 0 = plain fitting)")
+    p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regulariser every K-th step (default: 1)")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile the fitting step (default: auto = SIREN fits of 1000+ steps)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sinco`` command."""
     parser = argparse.ArgumentParser(prog="sinco", description="Compress medical images with implicit neural representations.")
@@ -473,6 +528,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("compress-batch", help="compress many scans, one Dask task per slice, resumably (needs sinco[cluster])")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (their image files) or globs ('data/*/flair.nii.gz')")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: one .sinco file per input, manifest.json, .sinco-work/ records")
+    _add_fitting_arguments(p)
+    p.add_argument("--slices", default="all", metavar="all|A:B", help="slices of each volume (A:B half-open; default: all)")
+    p.add_argument("--axis", type=int, default=2, choices=(0, 1, 2), help="slicing axis (default: 2, axial)")
+    p.add_argument("--channel", type=int, default=0, metavar="C", help="channel of 4-D volumes (default: 0, FLAIR)")
+    p.add_argument("--seg-model", default=None, metavar="SEG.pt", help="segmentation checkpoint: enables the SINCO regulariser")
+    p.add_argument("--mask-glob", default=None, metavar="PATTERN",
+                   help="each input's label file, a pattern in its folder; {stem} = the input's name without suffix")  # fmt: skip
+    p.add_argument("--scheduler", default="local", metavar="local|tcp://HOST:PORT",
+                   help="local: a LocalCluster on this machine (default); or the address of a running Dask scheduler")  # fmt: skip
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="local worker processes (default: cores / K, or one per GPU)")
+    p.add_argument("--threads-per-worker", type=int, default=1, metavar="K",
+                   help="torch threads of each fit; each worker fits one slice at a time (default: 1)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace existing output files made with other settings")
+    p.set_defaults(func=cmd_compress_batch)
 
     p = sub.add_parser("train-seg", help="train the tumour-segmentation U-Net of the SINCO regulariser")
     _add_dataset_arguments(p)
