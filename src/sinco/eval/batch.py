@@ -24,6 +24,7 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,9 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 FIT_LOG = "fits.jsonl"
 _GLOB_CHARS = "*?["
+# compress_images seeds torch's global generator before building each network, and the torch thread
+# count is process-wide: two fits in one worker process at once would draw each other's initial weights.
+_FIT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -473,14 +477,19 @@ def fit_slice(task: SliceTask) -> dict[str, Any]:
     """
     import torch
 
+    record, meta = Path(task.record), Path(task.meta)
+    with _FIT_LOCK:
+        if record.is_file() and meta.is_file():
+            return {**json.loads(meta.read_text()), "fitted": False}
+        torch.set_num_threads(task.config.torch_threads)
+        return _fit_and_save(task, record=record, meta=meta)
+
+
+def _fit_and_save(task: SliceTask, *, record: Path, meta: Path) -> dict[str, Any]:
     from sinco.codec.inr_codec import compress_images
     from sinco.data.intensity import normalize_minmax
     from sinco.utils.atomic import atomic_write_bytes
 
-    record, meta = Path(task.record), Path(task.meta)
-    if record.is_file() and meta.is_file():
-        return {**json.loads(meta.read_text()), "fitted": False}
-    torch.set_num_threads(task.config.torch_threads)
     device = _worker_device(task)
     start = time.perf_counter()
     name = f"slice {task.index} of {task.input!r}" if task.index is not None else f"INPUT {task.input!r}"
@@ -768,9 +777,10 @@ def run_batch(
         for future in as_completed(futures):
             p, index = futures.pop(future)
             if future.status == "finished":
-                row = future.result()
-                fitted["n"] += bool(row.get("fitted"))
-                rows[p][index] = row
+                # Its record did not exist when the run began, so it was fitted in this run, by this task or by
+                # an earlier run of it whose result Dask lost with its worker (the task then found the record).
+                rows[p][index] = future.result()
+                fitted["n"] += 1
             else:
                 exc = future.exception()
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -788,14 +798,20 @@ def run_batch(
     finally:
         if bar is not None:
             bar.close()
-        if state["status"] == "running":
-            state["status"] = "interrupted"
-        _write_manifest(manifest_path, manifest())
         if futures:
             client.cancel(list(futures))
         if own_client:
             client.close()
-        if local is not None:
-            local.close()
+            if local is not None:
+                local.close()
+        # Fits that finished after the last result arrived (Ctrl-C, a lost client) left their records;
+        # the workers are stopped by now (a local cluster's), so the manifest counts every one.
+        for p, index in todo:
+            if index not in rows[p] and index not in errors[p] and plans[p].is_done(index):
+                rows[p][index] = json.loads(plans[p].record_meta(index).read_text())
+                fitted["n"] += 1
+        if state["status"] == "running":
+            state["status"] = "interrupted"
+        _write_manifest(manifest_path, manifest())
     failed = [(str(plans[p].input), i if plans[p].is_volume else None, e) for p in range(len(plans)) for i, e in sorted(errors[p].items())]
     return BatchResult(manifest=manifest(), failed=failed, fitted=fitted["n"], skipped=skipped)
