@@ -203,6 +203,7 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
 def cmd_compress_batch(args: argparse.Namespace) -> int:
     """``sinco compress-batch``: every slice of every input is a Dask task; one volume file per input."""
     from sinco.codec.inr_codec import CodecConfig
+    from sinco.errors import DeviceError
     from sinco.eval.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
     from sinco.fit.config import fit_config_from_preset
     from sinco.utils.device import resolve_device
@@ -215,9 +216,15 @@ def cmd_compress_batch(args: argparse.Namespace) -> int:
         quantise_tail=args.quantise_tail,
     )  # fmt: skip
     cluster = ClusterConfig(scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker)
+    # Absolute, so that workers started elsewhere (a remote cluster sharing the file system) find it.
+    seg_model = None if args.seg_model is None else str(Path(args.seg_model).resolve())
     config = BatchConfig(codec=codec, fit=fit, slices=args.slices, axis=args.axis, channel=args.channel, device=args.device,
-                         torch_threads=args.threads_per_worker, seg_model=args.seg_model, mask_glob=args.mask_glob)  # fmt: skip
-    resolve_device(args.device)
+                         torch_threads=args.threads_per_worker, seg_model=seg_model, mask_glob=args.mask_glob)  # fmt: skip
+    try:
+        resolve_device(args.device)
+    except DeviceError:
+        if args.scheduler == "local":
+            raise  # a remote cluster's workers may have the GPU this machine lacks
     plans = plan_batch(args.inputs, config=config, out_dir=args.out, force=args.force)
     result = run_batch(plans, config=config, cluster=cluster, out_dir=args.out, progress=not args.quiet, argv=sys.argv)
     counts = result.manifest["counts"]

@@ -691,8 +691,10 @@ def run_batch(
     from sinco.utils.device import resolve_device
 
     out = Path(out_dir).resolve()
-    device = resolve_device(config.device)
-    gpus = torch.cuda.device_count() if device.type == "cuda" and cluster.scheduler == "local" and ":" not in config.device else 0
+    gpus = 0
+    # A remote cluster's workers resolve the device themselves: the client may be a login node without a GPU.
+    if cluster.scheduler == "local" and client is None and resolve_device(config.device).type == "cuda" and ":" not in config.device:
+        gpus = torch.cuda.device_count()
     work_root = out / WORK_FOLDER
     for plan in plans:
         plan.work.mkdir(parents=True, exist_ok=True)
