@@ -200,6 +200,7 @@ def test_a_killed_worker_and_an_interrupted_run_end_in_the_sequential_file_with_
     assert (out / "vol.sinco").read_bytes() == _sequential(vol, tmp_path / "ref.sinco", "--steps", "100")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and [s["status"] for s in manifest["inputs"][0]["slices"]] == ["done"] * 13
+    assert {s["torch_threads"] for s in manifest["inputs"][0]["slices"][1:]} == {1}  # --threads-per-worker default
 
 
 def test_a_rerun_of_a_finished_batch_starts_no_cluster(tmp_path, client, capsys):

@@ -486,6 +486,8 @@ def fit_slice(task: SliceTask) -> dict[str, Any]:
 
 
 def _fit_and_save(task: SliceTask, *, record: Path, meta: Path) -> dict[str, Any]:
+    import torch
+
     from sinco.codec.inr_codec import compress_images
     from sinco.data.intensity import normalize_minmax
     from sinco.utils.atomic import atomic_write_bytes
@@ -508,7 +510,7 @@ def _fit_and_save(task: SliceTask, *, record: Path, meta: Path) -> dict[str, Any
         "index": task.index, "kind": "inr", "bytes": 5 + len(result.data), "psnr": m["psnr"], "ssim": m["ssim"],
         "psnr_fp32": m["psnr_fp32"], "best_step": result.fit.best_step, "evaluations": result.fit.evaluations,
         "divergences": result.fit.divergences, "lam": result.fit.lam, "seconds": time.perf_counter() - start,
-        "worker": f"{socket.gethostname()}:{os.getpid()}", "device": str(device),
+        "worker": f"{socket.gethostname()}:{os.getpid()}", "device": str(device), "torch_threads": torch.get_num_threads(),
     }  # fmt: skip
     if "dice" in m:
         row.update(dice=m["dice"], dice_reference=m["dice_reference"])
@@ -651,6 +653,109 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
 
 
+class _BatchState:
+    """What a run knows about its slices (results, errors, outputs written) and the manifest it makes of it."""
+
+    def __init__(self, plans: Sequence[VolumePlan], *, config: BatchConfig, cluster: ClusterConfig, gpus: int,
+                 manifest_path: Path, argv: Sequence[str] | None) -> None:  # fmt: skip
+        self.plans, self.config, self.cluster, self.gpus = list(plans), config, cluster, gpus
+        self.manifest_path, self.argv = manifest_path, argv
+        self.rows: list[dict[int, dict]] = [{} for _ in plans]
+        self.errors: list[dict[int, str]] = [{} for _ in plans]
+        self.written = [False] * len(plans)
+        self.status, self.fitted = "running", 0
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.todo: list[tuple[int, int]] = []
+        for p, plan in enumerate(plans):
+            for index in plan.fitted:
+                if plan.is_done(index):
+                    self.rows[p][index] = json.loads(plan.record_meta(index).read_text())
+                else:
+                    self.todo.append((p, index))
+        self.skipped = sum(len(r) for r in self.rows)
+
+    def done(self, p: int, index: int, row: dict[str, Any]) -> None:
+        # The record did not exist when the run began, so it was fitted in this run: by this task, or by an
+        # earlier run of it whose result Dask lost with its worker (the task then found the record).
+        self.rows[p][index] = row
+        self.fitted += 1
+        self.finish_input(p)
+
+    def failed(self, p: int, index: int, exc: BaseException) -> None:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self.errors[p][index] = f"{type(exc).__name__}: {message}"
+
+    def collect_records(self) -> None:
+        """Count the fits that finished after their results stopped being collected (Ctrl-C, a lost client)."""
+        for p, index in self.todo:
+            if index not in self.rows[p] and index not in self.errors[p] and self.plans[p].is_done(index):
+                self.done(p, index, json.loads(self.plans[p].record_meta(index).read_text()))
+
+    def finish_input(self, p: int) -> None:
+        """Write input ``p``'s file once all its slices have their records (and none failed)."""
+        from sinco.utils.atomic import atomic_write_bytes
+
+        plan = self.plans[p]
+        if self.written[p] or self.errors[p] or any(i not in self.rows[p] for i in plan.fitted):
+            return
+        data = assemble(plan, config=self.config)
+        if not (plan.output.exists() and plan.output.read_bytes() == data):
+            atomic_write_bytes(plan.output, data)
+        self.written[p] = True
+        self.write_manifest()
+
+    def failures(self) -> list[tuple[str, int | None, str]]:
+        """``(input, index, error)`` of each failed slice."""
+        return [(str(plan.input), i if plan.is_volume else None, e) for plan, errors in zip(self.plans, self.errors, strict=True)
+                for i, e in sorted(errors.items())]  # fmt: skip
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's content now."""
+        import torch
+
+        from sinco import __version__
+
+        entries = [_input_entry(plan, rows=self.rows[p], errors=self.errors[p], written=self.written[p]) for p, plan in enumerate(self.plans)]
+        return {
+            "format": MANIFEST_FORMAT, "sinco_version": __version__, "torch_version": torch.__version__,
+            "command": None if self.argv is None else list(self.argv), "status": self.status, "started": self.started,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": self.config.to_dict(), "cluster": {**asdict(self.cluster), "gpus": self.gpus},
+            "counts": {"inputs": len(self.plans), "outputs_written": sum(self.written), "slices": sum(p.n_slices for p in self.plans),
+                       "done": sum(e["slices_done"] for e in entries), "failed": sum(e["slices_failed"] for e in entries),
+                       "fitted_this_run": self.fitted, "skipped_done_before": self.skipped},
+            "inputs": entries,
+        }  # fmt: skip
+
+    def write_manifest(self) -> None:
+        """Write ``manifest.json`` atomically."""
+        _write_manifest(self.manifest_path, self.manifest())
+
+    def result(self) -> BatchResult:
+        """The run's :class:`BatchResult`."""
+        return BatchResult(manifest=self.manifest(), failed=self.failures(), fitted=self.fitted, skipped=self.skipped)
+
+
+def _progress_bar(state: _BatchState) -> Any:
+    from tqdm.auto import tqdm
+
+    total = sum(plan.n_slices for plan in state.plans)
+    # Slices per minute (this run's fits only) go in the postfix; tqdm's own rate would be per second.
+    return tqdm(total=total, initial=total - len(state.todo), desc="compress-batch", unit="slice", file=sys.stderr, dynamic_ncols=True,
+                mininterval=1.0, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} slices [{elapsed}<{remaining}{postfix}]")  # fmt: skip
+
+
+def _submit(client: Any, state: _BatchState, *, log: Path, token: str) -> dict[Any, tuple[int, int]]:
+    futures = {}
+    for p, index in state.todo:
+        plan = state.plans[p]
+        task = SliceTask(input=str(plan.input.resolve()), mask=None if plan.mask is None else str(plan.mask.resolve()),
+                         index=index if plan.is_volume else None, config=state.config, gpu_per_worker=state.gpus > 0,
+                         record=str(plan.record(index)), meta=str(plan.record_meta(index)), log=str(log))  # fmt: skip
+        futures[client.submit(fit_slice, task, key=f"sinco-slice-{token}-{p}-{index}", retries=1, pure=False)] = (p, index)
+    return futures
+
+
 def run_batch(
     plans: Sequence[VolumePlan],
     *,
@@ -686,8 +791,6 @@ def run_batch(
     """
     import torch
 
-    from sinco import __version__
-    from sinco.utils.atomic import atomic_write_bytes
     from sinco.utils.device import resolve_device
 
     out = Path(out_dir).resolve()
@@ -695,61 +798,17 @@ def run_batch(
     # A remote cluster's workers resolve the device themselves: the client may be a login node without a GPU.
     if cluster.scheduler == "local" and client is None and resolve_device(config.device).type == "cuda" and ":" not in config.device:
         gpus = torch.cuda.device_count()
-    work_root = out / WORK_FOLDER
     for plan in plans:
         plan.work.mkdir(parents=True, exist_ok=True)
         plan.output.parent.mkdir(parents=True, exist_ok=True)
-    log = work_root / FIT_LOG
-    rows: list[dict[int, dict]] = [{} for _ in plans]
-    errors: list[dict[int, str]] = [{} for _ in plans]
-    written = [False] * len(plans)
-    todo: list[tuple[int, int]] = []
-    for p, plan in enumerate(plans):
-        for index in plan.fitted:
-            if plan.is_done(index):
-                rows[p][index] = json.loads(plan.record_meta(index).read_text())
-            else:
-                todo.append((p, index))
-    skipped = sum(len(r) for r in rows)
-    manifest_path = out / MANIFEST_NAME
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    state = {"status": "running"}
-
-    def manifest() -> dict[str, Any]:
-        entries = [_input_entry(plan, rows=rows[p], errors=errors[p], written=written[p]) for p, plan in enumerate(plans)]
-        n_slices = sum(plan.n_slices for plan in plans)
-        return {
-            "format": MANIFEST_FORMAT, "sinco_version": __version__, "torch_version": torch.__version__,
-            "command": None if argv is None else list(argv), "status": state["status"], "started": started,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config": config.to_dict(), "cluster": {**asdict(cluster), "gpus": gpus},
-            "counts": {"inputs": len(plans), "outputs_written": sum(written), "slices": n_slices,
-                       "done": sum(e["slices_done"] for e in entries), "failed": sum(e["slices_failed"] for e in entries),
-                       "fitted_this_run": fitted["n"], "skipped_done_before": skipped},
-            "inputs": entries,
-        }  # fmt: skip
-
-    fitted = {"n": 0}
-
-    def finish_input(p: int) -> None:
-        plan = plans[p]
-        if written[p] or errors[p] or any(i not in rows[p] for i in plan.fitted):
-            return
-        data = assemble(plan, config=config)
-        if plan.output.exists() and plan.output.read_bytes() == data:
-            written[p] = True
-            return
-        atomic_write_bytes(plan.output, data)
-        written[p] = True
-        _write_manifest(manifest_path, manifest())
-
+    state = _BatchState(plans, config=config, cluster=cluster, gpus=gpus, manifest_path=out / MANIFEST_NAME, argv=argv)
     for p in range(len(plans)):
-        finish_input(p)
-    _write_manifest(manifest_path, manifest())
-    if not todo:
-        state["status"] = "complete"
-        _write_manifest(manifest_path, manifest())
-        return BatchResult(manifest=manifest(), failed=[], fitted=0, skipped=skipped)
+        state.finish_input(p)
+    state.write_manifest()
+    if not state.todo:
+        state.status = "complete"
+        state.write_manifest()
+        return state.result()
     own_client = client is None
     client, local = connect(cluster, gpus=gpus) if own_client else (client, None)
     bar = None
@@ -761,41 +820,22 @@ def run_batch(
         from distributed import as_completed
 
         token = hashlib.sha1(f"{out}{time.time()}{os.getpid()}".encode()).hexdigest()[:8]
-        for p, index in todo:
-            plan = plans[p]
-            task = SliceTask(input=str(plan.input.resolve()), mask=None if plan.mask is None else str(plan.mask.resolve()),
-                             index=index if plan.is_volume else None, config=config, gpu_per_worker=gpus > 0,
-                             record=str(plan.record(index)), meta=str(plan.record_meta(index)), log=str(log))  # fmt: skip
-            future = client.submit(fit_slice, task, key=f"sinco-slice-{token}-{p}-{index}", retries=1, pure=False)
-            futures[future] = (p, index)
-        if progress:
-            from tqdm.auto import tqdm
-
-            total = sum(plan.n_slices for plan in plans)
-            # Slices per minute (this run's fits only) go in the postfix; tqdm's own rate would be per second.
-            bar = tqdm(total=total, initial=total - len(todo), desc="compress-batch", unit="slice", file=sys.stderr, dynamic_ncols=True,
-                       mininterval=1.0, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} slices [{elapsed}<{remaining}{postfix}]")  # fmt: skip
+        futures = _submit(client, state, log=out / WORK_FOLDER / FIT_LOG, token=token)
+        bar = _progress_bar(state) if progress else None
         begin = time.perf_counter()
         for future in as_completed(futures):
             p, index = futures.pop(future)
             if future.status == "finished":
-                # Its record did not exist when the run began, so it was fitted in this run, by this task or by
-                # an earlier run of it whose result Dask lost with its worker (the task then found the record).
-                rows[p][index] = future.result()
-                fitted["n"] += 1
+                state.done(p, index, future.result())
             else:
-                exc = future.exception()
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                errors[p][index] = f"{type(exc).__name__}: {message}"
+                state.failed(p, index, future.exception())
             future.release()
-            finish_input(p)
             if bar is not None:
                 bar.update(1)
-                done_now = sum(len(r) for r in rows) - skipped
-                bar.set_postfix_str(f"{60 * done_now / max(time.perf_counter() - begin, 1e-9):.2f} slices/min", refresh=True)
-        state["status"] = "complete" if not any(errors) else "incomplete"
+                bar.set_postfix_str(f"{60 * state.fitted / max(time.perf_counter() - begin, 1e-9):.2f} slices/min", refresh=True)
+        state.status = "complete" if not any(state.errors) else "incomplete"
     except KeyboardInterrupt:
-        state["status"] = "interrupted"
+        state.status = "interrupted"
         raise
     finally:
         if bar is not None:
@@ -806,14 +846,9 @@ def run_batch(
             client.close()
             if local is not None:
                 local.close()
-        # Fits that finished after the last result arrived (Ctrl-C, a lost client) left their records;
-        # the workers are stopped by now (a local cluster's), so the manifest counts every one.
-        for p, index in todo:
-            if index not in rows[p] and index not in errors[p] and plans[p].is_done(index):
-                rows[p][index] = json.loads(plans[p].record_meta(index).read_text())
-                fitted["n"] += 1
-        if state["status"] == "running":
-            state["status"] = "interrupted"
-        _write_manifest(manifest_path, manifest())
-    failed = [(str(plans[p].input), i if plans[p].is_volume else None, e) for p in range(len(plans)) for i, e in sorted(errors[p].items())]
-    return BatchResult(manifest=manifest(), failed=failed, fitted=fitted["n"], skipped=skipped)
+        # The local workers are stopped by now, so the manifest counts every fit that left its record.
+        state.collect_records()
+        if state.status == "running":
+            state.status = "interrupted"
+        state.write_manifest()
+    return state.result()
