@@ -77,6 +77,7 @@ def _run_in_process(inputs: list[str], out: Path, client, *extra: str) -> tuple[
     return (3 if result.failed else 0), result
 
 
+@pytest.mark.slow
 def test_masks_by_glob_and_2d_inputs_give_the_files_of_compress(tmp_path, client):
     import nibabel as nib
     import torch
@@ -264,3 +265,25 @@ def test_mask_glob_finds_one_file_per_input(tmp_path):
         find_mask(tmp_path / "b.nii.gz", "{stem}_seg*")
     with pytest.raises(InputError, match="no file"):
         find_mask(tmp_path / "a.nii.gz", "missing*")
+
+
+@pytest.mark.slow
+def test_a_running_scheduler_is_used_by_address(tmp_path, capsys):
+    import torch
+    from distributed import LocalCluster
+
+    vol = _volume(tmp_path / "vol.nii.gz", n=3)
+    out = tmp_path / "out"
+    threads = torch.get_num_threads()
+    try:
+        with LocalCluster(processes=False, protocol="tcp://", n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
+            address = cluster.scheduler_address
+            assert address.startswith("tcp://")
+            code = main(["compress-batch", str(vol), "--out", str(out), "--scheduler", address, "--device", "cpu", "--json", *STEPS])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["fitted_this_run"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cluster"]["scheduler"] == address and manifest["status"] == "complete"
+    assert (out / "vol.sinco").read_bytes() == _sequential(vol, tmp_path / "ref.sinco", *STEPS)

@@ -809,11 +809,12 @@ def run_batch(
         state.status = "complete"
         state.write_manifest()
         return state.result()
-    own_client = client is None
-    client, local = connect(cluster, gpus=gpus) if own_client else (client, None)
+    own_client, local = client is None, None
     bar = None
     futures: dict[Any, tuple[int, int]] = {}
     try:
+        if own_client:
+            client, local = connect(cluster, gpus=gpus)
         link = dashboard_link(client)
         if link and progress:
             print(f"sinco: Dask dashboard at {link}", file=sys.stderr)
@@ -837,12 +838,15 @@ def run_batch(
     except KeyboardInterrupt:
         state.status = "interrupted"
         raise
+    except BaseException:
+        state.status = "error"  # the cluster could not be reached, or the client failed: see the command's message
+        raise
     finally:
         if bar is not None:
             bar.close()
         if futures:
             client.cancel(list(futures))
-        if own_client:
+        if own_client and client is not None:
             client.close()
             if local is not None:
                 local.close()
