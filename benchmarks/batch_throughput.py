@@ -10,8 +10,10 @@ thread (``--threads-per-worker 1``; the command sets each worker's ``OMP_NUM_THR
 fresh temporary folder. It prints, per run: the wall-clock time (cluster start-up included), the
 slices per minute over the wall clock, the mean seconds of one slice's fit as the workers logged it
 (``.sinco-work/fits.jsonl``), and the steady-state slices per minute that the fit time gives for
-that many workers, ``60 * workers / mean fit seconds``. Other processes on the machine share its
-cores, so say how loaded it was when quoting the figures.
+that many workers, ``60 * workers / mean fit seconds``, and the mean CPU seconds of one fit (the
+worker's process time: the fit's cost in core-seconds, which other processes sharing the cores do
+not inflate the way they inflate the wall clock). Say how loaded the machine was when quoting the
+wall-clock figures.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ def run_once(volume: Path, *, workers: int, slices: str, steps: int, out: Path) 
     counts = json.loads(done.stdout)
     fits = [json.loads(line) for line in (out / ".sinco-work" / "fits.jsonl").read_text().splitlines()]
     fit_seconds = sum(f["seconds"] for f in fits) / len(fits)
+    cpu_seconds = sum(f["cpu_seconds"] for f in fits) / len(fits)
     return {"workers": workers, "slices": counts["fitted_this_run"], "wall_s": wall, "per_min_wall": 60 * counts["fitted_this_run"] / wall,
-            "fit_s": fit_seconds, "per_min_steady": 60 * workers / fit_seconds}  # fmt: skip
+            "fit_s": fit_seconds, "per_min_steady": 60 * workers / fit_seconds, "cpu_s": cpu_seconds}  # fmt: skip
 
 
 def main() -> None:
@@ -57,11 +60,12 @@ def main() -> None:
         raise SystemExit(f"{volume}: not found (set --data or SINCO_BRATS_DIR)")
     print(f"# {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; {volume.parent.name} slices {args.slices}, "
           f"--preset fast --steps {args.steps}, siren 1.2 bpp, 1 torch thread per worker")  # fmt: skip
-    print(f"{'workers':>7} {'slices':>6} {'wall s':>7} {'slices/min (wall)':>17} {'fit s/slice':>11} {'slices/min (steady)':>19}")
+    print(f"{'workers':>7} {'slices':>6} {'wall s':>7} {'slices/min (wall)':>17} {'fit s/slice':>11} {'slices/min (steady)':>19} {'CPU s/slice':>11}")
     for workers in (int(w) for w in args.workers.split(",")):
         with tempfile.TemporaryDirectory(prefix="sinco-batch-bench-") as tmp:
             r = run_once(volume, workers=workers, slices=args.slices, steps=args.steps, out=Path(tmp) / "out")
-        print(f"{r['workers']:>7} {r['slices']:>6} {r['wall_s']:>7.1f} {r['per_min_wall']:>17.2f} {r['fit_s']:>11.1f} {r['per_min_steady']:>19.2f}")
+        print(f"{r['workers']:>7} {r['slices']:>6} {r['wall_s']:>7.1f} {r['per_min_wall']:>17.2f} {r['fit_s']:>11.1f} {r['per_min_steady']:>19.2f} {r['cpu_s']:>11.1f}")
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
