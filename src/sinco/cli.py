@@ -3,7 +3,8 @@
 Heavy imports (torch, MONAI) happen inside the commands, so ``sinco --help`` is instant.
 
 Exit status: 0 success; 1 an operating-system failure (disk full, permission denied); 2 bad
-input, bad usage or an invalid ``.sinco`` file; 130 interrupted.
+input, bad usage or an invalid ``.sinco`` file; 3 (``compress-batch``) some slices failed twice
+and their inputs were not written, the others were; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sinco import __version__
 from sinco.errors import InputError, SincoError
 
 EXIT_OK, EXIT_OS_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_SLICES_FAILED = 3
 
 
 def _finite(value: float) -> float | None:
@@ -179,6 +181,34 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
         f"{fitted}bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes){speed} seconds={result.seconds:.1f}"
     )
     return EXIT_OK
+
+
+def cmd_compress_batch(args: argparse.Namespace) -> int:
+    """``sinco compress-batch``: every slice of every input is a Dask task; one volume file per input."""
+    from sinco.errors import DeviceError
+    from sinco.eval.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
+    from sinco.utils.device import resolve_device
+
+    codec, fit = _codec_and_fit(args)
+    cluster = ClusterConfig(scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker)
+    # Absolute, so that workers started elsewhere (a remote cluster sharing the file system) find it.
+    seg_model = None if args.seg_model is None else str(Path(args.seg_model).resolve())
+    config = BatchConfig(codec=codec, fit=fit, slices=args.slices, axis=args.axis, channel=args.channel, device=args.device,
+                         torch_threads=args.threads_per_worker, seg_model=seg_model, mask_glob=args.mask_glob)  # fmt: skip
+    try:
+        resolve_device(args.device)
+    except DeviceError:
+        if args.scheduler == "local":
+            raise  # a remote cluster's workers may have the GPU this machine lacks
+    plans = plan_batch(args.inputs, config=config, out_dir=args.out, force=args.force)
+    result = run_batch(plans, config=config, cluster=cluster, out_dir=args.out, progress=not args.quiet, argv=sys.argv)
+    counts = result.manifest["counts"]
+    for path, index, error in result.failed:
+        print(f"sinco: error: {path} slice {index}: {error}", file=sys.stderr)
+    summary = (f"{args.out}: {counts['outputs_written']} of {counts['inputs']} files written, {counts['done']} of {counts['slices']} "
+               f"slices done ({result.fitted} fitted now, {result.skipped} before), {counts['failed']} failed; see {args.out}/manifest.json")  # fmt: skip
+    print(json.dumps(counts) if args.json else summary)
+    return EXIT_SLICES_FAILED if result.failed else EXIT_OK
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
@@ -543,6 +573,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_arguments(p, lam_help="regulariser weight lambda (default: 1; 0 = plain fitting)")
     _add_codec_arguments(p)
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("compress-batch", help="compress many scans, one Dask task per slice, resumably (needs sinco[cluster])")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (their image files) or globs ('data/*/flair.nii.gz')")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: one .sinco file per input, manifest.json, .sinco-work/ records")
+    p.add_argument("--arch", choices=[f.name for f in families], default=DEFAULT_FAMILY, help=f"codec family (default: {DEFAULT_FAMILY})")
+    p.add_argument("--bpp", type=float, default=1.2, help="target bits per pixel (default: 1.2)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    _add_fit_arguments(p, lam_help="regulariser weight lambda (default: 1; 0 = plain fitting)")
+    _add_codec_arguments(p)
+    p.add_argument("--slices", default="all", metavar="all|A:B", help="slices of each volume (A:B half-open; default: all)")
+    p.add_argument("--axis", type=int, default=2, choices=(0, 1, 2), help="slicing axis (default: 2, axial)")
+    p.add_argument("--channel", type=int, default=0, metavar="C", help="channel of 4-D volumes (default: 0, FLAIR)")
+    p.add_argument("--seg-model", default=None, metavar="SEG.pt", help="segmentation checkpoint: enables the SINCO regulariser")
+    p.add_argument("--mask-glob", default=None, metavar="PATTERN",
+                   help="each input's label file, a pattern in its folder; {stem} = the input's name without suffix")  # fmt: skip
+    p.add_argument("--scheduler", default="local", metavar="local|tcp://HOST:PORT",
+                   help="local: a LocalCluster on this machine (default); or the address of a running Dask scheduler")  # fmt: skip
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="local worker processes (default: cores / K, or one per GPU)")
+    p.add_argument("--threads-per-worker", type=int, default=1, metavar="K",
+                   help="torch threads of each fit; each worker fits one slice at a time (default: 1)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace existing output files made with other settings")
+    p.set_defaults(func=cmd_compress_batch)
 
     p = sub.add_parser("train-seg", help="train the tumour-segmentation U-Net of the SINCO regulariser")
     _add_dataset_arguments(p)

@@ -177,6 +177,15 @@ class CodecFamily(ABC):
     def describe(self, spec: Any) -> dict[str, Any]:
         """A JSON-ready description of the spec (``arch`` first)."""
 
+    def check_rate(self, *, bpp: float, height: int, width: int, options: Mapping[str, Any]) -> None:
+        """Refuse, before any fitting, a rate this family cannot meet on images of this shape (nothing by default:
+        a family that searches its rate finds out by fitting).
+
+        Raises:
+            InputError: naming ``--bpp``.
+        """
+        return None
+
     def describe_fit(self, config: Any) -> str:
         """One phrase describing a fitting configuration, for tables."""
         return ", ".join(f"{k} {v}" for k, v in config.to_dict().items())

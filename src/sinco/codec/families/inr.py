@@ -46,6 +46,9 @@ class INRFamily(CodecFamily):
         """The widest network of the chosen depth within the rate (see :func:`sinco.inr.sizing.size_for_bpp`)."""
         raise NotImplementedError
 
+    def check_rate(self, *, bpp: float, height: int, width: int, options: Mapping[str, Any]) -> None:
+        self.make_spec(bpp=bpp, height=height, width=width, options=options)
+
     def check_payload(self, spec: INRSpec, *, payload_bytes: int, height: int, width: int) -> None:
         if payload_bytes != 2 * spec.n_params():
             raise BitstreamError(
