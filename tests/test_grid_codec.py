@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import phantom
+from conftest import make_phantom as phantom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
