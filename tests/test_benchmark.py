@@ -49,6 +49,8 @@ def test_tiny_benchmark_schema_table_and_figures(dataset, tmp_path):
         if r["method"] in CODECS:
             assert r["bpp_params"] is None and r["steps"] is None
             assert r["bpp_file"] <= r["target_bpp"] or r["within_budget"] is False
+        elif r["method"] in ("grid", "sinco-grid"):  # latent grids: no fp16-parameter rate, the file is the rate
+            assert r["bpp_params"] is None and r["steps"] == 4
         else:
             # INR families: the paper's parameter rate; the grid family: the whole file (its rate search's guarantee).
             assert (r["bpp_file"] if r["bpp_params"] is None else r["bpp_params"]) <= r["target_bpp"] and r["steps"] == 4
@@ -148,3 +150,54 @@ def test_classical_codecs_round_trip_and_meet_the_rate(name):
 def test_unknown_method_is_refused(dataset):
     with pytest.raises(InputError, match="--methods"):
         _config(dataset, methods=("coin", "png"))
+
+
+@pytest.mark.slow
+def test_bjontegaard_section_of_a_multi_rate_run(dataset, tmp_path):
+    rates = (1.0, 2.0, 3.0, 4.0)
+    config = _config(dataset, methods=("coin", "jpeg", "jpeg2000"), bpps=rates, images=1, seg_model=None, cases="all")
+    out = tmp_path / "out"
+    run_benchmark(config, outdir=out, device=torch.device("cpu"), progress=False)
+    saved = json.loads((out / "results.json").read_text())
+    deltas = saved["bjontegaard"]
+    assert deltas["anchor"] == "jpeg2000" and set(deltas["methods"]) == {"coin", "jpeg", "jpeg2000"}
+    image = saved["slices"][0]["image_id"]
+    anchor = {float(r["target_bpp"]): r for r in saved["records"] if r["method"] == "jpeg2000"}
+    usable = len({(r["bpp_file"], r["psnr"]) for r in anchor.values() if r["psnr"] < 999})
+    own = deltas["methods"]["jpeg2000"]["per_image"][image]
+    if usable >= 2:  # jpeg2000 against itself: zero, from the records' real rates
+        assert own["bd_rate"]["value"] == pytest.approx(0, abs=1e-6) and own["bd_psnr"]["value"] == pytest.approx(0, abs=1e-6)
+    else:
+        assert own["bd_rate"]["value"] is None and own["bd_rate"]["reason"]
+    coin = deltas["methods"]["coin"]["per_image"][image]["bd_psnr"]
+    assert coin["points"][0] == sum(r["psnr"] < 999 for r in anchor.values())
+    assert coin["value"] is None or (np.isfinite(coin["value"]) and coin["value"] < 0)  # 4 steps of COIN are far behind
+    table = (out / "table.md").read_text()
+    assert "## Bjontegaard deltas against JPEG 2000" in table and "| COIN (SIREN) |" in table.split("Bjontegaard deltas")[1]
+    # The anchor only changes the summaries: the same folder is summarised again against JPEG, nothing refitted.
+    again = run_benchmark(_config(dataset, methods=("coin", "jpeg", "jpeg2000"), bpps=rates, images=1, seg_model=None, cases="all",
+                                  anchor="jpeg"), outdir=out, device=torch.device("cpu"), progress=False)  # fmt: skip
+    assert again["records"] == saved["records"] and "## Bjontegaard deltas against JPEG\n" in again["table"]
+
+
+def test_one_rate_has_no_bjontegaard_section(dataset, tmp_path):
+    config = _config(dataset, methods=("jpeg",), seg_model=None, cases="all", images=1)
+    result = run_benchmark(config, outdir=tmp_path / "o", device=torch.device("cpu"), progress=False)
+    assert "bjontegaard" not in json.loads((tmp_path / "o" / "results.json").read_text())
+    assert "No Bjontegaard deltas: this run has one target rate" in result["table"]
+
+
+def test_anchor_must_be_a_benchmarked_method(tmp_path):
+    dataset = (tmp_path, tmp_path / "seg.pt")  # only validated here, never read
+    with pytest.raises(InputError, match="^--anchor 'jpeg2000': .*--methods 'coin,jpeg'"):
+        _config(dataset, methods=("coin", "jpeg"), bpps=(1.0, 2.0))
+    with pytest.raises(InputError, match="^--anchor 'png'"):
+        _config(dataset, methods=("coin", "jpeg"), anchor="png")
+    assert _config(dataset, methods=("coin", "jpeg"), bpps=(1.0,)).anchor == "jpeg2000"  # one rate: no deltas, no anchor needed
+
+
+def test_cli_bad_anchor_is_one_line_and_exit_2(tmp_path, run):
+    code, _, err = run(["benchmark", "--data", tmp_path, "--image-glob", "Flair.nii.gz", "--methods", "coin,jpeg", "--bpp", "1,2",
+                        "--anchor", "jpeg2000", "--out", tmp_path / "o", "--quiet"])  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and err.startswith("sinco: error: --anchor 'jpeg2000'")
+    assert not (tmp_path / "o").exists()

@@ -436,6 +436,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
         fit_options={k: v for k, v in overrides.items() if k not in COMMON_FIT_OPTIONS and v is not None},
         codec_options={k: v for k, v in _codec_options_by_family(args).items() if v},
+        anchor=args.anchor,
     )  # fmt: skip
     result = run_benchmark(config, outdir=args.out, device=device, progress=not args.quiet)
     _benchmark_summary(result)
@@ -630,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from: {', '.join(all_methods())} (default: {','.join(DEFAULT_METHODS)}; without "
                         "--seg-model the unregularised ones)")  # fmt: skip
     p.add_argument("--bpp", default="1.2", help="target rate(s), comma-separated (default: 1.2)")
+    p.add_argument("--anchor", default="jpeg2000", metavar="METHOD",
+                   help="with several --bpp rates: the method of --methods every other is compared with by BD-rate and "
+                        "BD-PSNR in table.md and results.json (default: jpeg2000)")  # fmt: skip
     p.add_argument("--images", type=int, default=10, help="test slices (default: 10)")
     p.add_argument("--min-tumour", type=float, default=0.01,
                    help="minimum tumour fraction of a test slice, with labels only (default: 0.01)")  # fmt: skip

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 CLASSICAL_METHODS = ("jpeg", "jpeg2000", "jpegxl", "avif", "webp")
 DEFAULT_METHODS = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "jpeg", "jpeg2000")
 RESULTS_FORMAT = 2
+# Configuration that only changes the summaries: a run may be resumed (or summarised again) with another value.
+_NOT_RECORDS = ("anchor",)
 # What every record carries from sinco.pipeline.measure (Dice too, with a segmentation model).
 _RECORD_METRICS = ("bpp_file", "psnr", "ssim", "ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
 
@@ -82,6 +84,8 @@ class BenchmarkConfig:
         batch_slices: test slices of one codec method fitted together as one batch.
         roi_glob: pattern of each case's region-of-interest mask (``brainmask.nii.gz``); ``None``:
             the head found by :func:`sinco.metrics.roi.head_mask`.
+        anchor: the method every other is compared with by Bjontegaard deltas when there are several rates
+            (it must then be among ``methods``); it does not change the records.
 
     Raises:
         InputError: if a value is out of range.
@@ -108,6 +112,7 @@ class BenchmarkConfig:
     codec_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     batch_slices: int = 1
     roi_glob: str | None = None
+    anchor: str = "jpeg2000"
 
     def __post_init__(self) -> None:
         known = all_methods()
@@ -116,6 +121,8 @@ class BenchmarkConfig:
             raise InputError(f"--methods {','.join(self.methods)!r}: unknown {unknown}; expected names from {', '.join(known)}")
         if len(set(self.methods)) != len(self.methods):
             raise InputError(f"--methods {','.join(self.methods)!r}: a method is listed twice")
+        if self.anchor not in known or (len(self.bpps) > 1 and self.anchor not in self.methods):
+            raise InputError(f"--anchor {self.anchor!r}: the Bjontegaard anchor must be one of --methods {','.join(self.methods)!r}")
         if not self.bpps or any(not (math.isfinite(b) and b > 0) for b in self.bpps):
             raise InputError(f"--bpp {self.bpps}: need positive rates")
         if self.images < 1:
@@ -191,7 +198,7 @@ def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"--out {str(outdir)!r}: unreadable results.json ({exc}); use another --out") from None
     mine = json.loads(json.dumps(config.to_dict()))
-    differs = sorted(k for k in set(mine) | set(saved_config) if mine.get(k) != saved_config.get(k))
+    differs = sorted(k for k in (set(mine) | set(saved_config)) - set(_NOT_RECORDS) if mine.get(k) != saved_config.get(k))
     if differs:
         raise InputError(
             f"--out {str(outdir)!r}: holds a run with another configuration (differs in {', '.join(differs)}); "
@@ -200,8 +207,10 @@ def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
     return list(records)
 
 
-def save_results(outdir: Path, config: BenchmarkConfig, records: list[dict[str, Any]], *, slices: list[dict[str, Any]]) -> None:
-    """Write ``results.json`` atomically."""
+def save_results(outdir: Path, config: BenchmarkConfig, records: list[dict[str, Any]], *, slices: list[dict[str, Any]],
+                 bjontegaard: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Write ``results.json`` atomically (with a ``bjontegaard`` section when given, see
+    :func:`sinco.eval.bjontegaard.benchmark_deltas`)."""
     import torch
 
     from sinco import __version__
@@ -211,6 +220,8 @@ def save_results(outdir: Path, config: BenchmarkConfig, records: list[dict[str, 
         "format": RESULTS_FORMAT, "sinco_version": __version__, "torch_version": torch.__version__,
         "config": config.to_dict(), "slices": slices, "records": records,
     }  # fmt: skip
+    if bjontegaard is not None:
+        payload["bjontegaard"] = bjontegaard
     atomic_write_bytes(outdir / "results.json", (json.dumps(payload, indent=1, allow_nan=False) + "\n").encode())
 
 
@@ -290,7 +301,8 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
         progress: show progress bars.
 
     Returns:
-        ``{"records": [...], "table": str, "figures": [paths], "outdir": str}``.
+        ``{"records": [...], "table": str, "figures": [paths], "outdir": str}``; with several rates
+        ``results.json`` also holds the Bjontegaard deltas against ``config.anchor`` (see :func:`bjontegaard_section`).
 
     Raises:
         InputError: for bad inputs (see :func:`resolve_cases`, :func:`load_results`).
@@ -305,11 +317,22 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
             runner(run, method, bpp, device=device, progress=progress)
     if run.bar is not None:
         run.bar.close()
-    save_results(run.out, config, run.records, slices=run.slice_info)
-    table = make_table(run.records, config)
+    deltas = bjontegaard_section(run.records, config)
+    save_results(run.out, config, run.records, slices=run.slice_info, bjontegaard=deltas)
+    table = make_table(run.records, config, bjontegaard=deltas)
     atomic_write_bytes(run.out / "table.md", table.encode())
     figures = make_figures(run.out, run.records, config=config, seg_model=run.seg_model)
     return {"records": run.records, "table": table, "figures": [str(f) for f in figures], "outdir": str(run.out)}
+
+
+def bjontegaard_section(records: list[dict[str, Any]], config: BenchmarkConfig) -> dict[str, Any] | None:
+    """The Bjontegaard deltas of every method against ``config.anchor`` (see
+    :func:`sinco.eval.bjontegaard.benchmark_deltas`), or ``None`` with a single target rate (no curve)."""
+    from sinco.eval.bjontegaard import benchmark_deltas
+
+    if len(config.bpps) < 2:
+        return None
+    return benchmark_deltas(records, methods=config.methods, anchor=config.anchor)
 
 
 def _start(config: BenchmarkConfig, *, outdir: Path, progress: bool) -> _Run:

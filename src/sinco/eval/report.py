@@ -40,15 +40,17 @@ def _describe_fits(config: Any) -> str:
     return "; ".join(described.values()) or "no codec family"
 
 
-def make_table(records: list[dict[str, Any]], config: Any) -> str:
+def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[str, Any] | None = None) -> str:
     """Markdown table: mean ± standard deviation of PSNR, SSIM, MS-SSIM, the ROI figures and Dice per method and rate.
 
     The paper's figures stand beside the whole-slice ones; the Dice columns appear only when the
-    run had a segmentation model.
+    run had a segmentation model. Then the section "Bjontegaard deltas against <anchor>" (or, with one
+    target rate, a line saying why there is none).
 
     Args:
         records: benchmark records.
         config: the :class:`~sinco.eval.benchmark.BenchmarkConfig`.
+        bjontegaard: the deltas of :func:`sinco.eval.benchmark.bjontegaard_section` (``None``: computed here).
 
     Returns:
         The Markdown text.
@@ -104,7 +106,60 @@ def make_table(records: list[dict[str, Any]], config: Any) -> str:
         "printed beside ours for reference; they are not measured by this run.",
         "",
     ]
+    if bjontegaard is None:
+        from sinco.eval.benchmark import bjontegaard_section
+
+        bjontegaard = bjontegaard_section(records, config)
+    lines += _bjontegaard_lines(bjontegaard)
     return "\n".join(lines)
+
+
+def _delta_cell(delta: dict[str, Any], digits: int, unit: str) -> str:
+    if delta["value"] is None:
+        return f"- ({delta['reason']})"
+    note = "" if delta["degree"] == 3 else f" (degree {delta['degree']})"
+    return f"{delta['value']:+.{digits}f}{unit}{note}"
+
+
+def _summary_cell(summary: dict[str, Any], digits: int, unit: str, n_images: int) -> str:
+    if summary["n"] == 0:
+        return "- (no image has one, see below)"
+    missing = f" ({n_images - summary['n']} image(s) without)" if summary["n"] < n_images else ""
+    return f"{summary['mean']:+.{digits}f} ± {summary['std']:.{digits}f}{unit}{missing}"
+
+
+def _bjontegaard_lines(deltas: dict[str, Any] | None) -> list[str]:
+    """The Markdown section of the Bjontegaard deltas (see :func:`sinco.eval.bjontegaard.benchmark_deltas`)."""
+    if deltas is None:
+        return ["No Bjontegaard deltas: this run has one target rate (give several, e.g. `--bpp 0.3,0.6,1.2,2.0`).", ""]
+    anchor = method_label(deltas["anchor"])
+    lines = [
+        f"## Bjontegaard deltas against {anchor}",
+        "",
+        f"BD-rate: average rate change at equal PSNR (negative: fewer bits than {anchor}); BD-PSNR: average PSNR change at "
+        f"equal rate (positive: better than {anchor}). Each image's curve is its records' file bpp and PSNR; fit: "
+        f"{deltas['fit']}; {deltas['excluded']}. `per image` is the mean ± standard deviation of the images' deltas, "
+        "`mean curves` the delta of the method's mean curve (mean bpp and PSNR at each target rate where no image is "
+        "lossless) against the anchor's. A degree below 3 means fewer distinct points were left.",
+        "",
+        "| method | BD-rate per image (%) | BD-PSNR per image (dB) | BD-rate mean curves (%) | BD-PSNR mean curves (dB) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for method, d in deltas["methods"].items():
+        n = len(d["per_image"])
+        cells = [method_label(method), _summary_cell(d["mean"]["bd_rate"], 1, "", n), _summary_cell(d["mean"]["bd_psnr"], 2, "", n),
+                 _delta_cell(d["mean_curve"]["bd_rate"], 1, ""), _delta_cell(d["mean_curve"]["bd_psnr"], 2, "")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    images = sorted({i for d in deltas["methods"].values() for i in d["per_image"]})
+    lines += ["", "Per image, BD-rate (%) / BD-PSNR (dB):", "", "| method | " + " | ".join(f"`{i}`" for i in images) + " |",
+              "|" + " --- |" * (len(images) + 1)]  # fmt: skip
+    for method, d in deltas["methods"].items():
+        cells = [method_label(method)]
+        for image in images:
+            pair = d["per_image"].get(image)
+            cells.append("-" if pair is None else f"{_delta_cell(pair['bd_rate'], 1, '')} / {_delta_cell(pair['bd_psnr'], 2, '')}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _load_reference(config: Any, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -135,7 +190,8 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
     truth and each method's reconstruction with PSNR/ROI PSNR/SSIM/Dice in the corner; below, with a
     segmentation model, the predicted mask in red over the ground-truth outline in green) and
     ``errors_<id>.png`` (absolute error). With several rates, ``rate_distortion.png`` (mean PSNR,
-    and Dice or without a segmentation model ROI PSNR, against mean file bpp).
+    and Dice or without a segmentation model ROI PSNR, against mean file bpp; every method, a rate where
+    one of its files is lossless left out).
 
     Returns:
         The paths written.
@@ -206,17 +262,21 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
     if len(config.bpps) > 1:
         with_dice = all(r.get("dice") is not None for r in records)
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for method in config.methods:
+        # More methods than the colour cycle: marker and line style keep every curve apart.
+        styles = [(m, s) for s in ("-", "--", ":") for m in "os^vDP*X"]
+        for k, method in enumerate(config.methods):
             points = []
             for b in config.bpps:
                 rs = [r for r in records if r["method"] == method and float(r["target_bpp"]) == float(b)]
-                if rs:
+                # A lossless file's PSNR is stored capped at 999 dB: that point would flatten every other curve.
+                if rs and all(r["psnr"] < 999.0 for r in rs):
                     points.append((np.mean([r["bpp_file"] for r in rs]), np.mean([r["psnr"] for r in rs]),
                                    np.mean([r["dice"] for r in rs]) if with_dice else np.mean([r["psnr_roi"] for r in rs])))  # fmt: skip
             if points:
                 x, p, d = zip(*sorted(points), strict=True)
-                axes[0].plot(x, p, marker="o", label=method_label(method))
-                axes[1].plot(x, d, marker="o", label=method_label(method))
+                marker, line = styles[k % len(styles)]
+                axes[0].plot(x, p, marker=marker, linestyle=line, label=method_label(method))
+                axes[1].plot(x, d, marker=marker, linestyle=line, label=method_label(method))
         axes[0].set(xlabel="bpp (file)", ylabel="PSNR (dB)", title="rate-distortion")
         if with_dice:
             axes[1].set(xlabel="bpp (file)", ylabel="Dice", title="rate-segmentation")
