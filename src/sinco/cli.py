@@ -19,6 +19,7 @@ from typing import Any
 
 from sinco import __version__
 from sinco.errors import InputError, SincoError
+from sinco.regularizer_cli import add_regularizer_arguments
 
 EXIT_OK, EXIT_OS_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -50,10 +51,11 @@ def _parse_skips(text: str | None) -> tuple[int, ...] | None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     """``sinco compress``: fit, store, decode, measure."""
-    from sinco.codec.inr_codec import CodecConfig, compress_image
+    from sinco.codec.inr_codec import CodecConfig, compress_images
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import load_slice
     from sinco.fit.config import fit_config_from_preset
+    from sinco.regularizer_cli import load_networks, parse_lams, regularizer_options
     from sinco.utils.atomic import atomic_write_bytes, check_output_path
     from sinco.utils.device import resolve_device
 
@@ -65,29 +67,33 @@ def cmd_compress(args: argparse.Namespace) -> int:
     )  # fmt: skip
     fit = fit_config_from_preset(
         args.preset, arch=args.arch, steps=args.steps, lr=args.lr, schedule=args.schedule, warmup=args.warmup, seed=args.seed,
-        lam=args.lam, reg_every=args.reg_every, compile=args.compile, optimizer=args.optimizer, lbfgs_after=args.lbfgs_after,
-        quantise_tail=args.quantise_tail,
+        lam=parse_lams(args.lam, allow_list=False)[0], reg_every=args.reg_every, compile=args.compile, optimizer=args.optimizer,
+        lbfgs_after=args.lbfgs_after, quantise_tail=args.quantise_tail, data_term=args.data_term,
     )  # fmt: skip
-    if (args.seg_model is None) != (args.mask is None):
+    options = regularizer_options(args, seed=fit.seed)
+    # With --seg-target self the loss network's own mask is the target: --mask only adds ground-truth metrics.
+    mask_optional = options.target == "self" and args.seg_model is not None
+    if (args.seg_model is None) != (args.mask is None) and not mask_optional:
         given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
         raise InputError(f"{given} needs {missing}: the regulariser segments the reconstruction and compares it with the mask")
     device = resolve_device(args.device)
     if args.slices is not None:
+        if len(args.seg_model or []) > 1 or args.eval_seg_model or options.target != "mask" or options.perturb:
+            raise InputError("--slices: an ensemble, --seg-target self, --seg-perturb and --eval-seg-model work on single slices only")
+        args.seg_model = None if args.seg_model is None else args.seg_model[0]
         return _compress_volume(args, out=out, sidecar=sidecar, codec=codec, fit=fit, device=device)
     if args.batch_slices is not None:
         raise InputError("--batch-slices: only with --slices (a single slice is one fit)")
     raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
     image, vmin, vmax = normalize_minmax(raw, name=f"INPUT {args.input!r}")
-    seg_model = mask = None
-    if args.seg_model is not None:
-        from sinco.seg.network import load_seg_model
-
-        seg_model = load_seg_model(args.seg_model)
-        mask = load_slice(args.mask, slice_index=args.slice, axis=args.axis, arg="--mask") > 0
-    result = compress_image(
-        image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, seg_model=seg_model, mask=mask,
-        progress=not args.quiet,
-    )  # fmt: skip
+    seg_models, judge = load_networks(args.seg_model, args.eval_seg_model)
+    seg_model = seg_models[0] if seg_models else None
+    mask = None if args.mask is None else load_slice(args.mask, slice_index=args.slice, axis=args.axis, arg="--mask") > 0
+    result = compress_images(
+        [image], ranges=[(vmin, vmax)], codec=codec, fit=fit, device=device, seg_model=seg_model,
+        masks=None if mask is None else [mask], progress=not args.quiet, regularizer_options=options,
+        ensemble=seg_models[1:], eval_seg_model=judge,
+    )[0]  # fmt: skip
     atomic_write_bytes(out, result.data)
     if result.fit.divergences:
         print(
@@ -118,9 +124,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         "lam": result.fit.lam,
         "reg_every": result.fit.reg_every,
     }
-    if "dice" in m:
-        report["dice"] = m["dice"]
-        report["dice_reference"] = m["dice_reference"]
+    report["data_term"] = fit.data_term
+    for key in ("dice", "dice_reference", "dice_self", "dice_eval", "dice_eval_reference", "dice_eval_target"):
+        if key in m:
+            report[key] = m[key]
     record = {
         "sinco_version": __version__,
         "input": {"path": str(args.input), "slice": args.slice, "axis": args.axis, "channel": args.channel,
@@ -128,7 +135,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         "codec": codec.to_dict(),
         "fit": fit.to_dict(),
         "regularizer": None if seg_model is None else {
-            "seg_model": str(args.seg_model), "mask": str(args.mask), "seg_training": seg_model.training.get("summary")},
+            "seg_model": str(args.seg_model[0]), "mask": None if args.mask is None else str(args.mask),
+            "seg_training": seg_model.training.get("summary"), "ensemble": [str(p) for p in args.seg_model[1:]],
+            "seg_target": options.target, "seg_perturb": options.perturb, "perturb_scale": options.scale,
+            "perturb_noise": options.noise},
+        "eval_seg_model": None if judge is None else {"path": str(args.eval_seg_model), "seg_training": judge.training.get("summary")},
         "device": args.device,
         "result": report,
     }  # fmt: skip
@@ -137,6 +148,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(json.dumps(report, default=_json_default))
     else:
         seg = f" dice={m['dice']:.4f} (uncompressed {m['dice_reference']:.4f}) lam={result.fit.lam:g}" if "dice" in m else ""
+        seg += f" dice_eval={m['dice_eval']:.4f}" if "dice_eval" in m else ""
         print(
             f"{out}: psnr={m['psnr']:.2f} dB ssim={m['ssim']:.4f}{seg} bpp_params={m['bpp_params']:.4f} "
             f"bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes) seconds={result.seconds:.1f}"
@@ -306,7 +318,8 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     cases = discover_cases(args.data, layout=args.layout, image_glob=args.image_glob, label_glob=args.label_glob, channel=args.channel)
     val_ids = tuple(v for v in (args.val_ids or "").split(",") if v)
-    train_cases, val_cases = split_cases(cases, val_cases=config.val_cases, seed=config.seed, val_ids=val_ids)
+    train_ids = tuple(t for t in (args.train_ids or "").split(",") if t)
+    train_cases, val_cases = split_cases(cases, val_cases=config.val_cases, seed=config.seed, val_ids=val_ids, train_ids=train_ids)
     train, val = load_slices(train_cases), load_slices(val_cases)
     if not args.quiet:
         print(
@@ -377,17 +390,21 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     """``sinco benchmark``: the paper's comparison on a dataset."""
     from sinco.codec.volume import default_batch_slices
     from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
+    from sinco.regularizer_cli import parse_lams
     from sinco.utils.device import resolve_device
 
     device = resolve_device(args.device)
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
+    lams = parse_lams(args.lam, allow_list=True)
     config = BenchmarkConfig(
-        data=str(args.data), seg_model=str(args.seg_model), layout=args.layout, image_glob=args.image_glob,
+        data=str(args.data), seg_model=str(args.seg_model[0]), layout=args.layout, image_glob=args.image_glob,
         label_glob=args.label_glob, channel=args.channel, cases=args.cases,
         methods=tuple(m for m in args.methods.split(",") if m), bpps=_parse_bpps(args.bpp), images=args.images,
         min_tumour=args.min_tumour, preset=args.preset, steps=args.steps, lr=args.lr, schedule=args.schedule,
-        warmup=args.warmup, optimizer=args.optimizer, lam=args.lam,
-        reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
+        warmup=args.warmup, optimizer=args.optimizer, lam=lams[0],
+        reg_every=args.reg_every, seed=args.seed, batch_slices=batch, lams=lams if len(lams) > 1 else None,
+        data_term=args.data_term or "mse", eval_seg_model=args.eval_seg_model, ensemble=tuple(args.seg_model[1:]),
+        seg_target=args.seg_target, seg_perturb=args.seg_perturb,
     )  # fmt: skip
     result = run_benchmark(config, outdir=args.out, device=device, progress=not args.quiet)
     _benchmark_summary(result)
@@ -463,9 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=0, metavar="C", help="channel of a 4-D volume (default: 0, FLAIR)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--seg-model", default=None, metavar="SEG.pt", help="segmentation checkpoint from 'sinco train-seg': enables the SINCO regulariser and Dice metrics")
+    p.add_argument("--seg-model", default=None, action="append", metavar="SEG.pt",
+                   help="segmentation checkpoint from 'sinco train-seg': enables the SINCO regulariser and Dice metrics; "
+                        "repeat it for an ensemble (the regulariser averaged over the networks)")  # fmt: skip
     p.add_argument("--mask", default=None, metavar="LABELS", help="label file of INPUT (same slice is read; label > 0 = tumour)")
-    p.add_argument("--lam", type=float, default=1.0, help="regulariser weight lambda (default: 1; 0 = plain fitting)")
+    p.add_argument("--lam", default="1", help="regulariser weight lambda (default: 1; 0 = plain fitting)")
+    add_regularizer_arguments(p, benchmark=False)
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regulariser every K-th step (default: 1)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="torch.compile the fitting step (default: auto = SIREN fits of 1000+ steps)")
@@ -481,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
     p.add_argument("--val-cases", type=int, default=1, help="cases held out for validation (default: 1)")
     p.add_argument("--val-ids", default=None, metavar="ID,ID", help="validation cases by id (instead of --val-cases drawn with --seed)")
+    p.add_argument("--train-ids", default=None, metavar="ID,ID",
+                   help="training cases by id (default: all but validation); cases in neither list are left out")  # fmt: skip
     p.add_argument("--gamma", type=float, default=1.5, help="random intensity gamma augmentation range (default: 1.5; 1 = off)")
     p.add_argument("--negatives-per-positive", type=float, default=1.0, help="tumour-free slices per tumour slice in each epoch (default: 1)")
     p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
@@ -495,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="compare the INR methods and classical codecs on a dataset (the paper's Table 1)")
     _add_dataset_arguments(p)
-    p.add_argument("--seg-model", required=True, metavar="SEG.pt", help="checkpoint from 'sinco train-seg'")
+    p.add_argument("--seg-model", required=True, action="append", metavar="SEG.pt",
+                   help="checkpoint from 'sinco train-seg' (the loss network); repeat it for an ensemble")  # fmt: skip
     p.add_argument("--cases", default="val", help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val)")
     p.add_argument("--methods", default="coin,vanilla-inr,sinco-siren,sinco-inr,jpeg,jpeg2000",
                    help="comma-separated: coin, vanilla-inr, sinco-siren, sinco-inr, jpeg, jpeg2000, jpegxl, avif, webp")
@@ -508,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None, help="INR learning-rate schedule (default: the preset's)")
     p.add_argument("--warmup", type=int, default=None, help="cosine warm-up steps (default: the preset's)")
     p.add_argument("--optimizer", choices=("adam", "adam+lbfgs"), default=None, help="INR optimiser (default: the preset's)")
-    p.add_argument("--lam", type=float, default=1.0, help="SINCO regulariser weight (default: 1)")
+    p.add_argument("--lam", default="1", metavar="L[,L...]",
+                   help="SINCO regulariser weight(s); a list (0,0.01,0.1,1,10) runs the sinco methods once per value (default: 1)")
+    add_regularizer_arguments(p, benchmark=True)
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="regulariser every K-th step (default: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

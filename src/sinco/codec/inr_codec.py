@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from sinco.inr.encodings import make_coordinates
 from sinco.inr.models import ARCHITECTURES, INR, build_inr
 from sinco.inr.sizing import param_bpp, size_for_bpp
 from sinco.seg.network import SegModel
+
+if TYPE_CHECKING:
+    from sinco.fit.losses import RegularizerOptions
 
 BITS_PER_PARAM = 16
 # Activation values per decoding chunk (rows x widest layer): bounds decoding memory to ~16 MB
@@ -212,6 +215,9 @@ def compress_images(
     allow_empty_masks: bool = False,
     progress: bool = False,
     desc: str | None = None,
+    regularizer_options: RegularizerOptions | None = None,
+    ensemble: Sequence[SegModel] = (),
+    eval_seg_model: SegModel | None = None,
 ) -> list[CompressResult]:
     """Compress images of one shape with one batched fit (see :func:`compress_image` for one).
 
@@ -231,6 +237,11 @@ def compress_images(
         allow_empty_masks: fit slices whose mask is empty on the MSE alone instead of refusing them.
         progress: show a progress bar.
         desc: label of the progress bar.
+        regularizer_options: the regulariser's target and perturbations (``None``: the ground-truth
+            mask, no perturbation). With ``target="self"`` no ``masks`` are needed.
+        ensemble: further loss networks; the regulariser is averaged over ``seg_model`` and these.
+        eval_seg_model: an independent judge: the metrics add ``dice_eval`` (and
+            ``dice_eval_reference``, of the uncompressed slice), see :func:`sinco.eval.judge.judge_metrics`.
 
     Returns:
         One :class:`CompressResult` per image; ``seconds`` is the batch's time divided by ``S``.
@@ -253,13 +264,14 @@ def compress_images(
             raise InputError(f"image: {image.shape[0]}x{image.shape[1]} is below {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE}, the SSIM window every result is measured with")
         if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
             raise InputError("image: values must be finite and in [0, 1] (scale it with normalize_minmax)")
-    if (seg_model is None) != (masks is None):
+    self_target = regularizer_options is not None and regularizer_options.target == "self"
+    if (seg_model is None) != (masks is None) and not (self_target and seg_model is not None):
         raise InputError("--mask and --seg-model go together: the regulariser segments the reconstruction with the model and compares it with the mask")
     if masks is not None:
         for mask in masks:
             if mask.shape != shape:
                 raise InputError(f"--mask: shape {mask.shape} differs from the image's {shape}")
-            if fit.lam > 0 and not np.any(mask) and not allow_empty_masks:
+            if fit.lam > 0 and not np.any(mask) and not allow_empty_masks and not self_target:
                 raise InputError("--mask: empty on this slice (no tumour); the Dice regulariser needs one (or use --lam 0)")
     start = time.perf_counter()
     height, width = shape
@@ -277,8 +289,16 @@ def compress_images(
     if seg_model is not None and fit.lam > 0:
         from sinco.fit.losses import StructuralRegularizer
 
-        regularizer = StructuralRegularizer(seg_model, mask=np.stack([np.asarray(m) for m in masks]), device=device)
-        lam = torch.tensor([fit.lam if np.any(m) else 0.0 for m in masks])
+        if regularizer_options is None and not ensemble:
+            regularizer = StructuralRegularizer(seg_model, mask=np.stack([np.asarray(m) for m in masks]), device=device)
+        else:
+            from sinco.fit.losses import RegularizerOptions, build_regularizer
+
+            regularizer = build_regularizer(
+                [seg_model, *ensemble], options=regularizer_options or RegularizerOptions(seed=fit.seed), device=device,
+                masks=None if masks is None else np.stack([np.asarray(m) for m in masks]), images=targets.numpy(),
+            )  # fmt: skip
+        lam = torch.tensor([fit.lam if self_target or np.any(m) else 0.0 for m in (masks or images)])
     label = desc or f"fit {spec.arch}" + (f" lam={fit.lam:g}" if regularizer is not None else "")
     reports = fit_inr_batch(models, targets=targets, config=fit, device=device, regularizer=regularizer, lam=lam,
                             progress=progress, desc=label)  # fmt: skip
@@ -301,9 +321,14 @@ def compress_images(
             "file_bytes": len(data),
             "psnr_fp32": _fp32_psnr(model, images[k]),
         }
-        if seg_model is not None:
+        if seg_model is not None and masks is not None:
             metrics["dice"] = dice(pred=seg_model.predict(recon), target=masks[k])
             metrics["dice_reference"] = dice(pred=seg_model.predict(images[k]), target=masks[k])
+        if seg_model is not None or eval_seg_model is not None:
+            from sinco.eval.judge import judge_metrics
+
+            metrics.update(judge_metrics(recon, images[k], mask=None if masks is None else masks[k], seg_model=seg_model,
+                                         eval_seg_model=eval_seg_model))  # fmt: skip
         results.append(CompressResult(data=data, header=header, reconstruction=recon, metrics=metrics, fit=report, seconds=0.0))
     per_image = (time.perf_counter() - start) / len(images)
     return [dataclasses.replace(r, seconds=per_image) for r in results]

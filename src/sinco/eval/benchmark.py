@@ -62,6 +62,13 @@ class BenchmarkConfig:
         depth_siren: SIREN depth (None: the codec default).
         depth_pe: PE-MLP depth (None: the codec default).
         batch_slices: test slices of one INR method fitted together as one batch.
+        lams: several regulariser weights (``--lam 0,0.1,1``): the ``sinco-*`` methods run once per
+            value, one record each (``None``: ``lam`` alone).
+        data_term: the objective's data term, ``mse``, ``sse`` or ``l2`` (see :class:`FitConfig`).
+        eval_seg_model: the independent judge's checkpoint (``None``: no judge; tables say so).
+        ensemble: further loss networks (the regulariser is averaged over ``seg_model`` and these).
+        seg_target: the regulariser's target, ``mask`` or ``self``.
+        seg_perturb: perturbations of the loss network's input per step (0 = off).
 
     Raises:
         InputError: if a value is out of range.
@@ -90,6 +97,21 @@ class BenchmarkConfig:
     depth_siren: int | None = None
     depth_pe: int | None = None
     batch_slices: int = 1
+    lams: tuple[float, ...] | None = None
+    data_term: str = "mse"
+    eval_seg_model: str | None = None
+    ensemble: tuple[str, ...] = ()
+    seg_target: str = "mask"
+    seg_perturb: int = 0
+
+    @property
+    def lam_values(self) -> tuple[float, ...]:
+        """The regulariser weights the ``sinco-*`` methods run with."""
+        return (self.lam,) if self.lams is None else tuple(self.lams)
+
+    def lams_of(self, method: str) -> tuple[float, ...]:
+        """The weights a method runs with: :attr:`lam_values` for the ``sinco-*`` methods, ``(0.0,)`` for the others."""
+        return self.lam_values if INR_METHODS.get(method, ("", False))[1] else (0.0,)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in ALL_METHODS]
@@ -107,14 +129,20 @@ class BenchmarkConfig:
             self.fit_config(arch, regularised=True)  # validates the preset and the overrides
         if self.batch_slices < 1:
             raise InputError(f"--batch-slices {self.batch_slices}: must be a positive integer")
+        for lam in self.lam_values:
+            self.fit_config("siren", regularised=True, lam=lam)
+        from sinco.fit.losses import RegularizerOptions
 
-    def fit_config(self, arch: str, *, regularised: bool) -> FitConfig:
-        """The fitting configuration of an INR method of this architecture."""
+        RegularizerOptions(target=self.seg_target, perturb=self.seg_perturb)
+
+    def fit_config(self, arch: str, *, regularised: bool, lam: float | None = None) -> FitConfig:
+        """The fitting configuration of an INR method of this architecture (``lam``: one of :attr:`lam_values`)."""
         from sinco.fit.config import fit_config_from_preset
 
+        weight = (self.lam if lam is None else lam) if regularised else 0.0
         return fit_config_from_preset(
             self.preset, arch=arch, steps=self.steps, lr=self.lr, schedule=self.schedule, warmup=self.warmup,
-            optimizer=self.optimizer, seed=self.seed, lam=self.lam if regularised else 0.0, reg_every=self.reg_every,
+            optimizer=self.optimizer, seed=self.seed, lam=weight, reg_every=self.reg_every, data_term=self.data_term,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,12 +152,13 @@ class BenchmarkConfig:
         return data
 
 
-def _record_key(record: dict[str, Any]) -> tuple[str, str, float]:
-    return record["image_id"], record["method"], float(record["target_bpp"])
+def _record_key(record: dict[str, Any]) -> tuple[str, str, float, float]:
+    return record["image_id"], record["method"], float(record["target_bpp"]), float(record.get("lam_setting", 0.0))
 
 
-def _file_name(image_id: str, method: str, bpp: float, extension: str) -> str:
-    return f"{image_id.replace(':', '_').replace(os.sep, '_')}__{method}__{bpp:g}bpp{extension}"
+def _file_name(image_id: str, method: str, bpp: float, extension: str, lam: float | None = None) -> str:
+    tag = "" if lam is None else f"__lam{lam:g}"
+    return f"{image_id.replace(':', '_').replace(os.sep, '_')}__{method}{tag}__{bpp:g}bpp{extension}"
 
 
 def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
@@ -214,14 +243,17 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     from sinco.data.datasets import load_case_volumes
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import select_slice
+    from sinco.eval.judge import judge_metrics
     from sinco.eval.report import make_figures, make_table
     from sinco.eval.selection import select_test_slices
+    from sinco.fit.losses import RegularizerOptions
     from sinco.metrics import dice, psnr, ssim
-    from sinco.seg.network import load_seg_model
+    from sinco.regularizer_cli import load_networks
     from sinco.utils.atomic import atomic_write_bytes
 
     out = Path(outdir)
-    seg_model = load_seg_model(config.seg_model)
+    seg_models, judge = load_networks([config.seg_model, *config.ensemble], config.eval_seg_model)
+    seg_model = seg_models[0]
     cases = resolve_cases(config, seg_model.training)
     out.mkdir(parents=True, exist_ok=True)
     (out / "files").mkdir(exist_ok=True)
@@ -230,18 +262,18 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     slices = select_test_slices(cases, n_images=config.images, min_tumour=config.min_tumour)
     slice_info = [{"image_id": s.image_id, "case": s.case.case_id, "slice": s.index, "tumour_fraction": s.tumour_fraction}
                   for s in slices]  # fmt: skip
-    jobs = [(s, b, m) for s in slices for b in config.bpps for m in config.methods]
+    jobs = [(s, b, m, lam) for s in slices for b in config.bpps for m in config.methods for lam in config.lams_of(m)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(jobs), initial=sum(1 for s, b, m in jobs if (s.image_id, m, float(b)) in done),
+        bar = tqdm(total=len(jobs), initial=sum(1 for s, b, m, lam in jobs if (s.image_id, m, float(b), lam) in done),
                    desc="benchmark", unit="record", file=sys.stderr, dynamic_ncols=True)  # fmt: skip
     # The test slices, loaded once (one case volume in memory at a time).
     prepared: dict[str, tuple[np.ndarray, float, float, np.ndarray, float]] = {}
     loaded: tuple[str, tuple[np.ndarray, np.ndarray]] | None = None
     for ref in slices:
-        if all((ref.image_id, m, float(b)) in done for b in config.bpps for m in config.methods):
+        if all((ref.image_id, m, float(b), lam) in done for b in config.bpps for m in config.methods for lam in config.lams_of(m)):
             continue
         if loaded is None or loaded[0] != ref.case.case_id:
             loaded = (ref.case.case_id, load_case_volumes(ref.case))
@@ -250,12 +282,17 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
         mask = (select_slice(label_vol, slice_index=ref.index) > 0).astype(np.uint8)
         prepared[ref.image_id] = (image, vmin, vmax, mask, dice(pred=seg_model.to("cpu").predict(image), target=mask))
 
-    def base_record(ref: Any, method: str, bpp: float) -> dict[str, Any]:
+    def base_record(ref: Any, method: str, bpp: float, lam: float = 0.0) -> dict[str, Any]:
         return {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method,
-                "target_bpp": float(bpp), "dice_reference": prepared[ref.image_id][4]}  # fmt: skip
+                "target_bpp": float(bpp), "lam_setting": float(lam), "dice_reference": prepared[ref.image_id][4]}  # fmt: skip
+
+    def judged(ref: Any, decoded: np.ndarray) -> dict[str, Any]:
+        image, mask = prepared[ref.image_id][0], prepared[ref.image_id][3]
+        return judge_metrics(decoded, image, mask=mask, seg_model=None, eval_seg_model=judge)
 
     def store(record: dict[str, Any], data: bytes, extension: str) -> None:
-        name = _file_name(record["image_id"], record["method"], record["target_bpp"], extension)
+        lam = record["lam_setting"] if len(config.lam_values) > 1 and INR_METHODS.get(record["method"], ("", False))[1] else None
+        name = _file_name(record["image_id"], record["method"], record["target_bpp"], extension, lam)
         atomic_write_bytes(out / "files" / name, data)
         record["file"] = f"files/{name}"
         record["psnr"] = record["psnr"] if math.isfinite(record["psnr"]) else 999.0  # lossless: capped, JSON has no inf
@@ -266,12 +303,12 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
             bar.update(1)
 
     for bpp in config.bpps:
-        for method in config.methods:
-            todo = [ref for ref in slices if (ref.image_id, method, float(bpp)) not in done]
+        for method, lam in ((m, lam) for m in config.methods for lam in config.lams_of(m)):
+            todo = [ref for ref in slices if (ref.image_id, method, float(bpp), lam) not in done]
             if method in INR_METHODS:
                 arch, regularised = INR_METHODS[method]
                 depth = config.depth_siren if arch == "siren" else config.depth_pe
-                fit = config.fit_config(arch, regularised=regularised)
+                fit = config.fit_config(arch, regularised=regularised, lam=lam)
                 for begin in range(0, len(todo), config.batch_slices):
                     batch = todo[begin : begin + config.batch_slices]
                     if bar is not None:
@@ -279,14 +316,16 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
                     results = compress_images(
                         [prepared[r.image_id][0] for r in batch], ranges=[prepared[r.image_id][1:3] for r in batch],
                         codec=CodecConfig(arch=arch, bpp=bpp, depth=depth), fit=fit, device=device, seg_model=seg_model,
-                        masks=[prepared[r.image_id][3] for r in batch], progress=progress,
+                        masks=[prepared[r.image_id][3] for r in batch], progress=progress, ensemble=seg_models[1:],
+                        regularizer_options=RegularizerOptions(target=config.seg_target, perturb=config.seg_perturb, seed=config.seed),
                     )  # fmt: skip
                     for ref, result in zip(batch, results, strict=True):
                         start = time.perf_counter()
                         decode(result.data)
                         decode_seconds = time.perf_counter() - start
                         spec, m = result.header.spec, result.metrics
-                        record = {**base_record(ref, method, bpp), "bpp_params": m["bpp_params"], "bpp_file": m["bpp_file"],
+                        record = {**base_record(ref, method, bpp, lam), **judged(ref, result.reconstruction),
+                                  "bpp_params": m["bpp_params"], "bpp_file": m["bpp_file"],
                                   "psnr": m["psnr"], "ssim": m["ssim"], "dice": m["dice"], "steps": fit.steps,
                                   "encode_seconds": result.seconds, "decode_seconds": decode_seconds, "arch": spec.to_dict(),
                                   "n_params": spec.n_params(), "lam": result.fit.lam, "reg_every": result.fit.reg_every,
@@ -306,7 +345,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
                     start = time.perf_counter()
                     decoded = codec.decode(match.data)
                     decode_seconds = time.perf_counter() - start
-                    record = {**base_record(ref, method, bpp), "bpp_params": None, "bpp_file": match.bpp,
+                    record = {**base_record(ref, method, bpp), **judged(ref, decoded), "bpp_params": None, "bpp_file": match.bpp,
                               "psnr": psnr(pred=decoded, target=image), "ssim": ssim(pred=decoded, target=image),
                               "dice": dice(pred=seg_model.predict(decoded), target=mask), "steps": None,
                               "encode_seconds": encode_seconds, "decode_seconds": decode_seconds, "quality": match.quality,
@@ -319,4 +358,8 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     table = make_table(records, config)
     atomic_write_bytes(out / "table.md", table.encode())
     figures = make_figures(out, records, config=config, seg_model=seg_model)
+    if len(config.lam_values) > 1:
+        from sinco.eval.frontier import make_frontier
+
+        figures.append(make_frontier(out, records, config=config))
     return {"records": records, "table": table, "figures": [str(f) for f in figures], "outdir": str(out)}
