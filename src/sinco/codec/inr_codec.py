@@ -298,7 +298,7 @@ def compress_images(
                 [seg_model, *ensemble], options=regularizer_options or RegularizerOptions(seed=fit.seed), device=device,
                 masks=None if masks is None else np.stack([np.asarray(m) for m in masks]), images=targets.numpy(),
             )  # fmt: skip
-        lam = torch.tensor([fit.lam if self_target or np.any(m) else 0.0 for m in (masks or images)])
+        lam = torch.tensor([fit.lam if self_target or np.any(m) else 0.0 for m in (images if masks is None else masks)])
     label = desc or f"fit {spec.arch}" + (f" lam={fit.lam:g}" if regularizer is not None else "")
     reports = fit_inr_batch(models, targets=targets, config=fit, device=device, regularizer=regularizer, lam=lam,
                             progress=progress, desc=label)  # fmt: skip
