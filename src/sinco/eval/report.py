@@ -177,8 +177,10 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
     bpp = float(config.bpps[0])
     order = list(dict.fromkeys(r["image_id"] for r in records))
     for image_id in order[:max_images]:
-        rs = {r["method"]: r for r in records if r["image_id"] == image_id and float(r["target_bpp"]) == bpp}
-        methods = [m for m in config.methods if m in rs]
+        mine = [r for r in records if r["image_id"] == image_id and float(r["target_bpp"]) == bpp]
+        # One column per method, and per lambda in a sweep: the labels are the keys.
+        rs = {method_label(method, lam): group[0] for method, lam, group in _rows(config, mine)}
+        methods = list(rs)
         if not methods:
             continue
         image, mask = _load_reference(config, rs[methods[0]])
