@@ -36,7 +36,8 @@ def test_compress_json_report_and_sidecar(compressed, nifti_volume):
     sidecar = json.loads(out.with_name("s.sinco.json").read_text())
     assert sidecar["fit"] == {"steps": 40, "lr": 0.001, "seed": 0, "log_every": 50, "lam": 1.0, "reg_every": 1, "compile": "auto",
                               "schedule": "constant", "warmup": 0, "final_lr_ratio": 0.01, "optimizer": "adam",
-                              "lbfgs_after": 1000, "lbfgs_history": 50, "quantise_tail": 0, "quantise_lr": 3e-6}
+                              "lbfgs_after": 1000, "lbfgs_history": 50, "quantise_tail": 0, "quantise_lr": 3e-6,
+                              "data_term": "mse"}
     assert sidecar["codec"]["arch"] == "siren" and sidecar["input"]["slice"] == 2
     assert sidecar["result"] == report
     # The reported PSNR is that of the decoded file against the input slice.

@@ -20,6 +20,7 @@ from typing import Any
 
 from sinco import __version__
 from sinco.errors import InputError, SincoError
+from sinco.regularizer_cli import add_regularizer_arguments
 
 EXIT_OK, EXIT_OS_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_SLICES_FAILED = 3
@@ -50,16 +51,20 @@ def _codec_and_fit(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The fitting flags (common and every family's) as given; ``None`` where not given."""
+    """The fitting flags (common and every family's) as given; ``None`` where not given. ``--lam`` is one
+    value here (a list is for the benchmark, which reads it itself)."""
     from sinco.codec.families import all_families
     from sinco.fit.config import COMMON_FIT_OPTIONS
+    from sinco.regularizer_cli import parse_lams
 
     dests = list(COMMON_FIT_OPTIONS) + sorted({o.dest for f in all_families() for o in f.fit_options})
-    return {d: getattr(args, d) for d in dests}
+    values = {d: getattr(args, d) for d in dests}
+    values["lam"] = None if args.command == "benchmark" else parse_lams(args.lam, allow_list=False)[0]
+    return values
 
 
-def _check_regularizer_flags(args: argparse.Namespace) -> None:
-    if (args.seg_model is None) != (args.mask is None):
+def _check_regularizer_flags(args: argparse.Namespace, *, mask_optional: bool = False) -> None:
+    if (args.seg_model is None) != (args.mask is None) and not mask_optional:
         given, missing = ("--mask", "--seg-model") if args.seg_model is None else ("--seg-model", "--mask")
         raise InputError(f"{given} needs {missing}: the regulariser segments the reconstruction and compares it with the mask")
 
@@ -84,30 +89,40 @@ def cmd_compress(args: argparse.Namespace) -> int:
     """``sinco compress``: fit, store, decode, measure."""
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import load_slice
-    from sinco.pipeline import compress_image, sidecar_record
+    from sinco.pipeline import compress_images, sidecar_record
+    from sinco.regularizer_cli import load_networks, regularizer_options
     from sinco.utils.atomic import atomic_write_bytes, check_output_path
     from sinco.utils.device import resolve_device
 
     out = check_output_path(args.output, inputs=[args.input], force=args.force)
     sidecar = out.with_name(out.name + ".json")
     codec, fit = _codec_and_fit(args)
-    _check_regularizer_flags(args)
+    options = regularizer_options(args, seed=fit.seed)
+    # With --seg-target self the loss network's own mask is the target: --mask only adds ground-truth metrics.
+    _check_regularizer_flags(args, mask_optional=options.target == "self" and args.seg_model is not None)
     device = resolve_device(args.device)
     if args.slices is not None:
+        if len(args.seg_model or []) > 1 or args.eval_seg_model or options.target != "mask" or options.perturb:
+            raise InputError("--slices: an ensemble, --seg-target self, --seg-perturb and --eval-seg-model work on single slices only")
+        args.seg_model = None if args.seg_model is None else args.seg_model[0]
         return _compress_volume(args, out=out, sidecar=sidecar, codec=codec, fit=fit, device=device)
     if args.batch_slices is not None:
         raise InputError("--batch-slices: only with --slices (a single slice is one fit)")
     raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
     image, vmin, vmax = normalize_minmax(raw, name=f"INPUT {args.input!r}")
-    seg_model, mask = _load_regularizer_inputs(
-        args, load_mask=lambda path: load_slice(path, slice_index=args.slice, axis=args.axis, arg="--mask") > 0)
+    seg_models, judge = load_networks(args.seg_model, args.eval_seg_model)
+    seg_model = seg_models[0] if seg_models else None
+    mask = None if args.mask is None else load_slice(args.mask, slice_index=args.slice, axis=args.axis, arg="--mask") > 0
     roi = None
     if args.roi is not None:
         roi = load_slice(args.roi, slice_index=args.slice, axis=args.axis, arg="--roi") > 0
         if roi.shape != image.shape:
             raise InputError(f"--roi {args.roi!r}: shape {roi.shape} differs from INPUT's {image.shape}")
-    result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device, seg_model=seg_model, mask=mask, roi=roi,
-                            progress=not args.quiet)  # fmt: skip
+    result = compress_images(
+        [image], ranges=[(vmin, vmax)], codec=codec, fit=fit, device=device, seg_model=seg_model,
+        masks=None if mask is None else [mask], rois=[roi], progress=not args.quiet,
+        regularizer_options=options if seg_model is not None else None, ensemble=seg_models[1:], eval_seg_model=judge,
+    )[0]  # fmt: skip
     atomic_write_bytes(out, result.data)
     if result.fit.divergences:
         print(
@@ -116,17 +131,25 @@ def cmd_compress(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     report = {"output": str(out), **result.report(), "device": str(device)}
-    regularizer = None if seg_model is None else {"seg_model": str(args.seg_model), "mask": str(args.mask),
-                                                  "seg_training": seg_model.training.get("summary")}  # fmt: skip
-    _write_sidecar(sidecar, sidecar_record(
+    if hasattr(fit, "data_term"):
+        report["data_term"] = fit.data_term
+    regularizer = None if seg_model is None else {
+        "seg_model": str(args.seg_model[0]), "mask": None if args.mask is None else str(args.mask),
+        "seg_training": seg_model.training.get("summary"), "ensemble": [str(p) for p in args.seg_model[1:]],
+        "seg_target": options.target, "seg_perturb": options.perturb, "perturb_scale": options.scale, "perturb_noise": options.noise,
+    }  # fmt: skip
+    record = sidecar_record(
         input={"path": str(args.input), "slice": args.slice, "axis": args.axis, "channel": args.channel, "shape": list(raw.shape),
                "vmin": vmin, "vmax": vmax, "roi": args.roi},
-        codec=codec, fit=fit, device=args.device, result=report, regularizer=regularizer))  # fmt: skip
+        codec=codec, fit=fit, device=args.device, result=report, regularizer=regularizer)  # fmt: skip
+    record["eval_seg_model"] = None if judge is None else {"path": str(args.eval_seg_model), "seg_training": judge.training.get("summary")}
+    _write_sidecar(sidecar, record)
     if args.json:
         print(json.dumps(report, default=_json_default))
         return EXIT_OK
     m = result.metrics
     seg = f" dice={m['dice']:.4f} (uncompressed {m['dice_reference']:.4f}) lam={result.fit.lam:g}" if "dice" in m else ""
+    seg += f" dice_eval={m['dice_eval']:.4f}" if "dice_eval" in m else ""
     params = f" bpp_params={m['bpp_params']:.4f}" if "bpp_params" in m else ""
     print(f"{out}: psnr={m['psnr']:.2f} dB ssim={m['ssim']:.4f}{seg}{params} bpp_file={m['bpp_file']:.4f} "
           f"({m['file_bytes']} bytes) seconds={result.seconds:.1f}")  # fmt: skip
@@ -331,7 +354,8 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
         raise InputError("--label-glob: training a segmentation network needs tumour labels")
     cases = discover_cases(args.data, layout=args.layout, image_glob=image_glob, label_glob=label_glob, channel=args.channel)
     val_ids = tuple(v for v in (args.val_ids or "").split(",") if v)
-    train_cases, val_cases = split_cases(cases, val_cases=config.val_cases, seed=config.seed, val_ids=val_ids)
+    train_ids = tuple(t for t in (args.train_ids or "").split(",") if t)
+    train_cases, val_cases = split_cases(cases, val_cases=config.val_cases, seed=config.seed, val_ids=val_ids, train_ids=train_ids)
     train, val = load_slices(train_cases), load_slices(val_cases)
     if not args.quiet:
         print(
@@ -425,14 +449,19 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
+    from sinco.regularizer_cli import parse_lams
+
     overrides = _fit_overrides(args)
+    lams = parse_lams(args.lam, allow_list=True)
     image_glob, label_glob = _dataset_globs(args)
     cases = args.cases if args.cases is not None else ("val" if args.seg_model is not None else "all")
     config = BenchmarkConfig(
-        data=str(args.data), seg_model=None if args.seg_model is None else str(args.seg_model), layout=args.layout,
+        data=str(args.data), seg_model=None if args.seg_model is None else str(args.seg_model[0]), layout=args.layout,
         image_glob=image_glob, label_glob=label_glob, channel=args.channel, cases=cases, roi_glob=args.roi_glob,
         methods=_benchmark_methods(args), bpps=_parse_bpps(args.bpp), images=args.images,
-        min_tumour=args.min_tumour, preset=args.preset or "paper", steps=args.steps, lr=args.lr, lam=args.lam,
+        min_tumour=args.min_tumour, preset=args.preset or "paper", steps=args.steps, lr=args.lr, lam=lams[0],
+        lams=lams if len(lams) > 1 else None, eval_seg_model=args.eval_seg_model,
+        ensemble=tuple(str(p) for p in (args.seg_model or [])[1:]), seg_target=args.seg_target, seg_perturb=args.seg_perturb,
         reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
         fit_options={k: v for k, v in overrides.items() if k not in COMMON_FIT_OPTIONS and v is not None},
         codec_options={k: v for k, v in _codec_options_by_family(args).items() if v},
@@ -497,7 +526,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser, *, lam_help: str) -> None:
     p.add_argument("--steps", type=int, default=None, help="gradient evaluations (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="(peak) learning rate (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--lam", type=float, default=1.0, help=lam_help)
+    p.add_argument("--lam", default="1", metavar="LAMBDA", help=lam_help)
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regulariser every K-th step (default: 1)")
     seen: dict[str, list[str]] = {}
     options = {}
@@ -563,8 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axis", type=int, default=2, choices=(0, 1, 2), help="slicing axis (default: 2, axial)")
     p.add_argument("--channel", type=int, default=0, metavar="C", help="channel of a 4-D volume (default: 0, FLAIR)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--seg-model", default=None, metavar="SEG.pt", help="segmentation checkpoint from 'sinco train-seg': enables the SINCO regulariser and Dice metrics")
+    p.add_argument("--seg-model", default=None, action="append", metavar="SEG.pt",
+                   help="segmentation checkpoint from 'sinco train-seg': enables the SINCO regulariser and Dice metrics; "
+                        "repeat it for an ensemble (the regulariser averaged over the networks)")  # fmt: skip
     p.add_argument("--mask", default=None, metavar="LABELS", help="label file of INPUT (same slice is read; label > 0 = tumour)")
+    add_regularizer_arguments(p, benchmark=False)
     p.add_argument("--roi", default=None, metavar="MASK",
                    help="region of interest for psnr_roi/ssim_roi, e.g. a brain mask (same slice is read; default: the head found "
                         "automatically)")  # fmt: skip
@@ -606,6 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
     p.add_argument("--val-cases", type=int, default=1, help="cases held out for validation (default: 1)")
     p.add_argument("--val-ids", default=None, metavar="ID,ID", help="validation cases by id (instead of --val-cases drawn with --seed)")
+    p.add_argument("--train-ids", default=None, metavar="ID,ID",
+                   help="training cases by id (default: all but validation); cases in neither list are left out")  # fmt: skip
     p.add_argument("--gamma", type=float, default=1.5, help="random intensity gamma augmentation range (default: 1.5; 1 = off)")
     p.add_argument("--negatives-per-positive", type=float, default=1.0, help="tumour-free slices per tumour slice in each epoch (default: 1)")
     p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
@@ -620,8 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", help="compare the neural codecs and classical codecs on a dataset (the paper's Table 1)")
     _add_dataset_arguments(p)
-    p.add_argument("--seg-model", default=None, metavar="SEG.pt",
-                   help="checkpoint from 'sinco train-seg': adds Dice and the regularised methods (default: none, no Dice)")  # fmt: skip
+    p.add_argument("--seg-model", default=None, action="append", metavar="SEG.pt",
+                   help="checkpoint from 'sinco train-seg' (the loss network): adds Dice and the regularised methods (default: "
+                        "none, no Dice); repeat it for an ensemble")  # fmt: skip
+    add_regularizer_arguments(p, benchmark=True)
     p.add_argument("--cases", default=None,
                    help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val with --seg-model, else all)")  # fmt: skip
     p.add_argument("--roi-glob", default=None, metavar="GLOB",
@@ -637,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=10, help="test slices (default: 10)")
     p.add_argument("--min-tumour", type=float, default=0.01,
                    help="minimum tumour fraction of a test slice, with labels only (default: 0.01)")  # fmt: skip
-    _add_fit_arguments(p, lam_help="SINCO regulariser weight of the regularised methods (default: 1)")
+    _add_fit_arguments(p, lam_help="SINCO regulariser weight(s) of the regularised methods; a list (0,0.01,0.1,1,10) runs them "
+                       "once per value (default: 1)")
     _add_codec_arguments(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-slices", type=int, default=None, metavar="N",

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from sinco.codec.files import SincoFile, decode_file, write_file
 from sinco.codec.volume import SliceRecord, VolumeHeader, decode_volume_file, encode_volume
 from sinco.errors import InputError
 from sinco.seg.network import SegModel
+
+if TYPE_CHECKING:
+    from sinco.fit.losses import RegularizerOptions
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def compress_image(
 
 
 def _check_images(images: Sequence[np.ndarray], *, n_ranges: int, masks: Sequence[np.ndarray] | None, lam: float,
-                  seg_model: SegModel | None, allow_empty_masks: bool) -> None:  # fmt: skip
+                  seg_model: SegModel | None, allow_empty_masks: bool, self_target: bool) -> None:  # fmt: skip
     from sinco.metrics.image import SSIM_MIN_SIDE
 
     if not images or n_ranges != len(images) or (masks is not None and len(masks) != len(images)):
@@ -126,12 +129,13 @@ def _check_images(images: Sequence[np.ndarray], *, n_ranges: int, masks: Sequenc
             raise InputError(f"image: {image.shape[0]}x{image.shape[1]} is below {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE}, the SSIM window every result is measured with")
         if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
             raise InputError("image: values must be finite and in [0, 1] (scale it with normalize_minmax)")
-    if (seg_model is None) != (masks is None):
+    # With --seg-target self the loss network's own mask of the uncompressed image is the target: no mask needed.
+    if (seg_model is None) != (masks is None) and not (self_target and seg_model is not None):
         raise InputError("--mask and --seg-model go together: the regulariser segments the reconstruction with the model and compares it with the mask")
     for mask in masks or ():
         if mask.shape != shape:
             raise InputError(f"--mask: shape {mask.shape} differs from the image's {shape}")
-        if lam > 0 and not np.any(mask) and not allow_empty_masks:
+        if lam > 0 and not np.any(mask) and not allow_empty_masks and not self_target:
             raise InputError("--mask: empty on this slice (no tumour); the Dice regulariser needs one (or use --lam 0)")
 
 
@@ -148,6 +152,9 @@ def compress_images(
     allow_empty_masks: bool = False,
     progress: bool = False,
     desc: str | None = None,
+    regularizer_options: RegularizerOptions | None = None,
+    ensemble: Sequence[SegModel] = (),
+    eval_seg_model: SegModel | None = None,
 ) -> list[CompressResult]:
     """Compress images of one shape with one batched fit (see :func:`compress_image` for one).
 
@@ -167,6 +174,11 @@ def compress_images(
         allow_empty_masks: fit slices whose mask is empty on the MSE alone instead of refusing them.
         progress: show a progress bar.
         desc: label of the progress bar.
+        regularizer_options: the regulariser's target and perturbations (``None``: the ground-truth
+            mask, no perturbation). With ``target="self"`` no ``masks`` are needed.
+        ensemble: further loss networks; the regulariser is averaged over ``seg_model`` and these.
+        eval_seg_model: an independent judge: the metrics add ``dice_eval`` (and
+            ``dice_eval_reference``, of the uncompressed slice), see :func:`sinco.eval.judge.judge_metrics`.
 
     Returns:
         One :class:`CompressResult` per image; ``seconds`` is the batch's time divided by ``S``.
@@ -174,7 +186,9 @@ def compress_images(
     Raises:
         InputError: see :func:`compress_image`; also if the images differ in shape.
     """
-    _check_images(images, n_ranges=len(ranges), masks=masks, lam=fit.lam, seg_model=seg_model, allow_empty_masks=allow_empty_masks)
+    self_target = regularizer_options is not None and regularizer_options.target == "self"
+    _check_images(images, n_ranges=len(ranges), masks=masks, lam=fit.lam, seg_model=seg_model, allow_empty_masks=allow_empty_masks,
+                  self_target=self_target)  # fmt: skip
     if rois is not None and (len(rois) != len(images) or any(r is not None and r.shape != images[0].shape for r in rois)):
         raise InputError(f"--roi: {len(rois)} regions for {len(images)} images, each of the images' shape {images[0].shape}")
     start = time.perf_counter()
@@ -183,10 +197,8 @@ def compress_images(
     targets = torch.from_numpy(np.stack([np.asarray(i, dtype=np.float32) for i in images]))
     regularizer = lam = None
     if seg_model is not None and fit.lam > 0:
-        from sinco.fit.losses import StructuralRegularizer
-
-        regularizer = StructuralRegularizer(seg_model, mask=np.stack([np.asarray(m) for m in masks]), device=device)
-        lam = torch.tensor([fit.lam if np.any(m) else 0.0 for m in masks])
+        regularizer, lam = _regularizer(seg_model, ensemble=ensemble, options=regularizer_options, fit=fit, masks=masks,
+                                        targets=targets, device=device)  # fmt: skip
     label = desc or f"fit {codec.arch}" + (f" lam={fit.lam:g}" if regularizer is not None else "")
     outcomes = family.fit(targets, bpp=codec.bpp, options=codec.options, config=fit, device=device, regularizer=regularizer,
                           lam=lam, progress=progress, desc=label)  # fmt: skip
@@ -198,12 +210,33 @@ def compress_images(
         vmin, vmax = ranges[k]
         data = write_file(family=codec.arch, spec=outcome.spec, payload=outcome.payload, height=height, width=width, vmin=vmin, vmax=vmax)
         parsed, recon = decode_file(data)
-        metrics = measure(recon, target=images[k], file_bytes=len(data), seg_model=seg_model, mask=None if masks is None else masks[k],
+        mask = None if masks is None else masks[k]
+        metrics = measure(recon, target=images[k], file_bytes=len(data), seg_model=seg_model, mask=mask,
                           roi=None if rois is None else rois[k])  # fmt: skip
+        if seg_model is not None or eval_seg_model is not None:
+            from sinco.eval.judge import judge_metrics
+
+            metrics.update(judge_metrics(recon, images[k], mask=mask, seg_model=seg_model, eval_seg_model=eval_seg_model))
         metrics.update(family.rate_fields(outcome.spec, n_pixels=height * width), **outcome.extras)
         results.append(CompressResult(data=data, file=parsed, reconstruction=recon, metrics=metrics, fit=outcome.report))
     per_image = (time.perf_counter() - start) / len(images)
     return [dataclasses.replace(r, seconds=per_image) for r in results]
+
+
+def _regularizer(seg_model: SegModel, *, ensemble: Sequence[SegModel], options: RegularizerOptions | None, fit: Any,
+                 masks: Sequence[np.ndarray] | None, targets: torch.Tensor, device: torch.device) -> tuple[Any, torch.Tensor]:  # fmt: skip
+    """The structural regulariser of a batch and its per-image weights (0 for an empty mask, unless the target is ``self``)."""
+    from sinco.fit.losses import RegularizerOptions, StructuralRegularizer, build_regularizer
+
+    stacked = None if masks is None else np.stack([np.asarray(m) for m in masks])
+    if options is None and not ensemble:
+        regularizer = StructuralRegularizer(seg_model, mask=stacked, device=device)
+    else:
+        regularizer = build_regularizer([seg_model, *ensemble], options=options or RegularizerOptions(seed=fit.seed), device=device,
+                                        masks=stacked, images=targets.numpy())  # fmt: skip
+    self_target = options is not None and options.target == "self"
+    weights = [fit.lam if self_target or masks is None or np.any(m) else 0.0 for m in (masks if masks is not None else targets)]
+    return regularizer, torch.tensor(weights)
 
 
 def measure(decoded: np.ndarray, *, target: np.ndarray, file_bytes: int | None = None, seg_model: SegModel | None = None,

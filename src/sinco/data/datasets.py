@@ -274,7 +274,7 @@ def _stack_files(files: tuple[Path, ...], *, what: str, case_id: str) -> np.ndar
 
 
 def split_cases(
-    cases: list[Case], *, val_cases: int, seed: int, val_ids: tuple[str, ...] = ()
+    cases: list[Case], *, val_cases: int, seed: int, val_ids: tuple[str, ...] = (), train_ids: tuple[str, ...] = ()
 ) -> tuple[list[Case], list[Case]]:
     """Split cases (never slices) into training and validation, reproducibly.
 
@@ -283,13 +283,34 @@ def split_cases(
         val_cases: how many go to validation (>= 1, fewer than ``len(cases)``), drawn with ``seed``.
         seed: seeds the shuffle.
         val_ids: the validation cases by id instead (overrides ``val_cases``).
+        train_ids: the training cases by id (default: every case not in validation). With it, the
+            cases in neither list are left out, e.g. held-out test patients or another network's.
 
     Returns:
         ``(train, val)``, each sorted by id.
 
     Raises:
-        InputError: if the split leaves no case for one side, or an id is unknown.
+        InputError: if the split leaves no case for one side, an id is unknown, or a case is in both lists.
     """
+    if train_ids:
+        known = {c.case_id for c in cases}
+        unknown = [t for t in train_ids if t not in known]
+        if unknown:
+            raise InputError(f"--train-ids: unknown case(s) {', '.join(unknown)} (cases: {', '.join(sorted(known))})")
+        both = sorted(set(train_ids) & set(val_ids))
+        if both:
+            raise InputError(f"--train-ids: case(s) {', '.join(both)} also in --val-ids; training and validation must be disjoint")
+        rest = [c for c in cases if c.case_id not in train_ids]
+        if not rest:
+            raise InputError(f"--train-ids: all {len(cases)} cases are for training; none is left for validation")
+        train = sorted((c for c in cases if c.case_id in train_ids), key=lambda c: c.case_id)
+        if val_ids:
+            return train, _check_val_ids(rest, val_ids)
+        if not 1 <= val_cases <= len(rest):
+            raise InputError(f"--val-cases {val_cases}: must be in 1..{len(rest)} for the {len(rest)} cases outside --train-ids")
+        order = sorted(rest, key=lambda c: c.case_id)
+        random.Random(seed).shuffle(order)
+        return train, sorted(order[:val_cases], key=lambda c: c.case_id)
     if val_ids:
         known = {c.case_id for c in cases}
         unknown = [v for v in val_ids if v not in known]
@@ -305,6 +326,15 @@ def split_cases(
     random.Random(seed).shuffle(order)
     val, train = order[:val_cases], order[val_cases:]
     return sorted(train, key=lambda c: c.case_id), sorted(val, key=lambda c: c.case_id)
+
+
+def _check_val_ids(cases: list[Case], val_ids: tuple[str, ...]) -> list[Case]:
+    """The cases named by ``val_ids``, sorted; every id must be among ``cases``."""
+    known = {c.case_id for c in cases}
+    unknown = [v for v in val_ids if v not in known]
+    if unknown:
+        raise InputError(f"--val-ids: unknown case(s) {', '.join(unknown)} (cases: {', '.join(sorted(known))})")
+    return sorted((c for c in cases if c.case_id in val_ids), key=lambda c: c.case_id)
 
 
 def load_case_volumes(case: Case) -> tuple[np.ndarray, np.ndarray | None]:

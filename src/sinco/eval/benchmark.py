@@ -31,6 +31,8 @@ RESULTS_FORMAT = 2
 _NOT_RECORDS = ("anchor",)
 # What every record carries from sinco.pipeline.measure (Dice too, with a segmentation model).
 _RECORD_METRICS = ("bpp_file", "psnr", "ssim", "ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
+# The independent judge's (sinco.eval.judge.judge_metrics), when there is one.
+_JUDGE_METRICS = ("dice_self", "dice_eval", "dice_eval_reference", "dice_eval_target")
 
 
 def codec_methods() -> dict[str, tuple[Any, Any]]:
@@ -86,6 +88,12 @@ class BenchmarkConfig:
             the head found by :func:`sinco.metrics.roi.head_mask`.
         anchor: the method every other is compared with by Bjontegaard deltas when there are several rates
             (it must then be among ``methods``); it does not change the records.
+        lams: several regulariser weights (``--lam 0,0.1,1``): the regularised methods run once per
+            value, one record each (``None``: ``lam`` alone).
+        eval_seg_model: the independent judge's checkpoint (``None``: no judge; tables say so).
+        ensemble: further loss networks (the regulariser is averaged over ``seg_model`` and these).
+        seg_target: the regulariser's target, ``mask`` or ``self``.
+        seg_perturb: perturbations of the loss network's input per step (0 = off).
 
     Raises:
         InputError: if a value is out of range.
@@ -113,6 +121,26 @@ class BenchmarkConfig:
     batch_slices: int = 1
     roi_glob: str | None = None
     anchor: str = "jpeg2000"
+    lams: tuple[float, ...] | None = None
+    eval_seg_model: str | None = None
+    ensemble: tuple[str, ...] = ()
+    seg_target: str = "mask"
+    seg_perturb: int = 0
+
+    @property
+    def lam_values(self) -> tuple[float, ...]:
+        """The regulariser weights the regularised methods run with."""
+        return (self.lam,) if self.lams is None else tuple(self.lams)
+
+    def lams_of(self, method: str) -> tuple[float, ...]:
+        """The weights a method runs with: :attr:`lam_values` for the regularised methods, ``(0.0,)`` for the others."""
+        return self.lam_values if method in codec_methods() and codec_methods()[method][1].regularised else (0.0,)
+
+    def regularizer_options(self) -> Any:
+        """The :class:`~sinco.fit.losses.RegularizerOptions` of the regularised methods."""
+        from sinco.fit.losses import RegularizerOptions
+
+        return RegularizerOptions(target=self.seg_target, perturb=self.seg_perturb, seed=self.seed)
 
     def __post_init__(self) -> None:
         known = all_methods()
@@ -136,8 +164,10 @@ class BenchmarkConfig:
             raise InputError(f"--preset {self.preset!r}: expected one of {', '.join(sorted({p for f in families for p in f.presets}))}")
         for method in self.methods:
             if method in codec_methods():
-                self.fit_config(method)  # validates the preset and the overrides
+                for lam in self.lams_of(method):
+                    self.fit_config(method, lam=lam)  # validates the preset and the overrides
                 self.codec_config(method, bpp=self.bpps[0])
+        self.regularizer_options()
         self._check_labels_and_model()
 
     def _check_labels_and_model(self) -> None:
@@ -151,14 +181,15 @@ class BenchmarkConfig:
         elif self.label_glob is None:
             raise InputError("--seg-model: Dice needs tumour labels; give --label-glob")
 
-    def fit_config(self, method: str) -> Any:
-        """The fitting configuration of a codec method (its family's preset, the overrides, lam 0 if unregularised)."""
+    def fit_config(self, method: str, *, lam: float | None = None) -> Any:
+        """The fitting configuration of a codec method (its family's preset, the overrides, ``lam`` (default:
+        :attr:`lam`) for a regularised method, 0 for the others)."""
         family, info = codec_methods()[method]
         preset = self.preset if self.preset in family.presets else family.default_preset
         accepted = {o.dest for o in family.fit_options}
         overrides = {k: v for k, v in self.fit_options.items() if k in accepted}
-        overrides.update(steps=self.steps, lr=self.lr, seed=self.seed, lam=self.lam if info.regularised else 0.0,
-                         reg_every=self.reg_every)  # fmt: skip
+        weight = (self.lam if lam is None else lam) if info.regularised else 0.0
+        overrides.update(steps=self.steps, lr=self.lr, seed=self.seed, lam=weight, reg_every=self.reg_every)
         return family.fit_config(preset, overrides)
 
     def codec_config(self, method: str, *, bpp: float) -> Any:
@@ -175,12 +206,13 @@ class BenchmarkConfig:
         return data
 
 
-def _record_key(record: dict[str, Any]) -> tuple[str, str, float]:
-    return record["image_id"], record["method"], float(record["target_bpp"])
+def _record_key(record: dict[str, Any]) -> tuple[str, str, float, float]:
+    return record["image_id"], record["method"], float(record["target_bpp"]), float(record.get("lam_setting", 0.0))
 
 
-def _file_name(image_id: str, method: str, bpp: float, extension: str) -> str:
-    return f"{image_id.replace(':', '_').replace(os.sep, '_')}__{method}__{bpp:g}bpp{extension}"
+def _file_name(image_id: str, method: str, bpp: float, extension: str, lam: float | None = None) -> str:
+    tag = "" if lam is None else f"__lam{lam:g}"
+    return f"{image_id.replace(':', '_').replace(os.sep, '_')}__{method}{tag}__{bpp:g}bpp{extension}"
 
 
 def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
@@ -257,6 +289,8 @@ class _Run:
     config: BenchmarkConfig
     out: Path
     seg_model: Any
+    ensemble: list
+    judge: Any
     slices: list
     slice_info: list[dict[str, Any]]
     records: list[dict[str, Any]]
@@ -264,22 +298,25 @@ class _Run:
     prepared: dict[str, tuple[np.ndarray, float, float, np.ndarray, float]]
     bar: Any = None
 
-    def todo(self, method: str, bpp: float) -> list:
-        return [ref for ref in self.slices if (ref.image_id, method, float(bpp)) not in self.done]
+    def todo(self, method: str, bpp: float, lam: float) -> list:
+        return [ref for ref in self.slices if (ref.image_id, method, float(bpp), float(lam)) not in self.done]
 
-    def record(self, ref: Any, method: str, bpp: float, *, metrics: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
-        """The one record builder: identity, the metrics of the decoded file (see :func:`sinco.pipeline.measure`),
-        then the runner's own fields. Dice only with a segmentation model."""
+    def record(self, ref: Any, method: str, bpp: float, setting: float, *, metrics: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+        """The one record builder: identity, the metrics of the decoded file (see :func:`sinco.pipeline.measure`;
+        Dice only with a segmentation model, the judge's with one), then the runner's own fields. ``setting`` is the
+        regulariser weight the method was asked for (one of :meth:`BenchmarkConfig.lams_of`)."""
         record = {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method, "target_bpp": float(bpp),
-                  **{k: metrics[k] for k in _RECORD_METRICS}}  # fmt: skip
+                  "lam_setting": float(setting), **{k: metrics[k] for k in _RECORD_METRICS}}  # fmt: skip
         if self.seg_model is not None:
-            record.update(dice=metrics["dice"], dice_reference=self.prepared[ref.image_id][4])
+            record.update(dice=metrics.get("dice"), dice_reference=self.prepared[ref.image_id][4])
+        record.update({k: metrics[k] for k in _JUDGE_METRICS if k in metrics})
         return {**record, **fields}
 
     def store(self, record: dict[str, Any], data: bytes, extension: str) -> None:
         from sinco.utils.atomic import atomic_write_bytes
 
-        name = _file_name(record["image_id"], record["method"], record["target_bpp"], extension)
+        swept = len(self.config.lams_of(record["method"])) > 1
+        name = _file_name(record["image_id"], record["method"], record["target_bpp"], extension, record["lam_setting"] if swept else None)
         atomic_write_bytes(self.out / "files" / name, data)
         record["file"] = f"files/{name}"
         record["psnr"] = record["psnr"] if math.isfinite(record["psnr"]) else 999.0  # lossless: capped, JSON has no inf
@@ -314,7 +351,8 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     for bpp in config.bpps:
         for method in config.methods:
             runner = _run_codec_method if method in codec_methods() else _run_classical_method
-            runner(run, method, bpp, device=device, progress=progress)
+            for lam in config.lams_of(method):
+                runner(run, method, bpp, lam, device=device, progress=progress)
     if run.bar is not None:
         run.bar.close()
     deltas = bjontegaard_section(run.records, config)
@@ -322,6 +360,10 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
     table = make_table(run.records, config, bjontegaard=deltas)
     atomic_write_bytes(run.out / "table.md", table.encode())
     figures = make_figures(run.out, run.records, config=config, seg_model=run.seg_model)
+    if len(config.lam_values) > 1:
+        from sinco.eval.frontier import make_frontier
+
+        figures.append(make_frontier(run.out, run.records, config=config))
     return {"records": run.records, "table": table, "figures": [str(f) for f in figures], "outdir": str(run.out)}
 
 
@@ -338,9 +380,10 @@ def bjontegaard_section(records: list[dict[str, Any]], config: BenchmarkConfig) 
 def _start(config: BenchmarkConfig, *, outdir: Path, progress: bool) -> _Run:
     """Load the model, the earlier records and the test slices still to run."""
     from sinco.eval.selection import select_test_slices
-    from sinco.seg.network import load_seg_model
+    from sinco.regularizer_cli import load_networks
 
-    seg_model = None if config.seg_model is None else load_seg_model(config.seg_model)
+    seg_models, judge = load_networks([] if config.seg_model is None else [config.seg_model, *config.ensemble], config.eval_seg_model)
+    seg_model = seg_models[0] if seg_models else None
     cases = resolve_cases(config, {} if seg_model is None else seg_model.training)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "files").mkdir(exist_ok=True)
@@ -349,12 +392,13 @@ def _start(config: BenchmarkConfig, *, outdir: Path, progress: bool) -> _Run:
     slices = select_test_slices(cases, n_images=config.images, min_tumour=config.min_tumour)
     slice_info = [{"image_id": s.image_id, "case": s.case.case_id, "slice": s.index, "tumour_fraction": s.tumour_fraction,
                    "source": s.case.source(s.index)} for s in slices]  # fmt: skip
-    run = _Run(config=config, out=outdir, seg_model=seg_model, slices=slices, slice_info=slice_info, records=records, done=done,
+    run = _Run(config=config, out=outdir, seg_model=seg_model, ensemble=seg_models[1:], judge=judge, slices=slices, slice_info=slice_info, records=records, done=done,
                prepared=_prepare(slices, config=config, done=done, seg_model=seg_model))  # fmt: skip
     if progress:
         from tqdm.auto import tqdm
 
-        jobs = [(s.image_id, m, float(b)) for s in slices for b in config.bpps for m in config.methods]
+        jobs = [(s.image_id, m, float(b), float(lam)) for s in slices for b in config.bpps for m in config.methods
+                for lam in config.lams_of(m)]  # fmt: skip
         run.bar = tqdm(total=len(jobs), initial=sum(1 for j in jobs if j in done), desc="benchmark", unit="record", file=sys.stderr,
                        dynamic_ncols=True)  # fmt: skip
     return run
@@ -371,7 +415,7 @@ def _prepare(slices: list, *, config: BenchmarkConfig, done: set, seg_model: Any
     prepared: dict[str, tuple] = {}
     loaded: tuple[str, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] | None = None
     for ref in slices:
-        if all((ref.image_id, m, float(b)) in done for b in config.bpps for m in config.methods):
+        if all((ref.image_id, m, float(b), float(lam)) in done for b in config.bpps for m in config.methods for lam in config.lams_of(m)):
             continue
         if loaded is None or loaded[0] != ref.case.case_id:
             image_vol, label_vol = load_case_volumes(ref.case)
@@ -385,14 +429,15 @@ def _prepare(slices: list, *, config: BenchmarkConfig, done: set, seg_model: Any
     return prepared
 
 
-def _run_codec_method(run: _Run, method: str, bpp: float, *, device: torch.device, progress: bool) -> None:
+def _run_codec_method(run: _Run, method: str, bpp: float, lam: float, *, device: torch.device, progress: bool) -> None:
     """A codec family's method: fit the slices still to do, ``batch_slices`` at a time, and store each file."""
     from sinco.codec.files import decode_file
     from sinco.pipeline import compress_images
 
     config = run.config
-    fit, codec = config.fit_config(method), config.codec_config(method, bpp=bpp)
-    todo = run.todo(method, bpp)
+    fit, codec = config.fit_config(method, lam=lam), config.codec_config(method, bpp=bpp)
+    regularised = codec_methods()[method][1].regularised
+    todo = run.todo(method, bpp, lam)
     for begin in range(0, len(todo), config.batch_slices):
         batch = todo[begin : begin + config.batch_slices]
         if run.bar is not None:
@@ -401,14 +446,15 @@ def _run_codec_method(run: _Run, method: str, bpp: float, *, device: torch.devic
             [run.prepared[r.image_id][0] for r in batch], ranges=[run.prepared[r.image_id][1:3] for r in batch], codec=codec,
             fit=fit, device=device, seg_model=run.seg_model,
             masks=None if run.seg_model is None else [run.prepared[r.image_id][3] for r in batch],
-            rois=[run.prepared[r.image_id][5] for r in batch], progress=progress,
+            rois=[run.prepared[r.image_id][5] for r in batch], progress=progress, eval_seg_model=run.judge,
+            regularizer_options=config.regularizer_options() if regularised else None, ensemble=run.ensemble if regularised else (),
         )  # fmt: skip
         for ref, result in zip(batch, results, strict=True):
             start = time.perf_counter()
             decode_file(result.data)
             decode_seconds = time.perf_counter() - start
             report, m = result.fit, result.metrics
-            record = run.record(ref, method, bpp, metrics=m, bpp_params=m.get("bpp_params"), steps=fit.steps,
+            record = run.record(ref, method, bpp, lam, metrics=m, bpp_params=m.get("bpp_params"), steps=fit.steps,
                                 encode_seconds=result.seconds, decode_seconds=decode_seconds,
                                 arch=codec.family.describe(result.file.spec), n_params=m.get("n_params"), lam=report.lam, reg_every=report.reg_every,
                                 best_step=report.best_step, divergences=report.divergences, batch_slices=report.batch,
@@ -416,13 +462,14 @@ def _run_codec_method(run: _Run, method: str, bpp: float, *, device: torch.devic
             run.store(record, result.data, ".sinco")
 
 
-def _run_classical_method(run: _Run, method: str, bpp: float, *, device: torch.device, progress: bool) -> None:
+def _run_classical_method(run: _Run, method: str, bpp: float, lam: float, *, device: torch.device, progress: bool) -> None:
     """A classical codec: the highest quality within the rate, found by bisection on the real file size."""
     from sinco.baselines.classical import encode_at_bpp, get_codec
+    from sinco.eval.judge import judge_metrics
     from sinco.pipeline import measure
 
     codec = get_codec(method)
-    for ref in run.todo(method, bpp):
+    for ref in run.todo(method, bpp, lam):
         if run.bar is not None:
             run.bar.set_postfix_str(f"{ref.image_id} {method} {bpp:g} bpp")
         image, _, _, mask, _, roi = run.prepared[ref.image_id]
@@ -433,7 +480,8 @@ def _run_classical_method(run: _Run, method: str, bpp: float, *, device: torch.d
         decoded = codec.decode(match.data)
         decode_seconds = time.perf_counter() - start
         metrics = measure(decoded, target=image, file_bytes=len(match.data), seg_model=run.seg_model, mask=mask, roi=roi)
-        record = run.record(ref, method, bpp, metrics=metrics, bpp_params=None, steps=None,
+        metrics.update(judge_metrics(decoded, image, mask=mask, seg_model=None, eval_seg_model=run.judge))
+        record = run.record(ref, method, bpp, lam, metrics=metrics, bpp_params=None, steps=None,
                             encode_seconds=encode_seconds, decode_seconds=decode_seconds, quality=match.quality,
                             within_budget=match.within_budget, bit_depth=codec.bit_depth, library=codec.library,
                             search_trials=match.trials)  # fmt: skip

@@ -40,6 +40,33 @@ def _describe_fits(config: Any) -> str:
     return "; ".join(described.values()) or "no codec family"
 
 
+def _label(method: str, lam: float | None = None) -> str:
+    """A method's name in tables and figures, with its lambda when a sweep ran several."""
+    return method_label(method) + ("" if lam is None else f", lambda {lam:g}")
+
+
+def _rows(config: Any, records: list[dict[str, Any]]) -> list[tuple[str, float | None, list[dict[str, Any]]]]:
+    """``(method, lam or None, records)`` per table row, in the configured order (``lam`` only in a sweep)."""
+    rows = []
+    for method in config.methods:
+        lams = config.lams_of(method)
+        for lam in lams:
+            rs = [r for r in records if r["method"] == method and float(r.get("lam_setting", 0.0)) == float(lam)]
+            if rs:
+                rows.append((method, lam if len(lams) > 1 else None, rs))
+    return rows
+
+
+def _regularizer_lines(config: Any) -> list[str]:
+    """The regulariser's settings, for the table's preamble."""
+    parts = [f"data term `{config.fit_options.get('data_term', 'mse')}`", f"target `{config.seg_target}`"]
+    if config.ensemble:
+        parts.append(f"ensemble of {1 + len(config.ensemble)} loss networks ({', '.join(f'`{e}`' for e in config.ensemble)} added)")
+    if config.seg_perturb:
+        parts.append(f"Dice term averaged over {config.seg_perturb} input perturbations per step")
+    return ["Regulariser: " + ", ".join(parts) + ".", ""]
+
+
 def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[str, Any] | None = None) -> str:
     """Markdown table: mean ± standard deviation of PSNR, SSIM, MS-SSIM, the ROI figures and Dice per method and rate.
 
@@ -60,7 +87,7 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
         "# Benchmark",
         "",
         f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; fitting (preset `{config.preset}`): "
-        f"{_describe_fits(config)}; SINCO lambda {config.lam:g} "
+        f"{_describe_fits(config)}; SINCO lambda {', '.join(f'{v:g}' for v in config.lam_values)} "
         f"(regulariser every {config.reg_every} step(s)), seed {config.seed}; segmentation model "
         + (f"`{config.seg_model}`." if config.seg_model is not None else "none (no Dice)."),
         "",
@@ -71,8 +98,10 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
         + ": the MSE over its pixels, and the mean of the SSIM map over its pixels. MS-SSIM is MONAI's (5 scales from "
         "176 x 176 pixels, fewer on smaller slices).",
         "",
+        *(_regularizer_lines(config) if config.seg_model is not None else []),
     ]
     with_dice = config.seg_model is not None
+    judge = config.eval_seg_model
     by_rate: dict[float, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         by_rate[float(r["target_bpp"])][r["method"]].append(r)
@@ -80,17 +109,18 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
         rows = by_rate[bpp]
         lines += [f"## Target {bpp:g} bpp", ""]
         header = ["method", "n", "bpp (file)", "bpp (params)", "PSNR (dB)", "paper PSNR", "SSIM", "paper SSIM", "MS-SSIM",
-                  "PSNR ROI (dB)", "SSIM ROI"] + (["Dice", "paper Dice"] if with_dice else [])  # fmt: skip
+                  "PSNR ROI (dB)", "SSIM ROI"] + (["Dice (loss network)", "Dice (independent)", "paper Dice"] if with_dice else [])  # fmt: skip
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         if with_dice:
             reference = {r["image_id"]: r.get("dice_reference") for rs in rows.values() for r in rs}
-            cells = ["uncompressed (reference)", str(len(reference))] + ["-"] * 9 + [_stat(list(reference.values()), 3), ""]
+            judged = {r["image_id"]: r["dice_eval_reference"] for rs in rows.values() for r in rs if "dice_eval_reference" in r}
+            cells = (["uncompressed (reference)", str(len(reference))] + ["-"] * 9
+                     + [_stat(list(reference.values()), 3), _stat(list(judged.values()), 3) if judge else "no judge", ""])  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
-        for method in [m for m in config.methods if m in rows]:
-            rs = rows[method]
-            paper = PAPER_TABLE_1.get(method) if math.isclose(bpp, 1.2) else None
+        for method, lam, rs in _rows(config, [r for group in rows.values() for r in group]):
+            paper = PAPER_TABLE_1.get(method) if math.isclose(bpp, 1.2) and lam is None else None
             over = sum(1 for r in rs if r.get("within_budget") is False)
-            label = method_label(method) + (f" ({over} over budget)" if over else "")
+            label = _label(method, lam) + (f" ({over} over budget)" if over else "")
             params = [r["bpp_params"] for r in rs if r["bpp_params"] is not None]
             paper_cells = [f"{v:g}" for v in paper] if paper else ["", "", ""]
             cells = [
@@ -98,7 +128,8 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
                 _stat([r["psnr"] for r in rs], 2), paper_cells[0], _stat([r["ssim"] for r in rs], 3), paper_cells[1],
                 _stat([r.get("ms_ssim") for r in rs], 3), _stat([r.get("psnr_roi") for r in rs], 2),
                 _stat([r.get("ssim_roi") for r in rs], 3),
-            ] + ([_stat([r.get("dice") for r in rs], 3), paper_cells[2]] if with_dice else [])  # fmt: skip
+            ] + ([_stat([r.get("dice") for r in rs], 3), _stat([r.get("dice_eval") for r in rs], 3) if judge else "no judge",
+                  paper_cells[2]] if with_dice else [])  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
@@ -111,6 +142,18 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
 
         bjontegaard = bjontegaard_section(records, config)
     lines += _bjontegaard_lines(bjontegaard)
+    if with_dice:
+        lines += [
+            "`Dice (loss network)` is measured by the network the SINCO regulariser optimised against, which an adversarial "
+            "reconstruction can fool; " + (f"`Dice (independent)` by the judge `{judge}`, a network the fit never used: "
+            "conclusions rest on it." if judge else "no independent judge was given (`--eval-seg-model`), so no Dice here "
+            "is independent of the loss."),
+            "",
+        ]  # fmt: skip
+    if len(config.lam_values) > 1:
+        from sinco.eval.frontier import paired_table
+
+        lines.append(paired_table(records, config=config))
     return "\n".join(lines)
 
 
@@ -207,8 +250,10 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
     bpp = float(config.bpps[0])
     order = list(dict.fromkeys(r["image_id"] for r in records))
     for image_id in order[:max_images]:
-        rs = {r["method"]: r for r in records if r["image_id"] == image_id and float(r["target_bpp"]) == bpp}
-        methods = [m for m in config.methods if m in rs]
+        mine = [r for r in records if r["image_id"] == image_id and float(r["target_bpp"]) == bpp]
+        # One column per method, and per lambda in a sweep: the labels are the keys.
+        rs = {_label(method, lam): group[0] for method, lam, group in _rows(config, mine)}
+        methods = list(rs)
         if not methods:
             continue
         image, mask = _load_reference(config, rs[methods[0]])
@@ -221,7 +266,7 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
         for j, col in enumerate(columns):
             shown = image if col == "ground truth" else recons[col]
             axes[0, j].imshow(shown, cmap="gray", vmin=0, vmax=1)
-            title = "ground truth" if col == "ground truth" else method_label(col)
+            title = col
             axes[0, j].set_title(title, fontsize=9)
             if col == "ground truth":
                 text = f"Dice {rs[methods[0]]['dice_reference']:.3f}" if with_seg else ""
@@ -252,7 +297,7 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
         fig, axes = plt.subplots(1, len(methods), figsize=(2.4 * len(methods) + 0.6, 2.8), squeeze=False)
         for j, m in enumerate(methods):
             im = axes[0, j].imshow(errors[m], cmap="magma", vmin=0, vmax=top)
-            axes[0, j].set_title(f"{method_label(m)}\nmean |err| {errors[m].mean():.4f}", fontsize=8)
+            axes[0, j].set_title(f"{m}\nmean |err| {errors[m].mean():.4f}", fontsize=8)
             axes[0, j].set_axis_off()
         fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8)
         fig.suptitle(f"{image_id}: absolute error at {bpp:g} bpp (intensities scaled to [0, 1])", fontsize=9)
@@ -264,10 +309,10 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         # More methods than the colour cycle: marker and line style keep every curve apart.
         styles = [(m, s) for s in ("-", "--", ":") for m in "os^vDP*X"]
-        for k, method in enumerate(config.methods):
+        for k, (method, lam, group) in enumerate(_rows(config, records)):
             points = []
             for b in config.bpps:
-                rs = [r for r in records if r["method"] == method and float(r["target_bpp"]) == float(b)]
+                rs = [r for r in group if float(r["target_bpp"]) == float(b)]
                 # A lossless file's PSNR is stored capped at 999 dB: that point would flatten every other curve.
                 if rs and all(r["psnr"] < 999.0 for r in rs):
                     points.append((np.mean([r["bpp_file"] for r in rs]), np.mean([r["psnr"] for r in rs]),
@@ -275,8 +320,8 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
             if points:
                 x, p, d = zip(*sorted(points), strict=True)
                 marker, line = styles[k % len(styles)]
-                axes[0].plot(x, p, marker=marker, linestyle=line, label=method_label(method))
-                axes[1].plot(x, d, marker=marker, linestyle=line, label=method_label(method))
+                axes[0].plot(x, p, marker=marker, linestyle=line, label=_label(method, lam))
+                axes[1].plot(x, d, marker=marker, linestyle=line, label=_label(method, lam))
         axes[0].set(xlabel="bpp (file)", ylabel="PSNR (dB)", title="rate-distortion")
         if with_dice:
             axes[1].set(xlabel="bpp (file)", ylabel="Dice", title="rate-segmentation")

@@ -12,6 +12,8 @@ PAPER_STEPS = 50_000
 # Below this many steps a compile (about 15 s for a SIREN on 2 CPU cores) costs more than it saves.
 COMPILE_MIN_STEPS = 1000
 OPTIMIZERS = ("adam", "adam+lbfgs")
+# The objective's data terms (sinco.fit.losses.data_term); listed here so the config imports no torch.
+DATA_TERMS = ("mse", "sse", "l2")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,10 @@ class FitConfig:
         log_every: steps between progress-bar PSNR updates.
         lam: weight of the structural regulariser (paper: 1); used only with a segmentation model,
             and 0 there means plain fitting.
+        data_term: the objective's data term: ``"mse"`` (mean squared error), ``"sse"`` (sum of
+            squared errors, the squared l2 norm) or ``"l2"`` (the l2 norm); see
+            :func:`sinco.fit.losses.data_term`. It sets the data term's scale against ``lam``; PSNR
+            and the MSE reported are the same whichever is chosen.
         reg_every: apply the regulariser on every ``reg_every``-th step only (1 = every step).
         schedule: learning-rate schedule: ``"constant"`` (the paper's) or ``"cosine"`` (linear warm-up
             over ``warmup`` steps, then a half cosine from ``lr`` down to ``lr * final_lr_ratio``).
@@ -55,6 +61,7 @@ class FitConfig:
     log_every: int = 50
     lam: float = 1.0
     reg_every: int = 1
+    data_term: str = "mse"
     schedule: str = "constant"
     warmup: int = 0
     final_lr_ratio: float = 0.01
@@ -74,6 +81,8 @@ class FitConfig:
             raise InputError(f"--seed {self.seed}: must be an integer in 0..2^63-1")
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise InputError(f"--lam {self.lam}: must be a non-negative number")
+        if self.data_term not in DATA_TERMS:
+            raise InputError(f"--data-term {self.data_term!r}: expected one of {', '.join(DATA_TERMS)}")
         if not isinstance(self.reg_every, int) or self.reg_every < 1:
             raise InputError(f"--reg-every {self.reg_every}: must be a positive integer")
         if self.schedule not in ("constant", "cosine"):

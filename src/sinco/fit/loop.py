@@ -25,6 +25,7 @@ from torch import nn
 
 from sinco.errors import InputError
 from sinco.fit.config import FitConfig
+from sinco.fit.losses import data_term
 from sinco.inr.encodings import make_coordinates
 from sinco.inr.params import flatten_parameters
 
@@ -42,8 +43,8 @@ class FitResult:
     """Outcome of fitting one image.
 
     Args:
-        best_objective: lowest objective seen, ``mse + lam * regulariser`` (``mse`` when unregularised),
-            fp32 weights before quantisation.
+        best_objective: lowest objective seen, ``data term + lam * regulariser`` (the data term,
+            ``config.data_term``, when unregularised), fp32 weights before quantisation.
         best_mse: the MSE of that state (of its fp16-rounded weights after a quantisation tail).
         best_step: number of Adam updates applied to that state.
         steps: Adam steps run.
@@ -236,13 +237,18 @@ class StackedFit:
                 self.flat[index] = flatten_parameters(model).to(self.device)
 
     def objective(self, *, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-slice objective and MSE, both ``(S,)``; ``full`` adds the regulariser."""
+        """Per-slice objective and MSE, both ``(S,)``; ``full`` adds the regulariser.
+
+        The objective's data term is ``config.data_term`` (:func:`~sinco.fit.losses.data_term`); the
+        MSE is returned beside it for PSNR and the best-state record.
+        """
         pred = self.reconstruct()
         mse = (pred - self.targets).square().mean(dim=(1, 2))
+        data = mse if self.config.data_term == "mse" else data_term(pred, self.targets, kind=self.config.data_term)
         if full and self.regularised:
             reg = self.regularizer(pred.reshape(self.n_slices, 1, self.height, self.width))
-            return mse + self.lam * reg, mse
-        return mse, mse
+            return data + self.lam * reg, mse
+        return data, mse
 
     def step(self, step: int) -> None:
         """Adam step ``step`` (0-based) on every slice, with best-state and divergence bookkeeping.
