@@ -69,7 +69,7 @@ def _run_in_process(inputs: list[str], out: Path, client, *extra: str) -> tuple[
     from sinco.eval.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
 
     args = build_parser().parse_args(["compress-batch", *inputs, "--out", str(out), *extra])
-    fit = get_family(args.arch).fit_config(args.preset, {"steps": args.steps, "seed": args.seed, "lam": args.lam})
+    fit = get_family(args.arch).fit_config(args.preset, {"steps": args.steps, "seed": args.seed, "lam": float(args.lam)})
     config = BatchConfig(codec=CodecConfig(arch=args.arch, bpp=args.bpp), fit=fit, slices=args.slices, axis=args.axis,
                          device="cpu", seg_model=args.seg_model, mask_glob=args.mask_glob)  # fmt: skip
     plans = plan_batch(inputs, config=config, out_dir=out, force=False)

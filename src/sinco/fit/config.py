@@ -79,7 +79,7 @@ class FitConfig:
             raise InputError(f"--lr {self.lr}: must be a positive number")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise InputError(f"--seed {self.seed}: must be an integer in 0..2^63-1")
-        if not (math.isfinite(self.lam) and self.lam >= 0):
+        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
             raise InputError(f"--lam {self.lam}: must be a non-negative number")
         if self.data_term not in DATA_TERMS:
             raise InputError(f"--data-term {self.data_term!r}: expected one of {', '.join(DATA_TERMS)}")
