@@ -166,7 +166,15 @@ def _wait_for_fits(out: Path, n: int, proc: subprocess.Popen, timeout: float = 1
 
 def _start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([*SINCO, "compress-batch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A shell's background jobs ignore SIGINT, and a child inherits that: give it the default, as a terminal would.
+    return subprocess.Popen([*SINCO, "compress-batch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)  # fmt: skip
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.slow

@@ -42,7 +42,9 @@ sys.exit(main(sys.argv[1:]))
 
 def _kill_mid_write(args: list[str], sig: int, *, match: str = "", skip: int = 0) -> subprocess.CompletedProcess:
     script = SLOW_WRITER.replace("MATCH", repr(match)).replace("SKIP", str(skip))
-    proc = subprocess.Popen([sys.executable, "-c", script, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # A shell's background jobs ignore SIGINT, and a child inherits that: give it the default, as a terminal would.
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     lines = []
     while time.monotonic() < deadline:
