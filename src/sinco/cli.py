@@ -50,16 +50,16 @@ def _codec_and_fit(args: argparse.Namespace) -> tuple[Any, Any]:
     return codec, codec.family.fit_config(args.preset, _fit_overrides(args))
 
 
-def _fit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _fit_overrides(args: argparse.Namespace, *, lam_list: bool = False) -> dict[str, Any]:
     """The fitting flags (common and every family's) as given; ``None`` where not given. ``--lam`` is one
-    value here (a list is for the benchmark, which reads it itself)."""
+    value, or with ``lam_list`` (the benchmark, which reads the list itself) left out."""
     from sinco.codec.families import all_families
     from sinco.fit.config import COMMON_FIT_OPTIONS
     from sinco.regularizer_cli import parse_lams
 
     dests = list(COMMON_FIT_OPTIONS) + sorted({o.dest for f in all_families() for o in f.fit_options})
     values = {d: getattr(args, d) for d in dests}
-    values["lam"] = None if args.command == "benchmark" else parse_lams(args.lam, allow_list=False)[0]
+    values["lam"] = None if lam_list else parse_lams(args.lam, allow_list=False)[0]
     return values
 
 
@@ -451,7 +451,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
     from sinco.regularizer_cli import parse_lams
 
-    overrides = _fit_overrides(args)
+    overrides = _fit_overrides(args, lam_list=True)
     lams = parse_lams(args.lam, allow_list=True)
     image_glob, label_glob = _dataset_globs(args)
     cases = args.cases if args.cases is not None else ("val" if args.seg_model is not None else "all")
