@@ -1,0 +1,246 @@
+"""The structural regulariser study (issue 14): every variant against lambda 0, judged independently.
+
+Runs ``sinco benchmark`` once per (variant, dataset, rate), several at a time (``--parallel``), each into
+its own folder under ``--out`` (a rerun resumes: the benchmark keeps finished records), then pools the
+records of all datasets and prints, per variant and rate, the paired difference to the same family at
+lambda 0 over the same slices: the independent judge's Dice, PSNR and the loss network's Dice, with
+the Wilcoxon signed-rank and paired t-test p-values (``sinco.eval.frontier.paired_comparison``).
+
+Usage (from the repository root; the networks are ``sinco train-seg`` checkpoints, see docs/regulariser.md):
+
+    python benchmarks/regulariser_study.py run --lgg ../shared/data/lgg --lgg-cases $TEST \\
+        --brats ../shared/data/brats2013 --brats-case brats_2013_pat0004_1 \\
+        --seg-model lossnet5.pt --second-seg-model lossnet.pt --judge judge.pt \\
+        --device cuda --parallel 8 --out runs/regulariser-study
+    python benchmarks/regulariser_study.py summarise --out runs/regulariser-study
+
+``summarise`` writes ``summary.md`` and ``summary.json`` beside the runs; ``run`` ends with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One regulariser setting: a benchmark method, data term, lambdas and extra benchmark flags."""
+
+    name: str
+    method: str
+    data_term: str
+    lams: str
+    extra: tuple[str, ...] = ()
+    second_network: bool = False  # adds --seg-model SECOND (an ensemble of two loss networks)
+
+
+# In priority order: the runner starts them in this order, so a cut-short run has the first ones.
+VARIANTS: tuple[Variant, ...] = (
+    Variant("siren-sse", "sinco-siren", "sse", "0,1,10,100,1000"),
+    Variant("siren-mse", "sinco-siren", "mse", "1"),
+    Variant("siren-l2", "sinco-siren", "l2", "1"),
+    Variant("inr-sse", "sinco-inr", "sse", "0,1,100"),
+    Variant("siren-self", "sinco-siren", "sse", "1,100", ("--seg-target", "self")),
+    Variant("siren-perturb", "sinco-siren", "sse", "1,100", ("--seg-perturb", "4")),
+    Variant("siren-ensemble", "sinco-siren", "sse", "1,100", second_network=True),
+    Variant("inr-l2", "sinco-inr", "l2", "1"),
+)
+# The lambda-0 run each family's variants are paired with.
+BASELINES = {"sinco-siren": "siren-sse", "sinco-inr": "inr-sse"}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything a study run depends on (saved as ``study.json`` beside the runs)."""
+
+    lgg: str
+    lgg_cases: str
+    lgg_images: int
+    brats: str
+    brats_case: str
+    brats_images: int
+    seg_model: str
+    second_seg_model: str
+    judge: str
+    bpps: tuple[float, ...]
+    preset: str
+    seed: int
+    device: str
+    parallel: int
+    variants: tuple[str, ...] = field(default_factory=lambda: tuple(v.name for v in VARIANTS))
+    extra: tuple[str, ...] = ()
+
+
+def datasets(config: StudyConfig) -> dict[str, list[str]]:
+    """Benchmark arguments selecting each dataset's held-out tumour slices."""
+    return {
+        "lgg": ["--data", config.lgg, "--image-glob", "flair.nii.gz", "--label-glob", "mask.nii.gz",
+                "--cases", config.lgg_cases, "--images", str(config.lgg_images), "--batch-slices", str(config.lgg_images)],
+        "brats": ["--data", config.brats, "--cases", config.brats_case, "--images", str(config.brats_images),
+                  "--batch-slices", str(config.brats_images)],
+    }  # fmt: skip
+
+
+def command(config: StudyConfig, variant: Variant, dataset: list[str], bpp: float, out: Path) -> list[str]:
+    """The ``sinco benchmark`` command line of one (variant, dataset, rate)."""
+    networks = ["--seg-model", config.seg_model] + (["--seg-model", config.second_seg_model] if variant.second_network else [])
+    return [sys.executable, "-m", "sinco", "benchmark", *dataset, *networks, "--eval-seg-model", config.judge,
+            "--methods", variant.method, "--bpp", f"{bpp:g}", "--preset", config.preset, "--seed", str(config.seed),
+            "--lam", variant.lams, "--data-term", variant.data_term, *variant.extra, *config.extra,
+            "--device", config.device, "--quiet", "--out", str(out)]  # fmt: skip
+
+
+def run_one(cmd: list[str], out: Path) -> tuple[str, int, float]:
+    """Run one benchmark, its output in ``out.log``; returns (folder name, exit status, seconds)."""
+    start = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{out}.log", "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        status = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    print(f"{out.name}: exit {status}, {seconds:.0f} s", flush=True)
+    return out.name, status, seconds
+
+
+def run_study(config: StudyConfig, root: Path) -> None:
+    """Run every (variant, rate, dataset), ``config.parallel`` at a time, in :data:`VARIANTS` order."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "study.json").write_text(json.dumps(asdict(config), indent=2))
+    chosen = [v for v in VARIANTS if v.name in config.variants]
+    jobs = [(command(config, v, args, bpp, root / f"{v.name}-{name}-{bpp:g}"), root / f"{v.name}-{name}-{bpp:g}")
+            for v in chosen for bpp in config.bpps for name, args in datasets(config).items()]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=config.parallel) as pool:
+        list(pool.map(lambda job: run_one(*job), jobs))
+
+
+def load_records(root: Path) -> list[dict[str, Any]]:
+    """Every record of every run under ``root``, its method renamed to the variant (``siren-sse``, ...)."""
+    records = []
+    for results in sorted(root.glob("*/results.json")):
+        variant = next(v for v in VARIANTS if results.parent.name.startswith(v.name + "-"))
+        dataset = results.parent.name[len(variant.name) + 1 :].rsplit("-", 1)[0]
+        for record in json.loads(results.read_text())["records"]:
+            records.append({**record, "family": record["method"], "method": variant.name, "dataset": dataset,
+                            "image_id": f"{dataset}/{record['image_id']}"})  # fmt: skip
+    return records
+
+
+def summarise(root: Path) -> str:
+    """Markdown table of every variant against its family's lambda 0, pooled over datasets; writes summary files."""
+    from sinco.errors import InputError
+    from sinco.eval.frontier import paired_comparison
+
+    records = load_records(root)
+    rows, table = [], []
+    settings = sorted({(r["method"], r["family"], float(r["target_bpp"]), float(r["lam_setting"])) for r in records},
+                      key=lambda s: (s[2], s[1], [v.name for v in VARIANTS].index(s[0]), s[3]))  # fmt: skip
+    for name, family, bpp, lam in settings:
+        base = (BASELINES[family], 0.0)
+        if (name, lam) == base:
+            continue
+        try:
+            diffs = {m: paired_comparison(records, method=name, bpp=bpp, lam=lam, baseline=base, metric=m)
+                     for m in ("dice_eval", "psnr", "dice")}  # fmt: skip
+        except InputError:
+            continue
+        mean_psnr = _mean(records, name, bpp, lam, "psnr")
+        rows.append({"variant": name, "family": family, "bpp": bpp, "lam": lam, "psnr": mean_psnr, **{f"d_{m}": d for m, d in diffs.items()}})
+        de, dp, dl = diffs["dice_eval"], diffs["psnr"], diffs["dice"]
+        table.append(f"| {name} | {bpp:g} | {lam:g} | {de['n']} | {mean_psnr:.2f} | {dp['mean']:+.2f} ± {dp['std']:.2f} | "
+                     f"{de['mean']:+.4f} ± {de['std']:.4f} | {de['p_wilcoxon']:.3g} | {de['p_ttest']:.3g} | "
+                     f"{dl['mean']:+.4f} ± {dl['std']:.4f} |")  # fmt: skip
+    header = [
+        "| variant | bpp | lambda | slices | PSNR (dB) | PSNR vs lambda 0 (dB) | Dice (independent) vs lambda 0 | p Wilcoxon | p t-test | Dice (loss network) vs lambda 0 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    text = "\n".join([_baseline_lines(records), "", *header, *table]) + "\n"
+    (root / "summary.md").write_text(text)
+    (root / "summary.json").write_text(json.dumps({"rows": rows, "baselines": _baselines(records)}, indent=2, allow_nan=True))
+    return text
+
+
+def _mean(records: list[dict[str, Any]], name: str, bpp: float, lam: float, key: str) -> float:
+    values = [float(r[key]) for r in records if r["method"] == name and float(r["target_bpp"]) == bpp and float(r["lam_setting"]) == lam]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _baselines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lambda 0 of each family and rate: mean PSNR, the judge's Dice of the fit and of the uncompressed slice."""
+    out = []
+    for family, name in BASELINES.items():
+        for bpp in sorted({float(r["target_bpp"]) for r in records}):
+            chosen = [r for r in records if r["method"] == name and float(r["target_bpp"]) == bpp and float(r["lam_setting"]) == 0.0]
+            if chosen:
+                n = len(chosen)
+                out.append({"family": family, "bpp": bpp, "slices": n, "file_bpp": sum(r["bpp_file"] for r in chosen) / n,
+                            "psnr": sum(r["psnr"] for r in chosen) / n,
+                            "dice_eval": sum(r["dice_eval"] for r in chosen) / n,
+                            "dice_eval_uncompressed": sum(r["dice_eval_reference"] for r in chosen) / n,
+                            "dice": sum(r["dice"] for r in chosen) / n, "dice_uncompressed": sum(r["dice_reference"] for r in chosen) / n,
+                            "datasets": {d: sum(r["dataset"] == d for r in chosen) for d in sorted({r["dataset"] for r in chosen})}})  # fmt: skip
+    return out
+
+
+def _baseline_lines(records: list[dict[str, Any]]) -> str:
+    lines = ["| lambda 0 of | bpp | slices | file bpp | PSNR (dB) | Dice (independent) | its uncompressed | Dice (loss network) | its uncompressed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for b in _baselines(records):
+        lines.append(f"| {b['family']} | {b['bpp']:g} | {b['slices']} ({', '.join(f'{k} {v}' for k, v in b['datasets'].items())}) | "
+                     f"{b['file_bpp']:.3f} | {b['psnr']:.2f} | {b['dice_eval']:.4f} | {b['dice_eval_uncompressed']:.4f} | "
+                     f"{b['dice']:.4f} | {b['dice_uncompressed']:.4f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the benchmarks, then summarise")
+    run.add_argument("--lgg", required=True)
+    run.add_argument("--lgg-cases", required=True, help="held-out LGG patients, comma-separated")
+    run.add_argument("--lgg-images", type=int, default=16)
+    run.add_argument("--brats", required=True)
+    run.add_argument("--brats-case", required=True)
+    run.add_argument("--brats-images", type=int, default=6)
+    run.add_argument("--seg-model", required=True, help="the loss network")
+    run.add_argument("--second-seg-model", required=True, help="the ensemble's second loss network")
+    run.add_argument("--judge", required=True, help="the independent judge")
+    run.add_argument("--bpp", default="1.2,0.2")
+    run.add_argument("--preset", default="fast")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto")
+    run.add_argument("--parallel", type=int, default=1, help="benchmarks run at a time")
+    run.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
+    run.add_argument("--extra", default="", help="more benchmark flags, space-separated (e.g. '--steps 20' for a dry run)")
+    run.add_argument("--out", required=True)
+    summary = sub.add_parser("summarise", help="pool the finished records and print the paired table")
+    summary.add_argument("--out", required=True)
+    args = parser.parse_args()
+    root = Path(args.out)
+    if args.command == "run":
+        unknown = set(args.variants.split(",")) - {v.name for v in VARIANTS}
+        if unknown:
+            parser.error(f"--variants: unknown {', '.join(sorted(unknown))}")
+        config = StudyConfig(lgg=args.lgg, lgg_cases=args.lgg_cases, lgg_images=args.lgg_images, brats=args.brats,
+                             brats_case=args.brats_case, brats_images=args.brats_images, seg_model=args.seg_model,
+                             second_seg_model=args.second_seg_model, judge=args.judge,
+                             bpps=tuple(float(b) for b in args.bpp.split(",")), preset=args.preset, seed=args.seed,
+                             device=args.device, parallel=args.parallel, variants=tuple(args.variants.split(",")),
+                             extra=tuple(args.extra.split()))  # fmt: skip
+        os.environ.setdefault("PYTHONUNBUFFERED", "1")
+        run_study(config, root)
+    print(summarise(root))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The CUDA path: fits on the GPU, files decoded on the CPU (skipped on machines without CUDA, CI among them).
+
+Run on a GPU machine with ``python -m pytest tests/test_cuda.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sinco.codec.config import CodecConfig
+from sinco.codec.files import decode_file
+from sinco.pipeline import compress_images, measure
+from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+CUDA = torch.device("cuda")
+SIZE = 48
+
+
+def _images(n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from conftest import make_phantom
+
+    base = make_phantom(SIZE, SIZE)
+    images = [((base + 10 * k) / (base.max() + 10 * k)).astype(np.float32) for k in range(n)]
+    masks = [(im > 0.7).astype(np.uint8) for im in images]
+    return images, masks
+
+
+def _loss_network() -> SegModel:
+    torch.manual_seed(0)
+    config = UNetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+    return SegModel(net=freeze(build_unet(config)), config=config)
+
+
+def _codec(arch: str) -> CodecConfig:
+    return CodecConfig(arch=arch, bpp=4.0, options={} if arch == "grid" else {"depth": 3})
+
+
+def _fit(codec: CodecConfig, **overrides: float) -> object:
+    """A short fit: the grid's fast preset at a fixed lambda_rd (no rate search), the MLPs' Adam-only paper preset."""
+    if codec.arch == "grid":
+        return codec.family.fit_config("fast", {"lambda_rd": 1e-3, **overrides})
+    return codec.family.fit_config("paper", overrides)
+
+
+@pytest.mark.parametrize("arch", ["siren", "pe-mlp", "grid"])
+def test_a_gpu_fit_decodes_on_the_cpu_to_what_its_metrics_measured(arch):
+    images, _ = _images(2)
+    codec = _codec(arch)
+    fit = _fit(codec, steps=400, seed=0)
+    results = compress_images(images, ranges=[(0.0, 1.0)] * 2, codec=codec, fit=fit, device=CUDA)
+    for image, result in zip(images, results, strict=True):
+        _, decoded = decode_file(result.data)
+        assert np.array_equal(decoded, result.reconstruction)
+        assert measure(decoded, target=image, file_bytes=len(result.data))["psnr"] == pytest.approx(result.metrics["psnr"])
+        flat = np.full_like(image, image.mean())
+        assert result.metrics["psnr"] > measure(flat, target=image, file_bytes=1)["psnr"] + 3  # it learnt the image
+
+
+@pytest.mark.parametrize("arch", ["siren", "grid"])
+def test_the_regulariser_on_the_gpu_changes_the_fit_and_leaves_the_unet_frozen(arch):
+    images, masks = _images(1)
+    seg = _loss_network()
+    before = {k: v.clone() for k, v in seg.net.state_dict().items()}
+    codec = _codec(arch)
+    common = dict(ranges=[(0.0, 1.0)], codec=codec, device=CUDA, seg_model=seg, masks=masks)
+    plain = compress_images(images, fit=_fit(codec, steps=40, seed=0, lam=0.0), **common)[0]
+    regularised = compress_images(images, fit=_fit(codec, steps=40, seed=0, lam=5.0), **common)[0]
+    assert plain.data != regularised.data
+    assert 0 <= regularised.metrics["dice"] <= 1
+    assert all(torch.equal(before[k], v.cpu()) for k, v in seg.net.state_dict().items())
+
+
+def test_the_same_gpu_fit_twice_gives_the_same_file():
+    images, _ = _images(2)
+    codec = _codec("siren")
+    fit = _fit(codec, steps=60, seed=3)
+    first = compress_images(images, ranges=[(0.0, 1.0)] * 2, codec=codec, fit=fit, device=CUDA)
+    second = compress_images(images, ranges=[(0.0, 1.0)] * 2, codec=codec, fit=fit, device=CUDA)
+    assert [r.data for r in first] == [r.data for r in second]
