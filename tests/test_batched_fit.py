@@ -106,6 +106,10 @@ def test_lbfgs_phase_counts_evaluations_keeps_the_best_and_batches_like_separate
         assert mse == pytest.approx(alone.best_mse, rel=1e-4)  # the network is left in the reported best state
         plain = fit_inr(_fresh(spec, 1)[0], target=images[k], config=adam, device=CPU, progress=False)
         assert alone.best_mse < plain.best_mse  # 12 L-BFGS evaluations beat 12 more Adam steps here
+        assert set(plain.phase_seconds) == {"adam"}
+    # Each phase that ran is timed, for the whole batch.
+    assert set(results[0].phase_seconds) == {"adam", "lbfgs"} and results[0].phase_seconds == results[1].phase_seconds
+    assert all(t >= 0 for t in results[0].phase_seconds.values()) and sum(results[0].phase_seconds.values()) <= results[0].seconds
 
 
 def test_lbfgs_options_are_checked():

@@ -179,6 +179,32 @@ def test_compress_cli_self_target_with_judge_reports_dice_eval(nifti_volume, tmp
     assert sidecar["eval_seg_model"]["path"] == str(b)
 
 
+def test_regularised_fits_default_to_the_sum_of_squared_errors(nifti_volume, tmp_path, capsys):
+    """The SINCO methods and compress --seg-model use sse unless told otherwise; plain fits keep mse."""
+    methods = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "sinco-grid")
+    config = BenchmarkConfig(data=str(tmp_path), seg_model="unused.pt", methods=methods)
+    terms = {m: getattr(config.fit_config(m), "data_term", None) for m in methods}
+    assert terms == {"coin": "mse", "vanilla-inr": "mse", "sinco-siren": "sse", "sinco-inr": "sse", "sinco-grid": None}
+    explicit = BenchmarkConfig(data=str(tmp_path), seg_model="unused.pt", methods=methods, fit_options={"data_term": "l2"})
+    assert explicit.fit_config("sinco-siren").data_term == "l2" and explicit.fit_config("coin").data_term == "l2"
+    from sinco.eval.report import _regularizer_lines
+
+    assert "data term `sse`" in _regularizer_lines(config)[0] and "data term `l2`" in _regularizer_lines(explicit)[0]
+
+    ckpt = _checkpoint(tmp_path / "a.pt", seed=0)
+    mask = tmp_path / "mask.nii.gz"
+    import nibabel as nib
+
+    volume = nib.load(str(nifti_volume))
+    nib.save(nib.Nifti1Image((np.asarray(volume.dataobj) > 120).astype(np.uint8), volume.affine), str(mask))
+    base = ["compress", str(nifti_volume), "--slice", "2", "--steps", "2", "--bpp", "6", "--depth", "2", "--quiet"]
+    for extra, expected in ((["--seg-model", str(ckpt), "--mask", str(mask)], "sse"), ([], "mse"),
+                            (["--seg-model", str(ckpt), "--mask", str(mask), "--data-term", "mse"], "mse")):  # fmt: skip
+        out = tmp_path / f"{expected}-{len(extra)}.sinco"
+        assert main(base + ["-o", str(out)] + extra) == 0, capsys.readouterr().err
+        assert json.loads(out.with_name(out.name + ".json").read_text())["fit"]["data_term"] == expected
+
+
 def test_benchmark_lambda_sweep_records_frontier_and_paired_table(benchmark_dataset, tmp_path):
     root, ckpt = benchmark_dataset
     judge = _checkpoint(tmp_path / "judge.pt", seed=3)

@@ -57,7 +57,7 @@ class CompressResult:
             "seconds": self.seconds, "arch": get_family(self.file.family).describe(self.file.spec),
             "shape": [self.file.height, self.file.width], "best_step": fit.best_step, "steps": fit.steps,
             "evaluations": fit.evaluations, "divergences": fit.divergences, "lr_final": fit.lr_final, "compiled": fit.compiled,
-            "lam": fit.lam, "reg_every": fit.reg_every,
+            "lam": fit.lam, "reg_every": fit.reg_every, "phase_seconds": fit.phase_seconds,
         }  # fmt: skip
         return report
 

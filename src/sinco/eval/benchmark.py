@@ -183,13 +183,17 @@ class BenchmarkConfig:
 
     def fit_config(self, method: str, *, lam: float | None = None) -> Any:
         """The fitting configuration of a codec method (its family's preset, the overrides, ``lam`` (default:
-        :attr:`lam`) for a regularised method, 0 for the others)."""
+        :attr:`lam`) for a regularised method, 0 for the others; a regularised method's data term defaults to
+        :data:`~sinco.fit.config.REGULARISED_DATA_TERM`)."""
+        from sinco.fit.config import with_regularised_data_term
+
         family, info = codec_methods()[method]
         preset = self.preset if self.preset in family.presets else family.default_preset
         accepted = {o.dest for o in family.fit_options}
         overrides = {k: v for k, v in self.fit_options.items() if k in accepted}
         weight = (self.lam if lam is None else lam) if info.regularised else 0.0
         overrides.update(steps=self.steps, lr=self.lr, seed=self.seed, lam=weight, reg_every=self.reg_every)
+        overrides = with_regularised_data_term(overrides, regularised=info.regularised, accepted=accepted)
         return family.fit_config(preset, overrides)
 
     def codec_config(self, method: str, *, bpp: float) -> Any:
@@ -458,7 +462,7 @@ def _run_codec_method(run: _Run, method: str, bpp: float, lam: float, *, device:
                                 encode_seconds=result.seconds, decode_seconds=decode_seconds,
                                 arch=codec.family.describe(result.file.spec), n_params=m.get("n_params"), lam=report.lam, reg_every=report.reg_every,
                                 best_step=report.best_step, divergences=report.divergences, batch_slices=report.batch,
-                                evaluations=report.evaluations)  # fmt: skip
+                                evaluations=report.evaluations, phase_seconds=report.phase_seconds)  # fmt: skip
             run.store(record, result.data, ".sinco")
 
 

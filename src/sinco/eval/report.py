@@ -57,9 +57,19 @@ def _rows(config: Any, records: list[dict[str, Any]]) -> list[tuple[str, float |
     return rows
 
 
+def _regularised_data_terms(config: Any) -> str:
+    """The data terms the regularised methods were fitted with (as their fitting configurations resolved them), e.g. ``sse``."""
+    from sinco.eval.benchmark import codec_methods
+
+    methods = codec_methods()
+    terms = {getattr(config.fit_config(m), "data_term", None) for m in config.methods if m in methods and methods[m][1].regularised}
+    return ", ".join(sorted(t for t in terms if t))
+
+
 def _regularizer_lines(config: Any) -> list[str]:
     """The regulariser's settings, for the table's preamble."""
-    parts = [f"data term `{config.fit_options.get('data_term', 'mse')}`", f"target `{config.seg_target}`"]
+    terms = _regularised_data_terms(config)
+    parts = ([f"data term `{terms}`"] if terms else []) + [f"target `{config.seg_target}`"]
     if config.ensemble:
         parts.append(f"ensemble of {1 + len(config.ensemble)} loss networks ({', '.join(f'`{e}`' for e in config.ensemble)} added)")
     if config.seg_perturb:

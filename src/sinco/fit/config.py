@@ -14,6 +14,28 @@ COMPILE_MIN_STEPS = 1000
 OPTIMIZERS = ("adam", "adam+lbfgs")
 # The objective's data terms (sinco.fit.losses.data_term); listed here so the config imports no torch.
 DATA_TERMS = ("mse", "sse", "l2")
+# The data term of a regularised fit (the SINCO methods, compress with --seg-model) when none is given:
+# the paper's ||x_hat - x||^2 read literally, the sum of squared errors. With the mean (mse), lambda = 1
+# lets the Dice term dominate and the fit makes adversarial images (14-22 dB); sse and l2 keep the image
+# (docs/regulariser.md), and sse's weight against the Dice term does not change as the fit improves.
+REGULARISED_DATA_TERM = "sse"
+
+
+def with_regularised_data_term(overrides: dict[str, Any], *, regularised: bool, accepted: set[str] | frozenset[str]) -> dict[str, Any]:
+    """``overrides`` with ``data_term`` set to :data:`REGULARISED_DATA_TERM` for a regularised fit that names none.
+
+    Args:
+        overrides: fitting options as given (``None``: not given).
+        regularised: whether the fit has the structural regulariser.
+        accepted: the fitting options the codec family reads (a family without ``data_term`` is left alone).
+
+    Returns:
+        A new dict.
+    """
+    out = dict(overrides)
+    if regularised and "data_term" in accepted and out.get("data_term") is None:
+        out["data_term"] = REGULARISED_DATA_TERM
+    return out
 
 
 @dataclass(frozen=True)

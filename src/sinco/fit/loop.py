@@ -56,6 +56,8 @@ class FitResult:
         compiled: whether the steps ran through ``torch.compile``.
         batch: number of images fitted together in this loop.
         evaluations: gradient evaluations actually run (``steps``, or fewer when L-BFGS converged).
+        phase_seconds: wall-clock seconds of each phase that ran (``adam``, ``lbfgs``, ``tail``), of the
+            whole batch; the L-BFGS phase fits a batch's slices one after another.
     """
 
     best_objective: float
@@ -70,6 +72,7 @@ class FitResult:
     compiled: bool = False
     batch: int = 1
     evaluations: int | None = None
+    phase_seconds: dict[str, float] | None = None
 
     @property
     def best_psnr(self) -> float:
@@ -364,19 +367,38 @@ def fit_inr_batch(
 
     fit = new_fit(eager=False)
     bar = _progress_bar(config, desc=desc) if progress else None
+    clock = _PhaseClock(device)
     fit = _adam_phase(fit, restart_eager=lambda: new_fit(eager=True), bar=bar)
+    clock.lap("adam")
     evaluations = [config.adam_steps] * fit.n_slices
     if config.adam_steps < config.main_steps:
         used = _lbfgs_phase(fit, models, targets=targets, regularizer=regularizer, bar=bar)
         evaluations = [e + u for e, u in zip(evaluations, used, strict=True)]
+        clock.lap("lbfgs")
     if config.quantise_tail:
         _quantise_tail(fit)
         evaluations = [e + config.quantise_tail for e in evaluations]
+        clock.lap("tail")
     fit.load_into(models)
     if bar is not None:
         bar.update(config.steps - bar.n)
         bar.close()
-    return _results(fit, evaluations=evaluations, seconds=time.perf_counter() - start)
+    return _results(fit, evaluations=evaluations, seconds=time.perf_counter() - start, phase_seconds=clock.seconds)
+
+
+class _PhaseClock:
+    """Wall-clock seconds per phase; on CUDA it waits for the device at each lap (a few times per fit, not per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds = device, {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[name] = now - self._last
+        self._last = now
 
 
 def _progress_bar(config: FitConfig, *, desc: str) -> Any:
@@ -449,14 +471,14 @@ def _quantise_tail(fit: StackedFit) -> None:
     fit.finish(steps_done=config.steps)
 
 
-def _results(fit: StackedFit, *, evaluations: list[int], seconds: float) -> list[FitResult]:
+def _results(fit: StackedFit, *, evaluations: list[int], seconds: float, phase_seconds: dict[str, float]) -> list[FitResult]:
     config = fit.config
     lr_last = config.lr_at(max(config.steps - 1, 0))
     return [
         FitResult(
             best_objective=obj, best_mse=mse, best_step=int(best), steps=config.steps, lam=lam_i if fit.regularised else 0.0,
             reg_every=fit.reg_every, lr_final=scale * lr_last, divergences=int(div), seconds=seconds, compiled=fit.compiled,
-            batch=fit.n_slices, evaluations=used,
+            batch=fit.n_slices, evaluations=used, phase_seconds=dict(phase_seconds),
         )
         for obj, mse, best, scale, div, lam_i, used in zip(
             fit.best_objective.tolist(), fit.best_mse.tolist(), fit.best_step.tolist(), fit.lr_scale.tolist(),

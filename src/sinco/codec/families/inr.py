@@ -28,7 +28,8 @@ INR_FIT_OPTIONS = (
     FamilyOption("compile", "--compile", str, "torch.compile the fitting step: auto, on or off (default: auto = SIREN fits of 1000+ steps)"),
     FamilyOption("data_term", "--data-term", str,
                  "data term of the objective: mse (mean squared error), sse (sum of squared errors, the squared l2 norm) or "
-                 "l2 (the l2 norm); it sets the data term's scale against --lam (default: mse)", "mse|sse|l2"),
+                 "l2 (the l2 norm); it sets the data term's scale against --lam (default: sse with the regulariser, "
+                 "i.e. --seg-model or a sinco-* method, else mse)", "mse|sse|l2"),
 )
 DEPTH_OPTION = FamilyOption("depth", "--depth", int, "hidden layers of the network (default: 8 for siren, 6 for pe-mlp)", "N")
 
