@@ -125,11 +125,16 @@ def run_study(config: StudyConfig, root: Path) -> None:
 
 
 def load_records(root: Path) -> list[dict[str, Any]]:
-    """Every record of every run under ``root``, its method renamed to the variant (``siren-sse``, ...)."""
+    """Every record of every run under ``root``, its method renamed to the variant (``siren-sse``, ...).
+
+    A run's folder is ``VARIANT-DATASET-BPP``, optionally followed by ``+TAG`` (a further run of the
+    same variant at other lambdas, e.g. ``siren-sse-lgg-0.2+lam10``).
+    """
     records = []
     for results in sorted(root.glob("*/results.json")):
-        variant = next(v for v in VARIANTS if results.parent.name.startswith(v.name + "-"))
-        dataset = results.parent.name[len(variant.name) + 1 :].rsplit("-", 1)[0]
+        name = results.parent.name.split("+", 1)[0]
+        variant = next(v for v in VARIANTS if name.startswith(v.name + "-"))
+        dataset = name[len(variant.name) + 1 :].rsplit("-", 1)[0]
         for record in json.loads(results.read_text())["records"]:
             records.append({**record, "family": record["method"], "method": variant.name, "dataset": dataset,
                             "image_id": f"{dataset}/{record['image_id']}"})  # fmt: skip

@@ -129,3 +129,19 @@ def test_mean_curve_drops_a_rate_where_an_image_is_lossless():
               "b": [(t, r, p) for t, r, p in zip(RATES, RATES, [*PSNRS[:3], LOSSLESS_PSNR], strict=True)]}  # fmt: skip
     assert mean_curve(points, ["a", "b"]) == (RATES[:3], PSNRS[:3])
     assert mean_curve(points, ["a"]) == (RATES, PSNRS)
+
+
+def test_a_lambda_sweep_gets_one_curve_per_lambda():
+    from sinco.eval.benchmark import BenchmarkConfig, bjontegaard_section, method_label
+
+    def swept(lam, shift):
+        return [{**r, "lam_setting": lam} for r in _records("sinco-siren", "a", RATES, [p + shift for p in PSNRS])]
+
+    records = _records("jpeg2000", "a", RATES, PSNRS) + swept(0.0, -1.0) + swept(1.0, -4.0)
+    config = BenchmarkConfig(data=".", seg_model="seg.pt", methods=("sinco-siren", "jpeg2000"), bpps=tuple(RATES), lam=0.0, lams=(0.0, 1.0))
+    out = bjontegaard_section(records, config)
+    assert set(out["methods"]) == {"sinco-siren@0", "sinco-siren@1", "jpeg2000"}
+    assert out["methods"]["sinco-siren@0"]["mean_curve"]["bd_psnr"]["value"] == pytest.approx(-1.0, abs=1e-6)
+    assert out["methods"]["sinco-siren@1"]["mean_curve"]["bd_psnr"]["value"] == pytest.approx(-4.0, abs=1e-6)
+    assert method_label("sinco-siren@1") == "SINCO (SIREN), lambda 1"
+

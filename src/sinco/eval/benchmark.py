@@ -54,6 +54,9 @@ def method_label(method: str) -> str:
     """The name tables and figures show for a method."""
     from sinco.eval.report import CLASSICAL_LABELS
 
+    if "@" in method:  # one lambda of a swept method (see swept_key)
+        base, lam = method.split("@", 1)
+        return f"{method_label(base)}, lambda {lam}"
     known = codec_methods()
     return known[method][1].label if method in known else CLASSICAL_LABELS.get(method, method)
 
@@ -378,7 +381,20 @@ def bjontegaard_section(records: list[dict[str, Any]], config: BenchmarkConfig) 
 
     if len(config.bpps) < 2:
         return None
-    return benchmark_deltas(records, methods=config.methods, anchor=config.anchor)
+    # A method swept over several lambdas has one curve per lambda (``method@lambda``), never one mixing them.
+    swept = {m: config.lams_of(m) for m in config.methods if len(config.lams_of(m)) > 1}
+    if not swept:
+        return benchmark_deltas(records, methods=config.methods, anchor=config.anchor)
+    keyed = [{**r, "method": swept_key(r["method"], float(r.get("lam_setting", 0.0)))} if r["method"] in swept else r for r in records]
+    methods = [k for m in config.methods for k in ([swept_key(m, lam) for lam in swept[m]] if m in swept else [m])]
+    anchor = swept_key(config.anchor, swept[config.anchor][0]) if config.anchor in swept else config.anchor
+    return benchmark_deltas(keyed, methods=methods, anchor=anchor)
+
+
+def swept_key(method: str, lam: float) -> str:
+    """The name of one lambda of a swept method in the Bjontegaard section, e.g. ``sinco-siren@0.1``
+    (:func:`method_label` shows it as "SINCO (SIREN), lambda 0.1")."""
+    return f"{method}@{lam:g}"
 
 
 def _start(config: BenchmarkConfig, *, outdir: Path, progress: bool) -> _Run:
