@@ -11,6 +11,7 @@ Layout (little-endian)::
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -171,6 +172,34 @@ def encode_latents(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: G
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
+@functools.lru_cache(maxsize=8)
+def _decode_plan(shapes: tuple[tuple[int, int], ...], n_context: int) -> tuple[int, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Flat indices of every decoding step (:func:`~sinco.codec.grid.entropy.schedule`) into one buffer holding
+    all padded grids (grid ``l`` as ``(h_l + 2, w_l + 4)``, row-major, then one cell that stays 0).
+
+    Returns:
+        ``(buffer size, contexts, targets)``: per step, the context indices ``(N, n_context + 1)`` (the causal
+        neighbours, then the coarser grid's latent or the zero cell) and the indices ``(N,)`` its latents go to.
+        Computed once per geometry (the slices of a volume share it).
+    """
+    widths = [w + 4 for _, w in shapes]
+    bases = np.cumsum([0] + [(h + 2) * (w + 4) for h, w in shapes])
+    zero_cell = int(bases[-1])
+    offsets = np.array(CONTEXT_OFFSETS[:n_context])
+    contexts, targets = [], []
+    for parts in schedule(list(shapes)):
+        ctx, dst = [], []
+        for level, i, j in parts:
+            rows, cols = i[:, None] + 2 + offsets[:, 0], j[:, None] + 2 + offsets[:, 1]
+            parent = (bases[level + 1] + (i // 2 + 2) * widths[level + 1] + j // 2 + 2 if level + 1 < len(shapes)
+                      else np.full(len(i), zero_cell))  # fmt: skip
+            ctx.append(np.concatenate([bases[level] + rows * widths[level] + cols, parent[:, None]], axis=1))
+            dst.append(bases[level] + (i + 2) * widths[level] + j + 2)
+        contexts.append(np.concatenate(ctx) if len(ctx) > 1 else ctx[0])
+        targets.append(np.concatenate(dst) if len(dst) > 1 else dst[0])
+    return zero_cell + 1, tuple(contexts), tuple(targets)
+
+
 def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
     """Decode the latents step by step (:func:`~sinco.codec.grid.entropy.schedule`); returns them finest first.
 
@@ -183,20 +212,14 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
     table = laplace_table(spec.latent_bound)
     bound, reach = spec.latent_bound, 2 * spec.latent_bound
     family = constriction.stream.model.Categorical(perfect=False)
-    offsets = np.array(CONTEXT_OFFSETS[: spec.arm_context])
     try:
         rc = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
     except Exception as exc:  # constriction raises plain exceptions on malformed input
         raise BitstreamError(f"grid payload: latent stream rejected by the range decoder ({exc})") from None
-    padded = [np.zeros((h + 2, w + 4), np.int64) for h, w in shapes]
-    for parts in schedule(shapes):
-        contexts = []
-        for level, i, j in parts:
-            ctx = np.empty((len(i), len(offsets) + 1), np.int64)
-            ctx[:, :-1] = padded[level][i[:, None] + 2 + offsets[:, 0], j[:, None] + 2 + offsets[:, 1]]
-            ctx[:, -1] = padded[level + 1][i // 2 + 2, j // 2 + 2] if level + 1 < len(shapes) else 0
-            contexts.append(ctx)
-        m, f, q = _coding_params(np.concatenate(contexts) if len(contexts) > 1 else contexts[0], arm, spec)
+    size, contexts, targets = _decode_plan(tuple(shapes), spec.arm_context)
+    buffer = np.zeros(size, np.int64)
+    for context, target in zip(contexts, targets, strict=True):
+        m, f, q = _coding_params(buffer[context], arm, spec)
         try:
             symbols = rc.decode(family, table[f, q])
         except Exception as exc:
@@ -204,11 +227,11 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
         values = m + symbols.astype(np.int64) - reach
         if np.abs(values).max() > bound:
             raise BitstreamError(f"grid payload: decoded latent outside +-{bound} (corrupted stream)")
-        start = 0
-        for level, i, j in parts:
-            padded[level][i + 2, j + 2] = values[start : start + len(i)]
-            start += len(i)
-    decoded = [p[2:, 2 : w + 2] for p, (h, w) in zip(padded, shapes, strict=True)]
+        buffer[target] = values
+    start, decoded = 0, []
+    for h, w in shapes:
+        decoded.append(buffer[start : start + (h + 2) * (w + 4)].reshape(h + 2, w + 4)[2:, 2 : w + 2])
+        start += (h + 2) * (w + 4)
     return decoded
 
 
