@@ -179,14 +179,36 @@ def add_tumour_psnr(records: list[dict[str, Any]], *, grow: int = 8) -> None:
             record["psnr_tumour_border"] = psnr_in(decoded, image, binary_dilation(mask, iterations=grow))
 
 
+_METRICS = ("dice_eval", "psnr", "dice", "psnr_tumour", "psnr_tumour_border")
+_HEADER = [
+    "| variant | slices | bpp | lambda | PSNR (dB) | PSNR vs lambda 0 (dB) | Dice (independent) vs lambda 0 | p Wilcoxon | p t-test "
+    "| Dice (loss network) vs lambda 0 | PSNR in tumour vs lambda 0 (dB, p Wilcoxon) | PSNR in tumour + 8 px (dB, p) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+]
+
+
 def summarise(root: Path) -> str:
-    """Markdown table of every variant against its family's lambda 0, pooled over datasets; writes summary files."""
+    """Markdown tables of every variant against its family's lambda 0: pooled over datasets, then per dataset;
+    writes ``summary.md`` and ``summary.json``."""
+    records = load_records(root)
+    add_tumour_psnr(records)
+    rows, table = _paired_rows(records, subset="pooled")
+    for dataset in sorted({r["dataset"] for r in records}):
+        more_rows, more_lines = _paired_rows([r for r in records if r["dataset"] == dataset], subset=dataset)
+        rows += more_rows
+        table += more_lines
+    text = "\n".join([_baseline_lines(records), "", *_HEADER, *table]) + "\n"
+    (root / "summary.md").write_text(text)
+    (root / "summary.json").write_text(json.dumps({"rows": rows, "baselines": _baselines(records)}, indent=2, allow_nan=True))
+    return text
+
+
+def _paired_rows(records: list[dict[str, Any]], *, subset: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every (variant, rate, lambda > 0) of ``records`` paired with its family's lambda 0: JSON rows and table lines."""
     from sinco.errors import InputError
     from sinco.eval.frontier import paired_comparison
 
-    records = load_records(root)
-    add_tumour_psnr(records)
-    rows, table = [], []
+    rows, lines = [], []
     settings = sorted({(r["method"], r["family"], float(r["target_bpp"]), float(r["lam_setting"])) for r in records},
                       key=lambda s: (s[2], s[1], [v.name for v in VARIANTS].index(s[0]), s[3]))  # fmt: skip
     for name, family, bpp, lam in settings:
@@ -194,26 +216,18 @@ def summarise(root: Path) -> str:
         if (name, lam) == base:
             continue
         try:
-            diffs = {m: paired_comparison(records, method=name, bpp=bpp, lam=lam, baseline=base, metric=m)
-                     for m in ("dice_eval", "psnr", "dice", "psnr_tumour", "psnr_tumour_border")}  # fmt: skip
+            diffs = {m: paired_comparison(records, method=name, bpp=bpp, lam=lam, baseline=base, metric=m) for m in _METRICS}
         except InputError:
             continue
         mean_psnr = _mean(records, name, bpp, lam, "psnr")
-        rows.append({"variant": name, "family": family, "bpp": bpp, "lam": lam, "psnr": mean_psnr, **{f"d_{m}": d for m, d in diffs.items()}})
-        de, dp, dl, dt, db = (diffs[k] for k in ("dice_eval", "psnr", "dice", "psnr_tumour", "psnr_tumour_border"))
-        table.append(f"| {name} | {bpp:g} | {lam:g} | {de['n']} | {mean_psnr:.2f} | {dp['mean']:+.2f} ± {dp['std']:.2f} | "
+        rows.append({"subset": subset, "variant": name, "family": family, "bpp": bpp, "lam": lam, "psnr": mean_psnr,
+                     **{f"d_{m}": d for m, d in diffs.items()}})  # fmt: skip
+        de, dp, dl, dt, db = (diffs[k] for k in _METRICS)
+        lines.append(f"| {name} | {subset} ({de['n']}) | {bpp:g} | {lam:g} | {mean_psnr:.2f} | {dp['mean']:+.2f} ± {dp['std']:.2f} | "
                      f"{de['mean']:+.4f} ± {de['std']:.4f} | {de['p_wilcoxon']:.3g} | {de['p_ttest']:.3g} | "
                      f"{dl['mean']:+.4f} ± {dl['std']:.4f} | {dt['mean']:+.2f} ± {dt['std']:.2f} ({dt['p_wilcoxon']:.2g}) | "
                      f"{db['mean']:+.2f} ± {db['std']:.2f} ({db['p_wilcoxon']:.2g}) |")  # fmt: skip
-    header = [
-        "| variant | bpp | lambda | slices | PSNR (dB) | PSNR vs lambda 0 (dB) | Dice (independent) vs lambda 0 | p Wilcoxon | p t-test "
-        "| Dice (loss network) vs lambda 0 | PSNR in tumour vs lambda 0 (dB, p Wilcoxon) | PSNR in tumour + 8 px (dB, p) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    text = "\n".join([_baseline_lines(records), "", *header, *table]) + "\n"
-    (root / "summary.md").write_text(text)
-    (root / "summary.json").write_text(json.dumps({"rows": rows, "baselines": _baselines(records)}, indent=2, allow_nan=True))
-    return text
+    return rows, lines
 
 
 def _mean(records: list[dict[str, Any]], name: str, bpp: float, lam: float, key: str) -> float:
