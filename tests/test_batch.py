@@ -63,15 +63,13 @@ def client():
 
 def _run_in_process(inputs: list[str], out: Path, client, *extra: str) -> tuple[int, object]:
     """The command's library path (plan, run) on ``client``."""
-    from sinco.cli import build_parser
-    from sinco.codec.config import CodecConfig
-    from sinco.codec.families import get_family
+    from sinco.cli import _codec_and_fit, build_parser
     from sinco.eval.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
 
     args = build_parser().parse_args(["compress-batch", *inputs, "--out", str(out), *extra])
-    fit = get_family(args.arch).fit_config(args.preset, {"steps": args.steps, "seed": args.seed, "lam": float(args.lam)})
-    config = BatchConfig(codec=CodecConfig(arch=args.arch, bpp=args.bpp), fit=fit, slices=args.slices, axis=args.axis,
-                         device="cpu", seg_model=args.seg_model, mask_glob=args.mask_glob)  # fmt: skip
+    codec, fit = _codec_and_fit(args)  # as the command does (e.g. the regularised default data term)
+    config = BatchConfig(codec=codec, fit=fit, slices=args.slices, axis=args.axis, device="cpu", seg_model=args.seg_model,
+                         mask_glob=args.mask_glob)  # fmt: skip
     plans = plan_batch(inputs, config=config, out_dir=out, force=False)
     result = run_batch(plans, config=config, cluster=ClusterConfig(), out_dir=out, progress=False, client=client)
     return (3 if result.failed else 0), result
