@@ -205,6 +205,23 @@ def test_regularised_fits_default_to_the_sum_of_squared_errors(nifti_volume, tmp
         assert json.loads(out.with_name(out.name + ".json").read_text())["fit"]["data_term"] == expected
 
 
+def test_library_fits_resolve_the_auto_data_term(nets):
+    """compress_images with FitConfig's default data term fits sse with a segmentation network, mse without."""
+    images, masks = _slices(1)
+
+    def file_of(data_term: str | None, seg_model) -> bytes:
+        fit = FitConfig(steps=4, compile="off", **({} if data_term is None else {"data_term": data_term}))
+        return compress_images(list(images), ranges=[(0.0, 1.0)], codec=CodecConfig(bpp=6, options={"depth": 2}), fit=fit,
+                               device=torch.device("cpu"), seg_model=seg_model, masks=None if seg_model is None else list(masks))[0].data  # fmt: skip
+
+    assert FitConfig().data_term == "auto" and FitConfig().resolved(regularised=True).data_term == "sse"
+    regularised = file_of(None, nets[0])
+    assert regularised == file_of("sse", nets[0]) and regularised != file_of("mse", nets[0])
+    assert file_of(None, None) == file_of("mse", None)
+    with pytest.raises(InputError, match="--data-term 'mean'"):
+        FitConfig(data_term="mean")
+
+
 def test_benchmark_lambda_sweep_records_frontier_and_paired_table(benchmark_dataset, tmp_path):
     root, ckpt = benchmark_dataset
     judge = _checkpoint(tmp_path / "judge.pt", seed=3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sinco.errors import InputError
@@ -19,10 +19,29 @@ DATA_TERMS = ("mse", "sse", "l2")
 # lets the Dice term dominate and the fit makes adversarial images (14-22 dB); sse and l2 keep the image
 # (docs/regulariser.md), and sse's weight against the Dice term does not change as the fit improves.
 REGULARISED_DATA_TERM = "sse"
+# FitConfig.data_term's default: REGULARISED_DATA_TERM when the fit has a segmentation network, else mse.
+AUTO_DATA_TERM = "auto"
+
+
+def resolve_data_term(data_term: str | None, *, regularised: bool) -> str:
+    """The data term a fit uses: ``data_term`` itself, or for ``"auto"``/``None`` the rule's choice.
+
+    Args:
+        data_term: ``"mse"``, ``"sse"``, ``"l2"``, ``"auto"`` or ``None`` (not given).
+        regularised: whether the fit has a segmentation network (at any lambda, so a method's
+            lambda-0 baseline uses the same data term as its regularised runs).
+
+    Returns:
+        :data:`REGULARISED_DATA_TERM` for an unnamed term of a regularised fit, ``"mse"`` for an
+        unnamed term of a plain one, otherwise ``data_term``.
+    """
+    if data_term is None or data_term == AUTO_DATA_TERM:
+        return REGULARISED_DATA_TERM if regularised else "mse"
+    return data_term
 
 
 def with_regularised_data_term(overrides: dict[str, Any], *, regularised: bool, accepted: set[str] | frozenset[str]) -> dict[str, Any]:
-    """``overrides`` with ``data_term`` set to :data:`REGULARISED_DATA_TERM` for a regularised fit that names none.
+    """``overrides`` with ``data_term`` resolved by :func:`resolve_data_term`, so saved configurations name it.
 
     Args:
         overrides: fitting options as given (``None``: not given).
@@ -33,8 +52,8 @@ def with_regularised_data_term(overrides: dict[str, Any], *, regularised: bool, 
         A new dict.
     """
     out = dict(overrides)
-    if regularised and "data_term" in accepted and out.get("data_term") is None:
-        out["data_term"] = REGULARISED_DATA_TERM
+    if "data_term" in accepted:
+        out["data_term"] = resolve_data_term(out.get("data_term"), regularised=regularised)
     return out
 
 
@@ -50,9 +69,11 @@ class FitConfig:
         lam: weight of the structural regulariser (paper: 1); used only with a segmentation model,
             and 0 there means plain fitting.
         data_term: the objective's data term: ``"mse"`` (mean squared error), ``"sse"`` (sum of
-            squared errors, the squared l2 norm) or ``"l2"`` (the l2 norm); see
-            :func:`sinco.fit.losses.data_term`. It sets the data term's scale against ``lam``; PSNR
-            and the MSE reported are the same whichever is chosen.
+            squared errors, the squared l2 norm), ``"l2"`` (the l2 norm) or ``"auto"``: ``"sse"``
+            when the fit has a segmentation network, else ``"mse"`` (:func:`resolve_data_term`;
+            :func:`sinco.pipeline.compress_images` resolves it before fitting, so results record
+            the term used); see :func:`sinco.fit.losses.data_term`. It sets the data term's scale
+            against ``lam``; PSNR and the MSE reported are the same whichever is chosen.
         reg_every: apply the regulariser on every ``reg_every``-th step only (1 = every step).
         schedule: learning-rate schedule: ``"constant"`` (the paper's) or ``"cosine"`` (linear warm-up
             over ``warmup`` steps, then a half cosine from ``lr`` down to ``lr * final_lr_ratio``).
@@ -83,7 +104,7 @@ class FitConfig:
     log_every: int = 50
     lam: float = 1.0
     reg_every: int = 1
-    data_term: str = "mse"
+    data_term: str = AUTO_DATA_TERM
     schedule: str = "constant"
     warmup: int = 0
     final_lr_ratio: float = 0.01
@@ -103,7 +124,7 @@ class FitConfig:
             raise InputError(f"--seed {self.seed}: must be an integer in 0..2^63-1")
         if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
             raise InputError(f"--lam {self.lam}: must be a non-negative number")
-        if self.data_term not in DATA_TERMS:
+        if self.data_term not in (*DATA_TERMS, AUTO_DATA_TERM):
             raise InputError(f"--data-term {self.data_term!r}: expected one of {', '.join(DATA_TERMS)}")
         if not isinstance(self.reg_every, int) or self.reg_every < 1:
             raise InputError(f"--reg-every {self.reg_every}: must be a positive integer")
@@ -155,6 +176,10 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy of the fields."""
         return asdict(self)
+
+    def resolved(self, *, regularised: bool) -> FitConfig:
+        """This configuration with ``data_term`` ``"auto"`` replaced by the term the fit uses (:func:`resolve_data_term`)."""
+        return replace(self, data_term=resolve_data_term(self.data_term, regularised=regularised))
 
 
 # Fitting options every codec family takes (the CLI's --steps, --lr, --seed, --lam, --reg-every).

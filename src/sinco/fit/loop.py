@@ -152,7 +152,8 @@ class StackedFit:
         specs = {getattr(m, "spec", None) for m in models}
         if len(specs) != 1:
             raise InputError("models: a batched fit needs networks of one architecture")
-        self.config, self.device = config, device
+        # "auto" names no data term: resolve it here too, for callers that bypass the pipeline.
+        self.config, self.device = config.resolved(regularised=regularizer is not None), device
         self.n_slices, self.height, self.width = targets.shape
         n = self.n_slices
         self.regularizer = regularizer
