@@ -227,3 +227,30 @@ def test_entropy_model_numpy_path_equals_the_torch_fixed_point_network():
     got = _coding_params(contexts, _arm_layers(decoder, spec), spec)
     assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
     assert len(np.unique(got[2])) > 5  # the scales actually vary: the check is not vacuous
+
+
+def test_sse_data_term_divides_the_regulariser_weight_by_the_pixel_count():
+    """--data-term sse on the grid family: lam (1 - Dice) over H W beside MSE + rate, the same fit as mse at lam / (H W)."""
+    from sinco.codec.families.grid import GridFamily, GridFamilyFit
+    from sinco.fit.losses import StructuralRegularizer
+    from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
+
+    torch.manual_seed(0)
+    unet_config = UNetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+    seg = SegModel(net=freeze(build_unet(unet_config)), config=unet_config)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[10:20, 12:22] = 1
+    reg = StructuralRegularizer(seg, mask=mask, device=torch.device("cpu"))
+    grid = GridFitConfig(steps=8, ste_steps=3, lambda_rd=1e-3, seed=0)
+    targets = target_image()[None]
+
+    def payload(data_term: str, lam: float) -> bytes:
+        config = GridFamilyFit(grid=grid, fixed_lambda=True, lam=lam, data_term=data_term)
+        return GridFamily().fit(targets, bpp=2.0, options={}, config=config, device=torch.device("cpu"), regularizer=reg,
+                                lam=torch.tensor([lam]))[0].payload  # fmt: skip
+
+    pixels = SIZE * SIZE
+    assert payload("sse", 3.0 * pixels) == payload("mse", 3.0) != payload("mse", 3.0 * pixels)
+    assert payload("auto", 3.0 * pixels) == payload("sse", 3.0 * pixels)
+    with pytest.raises(InputError, match="--data-term 'l2': --arch grid"):
+        GridFamily().fit_config("fast", {"data_term": "l2"})

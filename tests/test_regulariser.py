@@ -181,12 +181,14 @@ def test_compress_cli_self_target_with_judge_reports_dice_eval(nifti_volume, tmp
 
 def test_regularised_fits_default_to_the_sum_of_squared_errors(nifti_volume, tmp_path, capsys):
     """The SINCO methods and compress --seg-model use sse unless told otherwise; plain fits keep mse."""
-    methods = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "sinco-grid")
+    methods = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "grid", "sinco-grid")
     config = BenchmarkConfig(data=str(tmp_path), seg_model="unused.pt", methods=methods)
-    terms = {m: getattr(config.fit_config(m), "data_term", None) for m in methods}
-    assert terms == {"coin": "mse", "vanilla-inr": "mse", "sinco-siren": "sse", "sinco-inr": "sse", "sinco-grid": None}
-    explicit = BenchmarkConfig(data=str(tmp_path), seg_model="unused.pt", methods=methods, fit_options={"data_term": "l2"})
+    terms = {m: config.fit_config(m).data_term for m in methods}
+    assert terms == {"coin": "mse", "vanilla-inr": "mse", "sinco-siren": "sse", "sinco-inr": "sse", "grid": "mse", "sinco-grid": "sse"}
+    explicit = BenchmarkConfig(data=str(tmp_path), seg_model="unused.pt", methods=methods[:4], fit_options={"data_term": "l2"})
     assert explicit.fit_config("sinco-siren").data_term == "l2" and explicit.fit_config("coin").data_term == "l2"
+    with pytest.raises(InputError, match="--data-term 'l2': --arch grid"):
+        BenchmarkConfig(data=str(tmp_path), seg_model="unused.pt", methods=methods, fit_options={"data_term": "l2"}).fit_config("sinco-grid")
     from sinco.eval.report import _regularizer_lines
 
     assert "data term `sse`" in _regularizer_lines(config)[0] and "data term `l2`" in _regularizer_lines(explicit)[0]

@@ -24,6 +24,7 @@ from sinco.errors import BitstreamError, InputError
 # A payload above 32 bits per pixel (plus a margin for the networks) is no grid payload.
 MAX_PAYLOAD_BITS_PER_PIXEL = 32
 PAYLOAD_MARGIN_BYTES = 1 << 16
+GRID_DATA_TERMS = ("mse", "sse", "auto")
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,22 @@ class GridFamilyFit:
         fixed_lambda: ``--lambda-rd`` was given: one fit at that weight, no rate search.
         lam: weight of the structural regulariser.
         reg_every: the regulariser's period (the grid fit applies it every step: 1 only).
+        data_term: ``"mse"``, ``"sse"`` or ``"auto"`` (``"sse"`` with a segmentation network, else
+            ``"mse"``; :func:`sinco.fit.config.resolve_data_term`). With ``"sse"`` the objective is
+            the paper's ``||x_hat - x||^2 + lam (1 - Dice)`` plus the rate term, divided by the pixel
+            count so that ``lambda_rd`` keeps its meaning: the regulariser's weight becomes ``lam / (H W)``.
     """
 
     grid: Any
     fixed_lambda: bool = False
     lam: float = 1.0
     reg_every: int = 1
+    data_term: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.data_term not in GRID_DATA_TERMS:
+            raise InputError(f"--data-term {self.data_term!r}: --arch grid takes {' or '.join(GRID_DATA_TERMS[:2])} "
+                             "(its rate term is per pixel; l2 has no such form)")  # fmt: skip
 
     @property
     def seed(self) -> int:
@@ -54,7 +65,14 @@ class GridFamilyFit:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy."""
-        return {**self.grid.to_dict(), "fixed_lambda": self.fixed_lambda, "lam": self.lam, "reg_every": self.reg_every}
+        return {**self.grid.to_dict(), "fixed_lambda": self.fixed_lambda, "lam": self.lam, "reg_every": self.reg_every,
+                "data_term": self.data_term}  # fmt: skip
+
+    def resolved(self, *, regularised: bool) -> GridFamilyFit:
+        """This configuration with ``data_term`` ``"auto"`` replaced by the term the fit uses."""
+        from sinco.fit.config import resolve_data_term
+
+        return dataclasses.replace(self, data_term=resolve_data_term(self.data_term, regularised=regularised))
 
 
 @register
@@ -67,6 +85,8 @@ class GridFamily(CodecFamily):
     fit_options = (
         FamilyOption("lambda_rd", "--lambda-rd", float,
                      "rate weight of the loss MSE + lambda_rd x bits / pixels; given, one fit at it (no --bpp search)", "X"),
+        FamilyOption("data_term", "--data-term", str, "data term: mse or sse (the regulariser's weight over H W; "
+                     "default: sse with the regulariser, else mse)", "mse|sse"),
     )  # fmt: skip
     methods = {
         "grid": BenchmarkMethod("Latent grids", regularised=False),
@@ -100,7 +120,7 @@ class GridFamily(CodecFamily):
             raise InputError(f"--preset {preset!r}: --arch {self.name} has presets {', '.join(GRID_PRESETS)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         for key in given:
-            if key not in ("steps", "seed", "lam", "reg_every", "lambda_rd"):
+            if key not in ("steps", "seed", "lam", "reg_every", "lambda_rd", "data_term"):
                 raise InputError(f"--{key.replace('_', '-')}: does not apply to --arch {self.name}")
         if given.get("reg_every", 1) != 1:
             raise InputError(f"--reg-every {given['reg_every']}: --arch {self.name} applies the regulariser every step (1)")
@@ -111,7 +131,7 @@ class GridFamily(CodecFamily):
         lam = given.get("lam", 1.0)
         if not (math.isfinite(lam) and lam >= 0):
             raise InputError(f"--lam {lam}: must be a non-negative number")
-        return GridFamilyFit(grid=grid, fixed_lambda="lambda_rd" in given, lam=lam)
+        return GridFamilyFit(grid=grid, fixed_lambda="lambda_rd" in given, lam=lam, data_term=given.get("data_term", "auto"))
 
     def fit(self, targets: Any, *, bpp: float, options: Mapping[str, Any], config: GridFamilyFit, device: Any, regularizer: Any = None,
             lam: Any = None, progress: bool = False, desc: str = "fit") -> list[FitOutcome]:  # fmt: skip
@@ -120,13 +140,15 @@ class GridFamily(CodecFamily):
 
         self.check_options(options)
         spec = GridSpec()
+        lam_used = [0.0] * targets.shape[0] if regularizer is None or lam is None else [float(v) for v in lam]
+        if lam is not None and config.resolved(regularised=regularizer is not None).data_term == "sse":
+            lam = lam / (targets.shape[-2] * targets.shape[-1])
         common = dict(spec=spec, config=config.grid, device=device, regularizer=regularizer, lam=lam, progress=progress)
         if config.fixed_lambda:
             results = fit_grid(targets, **common)
         else:
             header = OVERHEAD_BYTES + len(spec.to_bytes())
             results = fit_grid_at_bpp(targets, target_bpp=bpp, header_bytes=header, **common)
-        lam_used = [0.0] * len(results) if regularizer is None or lam is None else [float(v) for v in lam]
         return [FitOutcome(spec=r.spec, payload=r.payload, report=_report(r, lam=lam_i), extras=_extras(r))
                 for r, lam_i in zip(results, lam_used, strict=True)]  # fmt: skip
 
