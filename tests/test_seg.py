@@ -136,6 +136,27 @@ def test_train_seg_and_segment_cli(folders_dataset, tmp_path, capsys):
     assert mask.shape == (SIZE, SIZE) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
 
 
+def test_train_seg_attention_unet_round_trips_and_refuses_residual_units(folders_dataset, tmp_path, capsys):
+    """--net attention-unet trains MONAI's AttentionUnet; the checkpoint reloads as that architecture."""
+    from monai.networks.nets import AttentionUnet
+
+    ckpt = tmp_path / "att.pt"
+    args = ["train-seg", "--data", folders_dataset, "--epochs", 1, "--batch-size", 4, "--lr", 1e-2, "--channels", "4,8",
+            "--net", "attention-unet", "--val-cases", 1, "-o", ckpt, "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main([str(a) for a in args]) == 0, capsys.readouterr().err
+    model = load_seg_model(ckpt)
+    assert isinstance(model.net, AttentionUnet) and model.config.net == "attention-unet"
+    assert model.training["config"]["unet"]["net"] == "attention-unet"
+    image = np.random.default_rng(0).random((SIZE + 3, SIZE), dtype=np.float32)  # a side that needs padding
+    assert model.predict(image).shape == image.shape
+    capsys.readouterr()
+    bad = [str(a) for a in args[:-5]] + ["--res-units", "1", "-o", str(tmp_path / "bad.pt"), "--quiet", "--device", "cpu"]
+    assert main(bad) == 2 and "--net attention-unet has no residual units" in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
+    with pytest.raises(InputError, match="--net 'vit'"):
+        UNetConfig(net="vit")
+
+
 @pytest.mark.slow
 def test_unet_learns_the_synthetic_lesions(folders_dataset):
     from sinco.seg.train import TrainSegConfig, train_segmentation

@@ -346,7 +346,7 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
 
     out = check_output_path(args.output, inputs=[], force=args.force)
     channels = _parse_ints(args.channels, arg="--channels")
-    unet = UNetConfig(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units)
+    unet = UNetConfig(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units, net=args.net)
     config = TrainSegConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_cases=args.val_cases, seed=args.seed,
         negatives_per_positive=args.negatives_per_positive, flip=not args.no_flip, gamma=args.gamma, unet=unet,
@@ -648,6 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
     p.add_argument("--channels", default="16,32,64,128", help="U-Net channels per level (default: 16,32,64,128)")
     p.add_argument("--res-units", type=int, default=0, help="U-Net residual units per block (default: 0; see UNetConfig)")
+    p.add_argument("--net", default="unet", metavar="unet|attention-unet",
+                   help="architecture: MONAI UNet or AttentionUnet (default: unet; a judge of the other kind shares fewer weaknesses)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("-o", "--output", required=True, metavar="SEG.pt", help="checkpoint to write (and SEG.pt.json)")

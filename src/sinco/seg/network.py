@@ -28,6 +28,7 @@ from sinco.errors import InputError
 CHECKPOINT_KIND = "sinco-seg"
 CHECKPOINT_FORMAT = 1
 NORMALIZATION = "per-slice min-max to [0, 1]"
+SEG_NETS = ("unet", "attention-unet")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class UNetConfig:
             MONAI's top up-sampling block instance-normalises and PReLU-activates the single output
             channel before the last convolution adds it back, which pins the logit map to zero
             mean and unit variance per image; on BraTS slices such a net hardly learned.
+        net: ``"unet"`` (MONAI ``UNet``) or ``"attention-unet"`` (MONAI ``AttentionUnet``: two
+            convolutions per level, attention gates on the skip connections, no residual units).
+            A second architecture gives a judge whose weaknesses differ from the loss network's.
 
     Raises:
         InputError: if the lists do not fit together.
@@ -49,6 +53,7 @@ class UNetConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = 0
+    net: str = "unet"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -59,6 +64,10 @@ class UNetConfig:
             raise InputError(f"strides {self.strides}: need {len(self.channels) - 1} positive values for channels {self.channels}")
         if self.num_res_units < 0:
             raise InputError(f"num_res_units={self.num_res_units}: must be >= 0")
+        if self.net not in SEG_NETS:
+            raise InputError(f"--net {self.net!r}: expected one of {', '.join(SEG_NETS)}")
+        if self.net == "attention-unet" and self.num_res_units:
+            raise InputError(f"--res-units {self.num_res_units}: --net attention-unet has no residual units (0)")
 
     @property
     def size_multiple(self) -> int:
@@ -80,8 +89,10 @@ def build_unet(config: UNetConfig) -> nn.Module:
     Returns:
         The network (float32, CPU, training mode).
     """
-    from monai.networks.nets import UNet
+    from monai.networks.nets import AttentionUnet, UNet
 
+    if config.net == "attention-unet":
+        return AttentionUnet(spatial_dims=2, in_channels=1, out_channels=1, channels=config.channels, strides=config.strides)
     return UNet(
         spatial_dims=2, in_channels=1, out_channels=1, channels=config.channels, strides=config.strides,
         num_res_units=config.num_res_units,
