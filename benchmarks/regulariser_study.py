@@ -143,11 +143,14 @@ def load_records(root: Path) -> list[dict[str, Any]]:
     return records
 
 
-def add_tumour_psnr(records: list[dict[str, Any]], *, grow: int = 8) -> None:
-    """Add ``psnr_tumour`` and ``psnr_tumour_border`` to every record: the PSNR of its decoded file inside the
-    slice's ground-truth tumour mask, and inside that mask grown by ``grow`` pixels (tumour and border).
+def add_decoded_metrics(records: list[dict[str, Any]], *, grow: int = 8, second_judge: str | None = None) -> None:
+    """Add to every record, from its decoded file and the slice's ground truth: ``psnr_tumour`` and
+    ``psnr_tumour_border`` (the PSNR inside the tumour mask, and inside it grown by ``grow`` pixels), and with
+    ``second_judge`` (a ``sinco train-seg`` checkpoint) ``dice_judge2`` and ``dice_judge2_reference``: that
+    network's Dice on the decoded and on the uncompressed slice.
 
-    A figure no segmentation network is involved in: it tells a more faithful tumour from a network fooled.
+    The PSNRs involve no segmentation network: they tell a more faithful tumour from a network fooled. A
+    second judge of another architecture tells whether a judge's gain transfers beyond the loss network's kind.
     """
     import numpy as np
     from scipy.ndimage import binary_dilation
@@ -156,6 +159,10 @@ def add_tumour_psnr(records: list[dict[str, Any]], *, grow: int = 8) -> None:
     from sinco.data.datasets import discover_cases, load_case_volumes
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import select_slice
+    from sinco.metrics import dice
+    from sinco.seg.network import load_seg_model
+
+    judge = None if second_judge is None else load_seg_model(second_judge)
 
     def psnr_in(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
         mse = float(np.mean((a[region].astype(np.float64) - b[region]) ** 2))
@@ -177,6 +184,9 @@ def add_tumour_psnr(records: list[dict[str, Any]], *, grow: int = 8) -> None:
             _, decoded = decode_file((Path(run) / record["file"]).read_bytes())
             record["psnr_tumour"] = psnr_in(decoded, image, mask)
             record["psnr_tumour_border"] = psnr_in(decoded, image, binary_dilation(mask, iterations=grow))
+            if judge is not None:
+                record["dice_judge2"] = dice(pred=judge.predict(decoded), target=mask)
+                record["dice_judge2_reference"] = dice(pred=judge.predict(image), target=mask)
 
 
 _METRICS = ("dice_eval", "psnr", "dice", "psnr_tumour", "psnr_tumour_border")
@@ -185,25 +195,31 @@ _HEADER = [
     "| Dice (loss network) vs lambda 0 | PSNR in tumour vs lambda 0 (dB, p Wilcoxon) | PSNR in tumour + 8 px (dB, p) |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
 ]
+_JUDGE2_HEADER = (" Dice (second judge) vs lambda 0 (p Wilcoxon, p t-test) |", " --- |")
 
 
-def summarise(root: Path) -> str:
+def summarise(root: Path, *, second_judge: str | None = None) -> str:
     """Markdown tables of every variant against its family's lambda 0: pooled over datasets, then per dataset;
-    writes ``summary.md`` and ``summary.json``."""
+    writes ``summary.md`` and ``summary.json``. With ``second_judge`` (a checkpoint of another architecture)
+    the tables add its Dice (see :func:`add_decoded_metrics`)."""
     records = load_records(root)
-    add_tumour_psnr(records)
-    rows, table = _paired_rows(records, subset="pooled")
+    add_decoded_metrics(records, second_judge=second_judge)
+    metrics = _METRICS + (("dice_judge2",) if second_judge else ())
+    rows, table = _paired_rows(records, subset="pooled", metrics=metrics)
     for dataset in sorted({r["dataset"] for r in records}):
-        more_rows, more_lines = _paired_rows([r for r in records if r["dataset"] == dataset], subset=dataset)
+        more_rows, more_lines = _paired_rows([r for r in records if r["dataset"] == dataset], subset=dataset, metrics=metrics)
         rows += more_rows
         table += more_lines
-    text = "\n".join([_baseline_lines(records), "", *_HEADER, *table]) + "\n"
+    header = [line + extra for line, extra in zip(_HEADER, _JUDGE2_HEADER, strict=True)] if second_judge else _HEADER
+    preamble = f"Second judge: {second_judge}.\n\n" if second_judge else ""
+    text = preamble + "\n".join([_baseline_lines(records), "", *header, *table]) + "\n"
     (root / "summary.md").write_text(text)
-    (root / "summary.json").write_text(json.dumps({"rows": rows, "baselines": _all_baselines(records)}, indent=2, allow_nan=True))
+    (root / "summary.json").write_text(json.dumps({"second_judge": second_judge, "rows": rows, "baselines": _all_baselines(records)},
+                                                  indent=2, allow_nan=True))  # fmt: skip
     return text
 
 
-def _paired_rows(records: list[dict[str, Any]], *, subset: str) -> tuple[list[dict[str, Any]], list[str]]:
+def _paired_rows(records: list[dict[str, Any]], *, subset: str, metrics: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[str]]:
     """Every (variant, rate, lambda > 0) of ``records`` paired with its family's lambda 0: JSON rows and table lines."""
     from sinco.errors import InputError
     from sinco.eval.frontier import paired_comparison
@@ -216,17 +232,21 @@ def _paired_rows(records: list[dict[str, Any]], *, subset: str) -> tuple[list[di
         if (name, lam) == base:
             continue
         try:
-            diffs = {m: paired_comparison(records, method=name, bpp=bpp, lam=lam, baseline=base, metric=m) for m in _METRICS}
+            diffs = {m: paired_comparison(records, method=name, bpp=bpp, lam=lam, baseline=base, metric=m) for m in metrics}
         except InputError:
             continue
         mean_psnr = _mean(records, name, bpp, lam, "psnr")
         rows.append({"subset": subset, "variant": name, "family": family, "bpp": bpp, "lam": lam, "psnr": mean_psnr,
                      **{f"d_{m}": d for m, d in diffs.items()}})  # fmt: skip
         de, dp, dl, dt, db = (diffs[k] for k in _METRICS)
-        lines.append(f"| {name} | {subset} ({de['n']}) | {bpp:g} | {lam:g} | {mean_psnr:.2f} | {dp['mean']:+.2f} ± {dp['std']:.2f} | "
-                     f"{de['mean']:+.4f} ± {de['std']:.4f} | {de['p_wilcoxon']:.3g} | {de['p_ttest']:.3g} | "
-                     f"{dl['mean']:+.4f} ± {dl['std']:.4f} | {dt['mean']:+.2f} ± {dt['std']:.2f} ({dt['p_wilcoxon']:.2g}) | "
-                     f"{db['mean']:+.2f} ± {db['std']:.2f} ({db['p_wilcoxon']:.2g}) |")  # fmt: skip
+        line = (f"| {name} | {subset} ({de['n']}) | {bpp:g} | {lam:g} | {mean_psnr:.2f} | {dp['mean']:+.2f} ± {dp['std']:.2f} | "
+                f"{de['mean']:+.4f} ± {de['std']:.4f} | {de['p_wilcoxon']:.3g} | {de['p_ttest']:.3g} | "
+                f"{dl['mean']:+.4f} ± {dl['std']:.4f} | {dt['mean']:+.2f} ± {dt['std']:.2f} ({dt['p_wilcoxon']:.2g}) | "
+                f"{db['mean']:+.2f} ± {db['std']:.2f} ({db['p_wilcoxon']:.2g}) |")  # fmt: skip
+        if "dice_judge2" in diffs:
+            d2 = diffs["dice_judge2"]
+            line += f" {d2['mean']:+.4f} ± {d2['std']:.4f} ({d2['p_wilcoxon']:.3g}, {d2['p_ttest']:.3g}) |"
+        lines.append(line)
     return rows, lines
 
 
@@ -248,6 +268,9 @@ def _baselines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             "dice_eval": sum(r["dice_eval"] for r in chosen) / n,
                             "dice_eval_uncompressed": sum(r["dice_eval_reference"] for r in chosen) / n,
                             "dice": sum(r["dice"] for r in chosen) / n, "dice_uncompressed": sum(r["dice_reference"] for r in chosen) / n,
+                            **({"dice_judge2": sum(r["dice_judge2"] for r in chosen) / n,
+                                "dice_judge2_uncompressed": sum(r["dice_judge2_reference"] for r in chosen) / n}
+                               if "dice_judge2" in chosen[0] else {}),
                             "datasets": {d: sum(r["dataset"] == d for r in chosen) for d in sorted({r["dataset"] for r in chosen})}})  # fmt: skip
     return out
 
@@ -259,12 +282,17 @@ def _all_baselines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _baseline_lines(records: list[dict[str, Any]]) -> str:
-    lines = ["| lambda 0 of | bpp | slices | file bpp | PSNR (dB) | Dice (independent) | its uncompressed | Dice (loss network) | its uncompressed |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    second = any("dice_judge2" in r for r in records)
+    lines = ["| lambda 0 of | bpp | slices | file bpp | PSNR (dB) | Dice (independent) | its uncompressed | Dice (loss network) | its uncompressed |"
+             + (" Dice (second judge) | its uncompressed |" if second else ""),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if second else "")]  # fmt: skip
     for b in _all_baselines(records):
-        lines.append(f"| {b['family']} | {b['bpp']:g} | {b['slices']} ({', '.join(f'{k} {v}' for k, v in b['datasets'].items())}) | "
-                     f"{b['file_bpp']:.3f} | {b['psnr']:.2f} | {b['dice_eval']:.4f} | {b['dice_eval_uncompressed']:.4f} | "
-                     f"{b['dice']:.4f} | {b['dice_uncompressed']:.4f} |")  # fmt: skip
+        line = (f"| {b['family']} | {b['bpp']:g} | {b['slices']} ({', '.join(f'{k} {v}' for k, v in b['datasets'].items())}) | "
+                f"{b['file_bpp']:.3f} | {b['psnr']:.2f} | {b['dice_eval']:.4f} | {b['dice_eval_uncompressed']:.4f} | "
+                f"{b['dice']:.4f} | {b['dice_uncompressed']:.4f} |")  # fmt: skip
+        if second:
+            line += f" {b['dice_judge2']:.4f} | {b['dice_judge2_uncompressed']:.4f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -291,6 +319,10 @@ def main() -> None:
     run.add_argument("--out", required=True)
     summary = sub.add_parser("summarise", help="pool the finished records and print the paired table")
     summary.add_argument("--out", required=True)
+    for command in (run, summary):
+        command.add_argument("--second-judge", default=None, metavar="J2.pt",
+                             help="a further judge, ideally of another architecture (sinco train-seg --net attention-unet): "
+                                  "its Dice on every decoded file joins the tables")  # fmt: skip
     args = parser.parse_args()
     root = Path(args.out)
     if args.command == "run":
@@ -305,7 +337,7 @@ def main() -> None:
                              extra=tuple(args.extra.split()))  # fmt: skip
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         run_study(config, root)
-    print(summarise(root))
+    print(summarise(root, second_judge=args.second_judge))
 
 
 if __name__ == "__main__":
