@@ -41,14 +41,17 @@ def test_summary_pairs_each_lambda_with_lambda_0_and_adds_a_second_judge(benchma
     study = tmp_path / "study"
     common = dict(data=str(root), seg_model=str(ckpt), image_glob="Flair.nii.gz", cases="all", images=2, bpps=(4.0,), steps=3,
                   codec_options={"siren": {"depth": 2}}, methods=("sinco-siren",), eval_seg_model=str(judge))  # fmt: skip
-    for folder, lam in (("siren-sse-toy-4", 0.0), ("siren-sse-toy-4+lam10", 10.0)):
-        run_benchmark(BenchmarkConfig(**common, lam=lam, lams=(lam,)), outdir=study / folder, device=torch.device("cpu"), progress=False)
+    for folder, lam, term in (("siren-sse-toy-4", 0.0, "sse"), ("siren-sse-toy-4+lam10", 10.0, "sse"), ("siren-l2-toy-4", 10.0, "l2")):
+        config = BenchmarkConfig(**common, lam=lam, lams=(lam,), fit_options={"data_term": term})
+        run_benchmark(config, outdir=study / folder, device=torch.device("cpu"), progress=False)
 
     module = _study_module()
     text = module.summarise(study, second_judge=str(second))
     summary = json.loads((study / "summary.json").read_text())
-    (row,) = [r for r in summary["rows"] if r["subset"] == "pooled"]
-    assert (row["variant"], row["lam"], row["d_dice_eval"]["n"]) == ("siren-sse", 10.0, 2)
+    row, l2_row = sorted((r for r in summary["rows"] if r["subset"] == "pooled"), key=lambda r: r["variant"] != "siren-sse")
+    assert (row["variant"], row["lam"], row["d_dice_eval"]["n"]) == ("siren-sse", 10.0, 2) and l2_row["variant"] == "siren-l2"
+    (versus,) = summary["versus_sse"]  # l2 against sse, both at lambda 10, on the same two slices
+    assert (versus["variant"], versus["lam"], versus["d_psnr"]["n"]) == ("siren-l2", 10.0, 2)
     assert "Dice (second judge)" in text and summary["second_judge"] == str(second)
 
     # The second judge's paired difference, recomputed from the decoded files.
@@ -60,7 +63,8 @@ def test_summary_pairs_each_lambda_with_lambda_0_and_adds_a_second_judge(benchma
         _, decoded = decode_file((Path(record["run"]) / record["file"]).read_bytes())
         mask = _mask_of(root, record["slice_id"])
         assert record["dice_judge2"] == pytest.approx(dice(pred=att.predict(decoded), target=mask))
-        by_setting.setdefault(record["lam_setting"], {})[record["slice_id"]] = record["dice_judge2"]
+        if record["method"] == "siren-sse":
+            by_setting.setdefault(record["lam_setting"], {})[record["slice_id"]] = record["dice_judge2"]
     diffs = [by_setting[10.0][k] - by_setting[0.0][k] for k in by_setting[0.0]]
     assert row["d_dice_judge2"]["mean"] == pytest.approx(np.mean(diffs))
     assert all(np.isfinite(r["psnr_tumour"]) and r["psnr_tumour_border"] <= 999 for r in records)
