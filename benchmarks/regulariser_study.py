@@ -163,6 +163,7 @@ def add_decoded_metrics(records: list[dict[str, Any]], *, grow: int = 8, second_
     from sinco.seg.network import load_seg_model
 
     judge = None if second_judge is None else load_seg_model(second_judge)
+    judge_on_original: dict[str, float] = {}  # image_id -> its Dice on the uncompressed slice (shared by every run)
 
     def psnr_in(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
         mse = float(np.mean((a[region].astype(np.float64) - b[region]) ** 2))
@@ -186,7 +187,9 @@ def add_decoded_metrics(records: list[dict[str, Any]], *, grow: int = 8, second_
             record["psnr_tumour_border"] = psnr_in(decoded, image, binary_dilation(mask, iterations=grow))
             if judge is not None:
                 record["dice_judge2"] = dice(pred=judge.predict(decoded), target=mask)
-                record["dice_judge2_reference"] = dice(pred=judge.predict(image), target=mask)
+                if record["image_id"] not in judge_on_original:
+                    judge_on_original[record["image_id"]] = dice(pred=judge.predict(image), target=mask)
+                record["dice_judge2_reference"] = judge_on_original[record["image_id"]]
 
 
 _METRICS = ("dice_eval", "psnr", "dice", "psnr_tumour", "psnr_tumour_border")

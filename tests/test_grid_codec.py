@@ -166,8 +166,8 @@ def test_rate_search_never_exceeds_the_target_and_reports_trials():
 
 
 # -------------------------------------------------------------------------------------------- regulariser
-@pytest.mark.slow
-def test_regulariser_gradient_reaches_latents_and_decoder_never_the_unet():
+def _tiny_regulariser():
+    """A frozen, untrained 2-level U-Net and the structural regulariser towards a box mask: ``(seg, reg)``."""
     from sinco.fit.losses import StructuralRegularizer
     from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
 
@@ -176,7 +176,12 @@ def test_regulariser_gradient_reaches_latents_and_decoder_never_the_unet():
     seg = SegModel(net=freeze(build_unet(unet_config)), config=unet_config)
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[10:20, 12:22] = 1
-    reg = StructuralRegularizer(seg, mask=mask, device=torch.device("cpu"))
+    return seg, StructuralRegularizer(seg, mask=mask, device=torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_regulariser_gradient_reaches_latents_and_decoder_never_the_unet():
+    seg, reg = _tiny_regulariser()
     state = _init_state(SPEC, (SIZE, SIZE), 0, torch.device("cpu"))
     latents = [(g + torch.randn(g.shape)).requires_grad_(True) for g in state.latents]
     tensors = [t.requires_grad_(True) for t in state.tensors]
@@ -232,15 +237,8 @@ def test_entropy_model_numpy_path_equals_the_torch_fixed_point_network():
 def test_sse_data_term_divides_the_regulariser_weight_by_the_pixel_count():
     """--data-term sse on the grid family: lam (1 - Dice) over H W beside MSE + rate, the same fit as mse at lam / (H W)."""
     from sinco.codec.families.grid import GridFamily, GridFamilyFit
-    from sinco.fit.losses import StructuralRegularizer
-    from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
 
-    torch.manual_seed(0)
-    unet_config = UNetConfig(channels=(4, 8), strides=(2,), num_res_units=0)
-    seg = SegModel(net=freeze(build_unet(unet_config)), config=unet_config)
-    mask = np.zeros((SIZE, SIZE), np.uint8)
-    mask[10:20, 12:22] = 1
-    reg = StructuralRegularizer(seg, mask=mask, device=torch.device("cpu"))
+    _, reg = _tiny_regulariser()
     grid = GridFitConfig(steps=8, ste_steps=3, lambda_rd=1e-3, seed=0)
     targets = target_image()[None]
 

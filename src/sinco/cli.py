@@ -44,11 +44,11 @@ def _codec_and_fit(args: argparse.Namespace) -> tuple[Any, Any]:
     """The codec and fitting configurations of ``compress`` from its flags (see :func:`_add_codec_arguments`)."""
     from sinco.codec.config import CodecConfig
     from sinco.codec.families import all_families
-    from sinco.fit.config import with_regularised_data_term
+    from sinco.fit.config import with_resolved_data_term
 
     codec_dests = {o.dest for f in all_families() for o in f.options}
     codec = CodecConfig(arch=args.arch, bpp=args.bpp, options={d: getattr(args, d) for d in sorted(codec_dests)})
-    overrides = with_regularised_data_term(_fit_overrides(args), regularised=getattr(args, "seg_model", None) is not None,
+    overrides = with_resolved_data_term(_fit_overrides(args), regularised=getattr(args, "seg_model", None) is not None,
                                            accepted={o.dest for o in codec.family.fit_options})  # fmt: skip
     return codec, codec.family.fit_config(args.preset, overrides)
 

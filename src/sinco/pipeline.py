@@ -166,7 +166,7 @@ def compress_images(
         images: ``S`` images ``(H, W)`` scaled to ``[0, 1]``.
         ranges: ``S`` pairs ``(vmin, vmax)``: the original intensities of 0 and 1.
         codec: family, rate and options.
-        fit: the family's fitting configuration; an INR data term ``"auto"`` becomes ``"sse"`` with
+        fit: the family's fitting configuration; a data term ``"auto"`` becomes ``"sse"`` with
             ``seg_model``, else ``"mse"`` (:func:`sinco.fit.config.resolve_data_term`).
         device: where to fit.
         seg_model: frozen segmentation network (needs ``masks``).
@@ -192,8 +192,8 @@ def compress_images(
                   self_target=self_target)  # fmt: skip
     if rois is not None and (len(rois) != len(images) or any(r is not None and r.shape != images[0].shape for r in rois)):
         raise InputError(f"--roi: {len(rois)} regions for {len(images)} images, each of the images' shape {images[0].shape}")
-    if hasattr(fit, "resolved"):  # an INR fit whose data term may be "auto" (sinco.fit.config.resolve_data_term)
-        fit = fit.resolved(regularised=seg_model is not None)
+    # A seg_model at lambda 0 still counts: a method's lambda-0 baseline fits the data term of its regularised runs.
+    fit = fit.resolved(regularised=seg_model is not None)
     start = time.perf_counter()
     family = codec.family
     height, width = images[0].shape

@@ -188,7 +188,7 @@ class BenchmarkConfig:
         """The fitting configuration of a codec method (its family's preset, the overrides, ``lam`` (default:
         :attr:`lam`) for a regularised method, 0 for the others; a regularised method's data term defaults to
         :data:`~sinco.fit.config.REGULARISED_DATA_TERM`)."""
-        from sinco.fit.config import with_regularised_data_term
+        from sinco.fit.config import with_resolved_data_term
 
         family, info = codec_methods()[method]
         preset = self.preset if self.preset in family.presets else family.default_preset
@@ -196,7 +196,7 @@ class BenchmarkConfig:
         overrides = {k: v for k, v in self.fit_options.items() if k in accepted}
         weight = (self.lam if lam is None else lam) if info.regularised else 0.0
         overrides.update(steps=self.steps, lr=self.lr, seed=self.seed, lam=weight, reg_every=self.reg_every)
-        overrides = with_regularised_data_term(overrides, regularised=info.regularised, accepted=accepted)
+        overrides = with_resolved_data_term(overrides, regularised=info.regularised, accepted=accepted)
         return family.fit_config(preset, overrides)
 
     def codec_config(self, method: str, *, bpp: float) -> Any:

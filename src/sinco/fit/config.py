@@ -40,7 +40,7 @@ def resolve_data_term(data_term: str | None, *, regularised: bool) -> str:
     return data_term
 
 
-def with_regularised_data_term(overrides: dict[str, Any], *, regularised: bool, accepted: set[str] | frozenset[str]) -> dict[str, Any]:
+def with_resolved_data_term(overrides: dict[str, Any], *, regularised: bool, accepted: set[str] | frozenset[str]) -> dict[str, Any]:
     """``overrides`` with ``data_term`` resolved by :func:`resolve_data_term`, so saved configurations name it.
 
     Args:
@@ -70,9 +70,9 @@ class FitConfig:
             and 0 there means plain fitting.
         data_term: the objective's data term: ``"mse"`` (mean squared error), ``"sse"`` (sum of
             squared errors, the squared l2 norm), ``"l2"`` (the l2 norm) or ``"auto"``: ``"sse"``
-            when the fit has a segmentation network, else ``"mse"`` (:func:`resolve_data_term`;
-            :func:`sinco.pipeline.compress_images` resolves it before fitting, so results record
-            the term used); see :func:`sinco.fit.losses.data_term`. It sets the data term's scale
+            when the fit has a segmentation network, else ``"mse"`` (:func:`resolve_data_term`,
+            applied by :func:`sinco.pipeline.compress_images` and the fitting loop; the CLI and the
+            benchmark resolve it first, so saved configurations name the term used); see :func:`sinco.fit.losses.data_term`. It sets the data term's scale
             against ``lam``; PSNR and the MSE reported are the same whichever is chosen.
         reg_every: apply the regulariser on every ``reg_every``-th step only (1 = every step).
         schedule: learning-rate schedule: ``"constant"`` (the paper's) or ``"cosine"`` (linear warm-up

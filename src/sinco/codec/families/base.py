@@ -119,7 +119,9 @@ class CodecFamily(ABC):
 
     @abstractmethod
     def fit_config(self, preset: str | None, overrides: Mapping[str, Any]) -> Any:
-        """The fitting configuration (a frozen dataclass with ``to_dict``, ``seed``, ``lam``, ``steps``).
+        """The fitting configuration (a frozen dataclass with ``to_dict``, ``seed``, ``lam``, ``steps``, and
+        ``resolved(regularised=...)``, which names the data term of a default ``"auto"``:
+        :func:`sinco.fit.config.resolve_data_term`).
 
         Args:
             preset: a name from :attr:`presets` (``None``: :attr:`default_preset`).

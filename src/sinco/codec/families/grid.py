@@ -20,11 +20,13 @@ import numpy as np
 from sinco.codec.families import register
 from sinco.codec.families.base import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome
 from sinco.errors import BitstreamError, InputError
+from sinco.fit.config import AUTO_DATA_TERM, resolve_data_term
 
 # A payload above 32 bits per pixel (plus a margin for the networks) is no grid payload.
 MAX_PAYLOAD_BITS_PER_PIXEL = 32
 PAYLOAD_MARGIN_BYTES = 1 << 16
-GRID_DATA_TERMS = ("mse", "sse", "auto")
+# The grid's loss is per pixel (MSE + rate): sse divides the regulariser by H W; l2 has no such form.
+GRID_DATA_TERMS = ("mse", "sse")
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,11 @@ class GridFamilyFit:
     fixed_lambda: bool = False
     lam: float = 1.0
     reg_every: int = 1
-    data_term: str = "auto"
+    data_term: str = AUTO_DATA_TERM
 
     def __post_init__(self) -> None:
-        if self.data_term not in GRID_DATA_TERMS:
-            raise InputError(f"--data-term {self.data_term!r}: --arch grid takes {' or '.join(GRID_DATA_TERMS[:2])} "
+        if self.data_term not in (*GRID_DATA_TERMS, AUTO_DATA_TERM):
+            raise InputError(f"--data-term {self.data_term!r}: --arch grid takes {' or '.join(GRID_DATA_TERMS)} "
                              "(its rate term is per pixel; l2 has no such form)")  # fmt: skip
 
     @property
@@ -70,8 +72,6 @@ class GridFamilyFit:
 
     def resolved(self, *, regularised: bool) -> GridFamilyFit:
         """This configuration with ``data_term`` ``"auto"`` replaced by the term the fit uses."""
-        from sinco.fit.config import resolve_data_term
-
         return dataclasses.replace(self, data_term=resolve_data_term(self.data_term, regularised=regularised))
 
 
@@ -131,7 +131,7 @@ class GridFamily(CodecFamily):
         lam = given.get("lam", 1.0)
         if not (math.isfinite(lam) and lam >= 0):
             raise InputError(f"--lam {lam}: must be a non-negative number")
-        return GridFamilyFit(grid=grid, fixed_lambda="lambda_rd" in given, lam=lam, data_term=given.get("data_term", "auto"))
+        return GridFamilyFit(grid=grid, fixed_lambda="lambda_rd" in given, lam=lam, data_term=given.get("data_term", AUTO_DATA_TERM))
 
     def fit(self, targets: Any, *, bpp: float, options: Mapping[str, Any], config: GridFamilyFit, device: Any, regularizer: Any = None,
             lam: Any = None, progress: bool = False, desc: str = "fit") -> list[FitOutcome]:  # fmt: skip
