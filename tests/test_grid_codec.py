@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from sinco.errors import BitstreamError, InputError
 SIZE = 32
 SPEC = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)
 CONFIG = GridFitConfig(steps=120, ste_steps=30, lambda_rd=1e-3, seed=0, refine_steps=40, max_rate_trials=5)
-GOLDEN = Path(__file__).parent / "data" / "grid_golden"
+GOLDEN = [Path(__file__).parent / "data" / name for name in ("grid_golden", "grid_golden_v2")]  # spec v1 (no skip), v2
 
 
 def target_image(size: int = SIZE) -> torch.Tensor:
@@ -36,8 +37,12 @@ def fitted():
 
 # ---------------------------------------------------------------------------------------------- spec
 def test_spec_bytes_round_trip_and_size():
-    assert GridSpec.from_bytes(bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 31, 3])) == GridSpec(synthesis_widths=(8,), residual_layers=1, arm_hidden=(8,))
-    for spec in (GridSpec(), SPEC, GridSpec(levels=1, synthesis_widths=(32,), residual_layers=0, kernel=1, arm_hidden=(1, 2, 3))):
+    version_1 = bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 31, 3])  # written before the linear skip: still parses, without it
+    assert GridSpec.from_bytes(version_1) == GridSpec(synthesis_widths=(8,), residual_layers=1, arm_hidden=(8,), linear_skip=False)
+    assert GridSpec.from_bytes(bytes([2]) + version_1[1:] + bytes([1])).linear_skip
+    assert GridSpec(linear_skip=False).to_bytes()[0] == 1 and GridSpec().to_bytes()[0] == 2
+    for spec in (GridSpec(), SPEC, GridSpec(levels=1, synthesis_widths=(32,), residual_layers=0, kernel=1, arm_hidden=(1, 2, 3)),
+                 GridSpec(linear_skip=False)):  # fmt: skip
         assert GridSpec.from_bytes(spec.to_bytes()) == spec
     assert 300 <= GridSpec().macs_per_pixel() <= 2000
     assert GridSpec().grid_shapes(240, 230)[-1] == (4, 4)
@@ -45,7 +50,8 @@ def test_spec_bytes_round_trip_and_size():
 
 @pytest.mark.parametrize(
     "block",
-    [b"", b"\x01", b"\x02" + GridSpec().to_bytes()[1:], GridSpec().to_bytes() + b"\x00", GridSpec().to_bytes()[:-1],
+    [b"", b"\x01", b"\x03" + GridSpec().to_bytes()[1:], GridSpec().to_bytes() + b"\x00", GridSpec().to_bytes()[:-1],
+     GridSpec().to_bytes()[:-1] + b"\x00", GridSpec().to_bytes()[:-1] + b"\x02",
      bytes([1, 0, 0, 1, 8, 1, 3, 9, 1, 8, 31, 3]), bytes([1, 7, 0, 1, 200, 1, 3, 9, 1, 8, 31, 3]),
      bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 200, 3]), bytes([1, 7, 5, 1, 8, 1, 3, 9, 1, 8, 31, 3]),
      bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 31, 200]), bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 31])],
@@ -89,6 +95,21 @@ def test_payload_decodes_to_the_fitted_reconstruction(fitted):
     mse = float(np.mean((decoded.astype(np.float64) - target_image().double().numpy()) ** 2))
     assert mse == pytest.approx(fitted.mse)
     assert 10 * np.log10(1 / mse) > 20  # it learned the image, not a constant
+
+
+def test_linear_skip_is_coded_and_used_and_specs_without_it_still_fit(fitted):
+    from sinco.codec.grid.fit import _hard
+    from sinco.codec.grid.payload import HEAD_BYTES, synthesize, unpack_network
+
+    n_network = int.from_bytes(fitted.payload[5:HEAD_BYTES], "little")  # the head: u8 version, u32 CRC, u32 length
+    decoder = unpack_network(fitted.payload[HEAD_BYTES : HEAD_BYTES + n_network], SPEC)
+    assert decoder.tensors[-1].shape == (1, SPEC.levels, 1, 1) and np.abs(decoder.tensors[-1]).max() > 0
+    latents = [g.numpy().astype(np.int64) for g in _hard(fitted.state.latents, SPEC.latent_bound)]
+    without = replace(decoder, tensors=(*decoder.tensors[:-1], np.zeros_like(decoder.tensors[-1])))
+    assert not np.array_equal(synthesize(latents, without, SPEC, SIZE, SIZE), fitted.reconstruction)  # the skip shapes the image
+    plain_spec = replace(SPEC, linear_skip=False)
+    plain = fit_grid(target_image()[None], spec=plain_spec, config=CONFIG, device=torch.device("cpu"))[0]
+    assert np.array_equal(decode_grid(plain.payload, spec=plain_spec, height=SIZE, width=SIZE), plain.reconstruction)
 
 
 def test_estimated_rate_within_5_percent_of_the_payload(fitted):
@@ -142,14 +163,31 @@ def test_hostile_payloads_raise_bitstream_errors_only(fitted, data):
     assert np.array_equal(image, fitted.reconstruction)
 
 
-def test_golden_payload_decodes_to_the_committed_image():
-    meta = json.loads((GOLDEN / "meta.json").read_text())
+@pytest.mark.parametrize("golden", GOLDEN, ids=lambda p: p.name)
+def test_golden_payload_decodes_to_the_committed_image(golden):
+    meta = json.loads((golden / "meta.json").read_text())
     spec = GridSpec.from_bytes(bytes.fromhex(meta["spec"]))
-    image = decode_grid((GOLDEN / "payload.bin").read_bytes(), spec=spec, height=meta["height"], width=meta["width"])
-    assert image.tobytes() == np.load(GOLDEN / "expected.npy").tobytes()
+    assert spec.linear_skip == (golden.name != "grid_golden")
+    image = decode_grid((golden / "payload.bin").read_bytes(), spec=spec, height=meta["height"], width=meta["width"])
+    assert image.tobytes() == np.load(golden / "expected.npy").tobytes()
 
 
 # ------------------------------------------------------------------------------------------- rate search
+def test_rate_search_jumps_along_the_measured_slope():
+    from sinco.codec.grid.fit import _next_lambda
+
+    # Before two trials: size taken as lambda^-1/2, so 10% too small -> lambda times 0.81.
+    assert _next_lambda(1e-4, 900.0, None, None, aim=1000.0) == pytest.approx(1e-4 * 0.81)
+    # A measured slope of -0.1 (rate barely moves with lambda): the same shortfall needs a much larger jump.
+    flat = _next_lambda(1e-4, 900.0, None, None, aim=1000.0, previous=(1e-3, 900.0 * 10**-0.1))
+    assert flat == pytest.approx(1e-4 * (1000 / 900) ** -10)
+    # Rate that did not move: the slope is capped at -0.05, and a jump at 64x.
+    assert _next_lambda(1e-4, 900.0, None, None, aim=1000.0, previous=(1e-3, 900.0)) == pytest.approx(1e-4 * (1000 / 900) ** -20)
+    assert _next_lambda(1e-4, 500.0, None, None, aim=1000.0, previous=(1e-3, 500.0)) == pytest.approx(1e-4 / 64)
+    # Inside a bracket the secant stays within it.
+    assert 1e-5 < _next_lambda(1e-4, 900.0, (1e-4, 900.0), (1e-5, 1200.0), aim=1000.0, previous=(1e-5, 1200.0)) < 1e-4
+
+
 def test_rate_search_never_exceeds_the_target_and_reports_trials():
     target = target_image()[None]
     header = 40
@@ -221,7 +259,7 @@ def test_entropy_model_numpy_path_equals_the_torch_fixed_point_network():
 
     spec = GridSpec()
     tensors = [t + 0.3 * torch.randn(t.shape, generator=torch.Generator().manual_seed(2)) for t in init_tensors(spec, torch.Generator().manual_seed(1))]
-    exps = [7, 9] * (len(tensors) // 2)
+    exps = ([7, 9] * len(tensors))[: len(tensors)]
     decoder = QuantizedDecoder(tuple(quantize_tensor(t, e) for t, e in zip(tensors, exps, strict=True)), tuple(exps))
     contexts = np.random.default_rng(0).integers(-31, 32, (3000, 10))
     n_arm = arm_tensor_count(spec)

@@ -1,6 +1,9 @@
-"""Regenerate tests/data/grid_golden/ (only when the grid payload format changes on purpose).
+"""Write a golden grid payload for the tests' spec (only when the grid payload format changes on purpose).
 
-Run: python tests/data/make_grid_golden.py
+Run: python tests/data/make_grid_golden.py grid_golden_v2
+
+``grid_golden/`` holds the version-1 spec (no linear skip), written before the skip existed: keep it, it checks
+that those files still decode. New spec versions get a new folder, added to the golden test.
 """
 
 import json
@@ -15,8 +18,8 @@ from test_grid_codec import SPEC, target_image  # noqa: E402
 
 from sinco.codec.grid import GridFitConfig, decode_grid, fit_grid  # noqa: E402
 
-out = Path(__file__).parent / "grid_golden"
-out.mkdir(exist_ok=True)
+out = Path(__file__).parent / sys.argv[1]
+out.mkdir(exist_ok=False)
 size = 16
 result = fit_grid(target_image(size)[None], spec=SPEC, config=GridFitConfig(steps=60, ste_steps=10, seed=0), device=torch.device("cpu"))[0]
 (out / "payload.bin").write_bytes(result.payload)

@@ -322,11 +322,14 @@ def fit_grid(
 
 
 def _next_lambda(
-    lam: float, bits: float, fits: tuple[float, float] | None, too_big: tuple[float, float] | None, *, aim: float
-) -> float:
+    lam: float, bits: float, fits: tuple[float, float] | None, too_big: tuple[float, float] | None, *, aim: float,
+    previous: tuple[float, float] | None = None,
+) -> float:  # fmt: skip
     """Next lambda_rd of the rate search: interpolate log(bits) against log(lambda) inside a bracket, else jump.
 
-    Outside a bracket, the file size is taken to scale like ``lambda^-1/2`` (a factor of at most 64 per jump).
+    Outside a bracket, the jump follows the slope of log(bits) against log(lambda) measured between ``previous``
+    and this trial (kept within -2 .. -0.05: the rate of a fit at high rates barely moves with lambda), or a
+    slope of -1/2 before two trials; a factor of at most 64 per jump.
     """
     lam = max(lam, 1e-9)
     if fits is not None and too_big is not None:
@@ -337,7 +340,11 @@ def _next_lambda(
         t = (math.log(b_big) - math.log(aim)) / (math.log(b_big) - math.log(b_fit))
         t = min(max(t, 0.1), 0.9)
         return math.exp(math.log(l_big) + t * (math.log(l_fit) - math.log(l_big)))
-    return lam * min(max((bits / aim) ** 2, 1 / 64), 64)
+    slope = -0.5
+    if previous is not None and previous[0] > 0 and previous[0] != lam and previous[1] > 0:
+        slope = (math.log(bits) - math.log(previous[1])) / (math.log(lam) - math.log(previous[0]))
+        slope = min(max(slope, -2.0), -0.05)
+    return lam * min(max(math.exp((math.log(aim) - math.log(bits)) / slope), 1 / 64), 64)
 
 
 def fit_grid_at_bpp(
@@ -389,6 +396,7 @@ def fit_grid_at_bpp(
         best: GridFitResult | None = None
         smallest = math.inf
         state, steps, seconds, trials = None, 0, 0.0, 0
+        previous: tuple[float, float] | None = None  # (lambda, bits) of the trial before
         while trials < config.max_rate_trials:
             trials += 1
             result = fit_grid(
@@ -406,7 +414,7 @@ def fit_grid_at_bpp(
                 fits = (lam_rd, bits) if fits is None or lam_rd < fits[0] else fits
             else:
                 too_big = (lam_rd, bits) if too_big is None or lam_rd > too_big[0] else too_big
-            lam_rd = _next_lambda(lam_rd, bits, fits, too_big, aim=(1 - band / 2) * budget)
+            lam_rd, previous = _next_lambda(lam_rd, bits, fits, too_big, aim=(1 - band / 2) * budget, previous=previous), (lam_rd, bits)
         if best is None:
             raise InputError(
                 f"--bpp {target_bpp}: unreachable for this image with this grid spec; the smallest file found in "

@@ -29,7 +29,8 @@ def tensor_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
     width, k = synth[-1], spec.kernel
     for _ in range(spec.residual_layers):
         shapes += [(width, width, k, k), (width,)]
-    return shapes + [(1, width, k, k), (1,)]
+    shapes += [(1, width, k, k), (1,)]
+    return shapes + [(1, spec.levels, 1, 1)] if spec.linear_skip else shapes
 
 
 def arm_tensor_count(spec: GridSpec) -> int:
@@ -38,16 +39,18 @@ def arm_tensor_count(spec: GridSpec) -> int:
 
 
 def init_tensors(spec: GridSpec, generator: torch.Generator) -> list[torch.Tensor]:
-    """Initial float tensors: uniform +-1/sqrt(fan-in) (biases positive); residual and entropy-model output layers zero."""
+    """Initial float tensors: uniform +-1/sqrt(fan-in) (biases positive); residual, linear-skip and entropy-model
+    output layers zero."""
     tensors = []
     shapes = tensor_shapes(spec)
     n_arm = arm_tensor_count(spec)
-    zero_from = len(shapes) - 2 - 2 * spec.residual_layers
+    n_synth = len(shapes) - int(spec.linear_skip)
+    zero_from = n_synth - 2 - 2 * spec.residual_layers
     for index, shape in enumerate(shapes):
         fan_in = math.prod(shape[1:]) if len(shape) > 1 else math.prod(shapes[index - 1][1:])
         bound = 1.0 / math.sqrt(fan_in)
         tensor = (torch.rand(shape, generator=generator) * 2 - 1) * bound
-        if index in (n_arm - 2, n_arm - 1) or zero_from <= index < len(shapes) - 2:
+        if index in (n_arm - 2, n_arm - 1) or zero_from <= index < n_synth - 2 or index >= n_synth:
             tensor = torch.zeros(shape)
         elif len(shape) == 1:
             # Positive biases: with latents starting at zero, ReLUs fed by negative biases would never wake up.
@@ -89,14 +92,20 @@ def run_synthesis(
     tensors: list[torch.Tensor], planes: torch.Tensor, spec: GridSpec, *, exact: bool, exps: list[int] | None = None
 ) -> torch.Tensor:
     """Synthesis: upsampled latents ``(1, L, H, W)`` -> image ``(1, 1, H, W)`` (not yet clipped to [0, 1])."""
-    layers = _layers(tensors, exps)
+    exps = exps if exps is not None else [0] * len(tensors)
+    n_layers = len(tensors) - int(spec.linear_skip)
+    layers = _layers(tensors[:n_layers], exps[:n_layers])
     n_1x1 = len(spec.synthesis_widths)
     x = planes
     for layer in layers[:n_1x1]:
         x = _apply(x, layer, exact=exact).clamp_min(0)
     for layer in layers[n_1x1:-1]:
         x = (x + _apply(x, layer, exact=exact)).clamp_min(0)
-    return _apply(x, layers[-1], exact=exact)
+    out = _apply(x, layers[-1], exact=exact)
+    if spec.linear_skip:
+        no_bias = torch.zeros(1, dtype=planes.dtype, device=planes.device)
+        out = out + _apply(planes, (tensors[-1], no_bias, exps[-1], 0), exact=exact)
+    return out
 
 
 def fixed_image(output: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from sinco.errors import BitstreamError, InputError
 
-SPEC_VERSION = 1
+#: Version 2 added the ``linear_skip`` byte; version-1 blocks (files written before it) still parse, without the skip.
+SPEC_VERSION = 2
 UPSAMPLING_KINDS = ("bicubic",)
 #: Causal neighbours of a latent in its own grid, ``(dy, dx)``, most informative first. Every offset satisfies
 #: ``2 * dy + dx < 0`` so latents on one anti-diagonal wave ``2 i + j = t`` can be decoded together.
@@ -41,6 +42,9 @@ class GridSpec:
         latent_bound: latents are integers in ``[-latent_bound, latent_bound]``.
         input_shift: the synthesis sees latents divided by ``2^input_shift``: a finer effective quantisation step,
             which images coded at high PSNR need (unit steps at the synthesis input cap the fit near 38 dB).
+        linear_skip: the synthesis output adds a linear map ``(L -> 1)`` of the upsampled latents, so the latents
+            code the image directly, as a pyramid, besides through the ReLU layers (without it fits stalled near
+            41 dB even with unquantised latents; docs/grid-codec.md).
 
     Raises:
         InputError: on construction, if a value is out of its range.
@@ -55,6 +59,7 @@ class GridSpec:
     arm_hidden: tuple[int, ...] = (12, 12)
     latent_bound: int = 31
     input_shift: int = 3
+    linear_skip: bool = True
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -74,6 +79,7 @@ class GridSpec:
             (all(1 <= w <= MAX_WIDTH for w in self.arm_hidden), f"arm_hidden {self.arm_hidden}: each 1..{MAX_WIDTH}"),
             (1 <= self.latent_bound <= MAX_LATENT_BOUND, f"latent_bound {self.latent_bound}: expected 1..{MAX_LATENT_BOUND}"),
             (0 <= self.input_shift <= MAX_INPUT_SHIFT, f"input_shift {self.input_shift}: expected 0..{MAX_INPUT_SHIFT}"),
+            (isinstance(self.linear_skip, bool), f"linear_skip {self.linear_skip!r}: expected True or False"),
         )
         return next((message for ok, message in checks if not ok), None)
 
@@ -96,15 +102,19 @@ class GridSpec:
         widths = (self.levels, *self.synthesis_widths)
         macs = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
         k2 = self.kernel**2
-        return macs + self.residual_layers * k2 * widths[-1] ** 2 + k2 * widths[-1]
+        return macs + self.residual_layers * k2 * widths[-1] ** 2 + k2 * widths[-1] + (self.levels if self.linear_skip else 0)
 
     # ------------------------------------------------------------------------------------------------ bytes
     def to_bytes(self) -> bytes:
-        """The family block: a version byte then one byte per value (every value is below 256)."""
+        """The family block: a version byte then one byte per value (every value is below 256).
+
+        A spec without ``linear_skip`` is written as a version-1 block, which decoders older than the skip read too.
+        """
+        skip = [1] if self.linear_skip else []
         return bytes(
-            [SPEC_VERSION, self.levels, UPSAMPLING_KINDS.index(self.upsampling), len(self.synthesis_widths), *self.synthesis_widths,
-             self.residual_layers, self.kernel, self.arm_context, len(self.arm_hidden), *self.arm_hidden, self.latent_bound,
-             self.input_shift]
+            [SPEC_VERSION if skip else 1, self.levels, UPSAMPLING_KINDS.index(self.upsampling), len(self.synthesis_widths),
+             *self.synthesis_widths, self.residual_layers, self.kernel, self.arm_context, len(self.arm_hidden), *self.arm_hidden,
+             self.latent_bound, self.input_shift, *skip]
         )  # fmt: skip
 
     @classmethod
@@ -126,8 +136,8 @@ class GridSpec:
             return tuple(data[pos - count : pos])
 
         (version,) = take(1)
-        if version != SPEC_VERSION:
-            raise BitstreamError(f"grid spec block: version {version} is not supported (expected {SPEC_VERSION})")
+        if version not in (1, SPEC_VERSION):
+            raise BitstreamError(f"grid spec block: version {version} is not supported (expected 1 or {SPEC_VERSION})")
         levels, kind, n_widths = take(3)
         if kind >= len(UPSAMPLING_KINDS) or not 1 <= n_widths <= MAX_LAYERS:
             raise BitstreamError(f"grid spec block: invalid upsampling kind {kind} or layer count {n_widths}")
@@ -137,12 +147,17 @@ class GridSpec:
             raise BitstreamError(f"grid spec block: invalid entropy-model layer count {n_hidden}")
         hidden = take(n_hidden)
         bound, shift = take(2)
+        (skip,) = take(1) if version >= 2 else (0,)
+        if version >= 2 and skip != 1:
+            # A spec without the skip is always written as version 1: one spelling per spec.
+            raise BitstreamError(f"grid spec block: invalid linear-skip flag {skip} in a version-{version} block")
         if pos != len(data):
             raise BitstreamError(f"grid spec block: {len(data) - pos} unexpected trailing bytes")
         try:
             return cls(
                 levels=levels, upsampling=UPSAMPLING_KINDS[kind], synthesis_widths=widths, residual_layers=residual,
                 kernel=kernel, arm_context=context, arm_hidden=hidden, latent_bound=bound, input_shift=shift,
+                linear_skip=bool(skip),
             )  # fmt: skip
         except InputError as exc:
             raise BitstreamError(f"grid spec block: {exc}".replace("grid spec: ", "")) from None
