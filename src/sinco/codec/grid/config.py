@@ -69,6 +69,6 @@ class GridFitConfig:
 
 GRID_PRESETS: dict[str, GridFitConfig] = {
     # Sized for about a minute per 240 x 240 slice on 2 CPU cores, rate search included (see docs/grid-codec.md).
-    "fast": GridFitConfig(steps=600, ste_steps=100, refine_steps=150, max_rate_trials=5),
+    "fast": GridFitConfig(steps=900, ste_steps=150, refine_steps=150, max_rate_trials=4),
     "quality": GridFitConfig(steps=6000, ste_steps=800, refine_steps=1000, max_rate_trials=6),
 }

@@ -347,22 +347,39 @@ def _next_lambda(
     return lam * min(max(math.exp((math.log(aim) - math.log(bits)) / slope), 1 / 64), 64)
 
 
+#: Whole-file bpp against lambda_rd of single fits with the ``fast`` preset's 900 steps (BraTS 2013 pat0003 FLAIR,
+#: slice 85, 240 x 240; docs/grid-codec.md): the rate search's first guess. Other images land elsewhere (a 256 x 256
+#: LGG slice with little background took 1.6 bpp at 1e-5); the later trials correct it.
+_RATE_PRIOR: tuple[tuple[float, float], ...] = (
+    (0.203, 1e-2), (0.34, 3e-3), (0.445, 1e-3), (0.651, 3e-4), (0.859, 1e-4), (1.062, 1e-5), (1.198, 1e-6),
+)  # fmt: skip
+
+
+def initial_lambda(target_bpp: float) -> float:
+    """The rate search's first ``lambda_rd`` for ``target_bpp``: log-log interpolation in :data:`_RATE_PRIOR`,
+    clamped to its ends."""
+    rates = np.log([r for r, _ in _RATE_PRIOR])
+    lambdas = np.log([lam for _, lam in _RATE_PRIOR])
+    return float(np.exp(np.interp(math.log(target_bpp), rates, lambdas)))
+
+
 def fit_grid_at_bpp(
     targets: torch.Tensor, *, spec: GridSpec, config: GridFitConfig, target_bpp: float, header_bytes: int,
     device: torch.device, regularizer: Regularizer | None = None, lam: torch.Tensor | None = None, progress: bool = False,
-    band: float = 0.03,
+    band: float = 0.03, start_lambda: float | None = None,
 ) -> list[GridFitResult]:  # fmt: skip
     """Search ``lambda_rd`` per image so that the file (payload + ``header_bytes``) is at most ``target_bpp``.
 
-    The first trial is a full fit at ``config.lambda_rd``; later trials warm-start from the latest solution
-    (``config.refine_steps`` steps). ``lambda_rd`` moves by factors of 4 until the target is bracketed, then by
-    bisection of its logarithm. The search stops at a file within ``band`` below the target or after
+    The first trial is a full fit at ``start_lambda`` (default :func:`initial_lambda` of the target); later trials
+    warm-start from the latest solution (``config.refine_steps`` steps). ``lambda_rd`` jumps along the measured
+    slope of log(bits) against log(lambda) until the target is bracketed, then by a secant step inside the
+    bracket (:func:`_next_lambda`). The search stops at a file within ``band`` below the target or after
     ``config.max_rate_trials`` trials, returning the largest file within the target.
 
     Args:
         targets: ``(S, H, W)`` in ``[0, 1]``.
         spec: decoder spec.
-        config: fit settings (``lambda_rd`` is the starting point).
+        config: fit settings (its ``lambda_rd`` is not used: the search sets it).
         target_bpp: bits per pixel of the whole file.
         header_bytes: bytes of the file outside the payload (header, family block, lengths, CRC).
         device: training device.
@@ -370,6 +387,7 @@ def fit_grid_at_bpp(
         lam: see :func:`fit_grid`.
         progress: progress bars.
         band: accepted shortfall below the target (fraction).
+        start_lambda: the first trial's ``lambda_rd`` (default: :func:`initial_lambda` of ``target_bpp``).
 
     Returns:
         One result per image with ``trials``, ``target_bpp``, ``within_band`` and the summed ``steps`` and ``seconds``
@@ -382,6 +400,8 @@ def fit_grid_at_bpp(
         raise InputError(f"--bpp {target_bpp}: must be a positive number")
     if header_bytes < 0:
         raise InputError(f"header_bytes {header_bytes}: must be >= 0")
+    if start_lambda is not None and not (math.isfinite(start_lambda) and start_lambda > 0):
+        raise InputError(f"start_lambda {start_lambda}: must be a positive number")
     _check_targets(targets, spec, lam)
     pixels = targets.shape[1] * targets.shape[2]
     budget = target_bpp * pixels
@@ -390,7 +410,7 @@ def fit_grid_at_bpp(
         one = targets[index : index + 1]
         one_lam = lam[index : index + 1] if lam is not None else None
         reg = _per_image(regularizer, index, targets.shape[0])
-        lam_rd = config.lambda_rd
+        lam_rd = initial_lambda(target_bpp) if start_lambda is None else start_lambda
         fits: tuple[float, float] | None = None  # (lambda, bits) of the smallest lambda whose file fits
         too_big: tuple[float, float] | None = None  # (lambda, bits) of the largest lambda whose file is too big
         best: GridFitResult | None = None
