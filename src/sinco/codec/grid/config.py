@@ -35,7 +35,7 @@ class GridFitConfig:
     lr_latent: float = 0.25
     lr_network: float = 1e-2
     lr_ste: float = 1e-3
-    temperature: tuple[float, float] = (0.3, 0.1)
+    temperature: tuple[float, float] = (0.5, 0.1)
     noise: float = 1.0
     lambda_rd: float = 1e-3
     seed: int = 0

@@ -349,9 +349,10 @@ def _next_lambda(
 
 #: Whole-file bpp against lambda_rd of single fits with the ``fast`` preset's 900 steps (BraTS 2013 pat0003 FLAIR,
 #: slice 85, 240 x 240; docs/grid-codec.md): the rate search's first guess. Other images land elsewhere (a 256 x 256
-#: LGG slice with little background took 1.6 bpp at 1e-5); the later trials correct it.
+#: LGG slice with little background took 1.6 bpp at 1e-5 in 1,500 steps); the later trials correct it. Below 1e-6
+#: the rate hardly grows: the fit, not lambda, limits it there.
 _RATE_PRIOR: tuple[tuple[float, float], ...] = (
-    (0.203, 1e-2), (0.34, 3e-3), (0.445, 1e-3), (0.651, 3e-4), (0.859, 1e-4), (1.062, 1e-5), (1.198, 1e-6),
+    (0.174, 1e-2), (0.281, 3e-3), (0.438, 1e-3), (0.605, 3e-4), (0.789, 1e-4), (0.994, 1e-5), (1.08, 1e-6),
 )  # fmt: skip
 
 
