@@ -45,6 +45,11 @@ def jpeg2000_at(image: np.ndarray, bpp: float) -> tuple[float, float]:
     return match.bpp, psnr(codec.decode(match.data), image)
 
 
+def _tuples(overrides: dict) -> dict:
+    """JSON lists as the tuples the frozen dataclasses hold."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=DEFAULT_IMAGE)
@@ -55,6 +60,8 @@ def main() -> None:
     parser.add_argument("--target-bpp", type=float, default=1.2, help="rate of the timed rate search (0: skip it)")
     parser.add_argument("--header-bytes", type=int, default=40, help="file bytes outside the payload (format v2 header)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spec", default="{}", help='GridSpec overrides as JSON, e.g. \'{"linear_skip": false}\'')
+    parser.add_argument("--config", default="{}", help='GridFitConfig overrides as JSON, e.g. \'{"temperature": [0.3, 0.1]}\'')
     parser.add_argument("--out", default=None, help="folder for results.json")
     args = parser.parse_args()
 
@@ -63,8 +70,8 @@ def main() -> None:
     image, _, _ = normalize_minmax(volume[:, :, args.slice], name=f"{args.image} slice {args.slice}")
     height, width = image.shape
     pixels = height * width
-    spec = GridSpec()
-    config = replace(GRID_PRESETS[args.preset], seed=args.seed)
+    spec = GridSpec(**_tuples(json.loads(args.spec)))
+    config = replace(GRID_PRESETS[args.preset], seed=args.seed, **_tuples(json.loads(args.config)))
     if args.steps is not None:
         config = replace(config, steps=args.steps, ste_steps=min(config.ste_steps, args.steps // 5))
     device = torch.device("cpu")
