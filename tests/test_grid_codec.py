@@ -185,20 +185,33 @@ def test_rate_search_starts_from_the_measured_prior():
                         device=torch.device("cpu"), start_lambda=0.0)  # fmt: skip
 
 
-def test_lambda_is_steered_towards_the_latent_bit_target():
-    from sinco.codec.grid.fit import _LAMBDA_RANGE, _steer_lambda
+def test_rate_search_jumps_along_the_measured_slope():
+    from sinco.codec.grid.fit import _next_lambda
 
-    assert _steer_lambda(1e-4, 2000.0, 1000.0) > 1e-4 > _steer_lambda(1e-4, 500.0, 1000.0)  # too many bits: weigh rate more
-    assert _steer_lambda(1e-4, 1000.0, 1000.0) == pytest.approx(1e-4)
-    assert _steer_lambda(_LAMBDA_RANGE[1], 1e9, 1.0) == _LAMBDA_RANGE[1]
-    start = CONFIG.with_lambda(1e-3)
-    few, many = (
-        fit_grid(target_image()[None], spec=SPEC, config=start, device=torch.device("cpu"), latent_bits_target=bits)[0]
-        for bits in (200.0, 20000.0)
-    )  # fmt: skip
-    assert few.config.lambda_rd > 1e-3 > many.config.lambda_rd
-    assert few.payload_bits < many.payload_bits
-    assert np.array_equal(decode_grid(few.payload, spec=SPEC, height=SIZE, width=SIZE), few.reconstruction)
+    # Before two trials: size taken as lambda^-1/2, so 10% too small -> lambda times 0.81.
+    assert _next_lambda(1e-4, 900.0, None, None, aim=1000.0) == pytest.approx(1e-4 * 0.81)
+    # A measured slope of -0.1 (rate barely moves with lambda): the same shortfall needs a much larger jump.
+    flat = _next_lambda(1e-4, 900.0, None, None, aim=1000.0, previous=(1e-3, 900.0 * 10**-0.1))
+    assert flat == pytest.approx(1e-4 * (1000 / 900) ** -10)
+    # Rate that did not move: the slope is capped at -0.05, and a jump at 64x.
+    assert _next_lambda(1e-4, 900.0, None, None, aim=1000.0, previous=(1e-3, 900.0)) == pytest.approx(1e-4 * (1000 / 900) ** -20)
+    assert _next_lambda(1e-4, 500.0, None, None, aim=1000.0, previous=(1e-3, 500.0)) == pytest.approx(1e-4 / 64)
+    # Inside a bracket the secant stays within it.
+    assert 1e-5 < _next_lambda(1e-4, 900.0, (1e-4, 900.0), (1e-5, 1200.0), aim=1000.0, previous=(1e-5, 1200.0)) < 1e-4
+
+
+def test_rate_search_keeps_the_least_distorted_file_within_the_target(fitted, monkeypatch):
+    """A later trial with more bits but more error (a warm restart gone wrong) does not replace a better file."""
+    import sinco.codec.grid.fit as grid_fit
+
+    budget = 6.0 * SIZE * SIZE
+    trials = iter([replace(fitted, payload_bits=int(0.80 * budget), mse=1e-4),  # fits, 20% below: search goes on
+                   replace(fitted, payload_bits=int(0.90 * budget), mse=4e-4),  # more bits, worse image
+                   replace(fitted, payload_bits=int(1.50 * budget), mse=1e-5)])  # over the target  # fmt: skip
+    monkeypatch.setattr(grid_fit, "fit_grid", lambda *args, **kwargs: [next(trials)])
+    config = replace(CONFIG, max_rate_trials=3)
+    result = fit_grid_at_bpp(target_image()[None], spec=SPEC, config=config, target_bpp=6.0, header_bytes=0, device=torch.device("cpu"))[0]
+    assert result.mse == 1e-4 and result.trials == 3 and result.within_band is False
 
 
 def test_rate_search_never_exceeds_the_target_and_reports_trials():
