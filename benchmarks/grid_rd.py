@@ -7,7 +7,8 @@ Usage (from the repository root, after scripts/setup-venv):
 
 For each lambda_rd: one fit from scratch; prints the real payload rate (bpp of the payload bytes; the file
 adds ``--header-bytes``), the PSNR of what ``decode_grid`` returns, the estimated vs real bits, and 16-bit
-JPEG 2000's PSNR at the same whole-file rate. Then one rate search with the chosen preset (encode time per
+JPEG 2000's PSNR at the same whole-file rate, and with two lambdas or more the Bjontegaard deltas of that curve
+against JPEG 2000's points. Then one rate search with the chosen preset (encode time per
 slice, trials) and the decode time (best of 5). Writes everything with the configuration to OUT/results.json.
 """
 
@@ -27,6 +28,7 @@ import torch
 from sinco.baselines.classical import encode_at_bpp, get_codec
 from sinco.codec.grid import GRID_PRESETS, GridSpec, decode_grid, fit_grid, fit_grid_at_bpp
 from sinco.data.intensity import normalize_minmax
+from sinco.eval.bjontegaard import bd_psnr, bd_rate
 from sinco.utils.atomic import atomic_write_bytes
 
 DEFAULT_IMAGE = "/work/shared/data/brats2013/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz"
@@ -97,6 +99,16 @@ def main() -> None:
             f"{result.estimated_bits / result.payload_bits:>14.3f} {j2k_bpp:>8.3f} {j2k_psnr:>7.2f} {result.seconds:>6.1f}",
             flush=True,
         )
+    bjontegaard = None
+    if len(rows) >= 2:
+        curves = dict(anchor_rate=[r["jpeg2000_bpp"] for r in rows], anchor_psnr=[r["jpeg2000_psnr"] for r in rows],
+                      test_rate=[r["file_bpp"] for r in rows], test_psnr=[r["psnr"] for r in rows])  # fmt: skip
+        rate, gain = bd_rate(**curves), bd_psnr(**curves)
+        bjontegaard = {"bd_rate_percent": rate.value, "bd_psnr_db": gain.value, "degree": rate.degree, "reason": rate.reason}
+        if rate.value is None or gain.value is None:
+            print(f"against JPEG 2000: no Bjontegaard delta ({rate.reason or gain.reason})")
+        else:
+            print(f"against JPEG 2000 at the same rates: BD-rate {rate.value:+.1f}%, BD-PSNR {gain.value:+.2f} dB (degree {rate.degree})")
     search = None
     if args.target_bpp > 0:
         started = time.perf_counter()
@@ -125,7 +137,8 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        record = {"args": vars(args), "spec": asdict(spec), "config": config.to_dict(), "rows": rows, "search": search}
+        record = {"args": vars(args), "spec": asdict(spec), "config": config.to_dict(), "rows": rows,
+                  "bjontegaard": bjontegaard, "search": search}  # fmt: skip
         atomic_write_bytes(out / "results.json", (json.dumps(record, indent=2) + "\n").encode())
 
 

@@ -72,8 +72,9 @@ class FitConfig:
             squared errors, the squared l2 norm), ``"l2"`` (the l2 norm) or ``"auto"``: ``"sse"``
             when the fit has a segmentation network, else ``"mse"`` (:func:`resolve_data_term`,
             applied by :func:`sinco.pipeline.compress_images` and the fitting loop; the CLI and the
-            benchmark resolve it first, so saved configurations name the term used); see :func:`sinco.fit.losses.data_term`. It sets the data term's scale
-            against ``lam``; PSNR and the MSE reported are the same whichever is chosen.
+            benchmark resolve it first, so saved configurations name the term used); see
+            :func:`sinco.fit.losses.data_term`. It sets the data term's scale against ``lam``; PSNR
+            and the MSE reported are the same whichever is chosen.
         reg_every: apply the regulariser on every ``reg_every``-th step only (1 = every step).
         schedule: learning-rate schedule: ``"constant"`` (the paper's) or ``"cosine"`` (linear warm-up
             over ``warmup`` steps, then a half cosine from ``lr`` down to ``lr * final_lr_ratio``).

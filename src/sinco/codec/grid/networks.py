@@ -30,7 +30,7 @@ def tensor_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
     for _ in range(spec.residual_layers):
         shapes += [(width, width, k, k), (width,)]
     shapes += [(1, width, k, k), (1,)]
-    return shapes + [(1, spec.levels, 1, 1)] if spec.linear_skip else shapes
+    return (shapes + [(1, spec.levels, 1, 1)]) if spec.linear_skip else shapes
 
 
 def arm_tensor_count(spec: GridSpec) -> int:
@@ -59,12 +59,11 @@ def init_tensors(spec: GridSpec, generator: torch.Generator) -> list[torch.Tenso
     return tensors
 
 
-def _layers(tensors: list[torch.Tensor], exps: list[int] | None) -> list[tuple[torch.Tensor, torch.Tensor, int, int]]:
-    exps = exps if exps is not None else [0] * len(tensors)
+def _layers(tensors: list[torch.Tensor], exps: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, int, int]]:
     return [(tensors[i], tensors[i + 1], exps[i], exps[i + 1]) for i in range(0, len(tensors), 2)]
 
 
-def _apply(x: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor, int, int], *, exact: bool) -> torch.Tensor:
+def _apply(x: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor | None, int, int], *, exact: bool) -> torch.Tensor:
     weight, bias, w_exp, b_exp = layer
     if exact:
         return fixed_conv(x, weight, bias, w_exp=w_exp, b_exp=b_exp)
@@ -81,7 +80,7 @@ def run_arm(tensors: list[torch.Tensor], contexts: torch.Tensor, *, exact: bool,
 
     With ``exact``, ``tensors`` and ``contexts`` are integer-valued float64, contexts at scale ``2^-FRAC_BITS``.
     """
-    layers = _layers(tensors, exps)
+    layers = _layers(tensors, exps if exps is not None else [0] * len(tensors))
     x = contexts
     for layer in layers[:-1]:
         x = _apply(x, layer, exact=exact).clamp_min(0)
@@ -94,7 +93,7 @@ def run_synthesis(
     """Synthesis: upsampled latents ``(1, L, H, W)`` -> image ``(1, 1, H, W)`` (not yet clipped to [0, 1])."""
     exps = exps if exps is not None else [0] * len(tensors)
     n_layers = len(tensors) - int(spec.linear_skip)
-    layers = _layers(tensors[:n_layers], exps[:n_layers])
+    layers = _layers(tensors[:n_layers], exps)
     n_1x1 = len(spec.synthesis_widths)
     x = planes
     for layer in layers[:n_1x1]:
@@ -103,8 +102,7 @@ def run_synthesis(
         x = (x + _apply(x, layer, exact=exact)).clamp_min(0)
     out = _apply(x, layers[-1], exact=exact)
     if spec.linear_skip:
-        no_bias = torch.zeros(1, dtype=planes.dtype, device=planes.device)
-        out = out + _apply(planes, (tensors[-1], no_bias, exps[-1], 0), exact=exact)
+        out = out + _apply(planes, (tensors[-1], None, exps[-1], 0), exact=exact)
     return out
 
 

@@ -70,24 +70,24 @@ def upsample_grids(grids: list[torch.Tensor], shapes: list[tuple[int, int]], *, 
     return x
 
 
-def fixed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, w_exp: int, b_exp: int) -> torch.Tensor:
+def fixed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, w_exp: int, b_exp: int) -> torch.Tensor:
     """A fixed-point convolution (or a linear layer when ``x`` is ``(N, C)``), rounded back to ``FRAC_BITS``.
 
     Args:
         x: integer-valued float64 activations at scale ``2^-FRAC_BITS``, ``(1, C, H, W)`` or ``(N, C)``.
         weight: integer-valued float64 ``(O, C, k, k)`` (replicate padding) or ``(O, C)`` at scale ``2^-w_exp``.
-        bias: integer-valued float64 ``(O,)`` at scale ``2^-b_exp``.
+        bias: integer-valued float64 ``(O,)`` at scale ``2^-b_exp``, or None (no bias).
         w_exp: weight step exponent, ``0..MAX_EXPONENT``.
         b_exp: bias step exponent, ``0..MAX_EXPONENT``.
 
     Returns:
         Integer-valued float64 activations at scale ``2^-FRAC_BITS``, clamped to ``+-ACT_LIMIT``.
     """
-    bias_scaled = bias * float(2 ** (FRAC_BITS + w_exp - b_exp))
     if x.dim() == 2:
-        y = x @ weight.T + bias_scaled
+        y = x @ weight.T
     else:
         pad = weight.shape[-1] // 2
-        xp = F.pad(x, (pad,) * 4, mode="replicate") if pad else x
-        y = F.conv2d(xp, weight) + bias_scaled.reshape(1, -1, 1, 1)
+        y = F.conv2d(F.pad(x, (pad,) * 4, mode="replicate") if pad else x, weight)
+    if bias is not None:
+        y = y + (bias * float(2 ** (FRAC_BITS + w_exp - b_exp))).reshape(-1, *([1] * (x.dim() - 2)))
     return round_shift(y, w_exp).clamp(-ACT_LIMIT, ACT_LIMIT)
