@@ -41,14 +41,15 @@ def parent_plane(coarser: torch.Tensor | None, shape: tuple[int, int]) -> torch.
 
 
 def grid_contexts(grids: list[torch.Tensor], spec: GridSpec) -> torch.Tensor:
-    """Contexts of every latent, all grids at once (training and encoder side).
+    """Contexts of every latent, all grids at once (training and encoder side), channels first.
 
     Args:
         grids: latents ``(h_l, w_l)`` per grid, finest first (float; integer-valued when coding).
         spec: the spec (number of neighbours).
 
     Returns:
-        ``(N, arm_context + 1)`` with ``N = sum h_l w_l``, grids finest first, row-major within a grid.
+        ``(arm_context + 1, N)`` with ``N = sum h_l w_l``, grids finest first, row-major within a grid: the
+        layout :func:`~sinco.codec.grid.networks.run_arm` takes (each context a contiguous row).
     """
     rows = []
     for level, grid in enumerate(grids):
@@ -57,8 +58,8 @@ def grid_contexts(grids: list[torch.Tensor], spec: GridSpec) -> torch.Tensor:
         cols = [padded[2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] for dy, dx in CONTEXT_OFFSETS[: spec.arm_context]]
         coarser = grids[level + 1] if level + 1 < len(grids) else None
         cols.append(parent_plane(coarser, (h, w)).to(grid))
-        rows.append(torch.stack(cols, dim=-1).reshape(h * w, -1))
-    return torch.cat(rows, dim=0)
+        rows.append(torch.stack(cols).reshape(-1, h * w))
+    return torch.cat(rows, dim=1)
 
 
 def wave_positions(height: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -157,5 +158,5 @@ def laplace_bits(values: torch.Tensor, mean: torch.Tensor, log2_scale: torch.Ten
 
 
 def mean_log2_scale(arm_out: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split the float ARM output ``(N, 2)`` into a mean (clamped to the latent range) and a log2-scale."""
-    return arm_out[:, 0].clamp(-bound, bound), arm_out[:, 1]
+    """Split the float ARM output ``(2, N)`` into a mean (clamped to the latent range) and a log2-scale."""
+    return arm_out[0].clamp(-bound, bound), arm_out[1]

@@ -131,7 +131,8 @@ def _train(
     latents = [t.requires_grad_(True) for t in state.latents]
     tensors = [t.requires_grad_(True) for t in state.tensors]
     optimizer = torch.optim.Adam(
-        [{"params": latents, "lr": config.lr_latent * lr_scale}, {"params": tensors, "lr": config.lr_network * lr_scale}]
+        [{"params": latents, "lr": config.lr_latent * lr_scale}, {"params": tensors, "lr": config.lr_network * lr_scale}],
+        fused=True,
     )
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     generator = torch.Generator(device=target.device).manual_seed(config.seed + 1)

@@ -67,23 +67,36 @@ def _apply(x: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor | None, int,
     weight, bias, w_exp, b_exp = layer
     if exact:
         return fixed_conv(x, weight, bias, w_exp=w_exp, b_exp=b_exp)
+    if x.dim() == 4 and weight.shape[-1] == 1:
+        # 1x1 layers as one matrix product on channels-first pixels (C, H W): no permute, and the backward's
+        # products keep the long axis contiguous (twice as fast as a channels-last linear layer).
+        _, channels, height, width = x.shape
+        return _affine(weight[:, :, 0, 0], bias, x.reshape(channels, height * width)).reshape(1, -1, height, width)
     if x.dim() == 2:
-        return F.linear(x, weight, bias)
-    if weight.shape[-1] == 1:  # 1x1 layers as one matrix product over channels-last pixels: faster than a conv
-        return F.linear(x.permute(0, 2, 3, 1), weight[:, :, 0, 0], bias).permute(0, 3, 1, 2)
+        return _affine(weight, bias, x)
     pad = weight.shape[-1] // 2
     return F.conv2d(F.pad(x, (pad,) * 4, mode="replicate") if pad else x, weight, bias)
 
 
+def _affine(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``weight (O, C) @ x (C, N) + bias (O,)``."""
+    return weight @ x if bias is None else torch.addmm(bias[:, None], weight, x)
+
+
+def _relu(x: torch.Tensor) -> torch.Tensor:
+    # torch.relu's backward is one fused threshold kernel; clamp_min's is a comparison and a select (2x slower).
+    return torch.relu(x)
+
+
 def run_arm(tensors: list[torch.Tensor], contexts: torch.Tensor, *, exact: bool, exps: list[int] | None = None) -> torch.Tensor:
-    """Entropy model: contexts ``(N, C)`` -> ``(N, 2)`` (mean, log2-scale); in fixed point when ``exact``.
+    """Entropy model: contexts ``(C, N)`` (channels first) -> ``(2, N)`` (mean, log2-scale); in fixed point when ``exact``.
 
     With ``exact``, ``tensors`` and ``contexts`` are integer-valued float64, contexts at scale ``2^-FRAC_BITS``.
     """
     layers = _layers(tensors, exps if exps is not None else [0] * len(tensors))
     x = contexts
     for layer in layers[:-1]:
-        x = _apply(x, layer, exact=exact).clamp_min(0)
+        x = _relu(_apply(x, layer, exact=exact))
     return _apply(x, layers[-1], exact=exact)
 
 
@@ -97,9 +110,11 @@ def run_synthesis(
     n_1x1 = len(spec.synthesis_widths)
     x = planes
     for layer in layers[:n_1x1]:
-        x = _apply(x, layer, exact=exact).clamp_min(0)
+        x = _relu(_apply(x, layer, exact=exact))
+    if not exact:
+        x = x.contiguous(memory_format=torch.channels_last)  # mkldnn's small convolutions run 2-3x faster so
     for layer in layers[n_1x1:-1]:
-        x = (x + _apply(x, layer, exact=exact)).clamp_min(0)
+        x = _relu(x + _apply(x, layer, exact=exact))
     out = _apply(x, layers[-1], exact=exact)
     if spec.linear_skip:
         out = out + _apply(planes, (tensors[-1], None, exps[-1], 0), exact=exact)

@@ -74,7 +74,7 @@ def fixed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     """A fixed-point convolution (or a linear layer when ``x`` is ``(N, C)``), rounded back to ``FRAC_BITS``.
 
     Args:
-        x: integer-valued float64 activations at scale ``2^-FRAC_BITS``, ``(1, C, H, W)`` or ``(N, C)``.
+        x: integer-valued float64 activations at scale ``2^-FRAC_BITS``, ``(1, C, H, W)`` or channels first ``(C, N)``.
         weight: integer-valued float64 ``(O, C, k, k)`` (replicate padding) or ``(O, C)`` at scale ``2^-w_exp``.
         bias: integer-valued float64 ``(O,)`` at scale ``2^-b_exp``, or None (no bias).
         w_exp: weight step exponent, ``0..MAX_EXPONENT``.
@@ -84,10 +84,10 @@ def fixed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         Integer-valued float64 activations at scale ``2^-FRAC_BITS``, clamped to ``+-ACT_LIMIT``.
     """
     if x.dim() == 2:
-        y = x @ weight.T
+        y = weight @ x
     else:
         pad = weight.shape[-1] // 2
         y = F.conv2d(F.pad(x, (pad,) * 4, mode="replicate") if pad else x, weight)
     if bias is not None:
-        y = y + (bias * float(2 ** (FRAC_BITS + w_exp - b_exp))).reshape(-1, *([1] * (x.dim() - 2)))
+        y = y + (bias * float(2 ** (FRAC_BITS + w_exp - b_exp))).reshape((-1, 1) if x.dim() == 2 else (-1, 1, 1))
     return round_shift(y, w_exp).clamp(-ACT_LIMIT, ACT_LIMIT)

@@ -156,7 +156,7 @@ def payload_checksum(network: bytes, latents: list[np.ndarray]) -> int:
 def encode_latents(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: GridSpec) -> bytes:
     """Range-code integer latents (finest grid first, each ``(h_l, w_l)``) with the fixed-point entropy model."""
     grids = [torch.from_numpy(g.astype(np.float64)) for g in latents]
-    contexts = grid_contexts(grids, spec).numpy()
+    contexts = grid_contexts(grids, spec).T.numpy()
     m, f, q = _coding_params(contexts, _arm_layers(decoder, spec), spec)
     order = coding_order([g.shape for g in latents])
     values = np.concatenate([g.reshape(-1) for g in latents]).astype(np.int64)
