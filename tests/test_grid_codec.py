@@ -21,7 +21,7 @@ from sinco.errors import BitstreamError, InputError
 
 SIZE = 32
 SPEC = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)
-CONFIG = GridFitConfig(steps=120, ste_steps=30, lambda_rd=1e-3, seed=0, refine_steps=40, max_rate_trials=5)
+CONFIG = GridFitConfig(steps=120, ste_steps=30, lambda_rd=1e-3, seed=0, max_rate_trials=5)
 GOLDEN = [Path(__file__).parent / "data" / name for name in ("grid_golden", "grid_golden_v2")]  # spec v1 (no skip), v2
 
 
@@ -188,8 +188,8 @@ def test_rate_search_starts_from_the_measured_prior():
 def test_rate_search_jumps_along_the_measured_slope():
     from sinco.codec.grid.fit import _next_lambda
 
-    # Before two trials: size taken as lambda^-1/2, so 10% too small -> lambda times 0.81.
-    assert _next_lambda(1e-4, 900.0, None, None, aim=1000.0) == pytest.approx(1e-4 * 0.81)
+    # Before two trials: size taken as lambda^-1/5, so 10% too small -> lambda times 0.9^5.
+    assert _next_lambda(1e-4, 900.0, None, None, aim=1000.0) == pytest.approx(1e-4 * 0.9**5)
     # A measured slope of -0.1 (rate barely moves with lambda): the same shortfall needs a much larger jump.
     flat = _next_lambda(1e-4, 900.0, None, None, aim=1000.0, previous=(1e-3, 900.0 * 10**-0.1))
     assert flat == pytest.approx(1e-4 * (1000 / 900) ** -10)
@@ -200,8 +200,20 @@ def test_rate_search_jumps_along_the_measured_slope():
     assert 1e-5 < _next_lambda(1e-4, 900.0, (1e-4, 900.0), (1e-5, 1200.0), aim=1000.0, previous=(1e-5, 1200.0)) < 1e-4
 
 
+def test_a_branch_at_the_same_lambda_reproduces_the_fit_and_costs_only_the_rest_of_the_schedule():
+    """Rate-search trials resume the first fit's checkpoint: parameters, Adam moments, noise and schedule."""
+    config = replace(CONFIG, branch_at=0.5)
+    first = fit_grid(target_image()[None], spec=SPEC, config=config, device=torch.device("cpu"), keep_checkpoint=True)[0]
+    assert first.checkpoint is not None and first.checkpoint.step == 45  # half of the 90 soft steps
+    again = fit_grid(target_image()[None], spec=SPEC, config=config, device=torch.device("cpu"), branch_from=[first.checkpoint])[0]
+    assert again.payload == first.payload and again.steps == config.steps - 45
+    other = fit_grid(target_image()[None], spec=SPEC, config=config.with_lambda(0.1), device=torch.device("cpu"),
+                     branch_from=[first.checkpoint])[0]  # fmt: skip
+    assert other.payload != first.payload
+
+
 def test_rate_search_keeps_the_least_distorted_file_within_the_target(fitted, monkeypatch):
-    """A later trial with more bits but more error (a warm restart gone wrong) does not replace a better file."""
+    """A later trial with more bits but more error does not replace a better file."""
     import sinco.codec.grid.fit as grid_fit
 
     budget = 6.0 * SIZE * SIZE
@@ -225,7 +237,7 @@ def test_rate_search_never_exceeds_the_target_and_reports_trials():
     assert result.within_band == ((result.payload_bits + 8 * header) >= 0.97 * 6.0 * SIZE * SIZE)
     assert np.array_equal(decode_grid(result.payload, spec=SPEC, height=SIZE, width=SIZE), result.reconstruction)
     with pytest.raises(InputError, match=r"--bpp 0.05: unreachable"):
-        fit_grid_at_bpp(target, spec=SPEC, config=GridFitConfig(steps=20, ste_steps=5, refine_steps=5, max_rate_trials=2, seed=0),
+        fit_grid_at_bpp(target, spec=SPEC, config=GridFitConfig(steps=20, ste_steps=5, max_rate_trials=2, seed=0),
                         target_bpp=0.05, header_bytes=header, device=torch.device("cpu"))  # fmt: skip
     with pytest.raises(InputError, match=r"--bpp -1"):
         fit_grid_at_bpp(target, spec=SPEC, config=CONFIG, target_bpp=-1, header_bytes=header, device=torch.device("cpu"))

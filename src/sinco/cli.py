@@ -155,8 +155,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
     seg += f" dice_eval={m['dice_eval']:.4f}" if "dice_eval" in m else ""
     params = f" bpp_params={m['bpp_params']:.4f}" if "bpp_params" in m else ""
     print(f"{out}: psnr={m['psnr']:.2f} dB ssim={m['ssim']:.4f}{seg}{params} bpp_file={m['bpp_file']:.4f} "
-          f"({m['file_bytes']} bytes) seconds={result.seconds:.1f}")  # fmt: skip
+          f"({m['file_bytes']} bytes){_rate_search(m)} seconds={result.seconds:.1f}")  # fmt: skip
     return EXIT_OK
+
+
+def _rate_search(metrics: dict[str, Any]) -> str:
+    """How a rate search ended (the grid family's), for the one-line report; empty for other families."""
+    if metrics.get("within_band") is None:
+        return f" lambda_rd={metrics['lambda_rd']:.3g}" if "lambda_rd" in metrics else ""
+    band = "within 3% below the target" if metrics["within_band"] else "below the 3% band: the best file within the target"
+    return f" lambda_rd={metrics['lambda_rd']:.3g} ({metrics['rate_trials']} trials, {band})"
 
 
 def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, codec: Any, fit: Any, device: Any) -> int:

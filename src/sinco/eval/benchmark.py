@@ -31,6 +31,8 @@ RESULTS_FORMAT = 2
 _NOT_RECORDS = ("anchor",)
 # What every record carries from sinco.pipeline.measure (Dice too, with a segmentation model).
 _RECORD_METRICS = ("bpp_file", "psnr", "ssim", "ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
+# A family's rate search (the grid family's), when it ran one: how it ended, for every file it made.
+_RATE_SEARCH_FIELDS = ("lambda_rd", "rate_trials", "within_band")
 # The independent judge's (sinco.eval.judge.judge_metrics), when there is one.
 _JUDGE_METRICS = ("dice_self", "dice_eval", "dice_eval_reference", "dice_eval_target")
 
@@ -478,7 +480,8 @@ def _run_codec_method(run: _Run, method: str, bpp: float, lam: float, *, device:
                                 encode_seconds=result.seconds, decode_seconds=decode_seconds,
                                 arch=codec.family.describe(result.file.spec), n_params=m.get("n_params"), lam=report.lam, reg_every=report.reg_every,
                                 best_step=report.best_step, divergences=report.divergences, batch_slices=report.batch,
-                                evaluations=report.evaluations, phase_seconds=report.phase_seconds)  # fmt: skip
+                                evaluations=report.evaluations, phase_seconds=report.phase_seconds,
+                                **{k: m[k] for k in _RATE_SEARCH_FIELDS if k in m})  # fmt: skip
             run.store(record, result.data, ".sinco")
 
 

@@ -168,12 +168,10 @@ class GridFamily(CodecFamily):
 
 
 def _with_steps(grid: Any, steps: int) -> Any:
-    """A preset with another step count; the straight-through and refinement steps keep their share."""
+    """A preset with another step count; the straight-through steps keep their share."""
     if not isinstance(steps, int) or steps < 1:
         raise InputError(f"--steps {steps}: must be a positive integer")
-    ratio = steps / grid.steps
-    return dataclasses.replace(grid, steps=steps, ste_steps=min(steps, round(grid.ste_steps * ratio)),
-                               refine_steps=max(1, round(grid.refine_steps * ratio)))  # fmt: skip
+    return dataclasses.replace(grid, steps=steps, ste_steps=min(steps, round(grid.ste_steps * steps / grid.steps)))
 
 
 def _report(result: Any, *, lam: float) -> Any:
@@ -186,4 +184,5 @@ def _report(result: Any, *, lam: float) -> Any:
 
 def _extras(result: Any) -> dict[str, Any]:
     return {"estimated_bits": result.estimated_bits, "latent_bits_estimate": result.latent_bits_estimate,
-            "network_bits": result.network_bits, "lambda_rd": result.config.lambda_rd, "rate_trials": result.trials}  # fmt: skip
+            "network_bits": result.network_bits, "lambda_rd": result.config.lambda_rd, "rate_trials": result.trials,
+            "within_band": result.within_band}  # fmt: skip

@@ -23,7 +23,9 @@ class GridFitConfig:
         noise: amplitude of the uniform noise added to the soft-rounded latents (1.0 = U(-0.5, 0.5)).
         lambda_rd: rate weight: loss = MSE + lambda_rd * bits / pixels (+ lam * regulariser).
         seed: seed of the initialisation and of the noise.
-        refine_steps: steps of a warm-started fit (rate search trials after the first).
+        branch_at: where in the soft phase (fraction) the rate search's later trials branch from the first fit:
+            each resumes the first fit's training there with its own ``lambda_rd``, so every trial is a fit of the
+            same schedule (0: every trial from scratch).
         max_rate_trials: most fits the rate search runs.
 
     Raises:
@@ -39,7 +41,7 @@ class GridFitConfig:
     noise: float = 1.0
     lambda_rd: float = 1e-3
     seed: int = 0
-    refine_steps: int = 300
+    branch_at: float = 0.5
     max_rate_trials: int = 8
 
     def __post_init__(self) -> None:
@@ -55,8 +57,10 @@ class GridFitConfig:
             raise InputError(f"temperature {self.temperature}: expected two positive numbers (start, end)")
         if not (math.isfinite(self.noise) and 0 <= self.noise <= 1):
             raise InputError(f"noise {self.noise}: expected 0..1")
-        if self.refine_steps < 1 or self.max_rate_trials < 1:
-            raise InputError(f"refine_steps {self.refine_steps} / max_rate_trials {self.max_rate_trials}: must be >= 1")
+        if not (math.isfinite(self.branch_at) and 0 <= self.branch_at < 1):
+            raise InputError(f"branch_at {self.branch_at}: expected 0 <= branch_at < 1")
+        if self.max_rate_trials < 1:
+            raise InputError(f"max_rate_trials {self.max_rate_trials}: must be >= 1")
 
     def with_lambda(self, lambda_rd: float) -> GridFitConfig:
         """A copy with another ``lambda_rd``."""
@@ -69,6 +73,6 @@ class GridFitConfig:
 
 GRID_PRESETS: dict[str, GridFitConfig] = {
     # Sized for about a minute per 240 x 240 slice on 2 CPU cores, rate search included (see docs/grid-codec.md).
-    "fast": GridFitConfig(steps=900, ste_steps=150, refine_steps=150, max_rate_trials=4),
-    "quality": GridFitConfig(steps=6000, ste_steps=800, refine_steps=1000, max_rate_trials=6),
+    "fast": GridFitConfig(steps=900, ste_steps=150, branch_at=0.6, max_rate_trials=3),
+    "quality": GridFitConfig(steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -35,6 +36,23 @@ class GridState:
         return GridState([t.detach().clone() for t in self.latents], [t.detach().clone() for t in self.tensors])
 
 
+@dataclass
+class TrainCheckpoint:
+    """The training state at one step of the soft phase, from which rate-search trials branch.
+
+    Args:
+        step: the step the next update would be.
+        state: the float parameters at that step.
+        optimizer: Adam's state dict (moments), deep-copied.
+        generator: the noise generator's state.
+    """
+
+    step: int
+    state: GridState
+    optimizer: dict
+    generator: torch.Tensor
+
+
 @dataclass(frozen=True)
 class GridFitResult:
     """One image's fit.
@@ -57,7 +75,8 @@ class GridFitResult:
         target_bpp: the rate target of a rate search, else None.
         within_band: for a rate search, whether the file landed within the band below the target (False: the
             file of least MSE within the target that the trials found, further below); None otherwise.
-        state: the float parameters, for warm starts.
+        state: the float parameters of the result.
+        checkpoint: the training state at ``config.branch_at`` of the soft phase, when asked for.
     """
 
     payload: bytes
@@ -76,6 +95,7 @@ class GridFitResult:
     target_bpp: float | None = None
     within_band: bool | None = None
     state: GridState | None = field(default=None, repr=False, compare=False)
+    checkpoint: TrainCheckpoint | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """JSON-ready figures and settings (no payload, no arrays)."""
@@ -122,29 +142,39 @@ def _init_state(spec: GridSpec, shape: tuple[int, int], seed: int, device: torch
 
 # ---------------------------------------------------------------------------------------------- training
 def _train(
-    target: torch.Tensor, state: GridState, *, spec: GridSpec, config: GridFitConfig, steps: int, ste_steps: int,
-    temperature: tuple[float, float], lr_scale: float, regularizer: Regularizer | None, lam: float, progress: bool,
-) -> tuple[GridState, float]:  # fmt: skip
-    """Optimise ``state`` in place; returns the best hard-rounded state and its loss."""
+    target: torch.Tensor, state: GridState, *, spec: GridSpec, config: GridFitConfig, regularizer: Regularizer | None,
+    lam: float, progress: bool, start: TrainCheckpoint | None = None, keep_at: int | None = None,
+) -> tuple[GridState, float, TrainCheckpoint | None]:  # fmt: skip
+    """Optimise ``state`` in place from step 0, or from ``start`` (whose parameters ``state`` holds).
+
+    Returns:
+        The best hard-rounded state, its loss, and the checkpoint taken before step ``keep_at`` (None if not asked).
+    """
+    steps, ste_steps, temperature = config.steps, config.ste_steps, config.temperature
     shape = tuple(target.shape)
     pixels = target.numel()
     latents = [t.requires_grad_(True) for t in state.latents]
     tensors = [t.requires_grad_(True) for t in state.tensors]
     optimizer = torch.optim.Adam(
-        [{"params": latents, "lr": config.lr_latent * lr_scale}, {"params": tensors, "lr": config.lr_network * lr_scale}],
-        fused=True,
+        [{"params": latents, "lr": config.lr_latent}, {"params": tensors, "lr": config.lr_network}], fused=True
     )
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     generator = torch.Generator(device=target.device).manual_seed(config.seed + 1)
+    if start is not None:
+        optimizer.load_state_dict(copy.deepcopy(start.optimizer))
+        generator.set_state(start.generator.clone())
     soft_steps = steps - ste_steps
     bound = spec.latent_bound
-    best, best_loss = state.clone(), math.inf
-    iterator = range(steps)
+    best, best_loss, kept = state.clone(), math.inf, None
+    iterator = range(start.step if start is not None else 0, steps)
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(iterator, desc="grid fit", leave=False)
     for step in iterator:
+        if step == keep_at:
+            kept = TrainCheckpoint(step, GridState([g.detach().clone() for g in latents], [p.detach().clone() for p in tensors]),
+                                   copy.deepcopy(optimizer.state_dict()), generator.get_state())  # fmt: skip
         clamped = [g.clamp(-bound, bound) for g in latents]
         if step < soft_steps:
             frac = step / max(soft_steps, 1)
@@ -159,7 +189,7 @@ def _train(
         else:
             if step == soft_steps:
                 for group in optimizer.param_groups:
-                    group["lr"] = config.lr_ste * lr_scale
+                    group["lr"] = config.lr_ste
             coded = [g + (torch.round(g) - g).detach() for g in clamped]
             synth_in = coded
         recon = _reconstruct(synth_in, tensors, spec, shape)
@@ -178,7 +208,7 @@ def _train(
         best = GridState([torch.round(g.detach().clamp(-bound, bound)) for g in latents], [p.detach().clone() for p in tensors])
     for t in (*latents, *tensors):
         t.requires_grad_(False)
-    return best, best_loss
+    return best, best_loss, kept
 
 
 # ------------------------------------------------------------------------------------------ quantisation
@@ -275,7 +305,7 @@ def _per_image(regularizer: Regularizer | None, index: int, count: int) -> Regul
 def fit_grid(
     targets: torch.Tensor, *, spec: GridSpec, config: GridFitConfig, device: torch.device,
     regularizer: Regularizer | None = None, lam: torch.Tensor | None = None, progress: bool = False,
-    init: list[GridState | None] | None = None,
+    branch_from: list[TrainCheckpoint] | None = None, keep_checkpoint: bool = False,
 ) -> list[GridFitResult]:  # fmt: skip
     """Fit latent grids and a decoder to each image, quantise, and entropy-code them.
 
@@ -288,7 +318,9 @@ def fit_grid(
             networks only (the project's ``StructuralRegularizer`` freezes its U-Net).
         lam: ``(S,)`` regulariser weights (required with ``regularizer``).
         progress: show a progress bar.
-        init: optional warm-start states per image (then ``config.refine_steps`` steps, a warm restart of the schedule).
+        branch_from: optional checkpoints per image: each fit resumes there (same schedule, this ``config``'s
+            ``lambda_rd``) instead of starting from scratch; what the rate search's later trials do.
+        keep_checkpoint: return each fit's checkpoint at ``config.branch_at`` of its soft phase.
 
     Returns:
         One :class:`GridFitResult` per image.
@@ -304,22 +336,25 @@ def fit_grid(
         started = time.perf_counter()
         torch.manual_seed(config.seed)
         target = targets[index].to(device=device, dtype=torch.float32)
-        warm = init[index] if init is not None else None
-        if warm is None:
+        start = branch_from[index] if branch_from is not None else None
+        if start is None:
             state = _init_state(spec, tuple(target.shape), config.seed, device)
-            plan = dict(steps=config.steps, ste_steps=config.ste_steps, temperature=config.temperature, lr_scale=1.0)
         else:
-            state = GridState([g.to(device) for g in warm.latents], [t.to(device) for t in warm.tensors]).clone()
-            # A warm restart: the full temperature schedule and learning rates, so latents can still move by
-            # whole steps (refining at the final temperature left the rate stuck where the first trial put it).
-            ste = min(config.ste_steps, config.refine_steps // 2)
-            plan = dict(steps=config.refine_steps, ste_steps=ste, temperature=config.temperature, lr_scale=1.0)
-        best, loss = _train(
+            state = GridState([g.to(device) for g in start.state.latents], [t.to(device) for t in start.state.tensors]).clone()
+        keep_at = branch_step(config) if keep_checkpoint and start is None else None
+        best, loss, kept = _train(
             target, state, spec=spec, config=config, regularizer=_per_image(regularizer, index, targets.shape[0]),
-            lam=float(lam[index]) if lam is not None else 0.0, progress=progress, **plan,
+            lam=float(lam[index]) if lam is not None else 0.0, progress=progress, start=start, keep_at=keep_at,
         )  # fmt: skip
-        results.append(_finish(target, best, spec=spec, config=config, loss=loss, steps=plan["steps"], started=started))
+        steps = config.steps - (start.step if start is not None else 0)
+        result = _finish(target, best, spec=spec, config=config, loss=loss, steps=steps, started=started)
+        results.append(replace(result, checkpoint=kept if start is None else start))
     return results
+
+
+def branch_step(config: GridFitConfig) -> int:
+    """The step at which rate-search trials branch: ``config.branch_at`` of the soft phase."""
+    return int(round(config.branch_at * (config.steps - config.ste_steps)))
 
 
 def _next_lambda(
@@ -330,7 +365,7 @@ def _next_lambda(
 
     Outside a bracket, the jump follows the slope of log(bits) against log(lambda) measured between ``previous``
     and this trial (kept within -2 .. -0.05: the rate of a fit at high rates barely moves with lambda), or a
-    slope of -1/2 before two trials; a factor of at most 64 per jump.
+    slope of -1/5 before two trials (what branches at 0.6 of the soft phase showed on a BraTS slice); a factor of at most 64 per jump.
     """
     lam = max(lam, 1e-9)
     if fits is not None and too_big is not None:
@@ -341,7 +376,7 @@ def _next_lambda(
         t = (math.log(b_big) - math.log(aim)) / (math.log(b_big) - math.log(b_fit))
         t = min(max(t, 0.1), 0.9)
         return math.exp(math.log(l_big) + t * (math.log(l_fit) - math.log(l_big)))
-    slope = -0.5
+    slope = -0.2
     if previous is not None and previous[0] > 0 and previous[0] != lam and previous[1] > 0:
         slope = (math.log(bits) - math.log(previous[1])) / (math.log(lam) - math.log(previous[0]))
         slope = min(max(slope, -2.0), -0.05)
@@ -373,11 +408,13 @@ def fit_grid_at_bpp(
     """Search ``lambda_rd`` per image so that the file (payload + ``header_bytes``) is at most ``target_bpp``.
 
     The first trial is a full fit at ``start_lambda`` (default :func:`initial_lambda` of the target); later trials
-    warm-start from the latest solution (``config.refine_steps`` steps). ``lambda_rd`` jumps along the measured
-    slope of log(bits) against log(lambda) until the target is bracketed, then by a secant step inside the
-    bracket (:func:`_next_lambda`). The search stops at a file within ``band`` below the target or after
-    ``config.max_rate_trials`` trials, returning the file of least MSE within the target (a warm restart can
-    spend more bits on a worse image: on an LGG slice, a first fit at 44.6 dB gave way to 35.1 dB).
+    branch from it at ``config.branch_at`` of its soft phase (parameters, Adam moments and noise as they were
+    there) and finish the same schedule with their own ``lambda_rd``. Every trial is thus a fit of the same
+    length and file size falls steadily as lambda grows (warm restarts of a finished fit, the former design,
+    added training with every trial, and their rates barely followed lambda). ``lambda_rd`` jumps along the
+    measured slope of log(bits) against log(lambda) until the target is bracketed, then by a secant step inside
+    the bracket (:func:`_next_lambda`). The search stops at a file within ``band`` below the target or after
+    ``config.max_rate_trials`` trials, returning the file of least MSE within the target.
 
     Args:
         targets: ``(S, H, W)`` in ``[0, 1]``.
@@ -418,19 +455,19 @@ def fit_grid_at_bpp(
         too_big: tuple[float, float] | None = None  # (lambda, bits) of the largest lambda whose file is too big
         best: GridFitResult | None = None
         smallest = math.inf
-        state, steps, seconds, trials = None, 0, 0.0, 0
+        checkpoint, steps, seconds, trials = None, 0, 0.0, 0
         previous: tuple[float, float] | None = None  # (lambda, bits) of the trial before
         while trials < config.max_rate_trials:
             trials += 1
             result = fit_grid(
                 one, spec=spec, config=config.with_lambda(lam_rd), device=device, regularizer=reg, lam=one_lam,
-                progress=progress, init=[state],
+                progress=progress, branch_from=[checkpoint] if checkpoint is not None else None,
+                keep_checkpoint=checkpoint is None,
             )[0]  # fmt: skip
-            state, steps, seconds = result.state, steps + result.steps, seconds + result.seconds
+            checkpoint, steps, seconds = result.checkpoint, steps + result.steps, seconds + result.seconds
             bits = result.payload_bits + 8 * header_bytes
             smallest = min(smallest, bits)
             if bits <= budget:
-                # The least distortion, not the largest file: a warm restart can spend more bits on a worse image.
                 if best is None or result.mse < best.mse:
                     best = result
                 if bits >= (1 - band) * budget:
