@@ -51,6 +51,7 @@ def test_tiny_benchmark_schema_table_and_figures(dataset, tmp_path):
             assert r["bpp_file"] <= r["target_bpp"] or r["within_budget"] is False
         elif r["method"] in ("grid", "sinco-grid"):  # latent grids: no fp16-parameter rate, the file is the rate
             assert r["bpp_params"] is None and r["steps"] == 4
+            assert r["rate_trials"] >= 1 and r["within_band"] in (True, False) and r["lambda_rd"] > 0
         else:
             # INR families: the paper's parameter rate; the grid family: the whole file (its rate search's guarantee).
             assert (r["bpp_file"] if r["bpp_params"] is None else r["bpp_params"]) <= r["target_bpp"] and r["steps"] == 4
@@ -150,6 +151,16 @@ def test_classical_codecs_round_trip_and_meet_the_rate(name):
 def test_unknown_method_is_refused(dataset):
     with pytest.raises(InputError, match="--methods"):
         _config(dataset, methods=("coin", "png"))
+
+
+def test_each_family_takes_its_default_preset_unless_one_is_named(dataset):
+    grid_only = _config(dataset, seg_model=None, label_glob="none", methods=("grid", "jpeg2000"))
+    from sinco.codec.grid import GRID_PRESETS
+
+    grid = grid_only.fit_config("grid").grid
+    assert grid_only.preset is None and grid.steps == 4 and grid.max_rate_trials == GRID_PRESETS["fast"].max_rate_trials
+    with pytest.raises(InputError, match="--preset 'paper'"):
+        _config(dataset, seg_model=None, label_glob="none", methods=("grid",), preset="paper")
 
 
 @pytest.mark.slow

@@ -80,7 +80,8 @@ class BenchmarkConfig:
         bpps: target rates.
         images: number of test slices.
         min_tumour: minimum tumour fraction of a test slice.
-        preset: fitting preset of the codec families (a family without it uses its default preset).
+        preset: fitting preset of the codec families (``None``, or a preset a family lacks: that family's default,
+            ``paper`` for the INR families and ``fast`` for ``grid``).
         steps: gradient evaluations (``None``: the preset's).
         lr: (peak) learning rate (``None``: the preset's).
         lam: SINCO regulariser weight of the regularised methods.
@@ -115,7 +116,7 @@ class BenchmarkConfig:
     bpps: tuple[float, ...] = (1.2,)
     images: int = 10
     min_tumour: float = 0.01
-    preset: str = "paper"
+    preset: str | None = None
     steps: int | None = None
     lr: float | None = None
     lam: float = 1.0
@@ -165,7 +166,7 @@ class BenchmarkConfig:
         if self.batch_slices < 1:
             raise InputError(f"--batch-slices {self.batch_slices}: must be a positive integer")
         families = [codec_methods()[m][0] for m in self.methods if m in codec_methods()]
-        if families and not any(self.preset in f.presets for f in families):
+        if self.preset is not None and families and not any(self.preset in f.presets for f in families):
             raise InputError(f"--preset {self.preset!r}: expected one of {', '.join(sorted({p for f in families for p in f.presets}))}")
         for method in self.methods:
             if method in codec_methods():

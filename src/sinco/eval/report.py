@@ -96,7 +96,7 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
     lines = [
         "# Benchmark",
         "",
-        f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; fitting (preset `{config.preset}`): "
+        f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; fitting (preset `{config.preset or 'each family default'}`): "
         f"{_describe_fits(config)}; SINCO lambda {', '.join(f'{v:g}' for v in config.lam_values)} "
         f"(regulariser every {config.reg_every} step(s)), seed {config.seed}; segmentation model "
         + (f"`{config.seg_model}`." if config.seg_model is not None else "none (no Dice)."),
