@@ -174,12 +174,17 @@ def test_golden_payload_decodes_to_the_committed_image(golden):
 
 # ------------------------------------------------------------------------------------------- rate search
 def test_rate_search_starts_from_the_measured_prior():
-    from sinco.codec.grid.fit import _RATE_PRIOR, initial_lambda
+    from sinco.codec.grid.config import FAST_RATE_PRIOR as PRIOR
+    from sinco.codec.grid.fit import initial_lambda
 
     guesses = [initial_lambda(bpp) for bpp in (0.1, 0.3, 0.6, 1.2, 2.0)]
     assert all(a > b for a, b in zip(guesses[:-2], guesses[1:-1], strict=True))  # more rate, smaller lambda
-    assert guesses[0] == pytest.approx(_RATE_PRIOR[0][1]) and guesses[-1] == pytest.approx(_RATE_PRIOR[-1][1])  # clamped
-    assert initial_lambda(_RATE_PRIOR[2][0]) == pytest.approx(_RATE_PRIOR[2][1])
+    assert guesses[0] == pytest.approx(PRIOR[0][1]) and guesses[-1] == pytest.approx(PRIOR[-1][1])  # clamped
+    assert initial_lambda(PRIOR[2][0]) == pytest.approx(PRIOR[2][1])
+    assert initial_lambda(0.637, GRID_PRESETS["quality"].rate_prior) == pytest.approx(1e-4)  # each preset its own
+    for bad in (((0.3, 1e-3),), ((0.3, 1e-3), (0.2, 1e-4)), ((0.3, 1e-3), (0.6, 1e-2)), ((0.3, -1.0), (0.6, 1e-4)), "x"):
+        with pytest.raises(InputError, match="rate_prior"):
+            GridFitConfig(rate_prior=bad)
     with pytest.raises(InputError, match="start_lambda 0"):
         fit_grid_at_bpp(target_image()[None], spec=SPEC, config=CONFIG, target_bpp=1.0, header_bytes=0,
                         device=torch.device("cpu"), start_lambda=0.0)  # fmt: skip

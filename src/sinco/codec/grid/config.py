@@ -9,6 +9,18 @@ from typing import Any
 from sinco.errors import InputError
 
 
+#: Whole-file bpp against lambda_rd of single fits of the ``fast`` preset's 900 steps (BraTS 2013 pat0003 FLAIR,
+#: slice 85, 240 x 240; docs/grid-codec.md). Other images land elsewhere (a 256 x 256 LGG slice with little
+#: background took 1.6 bpp at 1e-5 in 1,500 steps); the later trials correct it. Below 1e-6 the rate hardly grows:
+#: the fit, not lambda, limits it there.
+FAST_RATE_PRIOR: tuple[tuple[float, float], ...] = (
+    (0.174, 1e-2), (0.281, 3e-3), (0.438, 1e-3), (0.605, 3e-4), (0.789, 1e-4), (0.994, 1e-5), (1.08, 1e-6),
+)  # fmt: skip
+#: The same for the ``quality`` preset's 6,000 steps (same slice): longer fits spend fewer bits at a given lambda
+#: below about 1 bpp.
+QUALITY_RATE_PRIOR: tuple[tuple[float, float], ...] = ((0.313, 1e-3), (0.637, 1e-4), (1.061, 1e-5))
+
+
 @dataclass(frozen=True)
 class GridFitConfig:
     """How ``fit_grid`` trains one image.
@@ -27,6 +39,8 @@ class GridFitConfig:
             each resumes the first fit's training there with its own ``lambda_rd``, so every trial is a fit of the
             same schedule (0: every trial from scratch).
         max_rate_trials: most fits the rate search runs.
+        rate_prior: ``(bpp, lambda_rd)`` pairs, rate increasing and lambda decreasing, measured with this schedule:
+            the rate search's first lambda (log-log interpolation, clamped to the ends).
 
     Raises:
         InputError: on construction, naming the option and value.
@@ -43,6 +57,7 @@ class GridFitConfig:
     seed: int = 0
     branch_at: float = 0.5
     max_rate_trials: int = 8
+    rate_prior: tuple[tuple[float, float], ...] = FAST_RATE_PRIOR
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lambda_rd) and self.lambda_rd >= 0):
@@ -61,6 +76,8 @@ class GridFitConfig:
             raise InputError(f"branch_at {self.branch_at}: expected 0 <= branch_at < 1")
         if self.max_rate_trials < 1:
             raise InputError(f"max_rate_trials {self.max_rate_trials}: must be >= 1")
+        if not _is_prior(self.rate_prior):
+            raise InputError(f"rate_prior {self.rate_prior}: expected >= 2 positive (bpp, lambda) pairs, bpp rising and lambda falling")
 
     def with_lambda(self, lambda_rd: float) -> GridFitConfig:
         """A copy with another ``lambda_rd``."""
@@ -71,8 +88,17 @@ class GridFitConfig:
         return asdict(self)
 
 
+def _is_prior(prior: object) -> bool:
+    try:
+        pairs = [(float(r), float(lam)) for r, lam in prior]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return False
+    ok = len(pairs) >= 2 and all(math.isfinite(r) and math.isfinite(lam) and r > 0 and lam > 0 for r, lam in pairs)
+    return ok and all(a[0] < b[0] and a[1] > b[1] for a, b in zip(pairs[:-1], pairs[1:], strict=True))
+
+
 GRID_PRESETS: dict[str, GridFitConfig] = {
     # Sized for about a minute per 240 x 240 slice on 2 CPU cores, rate search included (see docs/grid-codec.md).
     "fast": GridFitConfig(steps=900, ste_steps=150, branch_at=0.6, max_rate_trials=3),
-    "quality": GridFitConfig(steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4),
+    "quality": GridFitConfig(steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4, rate_prior=QUALITY_RATE_PRIOR),
 }

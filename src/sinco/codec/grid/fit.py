@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from sinco.codec.grid.config import GridFitConfig
+from sinco.codec.grid.config import FAST_RATE_PRIOR, GridFitConfig
 from sinco.codec.grid.entropy import grid_contexts, laplace_bits, mean_log2_scale
 from sinco.codec.grid.networks import arm_tensor_count, init_tensors, run_arm, run_synthesis
 from sinco.codec.grid.numerics import MAX_EXPONENT, upsample_grids
@@ -383,20 +383,11 @@ def _next_lambda(
     return lam * min(max(math.exp((math.log(aim) - math.log(bits)) / slope), 1 / 64), 64)
 
 
-#: Whole-file bpp against lambda_rd of single fits with the ``fast`` preset's 900 steps (BraTS 2013 pat0003 FLAIR,
-#: slice 85, 240 x 240; docs/grid-codec.md): the rate search's first guess. Other images land elsewhere (a 256 x 256
-#: LGG slice with little background took 1.6 bpp at 1e-5 in 1,500 steps); the later trials correct it. Below 1e-6
-#: the rate hardly grows: the fit, not lambda, limits it there.
-_RATE_PRIOR: tuple[tuple[float, float], ...] = (
-    (0.174, 1e-2), (0.281, 3e-3), (0.438, 1e-3), (0.605, 3e-4), (0.789, 1e-4), (0.994, 1e-5), (1.08, 1e-6),
-)  # fmt: skip
-
-
-def initial_lambda(target_bpp: float) -> float:
-    """The rate search's first ``lambda_rd`` for ``target_bpp``: log-log interpolation in :data:`_RATE_PRIOR`,
-    clamped to its ends."""
-    rates = np.log([r for r, _ in _RATE_PRIOR])
-    lambdas = np.log([lam for _, lam in _RATE_PRIOR])
+def initial_lambda(target_bpp: float, prior: tuple[tuple[float, float], ...] = FAST_RATE_PRIOR) -> float:
+    """The rate search's first ``lambda_rd`` for ``target_bpp``: log-log interpolation in ``prior`` (``(bpp,
+    lambda_rd)`` pairs, a preset's :attr:`GridFitConfig.rate_prior`), clamped to its ends."""
+    rates = np.log([r for r, _ in prior])
+    lambdas = np.log([lam for _, lam in prior])
     return float(np.exp(np.interp(math.log(target_bpp), rates, lambdas)))
 
 
@@ -407,7 +398,8 @@ def fit_grid_at_bpp(
 ) -> list[GridFitResult]:  # fmt: skip
     """Search ``lambda_rd`` per image so that the file (payload + ``header_bytes``) is at most ``target_bpp``.
 
-    The first trial is a full fit at ``start_lambda`` (default :func:`initial_lambda` of the target); later trials
+    The first trial is a full fit at ``start_lambda`` (default: :func:`initial_lambda` of the target in
+    ``config.rate_prior``); later trials
     branch from it at ``config.branch_at`` of its soft phase (parameters, Adam moments and noise as they were
     there) and finish the same schedule with their own ``lambda_rd``. Every trial is thus a fit of the same
     length and file size falls steadily as lambda grows (warm restarts of a finished fit, the former design,
@@ -427,7 +419,7 @@ def fit_grid_at_bpp(
         lam: see :func:`fit_grid`.
         progress: progress bars.
         band: accepted shortfall below the target (fraction).
-        start_lambda: the first trial's ``lambda_rd`` (default: :func:`initial_lambda` of ``target_bpp``).
+        start_lambda: the first trial's ``lambda_rd`` (default: read off ``config.rate_prior``).
 
     Returns:
         One result per image with ``trials``, ``target_bpp``, ``within_band`` and the summed ``steps`` and ``seconds``
@@ -450,7 +442,7 @@ def fit_grid_at_bpp(
         one = targets[index : index + 1]
         one_lam = lam[index : index + 1] if lam is not None else None
         reg = _per_image(regularizer, index, targets.shape[0])
-        lam_rd = initial_lambda(target_bpp) if start_lambda is None else start_lambda
+        lam_rd = initial_lambda(target_bpp, config.rate_prior) if start_lambda is None else start_lambda
         fits: tuple[float, float] | None = None  # (lambda, bits) of the smallest lambda whose file fits
         too_big: tuple[float, float] | None = None  # (lambda, bits) of the largest lambda whose file is too big
         best: GridFitResult | None = None
