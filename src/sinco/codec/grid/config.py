@@ -8,7 +8,6 @@ from typing import Any
 
 from sinco.errors import InputError
 
-
 #: Whole-file bpp against lambda_rd of single fits of the ``fast`` preset's 900 steps (BraTS 2013 pat0003 FLAIR,
 #: slice 85, 240 x 240; docs/grid-codec.md). Other images land elsewhere (a 256 x 256 LGG slice with little
 #: background took 1.6 bpp at 1e-5 in 1,500 steps); the later trials correct it. Below 1e-6 the rate hardly grows:

@@ -1,0 +1,56 @@
+"""Training-step time of the latent-grid family on a real 240 x 240 BraTS slice.
+
+Usage (from the repository root):
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/grid_step_time.py [--steps 200] [--device cpu|cuda]
+
+The step's cost depends on the geometry and the spec, not on the content, so short fits at a fixed
+``lambda_rd`` are enough. Prints milliseconds per step (soft-rounding and straight-through steps in the
+``fast`` preset's proportion) for the default spec from two fits of N and 2N steps (their difference over
+N steps, so quantisation and coding cancel), with the torch thread count and the load average: what the
+``fast`` preset's 60-second budget buys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import replace
+
+import nibabel as nib
+import torch
+
+from sinco.codec.grid import GRID_PRESETS, GridSpec, fit_grid
+from sinco.data.intensity import normalize_minmax
+
+IMAGE = "/work/shared/data/brats2013/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps {args.steps}: must be >= 1")
+    image = torch.from_numpy(normalize_minmax(nib.load(IMAGE).get_fdata()[:, :, 85])[0]).float()[None]
+    fast = GRID_PRESETS["fast"]
+    device = torch.device(args.device)
+    fit_grid(image, spec=GridSpec(), config=replace(fast, steps=10, ste_steps=2), device=device)  # warm-up
+    seconds = {}
+    for steps in (args.steps, 2 * args.steps):
+        config = replace(fast, steps=steps, ste_steps=steps * fast.ste_steps // fast.steps, lambda_rd=1e-4)
+        started = time.perf_counter()
+        fit_grid(image, spec=GridSpec(), config=config, device=device)
+        seconds[steps] = time.perf_counter() - started
+    per_step = (seconds[2 * args.steps] - seconds[args.steps]) / args.steps
+    print(
+        f"grid training step {tuple(image.shape[1:])}: {1000 * per_step:.1f} ms (fits of {args.steps} and {2 * args.steps} "
+        f"steps: {seconds[args.steps]:.1f} s and {seconds[2 * args.steps]:.1f} s); device {args.device}; "
+        f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
