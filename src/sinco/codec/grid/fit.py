@@ -475,5 +475,7 @@ def fit_grid_at_bpp(
                 f"{config.max_rate_trials} trials is {smallest / pixels:.3f} bpp"
             )
         in_band = best.payload_bits + 8 * header_bytes >= (1 - band) * budget
-        results.append(replace(best, trials=trials, target_bpp=target_bpp, steps=steps, seconds=seconds, within_band=in_band))
+        results.append(
+            replace(best, trials=trials, target_bpp=target_bpp, steps=steps, seconds=seconds, within_band=in_band, checkpoint=None)
+        )  # the checkpoint (Adam's moments too) served the search: not kept for every slice of a volume
     return results
