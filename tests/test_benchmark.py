@@ -154,13 +154,21 @@ def test_unknown_method_is_refused(dataset):
 
 
 def test_each_family_takes_its_default_preset_unless_one_is_named(dataset):
-    grid_only = _config(dataset, seg_model=None, label_glob="none", methods=("grid", "jpeg2000"))
+    grid_only = _config(dataset, seg_model=None, label_glob=None, methods=("grid", "jpeg2000"))
     from sinco.codec.grid import GRID_PRESETS
 
     grid = grid_only.fit_config("grid").grid
     assert grid_only.preset is None and grid.steps == 4 and grid.max_rate_trials == GRID_PRESETS["fast"].max_rate_trials
     with pytest.raises(InputError, match="--preset 'paper'"):
-        _config(dataset, seg_model=None, label_glob="none", methods=("grid",), preset="paper")
+        _config(dataset, seg_model=None, label_glob=None, methods=("grid",), preset="paper")
+
+
+def test_an_unreachable_grid_rate_is_not_recorded_and_the_run_goes_on(dataset, tmp_path, capsys):
+    config = _config(dataset, seg_model=None, label_glob=None, methods=("grid", "jpeg"), bpps=(0.01,), images=1)
+    result = run_benchmark(config, outdir=tmp_path / "out", device=torch.device("cpu"), progress=False)
+    assert [r["method"] for r in result["records"]] == ["jpeg"]
+    err = capsys.readouterr().err
+    assert "sinco: warning: grid on" in err and "unreachable" in err
 
 
 @pytest.mark.slow

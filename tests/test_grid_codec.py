@@ -217,6 +217,18 @@ def test_a_branch_at_the_same_lambda_reproduces_the_fit_and_costs_only_the_rest_
     assert other.payload != first.payload
 
 
+def test_a_file_slightly_above_its_target_fits_once_its_networks_are_coarser(fitted):
+    from sinco.codec.grid.fit import _trim_to_budget
+
+    budget = fitted.payload_bits - 48  # six bytes too many
+    trimmed = _trim_to_budget(target_image(), fitted, budget_bits=budget, header_bytes=0)
+    assert trimmed is not None and trimmed.payload_bits <= budget and trimmed.network_rate_weight > 1
+    assert trimmed.network_bits < fitted.network_bits and trimmed.mse >= fitted.mse
+    assert np.array_equal(decode_grid(trimmed.payload, spec=SPEC, height=SIZE, width=SIZE), trimmed.reconstruction)
+    # Too far above (more than 10%): not tried.
+    assert _trim_to_budget(target_image(), fitted, budget_bits=0.85 * fitted.payload_bits, header_bytes=0) is None
+
+
 def test_rate_search_keeps_the_least_distorted_file_within_the_target(fitted, monkeypatch):
     """A later trial with more bits but more error does not replace a better file."""
     import sinco.codec.grid.fit as grid_fit

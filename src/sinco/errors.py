@@ -9,6 +9,10 @@ class InputError(SincoError, ValueError):
     """An argument, input file or image that cannot be used; the message names it."""
 
 
+class RateUnreachableError(InputError):
+    """A rate target that no trial of a rate search reached (the message gives the smallest file found)."""
+
+
 class BitstreamError(SincoError, ValueError):
     """A ``.sinco`` file that is not valid: wrong magic, truncated, corrupted, unsupported."""
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sinco.errors import InputError
+from sinco.errors import InputError, RateUnreachableError
 
 if TYPE_CHECKING:
     import torch
@@ -465,13 +465,19 @@ def _run_codec_method(run: _Run, method: str, bpp: float, lam: float, *, device:
         batch = todo[begin : begin + config.batch_slices]
         if run.bar is not None:
             run.bar.set_postfix_str(f"{method} {bpp:g} bpp, {len(batch)} slice(s)")
-        results = compress_images(
-            [run.prepared[r.image_id][0] for r in batch], ranges=[run.prepared[r.image_id][1:3] for r in batch], codec=codec,
-            fit=fit, device=device, seg_model=run.seg_model,
-            masks=None if run.seg_model is None else [run.prepared[r.image_id][3] for r in batch],
-            rois=[run.prepared[r.image_id][5] for r in batch], progress=progress, eval_seg_model=run.judge,
-            regularizer_options=config.regularizer_options() if regularised else None, ensemble=run.ensemble if regularised else (),
-        )  # fmt: skip
+        try:
+            results = compress_images(
+                [run.prepared[r.image_id][0] for r in batch], ranges=[run.prepared[r.image_id][1:3] for r in batch], codec=codec,
+                fit=fit, device=device, seg_model=run.seg_model,
+                masks=None if run.seg_model is None else [run.prepared[r.image_id][3] for r in batch],
+                rois=[run.prepared[r.image_id][5] for r in batch], progress=progress, eval_seg_model=run.judge,
+                regularizer_options=config.regularizer_options() if regularised else None, ensemble=run.ensemble if regularised else (),
+            )  # fmt: skip
+        except RateUnreachableError as exc:
+            # No file within the target: nothing honest to record for these slices; the rest of the run goes on
+            # (the table's N column shows the missing records).
+            print(f"sinco: warning: {method} on {', '.join(r.image_id for r in batch)}: {exc}; not recorded", file=sys.stderr)
+            continue
         for ref, result in zip(batch, results, strict=True):
             start = time.perf_counter()
             decode_file(result.data)

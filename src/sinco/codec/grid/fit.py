@@ -17,7 +17,7 @@ from sinco.codec.grid.networks import arm_tensor_count, init_tensors, run_arm, r
 from sinco.codec.grid.numerics import MAX_EXPONENT, upsample_grids
 from sinco.codec.grid.payload import HEAD_BYTES, QuantizedDecoder, build_payload, network_bits, quantize_tensor, synthesize
 from sinco.codec.grid.spec import GridSpec
-from sinco.errors import InputError
+from sinco.errors import InputError, RateUnreachableError
 
 Regularizer = Callable[[torch.Tensor], torch.Tensor]
 # Range-coder flush (up to two words) and the network block's byte padding, added to the estimate.
@@ -72,6 +72,8 @@ class GridFitResult:
         steps: optimisation steps run for this result (all trials of a rate search).
         seconds: wall time of the fit(s).
         trials: fits run (1 unless from a rate search).
+        network_rate_weight: the factor on ``lambda_rd`` with which the network step sizes were chosen (1; larger
+            when the rate search coarsened the networks of a file slightly above its target to fit it).
         target_bpp: the rate target of a rate search, else None.
         within_band: for a rate search, whether the file landed within the band below the target (False: the
             file of least MSE within the target that the trials found, further below); None otherwise.
@@ -92,6 +94,7 @@ class GridFitResult:
     steps: int
     seconds: float
     trials: int = 1
+    network_rate_weight: float = 1.0
     target_bpp: float | None = None
     within_band: bool | None = None
     state: GridState | None = field(default=None, repr=False, compare=False)
@@ -103,6 +106,7 @@ class GridFitResult:
             "payload_bytes": len(self.payload), "estimated_bits": self.estimated_bits, "payload_bits": self.payload_bits,
             "latent_bits_estimate": self.latent_bits_estimate, "network_bits": self.network_bits, "loss": self.loss,
             "mse": self.mse, "steps": self.steps, "seconds": self.seconds, "trials": self.trials,
+            "network_rate_weight": self.network_rate_weight,
             "target_bpp": self.target_bpp, "within_band": self.within_band, "config": self.config.to_dict(), "spec": asdict(self.spec),
         }  # fmt: skip
 
@@ -265,9 +269,9 @@ def _quantize_networks(
 
 def _finish(
     target: torch.Tensor, best: GridState, *, spec: GridSpec, config: GridFitConfig, loss: float, steps: int, started: float,
-    trials: int = 1, target_bpp: float | None = None,
+    network_rate_weight: float = 1.0,
 ) -> GridFitResult:  # fmt: skip
-    decoder, latent_estimate = _quantize_networks(target, best, spec=spec, lambda_rd=config.lambda_rd)
+    decoder, latent_estimate = _quantize_networks(target, best, spec=spec, lambda_rd=config.lambda_rd * network_rate_weight)
     latents = [g.cpu().numpy().astype(np.int64) for g in _hard(best.latents, spec.latent_bound)]
     payload = build_payload(latents, decoder, spec)
     height, width = target.shape
@@ -278,8 +282,27 @@ def _finish(
     return GridFitResult(
         payload=payload, spec=spec, config=config, reconstruction=reconstruction, estimated_bits=estimated,
         payload_bits=8 * len(payload), latent_bits_estimate=latent_estimate, network_bits=net_bits, loss=loss, mse=mse,
-        steps=steps, seconds=time.perf_counter() - started, trials=trials, target_bpp=target_bpp, state=best,
+        steps=steps, seconds=time.perf_counter() - started, network_rate_weight=network_rate_weight, state=best,
     )  # fmt: skip
+
+
+#: Factors on lambda_rd tried, in order, to coarsen the networks of a file slightly above its target.
+_TRIM_WEIGHTS = (2.0, 4.0, 8.0, 16.0)
+#: Files at most this fraction above the target are worth trimming (the networks are 10-35% of a file).
+_TRIM_REACH = 0.10
+
+
+def _trim_to_budget(target: torch.Tensor, result: GridFitResult, *, budget_bits: float, header_bytes: int) -> GridFitResult | None:
+    """The same latents with coarser network weights (step sizes chosen with a larger rate weight), if that
+    brings the file within ``budget_bits``; None otherwise. Costs a quantisation and a coding per factor tried."""
+    if result.state is None or result.payload_bits + 8 * header_bytes > (1 + _TRIM_REACH) * budget_bits:
+        return None
+    for weight in _TRIM_WEIGHTS:
+        trimmed = _finish(target, result.state, spec=result.spec, config=result.config, loss=result.loss, steps=0,
+                          started=time.perf_counter(), network_rate_weight=weight)  # fmt: skip
+        if trimmed.payload_bits + 8 * header_bytes <= budget_bits:
+            return trimmed
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- public
@@ -406,7 +429,9 @@ def fit_grid_at_bpp(
     added training with every trial, and their rates barely followed lambda). ``lambda_rd`` jumps along the
     measured slope of log(bits) against log(lambda) until the target is bracketed, then by a secant step inside
     the bracket (:func:`_next_lambda`). The search stops at a file within ``band`` below the target or after
-    ``config.max_rate_trials`` trials, returning the file of least MSE within the target.
+    ``config.max_rate_trials`` trials. Then, unless a file is within the band, the trial file closest above the
+    target (at most 10% above) gets its networks coarsened (:func:`_trim_to_budget`) until it fits, if it can. It
+    returns the file of least MSE within the target.
 
     Args:
         targets: ``(S, H, W)`` in ``[0, 1]``.
@@ -426,7 +451,8 @@ def fit_grid_at_bpp(
         of its search.
 
     Raises:
-        InputError: if ``target_bpp`` is not positive, or no trial reaches it (the message gives the smallest file found).
+        InputError: if ``target_bpp`` is not positive.
+        RateUnreachableError: (an ``InputError``) if no trial reaches the target; the message gives the smallest file found.
     """
     if not (math.isfinite(target_bpp) and target_bpp > 0):
         raise InputError(f"--bpp {target_bpp}: must be a positive number")
@@ -436,46 +462,81 @@ def fit_grid_at_bpp(
         raise InputError(f"start_lambda {start_lambda}: must be a positive number")
     _check_targets(targets, spec, lam)
     pixels = targets.shape[1] * targets.shape[2]
-    budget = target_bpp * pixels
     results = []
     for index in range(targets.shape[0]):
-        one = targets[index : index + 1]
-        one_lam = lam[index : index + 1] if lam is not None else None
-        reg = _per_image(regularizer, index, targets.shape[0])
+        started = time.perf_counter()
+        search = _RateSearch(budget=target_bpp * pixels, header_bytes=header_bytes, band=band)
         lam_rd = initial_lambda(target_bpp, config.rate_prior) if start_lambda is None else start_lambda
-        fits: tuple[float, float] | None = None  # (lambda, bits) of the smallest lambda whose file fits
-        too_big: tuple[float, float] | None = None  # (lambda, bits) of the largest lambda whose file is too big
-        best: GridFitResult | None = None
-        smallest = math.inf
-        checkpoint, steps, seconds, trials = None, 0, 0.0, 0
-        previous: tuple[float, float] | None = None  # (lambda, bits) of the trial before
+        checkpoint, steps, trials = None, 0, 0
         while trials < config.max_rate_trials:
             trials += 1
             result = fit_grid(
-                one, spec=spec, config=config.with_lambda(lam_rd), device=device, regularizer=reg, lam=one_lam,
-                progress=progress, branch_from=[checkpoint] if checkpoint is not None else None,
-                keep_checkpoint=checkpoint is None,
+                targets[index : index + 1], spec=spec, config=config.with_lambda(lam_rd), device=device,
+                regularizer=_per_image(regularizer, index, targets.shape[0]), lam=lam[index : index + 1] if lam is not None else None,
+                progress=progress, branch_from=[checkpoint] if checkpoint is not None else None, keep_checkpoint=checkpoint is None,
             )[0]  # fmt: skip
-            checkpoint, steps, seconds = result.checkpoint, steps + result.steps, seconds + result.seconds
-            bits = result.payload_bits + 8 * header_bytes
-            smallest = min(smallest, bits)
-            if bits <= budget:
-                if best is None or result.mse < best.mse:
-                    best = result
-                if bits >= (1 - band) * budget:
-                    break
-                fits = (lam_rd, bits) if fits is None or lam_rd < fits[0] else fits
-            else:
-                too_big = (lam_rd, bits) if too_big is None or lam_rd > too_big[0] else too_big
-            next_lambda = _next_lambda(lam_rd, bits, fits, too_big, aim=(1 - band / 2) * budget, previous=previous)
-            previous, lam_rd = (lam_rd, bits), next_lambda
-        if best is None:
-            raise InputError(
+            checkpoint, steps = result.checkpoint, steps + result.steps
+            if search.add(lam_rd, result):
+                break
+            lam_rd = search.next_lambda(lam_rd)
+        if not search.in_band() and search.closest_above is not None:
+            trimmed = _trim_to_budget(targets[index].to(device), search.closest_above, budget_bits=search.budget, header_bytes=header_bytes)
+            if trimmed is not None:
+                search.offer(trimmed)
+        if search.best is None:
+            raise RateUnreachableError(
                 f"--bpp {target_bpp}: unreachable for this image with this grid spec; the smallest file found in "
-                f"{config.max_rate_trials} trials is {smallest / pixels:.3f} bpp"
+                f"{config.max_rate_trials} trials is {search.smallest / pixels:.3f} bpp"
             )
-        in_band = best.payload_bits + 8 * header_bytes >= (1 - band) * budget
-        results.append(
-            replace(best, trials=trials, target_bpp=target_bpp, steps=steps, seconds=seconds, within_band=in_band, checkpoint=None)
-        )  # the checkpoint (Adam's moments too) served the search: not kept for every slice of a volume
+        # The checkpoint (Adam's moments too) served the search: not kept for every slice of a volume.
+        results.append(replace(search.best, trials=trials, target_bpp=target_bpp, steps=steps, checkpoint=None,
+                               seconds=time.perf_counter() - started, within_band=search.in_band()))  # fmt: skip
     return results
+
+
+@dataclass
+class _RateSearch:
+    """The bookkeeping of one image's rate search: the files found, the bracket, and the best file within the target."""
+
+    budget: float
+    header_bytes: int
+    band: float
+    best: GridFitResult | None = None
+    closest_above: GridFitResult | None = None
+    smallest: float = math.inf
+    fits: tuple[float, float] | None = None  # (lambda, bits) of the smallest lambda whose file fits
+    too_big: tuple[float, float] | None = None  # (lambda, bits) of the largest lambda whose file is too big
+    previous: tuple[float, float] | None = None  # (lambda, bits) of the trial before the latest
+    latest: tuple[float, float] | None = None
+
+    def bits(self, result: GridFitResult) -> int:
+        return result.payload_bits + 8 * self.header_bytes
+
+    def offer(self, result: GridFitResult) -> None:
+        """Keep ``result`` if it is within the target with less distortion than the best so far."""
+        if self.bits(result) <= self.budget and (self.best is None or result.mse < self.best.mse):
+            self.best = result
+
+    def in_band(self) -> bool:
+        return self.best is not None and self.bits(self.best) >= (1 - self.band) * self.budget
+
+    def add(self, lam_rd: float, result: GridFitResult) -> bool:
+        """Record a trial; True when its file is within the band (the search can stop)."""
+        bits = self.bits(result)
+        self.smallest = min(self.smallest, bits)
+        self.previous, self.latest = self.latest, (lam_rd, bits)
+        self.offer(result)
+        if bits <= self.budget:
+            if bits >= (1 - self.band) * self.budget:
+                return True
+            self.fits = (lam_rd, bits) if self.fits is None or lam_rd < self.fits[0] else self.fits
+        else:
+            self.too_big = (lam_rd, bits) if self.too_big is None or lam_rd > self.too_big[0] else self.too_big
+            if self.closest_above is None or bits < self.bits(self.closest_above):
+                self.closest_above = result
+        return False
+
+    def next_lambda(self, lam_rd: float) -> float:
+        assert self.latest is not None
+        aim = (1 - self.band / 2) * self.budget
+        return _next_lambda(lam_rd, self.latest[1], self.fits, self.too_big, aim=aim, previous=self.previous)
