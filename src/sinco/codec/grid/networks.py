@@ -112,7 +112,7 @@ def run_synthesis(
     for layer in layers[:n_1x1]:
         x = _relu(_apply(x, layer, exact=exact))
     if not exact:
-        x = x.contiguous(memory_format=torch.channels_last)  # mkldnn's small convolutions run 2-3x faster so
+        x = x.contiguous(memory_format=torch.channels_last)  # mkldnn's 4-channel convolutions: 2-3x faster so stored
     for layer in layers[n_1x1:-1]:
         x = _relu(x + _apply(x, layer, exact=exact))
     out = _apply(x, layers[-1], exact=exact)
