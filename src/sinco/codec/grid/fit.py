@@ -289,21 +289,36 @@ def _finish(
 #: Factors on lambda_rd tried, in order, to coarsen the networks of a file slightly above its target (wide: at the
 #: tiny lambdas of high rates, x16 left a demo slice 2.6% above 1.2 bpp).
 _TRIM_WEIGHTS = (4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0)
+#: Bisection steps between the last weight too small and the first that fits.
+_TRIM_BISECTIONS = 3
 #: Files at most this fraction above the target are worth trimming (the networks are 10-35% of a file).
 _TRIM_REACH = 0.10
 
 
 def _trim_to_budget(target: torch.Tensor, result: GridFitResult, *, budget_bits: float, header_bytes: int) -> GridFitResult | None:
     """The same latents with coarser network weights (step sizes chosen with a larger rate weight), if that
-    brings the file within ``budget_bits``; None otherwise. Costs a quantisation and a coding per factor tried."""
+    brings the file within ``budget_bits``; None otherwise. The weight is the smallest that fits among
+    :data:`_TRIM_WEIGHTS`, then narrowed by bisection in log scale (the less coarse, the less distortion).
+    Costs a quantisation and a coding per weight tried."""
     if result.state is None or result.payload_bits + 8 * header_bytes > (1 + _TRIM_REACH) * budget_bits:
         return None
+
+    def trimmed(weight: float) -> GridFitResult | None:
+        candidate = _finish(target, result.state, spec=result.spec, config=result.config, loss=result.loss, steps=0,
+                            started=time.perf_counter(), network_rate_weight=weight)  # fmt: skip
+        return candidate if candidate.payload_bits + 8 * header_bytes <= budget_bits else None
+
+    low, found = 1.0, None
     for weight in _TRIM_WEIGHTS:
-        trimmed = _finish(target, result.state, spec=result.spec, config=result.config, loss=result.loss, steps=0,
-                          started=time.perf_counter(), network_rate_weight=weight)  # fmt: skip
-        if trimmed.payload_bits + 8 * header_bytes <= budget_bits:
-            return trimmed
-    return None
+        found = trimmed(weight)
+        if found is not None:
+            break
+        low = weight
+    for _ in range(_TRIM_BISECTIONS if found is not None else 0):
+        middle = math.sqrt(low * found.network_rate_weight)
+        candidate = trimmed(middle)
+        low, found = (low, candidate) if candidate is not None else (middle, found)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- public
