@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import replace
 
 import nibabel as nib
 import torch
@@ -37,10 +36,10 @@ def main() -> None:
     image = torch.from_numpy(normalize_minmax(nib.load(IMAGE).get_fdata()[:, :, 85])[0]).float()[None]
     fast = GRID_PRESETS["fast"]
     device = torch.device(args.device)
-    fit_grid(image, spec=GridSpec(), config=replace(fast, steps=10, ste_steps=2), device=device)  # warm-up
+    fit_grid(image, spec=GridSpec(), config=fast.with_steps(10), device=device)  # warm-up
     seconds = {}
     for steps in (args.steps, 2 * args.steps):
-        config = replace(fast, steps=steps, ste_steps=steps * fast.ste_steps // fast.steps, lambda_rd=1e-4)
+        config = fast.with_steps(steps).with_lambda(1e-4)
         started = time.perf_counter()
         fit_grid(image, spec=GridSpec(), config=config, device=device)
         seconds[steps] = time.perf_counter() - started

@@ -52,6 +52,7 @@ def test_tiny_benchmark_schema_table_and_figures(dataset, tmp_path):
         elif r["method"] in ("grid", "sinco-grid"):  # latent grids: no fp16-parameter rate, the file is the rate
             assert r["bpp_params"] is None and r["steps"] == 4
             assert r["rate_trials"] >= 1 and r["within_band"] in (True, False) and r["lambda_rd"] > 0
+            assert r["network_rate_weight"] >= 1  # > 1: networks coarsened to fit the target
         else:
             # INR families: the paper's parameter rate; the grid family: the whole file (its rate search's guarantee).
             assert (r["bpp_file"] if r["bpp_params"] is None else r["bpp_params"]) <= r["target_bpp"] and r["steps"] == 4

@@ -229,6 +229,24 @@ def test_a_file_slightly_above_its_target_fits_once_its_networks_are_coarser(fit
     assert _trim_to_budget(target_image(), fitted, budget_bits=0.85 * fitted.payload_bits, header_bytes=0) is None
 
 
+def test_when_every_trial_is_too_big_a_rescue_trial_further_out_comes_before_trimming(fitted, monkeypatch):
+    import sinco.codec.grid.fit as grid_fit
+
+    budget = 6.0 * SIZE * SIZE
+    sizes = iter([1.30, 1.28, 1.25, 0.90])  # three trials over the target (beyond trimming's 10%), then the rescue
+    lambdas = []
+
+    def fake_fit(*args, config, **kwargs):
+        lambdas.append(config.lambda_rd)
+        return [replace(fitted, payload_bits=int(next(sizes) * budget), config=config)]
+
+    monkeypatch.setattr(grid_fit, "fit_grid", fake_fit)
+    config = replace(CONFIG, max_rate_trials=3)
+    result = fit_grid_at_bpp(target_image()[None], spec=SPEC, config=config, target_bpp=6.0, header_bytes=0, device=torch.device("cpu"))[0]
+    assert result.trials == 4 and result.payload_bits == int(0.90 * budget) and result.config.lambda_rd == lambdas[-1]
+    assert lambdas[-1] > 4 * lambdas[-2]  # further out than the next step of the search
+
+
 def test_rate_search_keeps_the_least_distorted_file_within_the_target(fitted, monkeypatch):
     """A later trial with more bits but more error does not replace a better file."""
     import sinco.codec.grid.fit as grid_fit

@@ -164,6 +164,8 @@ def _rate_search(metrics: dict[str, Any]) -> str:
     if metrics.get("within_band") is None:
         return f" lambda_rd={metrics['lambda_rd']:.3g}" if "lambda_rd" in metrics else ""
     band = "within 3% below the target" if metrics["within_band"] else "below the 3% band: the best file within the target"
+    if metrics.get("network_rate_weight", 1.0) > 1.0:
+        band += f", networks coarsened (rate weight x{metrics['network_rate_weight']:.3g}) to fit"
     return f" lambda_rd={metrics['lambda_rd']:.3g} ({metrics['rate_trials']} trials, {band})"
 
 

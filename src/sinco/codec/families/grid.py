@@ -126,7 +126,7 @@ class GridFamily(CodecFamily):
             raise InputError(f"--reg-every {given['reg_every']}: --arch {self.name} applies the regulariser every step (1)")
         grid = GRID_PRESETS[preset]
         if "steps" in given:
-            grid = _with_steps(grid, given["steps"])
+            grid = grid.with_steps(given["steps"])
         grid = dataclasses.replace(grid, **{k: given[k] for k in ("seed", "lambda_rd") if k in given})
         lam = given.get("lam", 1.0)
         if not (math.isfinite(lam) and lam >= 0):
@@ -167,13 +167,6 @@ class GridFamily(CodecFamily):
         return f"{grid.steps} steps ({grid.ste_steps} straight-through), {rate}"
 
 
-def _with_steps(grid: Any, steps: int) -> Any:
-    """A preset with another step count; the straight-through steps keep their share."""
-    if not isinstance(steps, int) or steps < 1:
-        raise InputError(f"--steps {steps}: must be a positive integer")
-    return dataclasses.replace(grid, steps=steps, ste_steps=min(steps, round(grid.ste_steps * steps / grid.steps)))
-
-
 def _report(result: Any, *, lam: float) -> Any:
     from sinco.fit.loop import FitResult
 
@@ -185,4 +178,4 @@ def _report(result: Any, *, lam: float) -> Any:
 def _extras(result: Any) -> dict[str, Any]:
     return {"estimated_bits": result.estimated_bits, "latent_bits_estimate": result.latent_bits_estimate,
             "network_bits": result.network_bits, "lambda_rd": result.config.lambda_rd, "rate_trials": result.trials,
-            "within_band": result.within_band}  # fmt: skip
+            "within_band": result.within_band, "network_rate_weight": result.network_rate_weight}  # fmt: skip

@@ -82,6 +82,16 @@ class GridFitConfig:
         """A copy with another ``lambda_rd``."""
         return replace(self, lambda_rd=lambda_rd)
 
+    def with_steps(self, steps: int) -> GridFitConfig:
+        """A copy with another step count; the straight-through steps keep their share.
+
+        Raises:
+            InputError: if ``steps`` is not a positive integer.
+        """
+        if not isinstance(steps, int) or steps < 1:
+            raise InputError(f"--steps {steps}: must be a positive integer")
+        return replace(self, steps=steps, ste_steps=min(steps, round(self.ste_steps * steps / self.steps)))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (saved with every result)."""
         return asdict(self)

@@ -361,7 +361,7 @@ def fit_grid(
         progress: show a progress bar.
         branch_from: optional checkpoints per image: each fit resumes there (same schedule, this ``config``'s
             ``lambda_rd``) instead of starting from scratch; what the rate search's later trials do.
-        keep_checkpoint: return each fit's checkpoint at ``config.branch_at`` of its soft phase.
+        keep_checkpoint: return each fit from scratch with its checkpoint at ``config.branch_at`` of its soft phase.
 
     Returns:
         One :class:`GridFitResult` per image.
@@ -382,18 +382,18 @@ def fit_grid(
             state = _init_state(spec, tuple(target.shape), config.seed, device)
         else:
             state = GridState([g.to(device) for g in start.state.latents], [t.to(device) for t in start.state.tensors]).clone()
-        keep_at = branch_step(config) if keep_checkpoint and start is None else None
+        keep_at = _branch_step(config) if keep_checkpoint and start is None else None
         best, loss, kept = _train(
             target, state, spec=spec, config=config, regularizer=_per_image(regularizer, index, targets.shape[0]),
             lam=float(lam[index]) if lam is not None else 0.0, progress=progress, start=start, keep_at=keep_at,
         )  # fmt: skip
         steps = config.steps - (start.step if start is not None else 0)
         result = _finish(target, best, spec=spec, config=config, loss=loss, steps=steps, started=started)
-        results.append(replace(result, checkpoint=kept if start is None else start))
+        results.append(replace(result, checkpoint=kept))
     return results
 
 
-def branch_step(config: GridFitConfig) -> int:
+def _branch_step(config: GridFitConfig) -> int:
     """The step at which rate-search trials branch: ``config.branch_at`` of the soft phase."""
     return int(round(config.branch_at * (config.steps - config.ste_steps)))
 
@@ -485,36 +485,54 @@ def fit_grid_at_bpp(
     for index in range(targets.shape[0]):
         started = time.perf_counter()
         search = _RateSearch(budget=target_bpp * pixels, header_bytes=header_bytes, band=band)
-        lam_rd = initial_lambda(target_bpp, config.rate_prior) if start_lambda is None else start_lambda
-        checkpoint, steps, trials = None, 0, 0
-        while trials < config.max_rate_trials or (search.best is None and trials == config.max_rate_trials > 1):
-            if trials == config.max_rate_trials:
-                # Every trial was above the target: one more branch, further out, rather than hard-trimmed networks
-                # (a demo slice: trimming 1.22 bpp down to 1.19 cost 10 dB).
-                lam_rd *= _RESCUE_FACTOR
-            trials += 1
-            result = fit_grid(
-                targets[index : index + 1], spec=spec, config=config.with_lambda(lam_rd), device=device,
-                regularizer=_per_image(regularizer, index, targets.shape[0]), lam=lam[index : index + 1] if lam is not None else None,
-                progress=progress, branch_from=[checkpoint] if checkpoint is not None else None, keep_checkpoint=checkpoint is None,
-            )[0]  # fmt: skip
-            checkpoint, steps = result.checkpoint, steps + result.steps
-            if search.add(lam_rd, result):
-                break
-            lam_rd = search.next_lambda(lam_rd)
-        if not search.in_band() and search.closest_above is not None:
-            trimmed = _trim_to_budget(targets[index].to(device), search.closest_above, budget_bits=search.budget, header_bytes=header_bytes)
-            if trimmed is not None:
-                search.offer(trimmed)
-        if search.best is None:
+        steps, trials = _search_image(
+            targets[index : index + 1], search, spec=spec, config=config, device=device, progress=progress,
+            first_lambda=initial_lambda(target_bpp, config.rate_prior) if start_lambda is None else start_lambda,
+            regularizer=_per_image(regularizer, index, targets.shape[0]), lam=lam[index : index + 1] if lam is not None else None,
+        )  # fmt: skip
+        if search.best is None:  # then every trial was too big, and the closest above is the smallest file
             raise RateUnreachableError(
                 f"--bpp {target_bpp}: unreachable for this image with this grid spec; the smallest file found in "
-                f"{trials} trials is {search.smallest / pixels:.3f} bpp"
+                f"{trials} trials is {search.bits(search.closest_above) / pixels:.3f} bpp"
             )
         # The checkpoint (Adam's moments too) served the search: not kept for every slice of a volume.
         results.append(replace(search.best, trials=trials, target_bpp=target_bpp, steps=steps, checkpoint=None,
                                seconds=time.perf_counter() - started, within_band=search.in_band()))  # fmt: skip
     return results
+
+
+def _search_image(
+    target: torch.Tensor, search: _RateSearch, *, spec: GridSpec, config: GridFitConfig, device: torch.device,
+    progress: bool, first_lambda: float, regularizer: Regularizer | None, lam: torch.Tensor | None,
+) -> tuple[int, int]:  # fmt: skip
+    """One image's trials (``target`` ``(1, H, W)``) into ``search``; returns the steps and trials run."""
+    checkpoint: TrainCheckpoint | None = None
+    steps = trials = 0
+
+    def trial(lam_rd: float) -> GridFitResult:
+        nonlocal checkpoint, steps, trials
+        result = fit_grid(
+            target, spec=spec, config=config.with_lambda(lam_rd), device=device, regularizer=regularizer, lam=lam,
+            progress=progress, branch_from=[checkpoint] if checkpoint is not None else None, keep_checkpoint=checkpoint is None,
+        )[0]  # fmt: skip
+        if checkpoint is None:
+            checkpoint = result.checkpoint
+        steps, trials = steps + result.steps, trials + 1
+        return result
+
+    lam_rd = first_lambda
+    while trials < config.max_rate_trials and not search.add(lam_rd, trial(lam_rd)):
+        lam_rd = search.next_lambda(lam_rd)
+    if search.best is None and trials > 1:
+        # Every trial was above the target: one more branch, further out, rather than hard-trimmed networks
+        # (a demo slice: trimming 1.22 bpp down to 1.19 cost 10 dB).
+        lam_rd *= _RESCUE_FACTOR
+        search.add(lam_rd, trial(lam_rd))
+    if not search.in_band() and search.closest_above is not None:
+        trimmed = _trim_to_budget(target[0].to(device), search.closest_above, budget_bits=search.budget, header_bytes=search.header_bytes)
+        if trimmed is not None:
+            search.offer(trimmed)
+    return steps, trials
 
 
 @dataclass
@@ -526,7 +544,6 @@ class _RateSearch:
     band: float
     best: GridFitResult | None = None
     closest_above: GridFitResult | None = None
-    smallest: float = math.inf
     fits: tuple[float, float] | None = None  # (lambda, bits) of the smallest lambda whose file fits
     too_big: tuple[float, float] | None = None  # (lambda, bits) of the largest lambda whose file is too big
     previous: tuple[float, float] | None = None  # (lambda, bits) of the trial before the latest
@@ -546,7 +563,6 @@ class _RateSearch:
     def add(self, lam_rd: float, result: GridFitResult) -> bool:
         """Record a trial; True when its file is within the band (the search can stop)."""
         bits = self.bits(result)
-        self.smallest = min(self.smallest, bits)
         self.previous, self.latest = self.latest, (lam_rd, bits)
         self.offer(result)
         if bits <= self.budget:

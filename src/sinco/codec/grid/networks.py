@@ -83,20 +83,15 @@ def _affine(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) ->
     return weight @ x if bias is None else torch.addmm(bias[:, None], weight, x)
 
 
-def _relu(x: torch.Tensor) -> torch.Tensor:
-    # torch.relu's backward is one fused threshold kernel; clamp_min's is a comparison and a select (2x slower).
-    return torch.relu(x)
-
-
 def run_arm(tensors: list[torch.Tensor], contexts: torch.Tensor, *, exact: bool, exps: list[int] | None = None) -> torch.Tensor:
     """Entropy model: contexts ``(C, N)`` (channels first) -> ``(2, N)`` (mean, log2-scale); in fixed point when ``exact``.
 
     With ``exact``, ``tensors`` and ``contexts`` are integer-valued float64, contexts at scale ``2^-FRAC_BITS``.
     """
     layers = _layers(tensors, exps if exps is not None else [0] * len(tensors))
-    x = contexts
+    x = contexts  # ReLU as torch.relu: its backward is one fused kernel, clamp_min's a comparison and a select
     for layer in layers[:-1]:
-        x = _relu(_apply(x, layer, exact=exact))
+        x = torch.relu(_apply(x, layer, exact=exact))
     return _apply(x, layers[-1], exact=exact)
 
 
@@ -110,11 +105,11 @@ def run_synthesis(
     n_1x1 = len(spec.synthesis_widths)
     x = planes
     for layer in layers[:n_1x1]:
-        x = _relu(_apply(x, layer, exact=exact))
+        x = torch.relu(_apply(x, layer, exact=exact))
     if not exact:
         x = x.contiguous(memory_format=torch.channels_last)  # mkldnn's 4-channel convolutions: 2-3x faster so stored
     for layer in layers[n_1x1:-1]:
-        x = _relu(x + _apply(x, layer, exact=exact))
+        x = torch.relu(x + _apply(x, layer, exact=exact))
     out = _apply(x, layers[-1], exact=exact)
     if spec.linear_skip:
         out = out + _apply(planes, (tensors[-1], None, exps[-1], 0), exact=exact)

@@ -51,11 +51,23 @@ def upsample2x(x: torch.Tensor, height: int, width: int, *, exact: bool) -> torc
         width: output columns, at most ``2 w``.
         exact: fixed-point mode of the decoder.
     """
-    cols = torch.from_numpy(_upsampling_matrix(width, x.shape[-1])).to(x)
-    rows = torch.from_numpy(_upsampling_matrix(height, x.shape[-2])).to(x)
+    # The float path takes the taps divided by 128 (exact: a power of two) and skips the rounding.
+    scale = 1.0 if exact else 1.0 / 128.0
+    cols_t = _upsampling_operator(width, x.shape[-1], dtype=x.dtype, device=x.device, scale=scale, transposed=True)
+    rows = _upsampling_operator(height, x.shape[-2], dtype=x.dtype, device=x.device, scale=scale, transposed=False)
     if exact:
-        return round_shift(rows @ round_shift(x @ cols.T, 7), 7)
-    return (rows / 128.0) @ (x @ (cols.T / 128.0))
+        return round_shift(rows @ round_shift(x @ cols_t, 7), 7)
+    return rows @ (x @ cols_t)
+
+
+@functools.lru_cache(maxsize=128)
+def _upsampling_operator(
+    size: int, length: int, *, dtype: torch.dtype, device: torch.device, scale: float, transposed: bool
+) -> torch.Tensor:
+    """:func:`_upsampling_matrix` times ``scale`` as a contiguous tensor, made once per geometry, dtype and device
+    (the training step upsamples 6 stages: building these every step was 12 copies per step)."""
+    matrix = _upsampling_matrix(size, length) * scale
+    return torch.from_numpy(np.ascontiguousarray(matrix.T if transposed else matrix)).to(dtype=dtype, device=device)
 
 
 def upsample_grids(grids: list[torch.Tensor], shapes: list[tuple[int, int]], *, exact: bool) -> torch.Tensor:
@@ -71,7 +83,7 @@ def upsample_grids(grids: list[torch.Tensor], shapes: list[tuple[int, int]], *, 
 
 
 def fixed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, w_exp: int, b_exp: int) -> torch.Tensor:
-    """A fixed-point convolution (or a linear layer when ``x`` is ``(N, C)``), rounded back to ``FRAC_BITS``.
+    """A fixed-point convolution (or a linear layer when ``x`` is ``(C, N)``), rounded back to ``FRAC_BITS``.
 
     Args:
         x: integer-valued float64 activations at scale ``2^-FRAC_BITS``, ``(1, C, H, W)`` or channels first ``(C, N)``.
