@@ -2,7 +2,7 @@
 
 Usage (from the repository root):
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/grid_step_time.py [--steps 200] [--device cpu|cuda]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/grid_step_time.py [--steps 200] [--device cpu|cuda] [--image FLAIR.nii.gz]
 
 The step's cost depends on the geometry and the spec, not on the content, so short fits at a fixed
 ``lambda_rd`` are enough. Prints milliseconds per step (soft-rounding and straight-through steps in the
@@ -30,10 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--image", default=IMAGE, help="a BraTS FLAIR volume; its slice 85 is fitted (default: pat0003's)")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps {args.steps}: must be >= 1")
-    image = torch.from_numpy(normalize_minmax(nib.load(IMAGE).get_fdata()[:, :, 85])[0]).float()[None]
+    image = torch.from_numpy(normalize_minmax(nib.load(args.image).get_fdata()[:, :, 85])[0]).float()[None]
     fast = GRID_PRESETS["fast"]
     device = torch.device(args.device)
     fit_grid(image, spec=GridSpec(), config=fast.with_steps(10), device=device)  # warm-up

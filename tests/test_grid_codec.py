@@ -320,10 +320,33 @@ def test_regulariser_gradient_reaches_latents_and_decoder_never_the_unet():
 
 def test_rate_estimate_is_differentiable_and_counts_bits():
     state = _init_state(SPEC, (SIZE, SIZE), 0, torch.device("cpu"))
-    latents = [torch.zeros_like(g).requires_grad_(True) for g in state.latents]
-    bits = _latent_bits(latents, state.tensors, SPEC)
+    shapes = [tuple(g.shape) for g in state.latents]
+    values = torch.full((sum(h * w for h, w in shapes),), 0.3, requires_grad=True)
+    bits = _latent_bits(values, shapes, state.tensors, SPEC)
     bits.backward()
-    assert bits.item() > 0 and all(g.grad is not None for g in latents)
+    assert bits.item() > 0 and values.grad is not None and values.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("height,width", [(9, 7), (4, 13)])
+def test_contexts_are_each_latents_causal_neighbours_and_its_parent(height, width):
+    from sinco.codec.grid.entropy import grid_contexts
+    from sinco.codec.grid.spec import CONTEXT_OFFSETS
+
+    shapes = SPEC.grid_shapes(height, width)
+    grids = [torch.arange(h * w, dtype=torch.float64).reshape(h, w) + 1000 * (level + 1) for level, (h, w) in enumerate(shapes)]
+    contexts = grid_contexts(grids, SPEC)
+    column = 0
+    for level, (h, w) in enumerate(shapes):
+        for i in range(h):
+            for j in range(w):
+                expected = [
+                    float(grids[level][i + dy, j + dx]) if 0 <= i + dy < h and 0 <= j + dx < w else 0.0
+                    for dy, dx in CONTEXT_OFFSETS[: SPEC.arm_context]
+                ]
+                expected.append(float(grids[level + 1][i // 2, j // 2]) if level + 1 < len(shapes) else 0.0)
+                assert contexts[:, column].tolist() == expected
+                column += 1
+    assert column == contexts.shape[1]
 
 
 def test_entropy_model_numpy_path_equals_the_torch_fixed_point_network():

@@ -14,7 +14,6 @@ from decimal import Decimal, localcontext
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sinco.codec.grid.spec import CONTEXT_OFFSETS, GridSpec
 
@@ -32,14 +31,6 @@ def context_width(spec: GridSpec) -> int:
     return spec.arm_context + 1
 
 
-def parent_plane(coarser: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
-    """The coarser grid's latent at ``(i // 2, j // 2)`` for every position of a ``shape`` grid (zeros at the top)."""
-    if coarser is None:
-        return torch.zeros(shape)
-    up = coarser.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
-    return up[..., : shape[0], : shape[1]]
-
-
 def grid_contexts(grids: list[torch.Tensor], spec: GridSpec) -> torch.Tensor:
     """Contexts of every latent, all grids at once (training and encoder side), channels first.
 
@@ -49,17 +40,46 @@ def grid_contexts(grids: list[torch.Tensor], spec: GridSpec) -> torch.Tensor:
 
     Returns:
         ``(arm_context + 1, N)`` with ``N = sum h_l w_l``, grids finest first, row-major within a grid: the
-        layout :func:`~sinco.codec.grid.networks.run_arm` takes (each context a contiguous row).
+        layout :func:`~sinco.codec.grid.networks.run_arm` takes (each context a contiguous row). Neighbours
+        outside a grid and the coarsest grid's parent read zero.
     """
-    rows = []
-    for level, grid in enumerate(grids):
-        h, w = grid.shape
-        padded = F.pad(grid, (2, 2, 2, 0))
-        cols = [padded[2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] for dy, dx in CONTEXT_OFFSETS[: spec.arm_context]]
-        coarser = grids[level + 1] if level + 1 < len(grids) else None
-        cols.append(parent_plane(coarser, (h, w)).to(grid))
-        rows.append(torch.stack(cols).reshape(-1, h * w))
-    return torch.cat(rows, dim=1)
+    shapes = [(int(g.shape[0]), int(g.shape[1])) for g in grids]
+    return flat_contexts(torch.cat([g.reshape(-1) for g in grids]), shapes, spec)
+
+
+def flat_contexts(values: torch.Tensor, shapes: list[tuple[int, int]], spec: GridSpec) -> torch.Tensor:
+    """:func:`grid_contexts` of the grids flattened and concatenated finest first, ``values (N,)``.
+
+    One gather: on a GPU the training step is bound by kernel launches, and slicing every neighbour of every
+    grid (with the slices' backward passes) cost about 500 launches a step.
+    """
+    index = _context_index(tuple(shapes), spec.arm_context, values.device)
+    padded = torch.cat([values, values.new_zeros(1)])
+    # index_select: its backward (index_add) was the fastest on the CPU of the gathers tried (advanced indexing, take).
+    return padded.index_select(0, index.reshape(-1)).reshape(index.shape)
+
+
+@functools.lru_cache(maxsize=32)
+def _context_index(shapes: tuple[tuple[int, int], ...], neighbours: int, device: torch.device) -> torch.Tensor:
+    """``(neighbours + 1, N)`` positions in the finest-first concatenation of the flattened grids, ``N`` (one past
+    the end, a zero) where a neighbour falls outside its grid; the last row is the coarser grid's latent at
+    ``(i // 2, j // 2)``."""
+    offsets = np.cumsum([0] + [h * w for h, w in shapes])
+    zero = int(offsets[-1])
+    blocks = []
+    for level, (h, w) in enumerate(shapes):
+        i, j = np.divmod(np.arange(h * w), w)
+        rows = []
+        for dy, dx in CONTEXT_OFFSETS[:neighbours]:
+            ii, jj = i + dy, j + dx
+            inside = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
+            rows.append(np.where(inside, offsets[level] + ii * w + jj, zero))
+        if level + 1 < len(shapes):
+            rows.append(offsets[level + 1] + (i // 2) * shapes[level + 1][1] + j // 2)
+        else:
+            rows.append(np.full(h * w, zero))
+        blocks.append(np.stack(rows))
+    return torch.from_numpy(np.concatenate(blocks, axis=1)).to(device)
 
 
 def wave_positions(height: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:

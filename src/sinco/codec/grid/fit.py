@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from sinco.codec.grid.config import FAST_RATE_PRIOR, GridFitConfig
-from sinco.codec.grid.entropy import grid_contexts, laplace_bits, mean_log2_scale
+from sinco.codec.grid.entropy import flat_contexts, laplace_bits, mean_log2_scale
 from sinco.codec.grid.networks import arm_tensor_count, init_tensors, run_arm, run_synthesis
 from sinco.codec.grid.numerics import MAX_EXPONENT, upsample_grids
 from sinco.codec.grid.payload import HEAD_BYTES, QuantizedDecoder, build_payload, network_bits, quantize_tensor, synthesize
@@ -127,11 +127,19 @@ def _reconstruct(latents: list[torch.Tensor], tensors: list[torch.Tensor], spec:
     return out + (out.clamp(0.0, 1.0) - out).detach()
 
 
-def _latent_bits(latents: list[torch.Tensor], tensors: list[torch.Tensor], spec: GridSpec) -> torch.Tensor:
-    contexts = grid_contexts(latents, spec)
+def _latent_bits(values: torch.Tensor, shapes: list[tuple[int, int]], tensors: list[torch.Tensor], spec: GridSpec) -> torch.Tensor:
+    """Estimated bits of the latents ``values (N,)``: the grids of ``shapes`` flattened, finest first."""
+    contexts = flat_contexts(values, shapes, spec)
     mean, log2_scale = mean_log2_scale(run_arm(tensors[: arm_tensor_count(spec)], contexts, exact=False), spec.latent_bound)
-    values = torch.cat([g.reshape(-1) for g in latents])
     return laplace_bits(values, mean, log2_scale).sum()
+
+
+def _flat(latents: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in latents])
+
+
+def _unflat(values: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    return [part.view(shape) for part, shape in zip(values.split([h * w for h, w in shapes]), shapes, strict=True)]
 
 
 def _hard(latents: list[torch.Tensor], bound: int) -> list[torch.Tensor]:
@@ -149,18 +157,22 @@ def _train(
     target: torch.Tensor, state: GridState, *, spec: GridSpec, config: GridFitConfig, regularizer: Regularizer | None,
     lam: float, progress: bool, start: TrainCheckpoint | None = None, keep_at: int | None = None,
 ) -> tuple[GridState, float, TrainCheckpoint | None]:  # fmt: skip
-    """Optimise ``state`` in place from step 0, or from ``start`` (whose parameters ``state`` holds).
+    """Optimise from ``state`` (the network tensors in place) from step 0, or from ``start`` (whose parameters
+    ``state`` holds).
 
     Returns:
         The best hard-rounded state, its loss, and the checkpoint taken before step ``keep_at`` (None if not asked).
     """
     steps, ste_steps, temperature = config.steps, config.ste_steps, config.temperature
     shape = tuple(target.shape)
+    shapes = spec.grid_shapes(*shape)
     pixels = target.numel()
-    latents = [t.requires_grad_(True) for t in state.latents]
+    # All grids as one flat parameter: one elementwise kernel per operation instead of one per grid (the GPU's
+    # step is bound by kernel launches).
+    latents = _flat(state.latents).requires_grad_(True)
     tensors = [t.requires_grad_(True) for t in state.tensors]
     optimizer = torch.optim.Adam(
-        [{"params": latents, "lr": config.lr_latent}, {"params": tensors, "lr": config.lr_network}], fused=True
+        [{"params": [latents], "lr": config.lr_latent}, {"params": tensors, "lr": config.lr_network}], fused=True
     )
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     generator = torch.Generator(device=target.device).manual_seed(config.seed + 1)
@@ -177,40 +189,38 @@ def _train(
         iterator = tqdm(iterator, desc="grid fit", leave=False)
     for step in iterator:
         if step == keep_at:
-            kept = TrainCheckpoint(step, GridState([g.detach().clone() for g in latents], [p.detach().clone() for p in tensors]),
+            kept = TrainCheckpoint(step, GridState(_unflat(latents.detach().clone(), shapes), [p.detach().clone() for p in tensors]),
                                    copy.deepcopy(optimizer.state_dict()), generator.get_state())  # fmt: skip
-        clamped = [g.clamp(-bound, bound) for g in latents]
+        clamped = latents.clamp(-bound, bound)
         if step < soft_steps:
             frac = step / max(soft_steps, 1)
             t = temperature[0] + (temperature[1] - temperature[0]) * frac
             for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-            noisy = [
-                soft_round(g, t) + config.noise * (torch.rand(g.shape, generator=generator, device=g.device) - 0.5)
-                for g in clamped
-            ]
-            coded, synth_in = noisy, [soft_round(g, t) for g in noisy]
+            noise = torch.rand(clamped.shape, generator=generator, device=clamped.device) - 0.5
+            coded = soft_round(clamped, t) + config.noise * noise
+            synth_in = soft_round(coded, t)
         else:
             if step == soft_steps:
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr_ste
-            coded = [g + (torch.round(g) - g).detach() for g in clamped]
+            coded = clamped + (torch.round(clamped) - clamped).detach()
             synth_in = coded
-        recon = _reconstruct(synth_in, tensors, spec, shape)
+        recon = _reconstruct(_unflat(synth_in, shapes), tensors, spec, shape)
         mse = torch.mean((recon[0, 0] - target) ** 2)
-        loss = mse + config.lambda_rd * _latent_bits(coded, tensors, spec) / pixels
+        loss = mse + config.lambda_rd * _latent_bits(coded, shapes, tensors, spec) / pixels
         if regularizer is not None and lam:
             loss = loss + lam * regularizer(recon).sum()
         if step >= soft_steps and loss.item() < best_loss:
             # Snapshot before the update: these are the parameters the loss was measured on.
             best_loss = loss.item()
-            best = GridState([g.detach().clone() for g in coded], [p.detach().clone() for p in tensors])
+            best = GridState(_unflat(coded.detach().clone(), shapes), [p.detach().clone() for p in tensors])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     if best_loss == math.inf:  # no straight-through step: keep the final parameters
-        best = GridState([torch.round(g.detach().clamp(-bound, bound)) for g in latents], [p.detach().clone() for p in tensors])
-    for t in (*latents, *tensors):
+        best = GridState(_unflat(torch.round(latents.detach().clamp(-bound, bound)), shapes), [p.detach().clone() for p in tensors])
+    for t in tensors:
         t.requires_grad_(False)
     return best, best_loss, kept
 
@@ -231,7 +241,9 @@ def _quantize_networks(
     n_arm = arm_tensor_count(spec)
     exps = [8] * len(floats)
     target = target.cpu()
-    planes = upsample_grids([g[None, None] * 2.0**-spec.input_shift for g in latents], spec.grid_shapes(*shape), exact=False)
+    shapes = spec.grid_shapes(*shape)
+    values = _flat(latents)
+    planes = upsample_grids([g[None, None] * 2.0**-spec.input_shift for g in latents], shapes, exact=False)
 
     def current(index: int, exponent: int) -> list[torch.Tensor]:
         chosen = [torch.from_numpy(quantize_tensor(t, e)).float() * 2.0**-e for t, e in zip(floats, exps, strict=True)]
@@ -244,7 +256,7 @@ def _quantize_networks(
         own = network_bits(bits)
         with torch.no_grad():
             if index < n_arm:
-                term = lambda_rd * float(_latent_bits(latents, tensors, spec)) / pixels
+                term = lambda_rd * float(_latent_bits(values, shapes, tensors, spec)) / pixels
             else:
                 recon = run_synthesis(tensors[n_arm:], planes, spec, exact=False).clamp(0.0, 1.0)
                 term = float(torch.mean((recon[0, 0] - target) ** 2))
@@ -263,7 +275,7 @@ def _quantize_networks(
         exps[index] = best_e
     decoder = QuantizedDecoder(tuple(quantize_tensor(t, e) for t, e in zip(floats, exps, strict=True)), tuple(exps))
     with torch.no_grad():
-        estimate = float(_latent_bits(latents, current(0, exps[0]), spec))
+        estimate = float(_latent_bits(values, shapes, current(0, exps[0]), spec))
     return decoder, estimate
 
 
