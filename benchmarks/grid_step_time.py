@@ -9,6 +9,10 @@ The step's cost depends on the geometry and the spec, not on the content, so sho
 ``fast`` preset's proportion) for the default spec from two fits of N and 2N steps (their difference over
 N steps, so quantisation and coding cancel), with the torch thread count and the load average: what the
 ``fast`` preset's 60-second budget buys.
+
+``--count-ops`` also counts the operations dispatched per step (views excluded), the same difference of two
+fits: on a GPU each is at least one kernel launch, and the step of this small model is bound by launches
+(docs/grid-codec.md), so the count is a machine-independent proxy for GPU step time.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--image", default=IMAGE, help="a BraTS FLAIR volume; its slice 85 is fitted (default: pat0003's)")
+    parser.add_argument("--count-ops", action="store_true", help="also count dispatched operations per step")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps {args.steps}: must be >= 1")
@@ -50,6 +55,32 @@ def main() -> None:
         f"steps: {seconds[args.steps]:.1f} s and {seconds[2 * args.steps]:.1f} s); device {args.device}; "
         f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}"
     )
+    if args.count_ops:
+        counts = {steps: _count_ops(image, fast.with_steps(steps).with_lambda(1e-4), device) for steps in (args.steps, 2 * args.steps)}
+        print(f"operations dispatched per step (views excluded): {(counts[2 * args.steps] - counts[args.steps]) / args.steps:.1f}")
+
+
+_VIEWS = frozenset(
+    "view reshape _unsafe_view detach alias slice select narrow t transpose permute squeeze unsqueeze expand as_strided "
+    "split split_with_sizes".split()
+)
+
+
+def _count_ops(image: torch.Tensor, config: object, device: torch.device) -> int:
+    """Operations (aten overloads, views excluded) dispatched by one fit, forward, backward and optimiser."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.split(".")[0] not in _VIEWS:
+                Counter.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        fit_grid(image, spec=GridSpec(), config=config, device=device)
+    return Counter.count
 
 
 if __name__ == "__main__":

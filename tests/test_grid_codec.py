@@ -190,6 +190,29 @@ def test_rate_search_starts_from_the_measured_prior():
                         device=torch.device("cpu"), start_lambda=0.0)  # fmt: skip
 
 
+def test_the_first_lambda_is_the_images_own_jpeg2000_slope_times_the_presets_factor():
+    from sinco.codec.grid.fit import first_lambda, initial_lambda
+    from sinco.codec.grid.prior import classical_slope
+
+    image = target_image(64)
+    slopes = [classical_slope(image.numpy(), target_bpp=bpp) for bpp in (0.5, 1.0, 2.0)]
+    assert all(s is not None and s > 0 for s in slopes)
+    assert slopes[0] > slopes[1] > slopes[2]  # distortion falls ever more slowly with rate
+    config = replace(CONFIG, prior_slope_factor=3.0)
+    assert first_lambda(image, target_bpp=1.0, config=config) == pytest.approx(3.0 * slopes[1])
+    # A busier image has a steeper curve, so it starts at a larger lambda than the same rate prior would give.
+    noisy = (image + 0.2 * torch.rand(image.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert first_lambda(noisy, target_bpp=1.0, config=config) > first_lambda(image, target_bpp=1.0, config=config)
+    # No two JPEG 2000 points within the rates (headers alone exceed them on a tiny image): the rate prior.
+    tiny = target_image(8)
+    assert classical_slope(tiny.numpy(), target_bpp=0.05) is None
+    assert first_lambda(tiny, target_bpp=0.05, config=config) == pytest.approx(initial_lambda(0.05, config.rate_prior))
+    assert first_lambda(image, target_bpp=1.0, config=CONFIG) == pytest.approx(initial_lambda(1.0, CONFIG.rate_prior))
+    with pytest.raises(InputError, match="prior_slope_factor -1"):
+        GridFitConfig(prior_slope_factor=-1.0)
+    assert GRID_PRESETS["fast"].prior_slope_factor > 0 and GRID_PRESETS["quality"].prior_slope_factor > 0
+
+
 def test_rate_search_jumps_along_the_measured_slope():
     from sinco.codec.grid.fit import _next_lambda
 

@@ -39,7 +39,10 @@ class GridFitConfig:
             same schedule (0: every trial from scratch).
         max_rate_trials: most fits the rate search runs.
         rate_prior: ``(bpp, lambda_rd)`` pairs, rate increasing and lambda decreasing, measured with this schedule:
-            the rate search's first lambda (log-log interpolation, clamped to the ends).
+            the rate search's first lambda (log-log interpolation, clamped to the ends) where the image's own
+            guess is off or unavailable.
+        prior_slope_factor: the rate search's first lambda is this times JPEG 2000's ``-dMSE/dbpp`` on the same
+            image around the target (:func:`~sinco.codec.grid.prior.classical_slope`); 0: ``rate_prior`` alone.
 
     Raises:
         InputError: on construction, naming the option and value.
@@ -57,6 +60,7 @@ class GridFitConfig:
     branch_at: float = 0.5
     max_rate_trials: int = 8
     rate_prior: tuple[tuple[float, float], ...] = FAST_RATE_PRIOR
+    prior_slope_factor: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lambda_rd) and self.lambda_rd >= 0):
@@ -73,6 +77,8 @@ class GridFitConfig:
             raise InputError(f"noise {self.noise}: expected 0..1")
         if not (math.isfinite(self.branch_at) and 0 <= self.branch_at < 1):
             raise InputError(f"branch_at {self.branch_at}: expected 0 <= branch_at < 1")
+        if not (math.isfinite(self.prior_slope_factor) and self.prior_slope_factor >= 0):
+            raise InputError(f"prior_slope_factor {self.prior_slope_factor}: must be a finite number >= 0")
         if self.max_rate_trials < 1:
             raise InputError(f"max_rate_trials {self.max_rate_trials}: must be >= 1")
         if not _is_prior(self.rate_prior):
@@ -108,6 +114,9 @@ def _is_prior(prior: object) -> bool:
 
 GRID_PRESETS: dict[str, GridFitConfig] = {
     # Sized for about a minute per 240 x 240 slice on 2 CPU cores, rate search included (see docs/grid-codec.md).
-    "fast": GridFitConfig(steps=900, ste_steps=150, branch_at=0.6, max_rate_trials=3),
-    "quality": GridFitConfig(steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4, rate_prior=QUALITY_RATE_PRIOR),
+    # prior_slope_factor: about the median ratio of the lambdas that landed in the band to JPEG 2000's slope.
+    "fast": GridFitConfig(steps=900, ste_steps=150, branch_at=0.6, max_rate_trials=3, prior_slope_factor=4.0),
+    "quality": GridFitConfig(
+        steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4, rate_prior=QUALITY_RATE_PRIOR, prior_slope_factor=2.0
+    ),
 }

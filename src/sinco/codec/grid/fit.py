@@ -436,6 +436,22 @@ def _next_lambda(
     return lam * min(max(math.exp((math.log(aim) - math.log(bits)) / slope), 1 / 64), 64)
 
 
+def first_lambda(image: torch.Tensor, *, target_bpp: float, config: GridFitConfig) -> float:
+    """The rate search's first ``lambda_rd`` for ``image (H, W)``: ``config.prior_slope_factor`` times JPEG 2000's
+    distortion-rate slope on it (:mod:`sinco.codec.grid.prior`), else :func:`initial_lambda` of ``config.rate_prior``."""
+    if config.prior_slope_factor > 0:
+        from sinco.codec.grid.prior import classical_slope
+
+        slope = classical_slope(image.detach().cpu().numpy(), target_bpp=target_bpp)
+        if slope is not None:
+            return min(max(config.prior_slope_factor * slope, _LAMBDA_RANGE[0]), _LAMBDA_RANGE[1])
+    return initial_lambda(target_bpp, config.rate_prior)
+
+
+#: Bounds of an image's own first lambda (beyond them the rate no longer moves with lambda).
+_LAMBDA_RANGE = (1e-9, 1.0)
+
+
 def initial_lambda(target_bpp: float, prior: tuple[tuple[float, float], ...] = FAST_RATE_PRIOR) -> float:
     """The rate search's first ``lambda_rd`` for ``target_bpp``: log-log interpolation in ``prior`` (``(bpp,
     lambda_rd)`` pairs, a preset's :attr:`GridFitConfig.rate_prior`), clamped to its ends."""
@@ -451,8 +467,8 @@ def fit_grid_at_bpp(
 ) -> list[GridFitResult]:  # fmt: skip
     """Search ``lambda_rd`` per image so that the file (payload + ``header_bytes``) is at most ``target_bpp``.
 
-    The first trial is a full fit at ``start_lambda`` (default: :func:`initial_lambda` of the target in
-    ``config.rate_prior``); later trials
+    The first trial is a full fit at ``start_lambda`` (default: :func:`first_lambda`, the image's own guess from
+    JPEG 2000's slope or ``config.rate_prior``); later trials
     branch from it at ``config.branch_at`` of its soft phase (parameters, Adam moments and noise as they were
     there) and finish the same schedule with their own ``lambda_rd``. Every trial is thus a fit of the same
     length and file size falls steadily as lambda grows (warm restarts of a finished fit, the former design,
@@ -475,7 +491,7 @@ def fit_grid_at_bpp(
         lam: see :func:`fit_grid`.
         progress: progress bars.
         band: accepted shortfall below the target (fraction).
-        start_lambda: the first trial's ``lambda_rd`` (default: read off ``config.rate_prior``).
+        start_lambda: the first trial's ``lambda_rd`` (default: :func:`first_lambda`).
 
     Returns:
         One result per image with ``trials``, ``target_bpp``, ``within_band`` and the summed ``steps`` and ``seconds``
@@ -499,7 +515,7 @@ def fit_grid_at_bpp(
         search = _RateSearch(budget=target_bpp * pixels, header_bytes=header_bytes, band=band)
         steps, trials = _search_image(
             targets[index : index + 1], search, spec=spec, config=config, device=device, progress=progress,
-            first_lambda=initial_lambda(target_bpp, config.rate_prior) if start_lambda is None else start_lambda,
+            start_lambda=first_lambda(targets[index], target_bpp=target_bpp, config=config) if start_lambda is None else start_lambda,
             regularizer=_per_image(regularizer, index, targets.shape[0]), lam=lam[index : index + 1] if lam is not None else None,
         )  # fmt: skip
         if search.best is None:  # then every trial was too big, and the closest above is the smallest file
@@ -515,7 +531,7 @@ def fit_grid_at_bpp(
 
 def _search_image(
     target: torch.Tensor, search: _RateSearch, *, spec: GridSpec, config: GridFitConfig, device: torch.device,
-    progress: bool, first_lambda: float, regularizer: Regularizer | None, lam: torch.Tensor | None,
+    progress: bool, start_lambda: float, regularizer: Regularizer | None, lam: torch.Tensor | None,
 ) -> tuple[int, int]:  # fmt: skip
     """One image's trials (``target`` ``(1, H, W)``) into ``search``; returns the steps and trials run."""
     checkpoint: TrainCheckpoint | None = None
@@ -532,7 +548,7 @@ def _search_image(
         steps, trials = steps + result.steps, trials + 1
         return result
 
-    lam_rd = first_lambda
+    lam_rd = start_lambda
     while trials < config.max_rate_trials and not search.add(lam_rd, trial(lam_rd)):
         lam_rd = search.next_lambda(lam_rd)
     if search.best is None and trials > 1:
