@@ -59,7 +59,7 @@ def flat_contexts(values: torch.Tensor, shapes: list[tuple[int, int]], spec: Gri
     return padded.index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)  # 6 MB for a 240 x 240 slice; a volume's slices share one
 def _context_index(shapes: tuple[tuple[int, int], ...], neighbours: int, device: torch.device) -> torch.Tensor:
     """``(neighbours + 1, N)`` positions in the finest-first concatenation of the flattened grids, ``N`` (one past
     the end, a zero) where a neighbour falls outside its grid; the last row is the coarser grid's latent at

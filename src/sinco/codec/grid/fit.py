@@ -157,8 +157,8 @@ def _train(
     target: torch.Tensor, state: GridState, *, spec: GridSpec, config: GridFitConfig, regularizer: Regularizer | None,
     lam: float, progress: bool, start: TrainCheckpoint | None = None, keep_at: int | None = None,
 ) -> tuple[GridState, float, TrainCheckpoint | None]:  # fmt: skip
-    """Optimise from ``state`` (the network tensors in place) from step 0, or from ``start`` (whose parameters
-    ``state`` holds).
+    """Optimise ``state``'s parameters (its network tensors in place, its latents as one flat copy) from step 0, or
+    from ``start`` (whose parameters ``state`` holds).
 
     Returns:
         The best hard-rounded state, its loss, and the checkpoint taken before step ``keep_at`` (None if not asked).
