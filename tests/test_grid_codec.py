@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -226,6 +228,25 @@ def test_rate_search_jumps_along_the_measured_slope():
     assert _next_lambda(1e-4, 500.0, None, None, aim=1000.0, previous=(1e-3, 500.0)) == pytest.approx(1e-4 / 64)
     # Inside a bracket the secant stays within it.
     assert 1e-5 < _next_lambda(1e-4, 900.0, (1e-4, 900.0), (1e-5, 1200.0), aim=1000.0, previous=(1e-5, 1200.0)) < 1e-4
+
+
+def test_rate_search_halves_the_bracket_when_the_secant_keeps_one_end():
+    from sinco.codec.grid.fit import _RateSearch
+
+    # The trials of an LGG slice at 2 bpp (bits per pixel here): 0.99 fits, then 2.36 and 2.24 both too big. The
+    # secant from (2.24, 0.99) would move only 16% of the bracket's log width; the search bisects it instead.
+    search = _RateSearch(budget=2.0, header_bytes=0, band=0.03)
+    result = SimpleNamespace(payload_bits=0, mse=1.0)
+    for lam, bpp in ((9.15e-5, 0.99), (2.96e-6, 2.36)):
+        search.add(lam, replace_bits(result, bpp))
+    secant = search.next_lambda(2.96e-6)
+    assert 2.96e-6 < secant < 9.15e-5 and secant != pytest.approx(math.sqrt(2.96e-6 * 9.15e-5))  # sides differ: secant
+    search.add(6.06e-6, replace_bits(result, 2.24))
+    assert search.next_lambda(6.06e-6) == pytest.approx(math.sqrt(6.06e-6 * 9.15e-5))  # two too big in a row: bisect
+
+
+def replace_bits(result: SimpleNamespace, bits: float) -> SimpleNamespace:
+    return SimpleNamespace(**{**vars(result), "payload_bits": bits})
 
 
 def test_a_branch_at_the_same_lambda_reproduces_the_fit_and_costs_only_the_rest_of_the_schedule():
