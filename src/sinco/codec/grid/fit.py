@@ -211,9 +211,10 @@ def _train(
         loss = mse + config.lambda_rd * _latent_bits(coded, shapes, tensors, spec) / pixels
         if regularizer is not None and lam:
             loss = loss + lam * regularizer(recon).sum()
-        if step >= soft_steps and loss.item() < best_loss:
+        value = loss.item() if step >= soft_steps else math.inf  # one device read-back a straight-through step
+        if value < best_loss:
             # Snapshot before the update: these are the parameters the loss was measured on.
-            best_loss = loss.item()
+            best_loss = value
             best = GridState(_unflat(coded.detach().clone(), shapes), [p.detach().clone() for p in tensors])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
