@@ -87,6 +87,8 @@ class GridFamily(CodecFamily):
                      "rate weight of the loss MSE + lambda_rd x bits / pixels; given, one fit at it (no --bpp search)", "X"),
         FamilyOption("data_term", "--data-term", str, "data term: mse or sse (the regulariser's weight over H W; "
                      "default: sse with the regulariser, else mse)", "mse|sse"),
+        FamilyOption("residual", "--residual", str, "with --bpp, may code the grid's error in a residual layer with the "
+                     "bits the grids leave below the target (default: on)", "on|off"),
     )  # fmt: skip
     methods = {
         "grid": BenchmarkMethod("Latent grids", regularised=False),
@@ -120,7 +122,7 @@ class GridFamily(CodecFamily):
             raise InputError(f"--preset {preset!r}: --arch {self.name} has presets {', '.join(GRID_PRESETS)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         for key in given:
-            if key not in ("steps", "seed", "lam", "reg_every", "lambda_rd", "data_term"):
+            if key not in ("steps", "seed", "lam", "reg_every", "lambda_rd", "data_term", "residual"):
                 raise InputError(f"--{key.replace('_', '-')}: does not apply to --arch {self.name}")
         if given.get("reg_every", 1) != 1:
             raise InputError(f"--reg-every {given['reg_every']}: --arch {self.name} applies the regulariser every step (1)")
@@ -128,6 +130,8 @@ class GridFamily(CodecFamily):
         if "steps" in given:
             grid = grid.with_steps(given["steps"])
         grid = dataclasses.replace(grid, **{k: given[k] for k in ("seed", "lambda_rd") if k in given})
+        if "residual" in given:
+            grid = dataclasses.replace(grid, residual=_on_off(given["residual"], flag="--residual"))
         lam = given.get("lam", 1.0)
         if not (math.isfinite(lam) and lam >= 0):
             raise InputError(f"--lam {lam}: must be a non-negative number")
@@ -164,7 +168,16 @@ class GridFamily(CodecFamily):
     def describe_fit(self, config: GridFamilyFit) -> str:
         grid = config.grid
         rate = f"lambda_rd {grid.lambda_rd:g}" if config.fixed_lambda else f"lambda_rd searched (at most {grid.max_rate_trials} fits)"
-        return f"{grid.steps} steps ({grid.ste_steps} straight-through), {rate}"
+        layer = ", residual layer where it pays" if grid.residual and not config.fixed_lambda else ""
+        return f"{grid.steps} steps ({grid.ste_steps} straight-through), {rate}{layer}"
+
+
+def _on_off(value: Any, *, flag: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value not in ("on", "off"):
+        raise InputError(f"{flag} {value!r}: expected on or off")
+    return value == "on"
 
 
 def _report(result: Any, *, lam: float) -> Any:
@@ -178,4 +191,5 @@ def _report(result: Any, *, lam: float) -> Any:
 def _extras(result: Any) -> dict[str, Any]:
     return {"estimated_bits": result.estimated_bits, "latent_bits_estimate": result.latent_bits_estimate,
             "network_bits": result.network_bits, "lambda_rd": result.config.lambda_rd, "rate_trials": result.trials,
-            "within_band": result.within_band, "network_rate_weight": result.network_rate_weight}  # fmt: skip
+            "within_band": result.within_band, "network_rate_weight": result.network_rate_weight,
+            "residual_step": result.residual_step, "residual_bits": result.residual_bits}  # fmt: skip

@@ -43,6 +43,8 @@ class GridFitConfig:
             guess is off or unavailable.
         prior_slope_factor: the rate search's first lambda is this times JPEG 2000's ``-dMSE/dbpp`` on the same
             image around the target (:func:`~sinco.codec.grid.prior.classical_slope`); 0: ``rate_prior`` alone.
+        residual: the rate search may add a residual layer (:mod:`sinco.codec.grid.residual`) to a trial's file,
+            coding the grid's error with the bits the grids left below the target; the file of least MSE wins.
 
     Raises:
         InputError: on construction, naming the option and value.
@@ -61,6 +63,7 @@ class GridFitConfig:
     max_rate_trials: int = 8
     rate_prior: tuple[tuple[float, float], ...] = FAST_RATE_PRIOR
     prior_slope_factor: float = 0.0
+    residual: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lambda_rd) and self.lambda_rd >= 0):
@@ -79,6 +82,8 @@ class GridFitConfig:
             raise InputError(f"branch_at {self.branch_at}: expected 0 <= branch_at < 1")
         if not (math.isfinite(self.prior_slope_factor) and self.prior_slope_factor >= 0):
             raise InputError(f"prior_slope_factor {self.prior_slope_factor}: must be a finite number >= 0")
+        if not isinstance(self.residual, bool):
+            raise InputError(f"--residual {self.residual!r}: expected on or off")
         if self.max_rate_trials < 1:
             raise InputError(f"max_rate_trials {self.max_rate_trials}: must be >= 1")
         if not _is_prior(self.rate_prior):

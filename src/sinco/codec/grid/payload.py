@@ -1,12 +1,24 @@
 """The grid family's payload: quantised decoder networks (exp-Golomb) and range-coded latents.
 
-Layout (little-endian)::
+Layout (little-endian), version 1::
 
-    u8   payload version
+    u8   payload version (1)
     u32  CRC-32 of the network block then the decoded latents (int8, coarsest grid first, row-major)
     u32  n, length of the network block
     n    network block: per tensor a 4-bit step exponent, a 3-bit exp-Golomb order, then the signed integers
     ...  range-coded latents (constriction RangeEncoder, u32 words)
+
+Version 2 adds a residual layer (:mod:`sinco.codec.grid.residual`) after the latents::
+
+    u8   payload version (2)
+    u32  CRC-32 of the network block, the latents (as in version 1), then the residual (int32, row-major)
+    u32  n, length of the network block
+    u32  k, length of the latent stream
+    n    network block
+    k    range-coded latents
+    ...  residual section
+
+A payload without a residual is always written as version 1 (one spelling per file; older decoders read it).
 """
 
 from __future__ import annotations
@@ -23,12 +35,18 @@ import torch
 from sinco.codec.grid.entropy import coding_order, grid_contexts, laplace_table, schedule, snap
 from sinco.codec.grid.networks import arm_tensor_count, fixed_image, run_synthesis, tensor_shapes
 from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, MAX_EXPONENT, WEIGHT_LIMIT, upsample_grids
+from sinco.codec.grid.residual import ResidualLayer
+from sinco.codec.grid.residual import decode as decode_residual
 from sinco.codec.grid.spec import CONTEXT_OFFSETS, GridSpec
 from sinco.errors import BitstreamError
 
 PAYLOAD_VERSION = 1
+RESIDUAL_PAYLOAD_VERSION = 2
 _HEAD = struct.Struct("<BII")
+_HEAD_V2 = struct.Struct("<BIII")
 HEAD_BYTES = _HEAD.size
+#: Bytes a residual layer adds to the payload besides its section (the latent stream's length).
+RESIDUAL_HEAD_BYTES = _HEAD_V2.size - _HEAD.size
 _MAX_ZEROS = 24  # exp-Golomb prefix cap: values stay below WEIGHT_LIMIT anyway
 _CHUNK = 8192
 
@@ -253,13 +271,27 @@ def build_payload(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: Gr
     return _HEAD.pack(PAYLOAD_VERSION, payload_checksum(network, latents), len(network)) + network + stream
 
 
+def with_residual(payload: bytes, layer: ResidualLayer) -> bytes:
+    """A version-2 payload: a version-1 ``payload`` (from :func:`build_payload`) with the residual ``layer`` appended."""
+    version, checksum, n_network = _HEAD.unpack_from(payload)
+    if version != PAYLOAD_VERSION:
+        raise ValueError(f"payload version {version}: a residual goes on a version-{PAYLOAD_VERSION} payload")
+    body = payload[HEAD_BYTES:]
+    checksum = zlib.crc32(_residual_bytes(layer.symbols), checksum)
+    return _HEAD_V2.pack(RESIDUAL_PAYLOAD_VERSION, checksum, n_network, len(body) - n_network) + body + layer.section
+
+
+def _residual_bytes(symbols: np.ndarray) -> bytes:
+    return symbols.astype("<i4").tobytes()
+
+
 def decode_grid(payload: bytes, *, spec: GridSpec, height: int, width: int) -> np.ndarray:
     """Decode a grid payload to the image.
 
     Deterministic and bit-exact on any machine and thread count (integer arithmetic throughout).
 
     Args:
-        payload: the bytes written by :func:`build_payload` (via ``fit_grid``).
+        payload: the bytes written by :func:`build_payload` (via ``fit_grid``), or :func:`with_residual`.
         spec: the family block's spec.
         height: image rows (from the file header).
         width: image columns.
@@ -268,21 +300,36 @@ def decode_grid(payload: bytes, *, spec: GridSpec, height: int, width: int) -> n
         ``(H, W)`` float32 in ``[0, 1]``.
 
     Raises:
-        BitstreamError: on a payload that is truncated, corrupted, or whose latents fail the checksum.
+        BitstreamError: on a payload that is truncated, corrupted, or whose latents (and residual) fail the checksum.
     """
     spec.validate_for(height, width, error=BitstreamError)
     payload = bytes(payload)
-    if len(payload) < HEAD_BYTES:
-        raise BitstreamError(f"grid payload: {len(payload)} bytes, shorter than its {HEAD_BYTES}-byte head")
-    version, checksum, n_network = _HEAD.unpack_from(payload)
-    if version != PAYLOAD_VERSION:
-        raise BitstreamError(f"grid payload: version {version} is not supported (expected {PAYLOAD_VERSION})")
-    if HEAD_BYTES + n_network > len(payload):
-        raise BitstreamError(f"grid payload: network block of {n_network} bytes runs past the end ({len(payload)} bytes)")
-    network = payload[HEAD_BYTES : HEAD_BYTES + n_network]
+    if len(payload) < 1 or payload[0] not in (PAYLOAD_VERSION, RESIDUAL_PAYLOAD_VERSION):
+        found = payload[0] if payload else "missing"
+        raise BitstreamError(f"grid payload: version {found} is not supported (expected {PAYLOAD_VERSION} or {RESIDUAL_PAYLOAD_VERSION})")
+    head = _HEAD if payload[0] == PAYLOAD_VERSION else _HEAD_V2
+    if len(payload) < head.size:
+        raise BitstreamError(f"grid payload: {len(payload)} bytes, shorter than its {head.size}-byte head")
+    _, checksum, n_network, *rest = head.unpack_from(payload)
+    n_latents = rest[0] if rest else len(payload) - head.size - n_network
+    if n_network > len(payload) - head.size or n_latents > len(payload) - head.size - n_network:
+        raise BitstreamError(f"grid payload: network block of {n_network} bytes or latent stream of {n_latents} bytes "
+                             f"runs past the end ({len(payload)} bytes)")  # fmt: skip
+    network = payload[head.size : head.size + n_network]
     decoder = unpack_network(network, spec)
     shapes = spec.grid_shapes(height, width)
-    latents = decode_latents(payload[HEAD_BYTES + n_network :], decoder, spec, shapes)
-    if payload_checksum(network, latents) != checksum:
+    stream_end = head.size + n_network + n_latents
+    latents = decode_latents(payload[head.size + n_network : stream_end], decoder, spec, shapes)
+    found = payload_checksum(network, latents)
+    if not rest:
+        _check_sum(found, checksum)
+        return synthesize(latents, decoder, spec, height, width)
+    prediction = synthesize(latents, decoder, spec, height, width)
+    layer = decode_residual(payload[stream_end:], prediction)
+    _check_sum(zlib.crc32(_residual_bytes(layer.symbols), found), checksum)
+    return layer.apply(prediction)
+
+
+def _check_sum(found: int, stored: int) -> None:
+    if found != stored:
         raise BitstreamError("grid payload: checksum mismatch of networks and latents (corrupted file or decoder disagreement)")
-    return synthesize(latents, decoder, spec, height, width)
