@@ -579,8 +579,9 @@ def _search_image(
             search.offer(trimmed)
     if config.residual:
         image = target[0].cpu().numpy()
+        levels = residual.image_levels(image)
         for result in [r for r in (*search.tried, search.best) if r is not None and search.bits(r) < search.budget]:
-            hybrid = _with_residual(image, result, budget_bits=search.budget - search.bits(result))
+            hybrid = _with_residual(image, result, budget_bits=search.budget - search.bits(result), levels=levels)
             if hybrid is not None:
                 search.offer(hybrid)
     return steps, trials
@@ -607,15 +608,17 @@ def _residual_pivot(image: np.ndarray, result: GridFitResult, search: _RateSearc
     return pivot if pivot > result.config.lambda_rd else None
 
 
-def _with_residual(image: np.ndarray, result: GridFitResult, *, budget_bits: float) -> GridFitResult | None:
+def _with_residual(image: np.ndarray, result: GridFitResult, *, budget_bits: float, levels: int) -> GridFitResult | None:
     """``result``'s file with a residual layer that spends at most ``budget_bits`` more, or None if none fits.
 
     Args:
         image: the target ``(H, W)`` in ``[0, 1]``.
         result: a grid file without a residual layer.
         budget_bits: bits the layer may add to the payload.
+        levels: the image's lattice (:func:`~sinco.codec.grid.residual.image_levels`).
     """
-    layer = residual.fit_to_budget(image, result.reconstruction, budget_bits=budget_bits - 8 * payload_io.RESIDUAL_HEAD_BYTES)
+    budget_bits -= 8 * payload_io.RESIDUAL_HEAD_BYTES
+    layer = residual.fit_to_budget(image, result.reconstruction, budget_bits=budget_bits, levels=levels)
     if layer is None:
         return None
     payload = payload_io.with_residual(result.payload, layer)

@@ -5,17 +5,23 @@ keeps gaining ~16 dB per bpp. Above that ceiling the file codes ``x - p``, the e
 ``p``, with a uniform step: at high rate each halving of the step adds one bit per pixel whose error is not already
 below it, ~6 dB for the pixels that carry the error (docs/grid-codec.md, "A residual layer").
 
-Everything the decoder computes here is integer arithmetic on ``P = 2^16 p`` (the grid's fixed-point output), so
-it is bit-exact like the latents. The residual ``q = round((2^16 x - P) / step)`` is coded with a discretised
-Laplace of mean 0 whose scale depends on a context bucket the decoder derives from ``P`` alone (local activity of
-the prediction relative to the step, and whether the prediction is background-dark): the bucket's scale is sent,
-and symbols are coded bucket by bucket, so decoding is a few vectorised range-coder calls.
+The residual lives on a lattice ``k / K`` of the unit range: ``K = 2^16`` in general, or the image's own number of
+grey levels minus one when the image takes only such values (integer scans scaled to ``[0, 1]``: 255 for the
+LGG FLAIR slices, 656 for a BraTS slice). On its own lattice a step of one level is lossless.
+
+Everything the decoder computes here is integer arithmetic on ``B = round(K P / 2^16)``, ``P = 2^16 p`` the grid's
+fixed-point output, so it is bit-exact like the latents. The residual ``q = round((K x - B) / step)`` is coded
+with a discretised Laplace of mean 0 whose scale depends on a context bucket the decoder derives from ``B`` alone
+(local activity of the prediction relative to the step, and whether the prediction is background-dark): the
+bucket's scale is sent, and symbols are coded bucket by bucket, so decoding is a few vectorised range-coder calls.
+The image is ``clip(B + q step, 0, K) / K``.
 
 Section layout (little-endian; it ends the payload)::
 
-    u16      step, in units of 2^-16 of the intensity range (1..65535)
-    per bucket that holds a pixel (in bucket order, known to the decoder from P):
-      varint  M, the largest |q| in the bucket (LEB128, at most 65536 // step + 1)
+    u16      K - 1 (K in 1..65536)
+    u16      step, in levels of the lattice (1..min(K, 65535))
+    per bucket that holds a pixel (in bucket order, known to the decoder from B):
+      varint  M, the largest |q| in the bucket (LEB128, at most K // step + 1)
       u8      scale index (only when M > 0): Laplace scale 2^(index / SCALE_STEPS + LOG2_SCALE_MIN)
     ...      range-coded symbols q + M of the buckets with M > 0, bucket by bucket, row-major (u32 words)
 """
@@ -33,9 +39,12 @@ import numpy as np
 
 from sinco.errors import BitstreamError
 
-#: Fixed-point scale of the grid's output and of the residual step.
+#: Fixed-point scale of the grid's output, and the lattice of images that have no coarser one.
 ONE = 1 << 16
 MAX_STEP = ONE - 1
+#: Lattice steps tried besides the 2^-16 lattice's bisection on an image with its own lattice (finer on the 2^-16
+#: lattice does better beyond these: the prediction falls between levels).
+LATTICE_STEPS = (1, 2, 3, 4)
 ACTIVITY_BUCKETS = 16
 #: Predictions above this (2% of the range) are not background: a second set of buckets.
 DARK_LIMIT = 1311
@@ -43,50 +52,67 @@ N_BUCKETS = 2 * ACTIVITY_BUCKETS
 SCALE_STEPS = 8
 LOG2_SCALE_MIN = -4
 N_SCALES = 16 * SCALE_STEPS + 1
-_STEP = struct.Struct("<H")
+_HEAD = struct.Struct("<HH")
 _LOG2E = 1.4426950408889634
 _MIN_PROB = 2.0**-24
 
 
 @dataclass(frozen=True)
 class ResidualLayer:
-    """A coded residual: its step, the integer residual ``(H, W)``, and the section's bytes."""
+    """A coded residual: its lattice ``K`` (levels), step (in levels), the integer residual ``(H, W)``, the section."""
 
+    levels: int
     step: int
     symbols: np.ndarray
     section: bytes
 
     def apply(self, prediction: np.ndarray) -> np.ndarray:
         """The corrected image ``(H, W)`` float32 in ``[0, 1]`` for the grid's ``prediction`` ``(H, W)``."""
-        return correct(fixed_prediction(prediction), self.symbols, step=self.step)
+        return correct(on_lattice(prediction, levels=self.levels), self.symbols, levels=self.levels, step=self.step)
 
 
-def fixed_prediction(prediction: np.ndarray) -> np.ndarray:
-    """``P = 2^16 p`` as int64 ``(H, W)`` (exact: the grid's output is a multiple of ``2^-16``)."""
-    return np.rint(prediction.astype(np.float64) * ONE).astype(np.int64)
+def on_lattice(prediction: np.ndarray, *, levels: int) -> np.ndarray:
+    """``B = round(K P / 2^16)`` int64 ``(H, W)``, ``P = 2^16 p`` (exact: the grid's output is a multiple of ``2^-16``)."""
+    fixed = np.rint(prediction.astype(np.float64) * ONE).astype(np.int64)
+    return (fixed * levels + (ONE >> 1)) >> 16
 
 
-def correct(fixed: np.ndarray, symbols: np.ndarray, *, step: int) -> np.ndarray:
-    """``clip(P + q step, 0, 2^16) / 2^16`` as float32 ``(H, W)`` (exact)."""
-    return (np.clip(fixed + symbols * step, 0, ONE) / ONE).astype(np.float32)
+def correct(base: np.ndarray, symbols: np.ndarray, *, levels: int, step: int) -> np.ndarray:
+    """``clip(B + q step, 0, K) / K`` as float32 ``(H, W)`` (one IEEE division and rounding: the same everywhere)."""
+    return (np.clip(base + symbols * step, 0, levels) / levels).astype(np.float32)
 
 
-def buckets(fixed: np.ndarray, *, step: int) -> np.ndarray:
-    """Context bucket ``(H, W)`` of every pixel: ``bit_length(4 range3x3(P) // step)`` capped, doubled, plus 1 where
-    ``P > DARK_LIMIT``. The 3x3 range uses replicated borders."""
-    padded = np.pad(fixed, 1, mode="edge")
-    h, w = fixed.shape
+def buckets(base: np.ndarray, *, levels: int, step: int) -> np.ndarray:
+    """Context bucket ``(H, W)`` of every pixel: ``bit_length(4 range3x3(B) // step)`` capped, doubled, plus 1 where
+    the prediction is above 2% of the range. The 3x3 range uses replicated borders."""
+    padded = np.pad(base, 1, mode="edge")
+    h, w = base.shape
     windows = [padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
     spread = np.maximum.reduce(windows) - np.minimum.reduce(windows)
     ratio = (4 * spread) // step
     # bit_length of a non-negative int64 array: frexp's exponent is exact for integers below 2^53.
     activity = np.where(ratio > 0, np.frexp(ratio.astype(np.float64))[1], 0)
-    return np.minimum(activity, ACTIVITY_BUCKETS - 1) * 2 + (fixed > DARK_LIMIT)
+    return np.minimum(activity, ACTIVITY_BUCKETS - 1) * 2 + (base > (DARK_LIMIT * levels) >> 16)
 
 
-def quantize(target: np.ndarray, fixed: np.ndarray, *, step: int) -> np.ndarray:
-    """Residual symbols ``round((2^16 x - P) / step)`` int64 ``(H, W)`` of the image ``x`` in ``[0, 1]``."""
-    return np.rint((target.astype(np.float64) * ONE - fixed) / step).astype(np.int64)
+def quantize(target: np.ndarray, base: np.ndarray, *, levels: int, step: int) -> np.ndarray:
+    """Residual symbols ``round((K x - B) / step)``, int64 ``(H, W)``, clipped to :func:`max_reach`, of ``x`` in ``[0, 1]``."""
+    reach = max_reach(levels=levels, step=step)
+    return np.clip(np.rint((target.astype(np.float64) * levels - base) / step), -reach, reach).astype(np.int64)
+
+
+def image_levels(target: np.ndarray, *, tolerance: float = 1e-3) -> int:
+    """The lattice ``K`` of an image ``(H, W)`` in ``[0, 1]``: the smallest ``K <= 65535`` with every ``K x`` within
+    ``tolerance`` of an integer (found from the smallest gap between its values, or a small multiple of it), else
+    ``ONE`` (no coarser lattice than the grid's own)."""
+    values = np.unique(target.astype(np.float64))
+    if values.size < 2 or values.size > ONE:
+        return ONE
+    first = round(1.0 / float(np.diff(values).min()))
+    for levels in (first * m for m in range(1, 9)):
+        if 1 <= levels < ONE and np.abs(values * levels - np.rint(values * levels)).max() <= tolerance:
+            return levels
+    return ONE
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -95,17 +121,22 @@ def _scales() -> np.ndarray:
 
 
 def _best_scale(magnitudes: np.ndarray) -> tuple[int, float]:
-    """The scale index of least code length for symbols of these ``|q|``, and that length in bits (tails not folded)."""
+    """The scale index of least code length for symbols of these ``|q|`` (largest ``M``) under :func:`_table`'s
+    model, and that length in bits: closed forms over all scales at once (the table's floor left out)."""
     b = _scales()
+    reach = int(magnitudes.max())
     zeros = float(np.count_nonzero(magnitudes == 0))
-    nonzero = magnitudes[magnitudes > 0]
-    excess = float(np.sum(nonzero - 0.5))
-    bits = (-zeros * np.log2(-np.expm1(-0.5 / b)) - len(nonzero) * np.log2(-0.5 * np.expm1(-1.0 / b)) + excess * _LOG2E / b)
+    middle = magnitudes[(magnitudes > 0) & (magnitudes < reach)]
+    ends = float(np.count_nonzero(magnitudes == reach))
+    bits = -zeros * np.log2(-np.expm1(-0.5 / b))
+    bits = bits - len(middle) * np.log2(-0.5 * np.expm1(-1.0 / b)) + float(np.sum(middle - 0.5)) * _LOG2E / b
+    # The largest magnitude holds the folded tail: P(|X| > M - 1/2) / 2 per sign.
+    bits = bits + ends * (1.0 + (reach - 0.5) * _LOG2E / b)
     index = int(np.argmin(bits))
     return index, float(bits[index])
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=32)  # at most 1 MB each (step 1)
 def _table(scale_index: int, reach: int) -> np.ndarray:
     """Probabilities of ``q`` in ``[-reach, reach]`` (index ``q + reach``): discretised Laplace, tails folded into the
     ends. Computed with correctly rounded ``decimal`` exponentials and IEEE products only: the same on every machine."""
@@ -134,14 +165,14 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def max_reach(step: int) -> int:
-    """The largest ``|q|`` a residual with this step can need (the error is within the unit range)."""
-    return ONE // step + 1
+def max_reach(*, levels: int, step: int) -> int:
+    """The largest ``|q|`` a residual with this lattice and step can need (the error is within the unit range)."""
+    return levels // step + 1
 
 
 def estimate_bits(symbols: np.ndarray, contexts: np.ndarray) -> float:
     """Estimated section size in bits (model code lengths plus parameters and the coder's flush)."""
-    bits = 8.0 * _STEP.size + 64
+    bits = 8.0 * _HEAD.size + 64
     for bucket in np.unique(contexts):
         magnitudes = np.abs(symbols[contexts == bucket])
         reach = int(magnitudes.max())
@@ -151,23 +182,27 @@ def estimate_bits(symbols: np.ndarray, contexts: np.ndarray) -> float:
     return bits
 
 
-def encode(target: np.ndarray, prediction: np.ndarray, *, step: int) -> ResidualLayer:
+def encode(target: np.ndarray, prediction: np.ndarray, *, levels: int, step: int) -> ResidualLayer:
     """Code the residual of ``prediction`` (the grid's decoded image) against ``target``, both ``(H, W)`` in ``[0, 1]``.
 
     Args:
         target: the image.
         prediction: the grid's reconstruction, a multiple of ``2^-16``.
-        step: quantisation step in units of ``2^-16``, ``1..MAX_STEP``.
+        levels: the lattice ``K``, ``1..ONE`` (:func:`image_levels`, or ``ONE``).
+        step: quantisation step in levels, ``1..min(K, MAX_STEP)``.
 
     Returns:
         The :class:`ResidualLayer`.
+
+    Raises:
+        ValueError: on a lattice or step out of range.
     """
-    if not 1 <= step <= MAX_STEP:
-        raise ValueError(f"step {step}: expected 1..{MAX_STEP}")
-    fixed = fixed_prediction(prediction)
-    symbols = np.clip(quantize(target, fixed, step=step), -max_reach(step), max_reach(step))
-    contexts = buckets(fixed, step=step)
-    head = [_STEP.pack(step)]
+    if not (1 <= levels <= ONE and 1 <= step <= min(levels, MAX_STEP)):
+        raise ValueError(f"levels {levels}, step {step}: expected 1 <= levels <= {ONE}, 1 <= step <= min(levels, {MAX_STEP})")
+    base = on_lattice(prediction, levels=levels)
+    symbols = quantize(target, base, levels=levels, step=step)
+    contexts = buckets(base, levels=levels, step=step)
+    head = [_HEAD.pack(levels - 1, step)]
     encoder = constriction.stream.queue.RangeEncoder()
     for bucket in np.unique(contexts):
         values = symbols[contexts == bucket]
@@ -179,7 +214,7 @@ def encode(target: np.ndarray, prediction: np.ndarray, *, step: int) -> Residual
             model = constriction.stream.model.Categorical(_table(scale, reach), perfect=False)
             encoder.encode((values + reach).astype(np.int32), model)
     section = b"".join(head) + encoder.get_compressed().astype("<u4").tobytes()
-    return ResidualLayer(step=step, symbols=symbols, section=section)
+    return ResidualLayer(levels=levels, step=step, symbols=symbols, section=section)
 
 
 def decode(section: bytes, prediction: np.ndarray) -> ResidualLayer:
@@ -190,16 +225,17 @@ def decode(section: bytes, prediction: np.ndarray) -> ResidualLayer:
             out of range, stream that does not decode or whose words are not whole).
     """
     data = bytes(section)
-    if len(data) < _STEP.size:
+    if len(data) < _HEAD.size:
         raise BitstreamError(f"grid payload: residual section of {len(data)} bytes is truncated")
-    (step,) = _STEP.unpack_from(data)
-    if step < 1:
-        raise BitstreamError("grid payload: residual step 0")
-    fixed = fixed_prediction(prediction)
-    contexts = buckets(fixed, step=step)
-    pos, plan = _STEP.size, []
+    levels, step = _HEAD.unpack_from(data)
+    levels += 1
+    if not 1 <= step <= levels:
+        raise BitstreamError(f"grid payload: residual step {step} outside 1..{levels}")
+    base = on_lattice(prediction, levels=levels)
+    contexts = buckets(base, levels=levels, step=step)
+    pos, plan = _HEAD.size, []
     for bucket in np.unique(contexts):
-        reach, pos = _read_varint(data, pos, limit=max_reach(step))
+        reach, pos = _read_varint(data, pos, limit=max_reach(levels=levels, step=step))
         scale = None
         if reach:
             if pos >= len(data) or data[pos] >= N_SCALES:
@@ -209,7 +245,7 @@ def decode(section: bytes, prediction: np.ndarray) -> ResidualLayer:
     stream = data[pos:]
     if len(stream) % 4:
         raise BitstreamError(f"grid payload: residual stream of {len(stream)} bytes is not whole 32-bit words")
-    symbols = np.zeros(fixed.shape, np.int64)
+    symbols = np.zeros(base.shape, np.int64)
     try:
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(stream, "<u4").astype(np.uint32))
         for bucket, reach, scale in plan:
@@ -219,7 +255,7 @@ def decode(section: bytes, prediction: np.ndarray) -> ResidualLayer:
                 symbols[where] = decoder.decode(model, int(np.count_nonzero(where))).astype(np.int64) - reach
     except Exception as exc:  # constriction raises plain exceptions on malformed input
         raise BitstreamError(f"grid payload: residual stream cannot be decoded ({exc})") from None
-    return ResidualLayer(step=step, symbols=symbols, section=data)
+    return ResidualLayer(levels=levels, step=step, symbols=symbols, section=data)
 
 
 def _read_varint(data: bytes, pos: int, *, limit: int) -> tuple[int, int]:
@@ -238,31 +274,47 @@ def _read_varint(data: bytes, pos: int, *, limit: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------------- rate search
-def _estimate_at(target: np.ndarray, fixed: np.ndarray, *, step: int) -> float:
-    symbols = np.clip(quantize(target, fixed, step=step), -max_reach(step), max_reach(step))
-    return estimate_bits(symbols, buckets(fixed, step=step))
+def _estimate_at(target: np.ndarray, base: np.ndarray, *, levels: int, step: int) -> float:
+    symbols = quantize(target, base, levels=levels, step=step)
+    return estimate_bits(symbols, buckets(base, levels=levels, step=step))
 
 
 def halving_cost(target: np.ndarray, prediction: np.ndarray, *, step: int) -> float:
-    """Estimated bits a residual layer gains when its step halves from ``step`` (``step >= 2``)."""
-    fixed = fixed_prediction(prediction)
-    return _estimate_at(target, fixed, step=step // 2) - _estimate_at(target, fixed, step=step)
+    """Estimated bits a residual layer on the ``2^-16`` lattice gains when its step halves from ``step`` (``>= 2``)."""
+    base = on_lattice(prediction, levels=ONE)
+    return _estimate_at(target, base, levels=ONE, step=step // 2) - _estimate_at(target, base, levels=ONE, step=step)
 
 
-def fit_to_budget(target: np.ndarray, prediction: np.ndarray, *, budget_bits: float) -> ResidualLayer | None:
-    """The residual with the smallest step whose section fits ``budget_bits``, or None if none does.
+def fit_to_budget(target: np.ndarray, prediction: np.ndarray, *, budget_bits: float, levels: int = ONE) -> ResidualLayer | None:
+    """The residual of least error whose section fits ``budget_bits``, or None if none does.
 
-    Bisection on ``log(step)`` with the estimated size, then real coding, coarser while the bytes do not fit.
+    On the ``2^-16`` lattice: the smallest step that fits, by bisection on ``log(step)`` with the estimated size,
+    then real coding, coarser while the bytes do not fit. On an image's own lattice (``levels`` < ``ONE``) also the
+    finest of :data:`LATTICE_STEPS` that fits (step 1: lossless); the one of least squared error wins.
 
     Args:
         target: the image ``(H, W)`` in ``[0, 1]``.
         prediction: the grid's decoded image ``(H, W)``.
         budget_bits: bits the section may take.
+        levels: the image's lattice (:func:`image_levels`).
     """
-    fixed = fixed_prediction(prediction)
+    candidates = [layer for layer in (_fine_to_budget(target, prediction, budget_bits=budget_bits),) if layer is not None]
+    for step in (s for s in LATTICE_STEPS if s <= levels < ONE):
+        layer = encode(target, prediction, levels=levels, step=step)
+        if 8 * len(layer.section) <= budget_bits:
+            candidates.append(layer)
+            break
+    if not candidates:
+        return None
+    errors = [float(np.sum((c.apply(prediction).astype(np.float64) - target) ** 2)) for c in candidates]
+    return candidates[int(np.argmin(errors))]
+
+
+def _fine_to_budget(target: np.ndarray, prediction: np.ndarray, *, budget_bits: float) -> ResidualLayer | None:
+    base = on_lattice(prediction, levels=ONE)
 
     def estimate(step: int) -> float:
-        return _estimate_at(target, fixed, step=step)
+        return _estimate_at(target, base, levels=ONE, step=step)
 
     if estimate(MAX_STEP) > budget_bits:
         return None
@@ -274,7 +326,7 @@ def fit_to_budget(target: np.ndarray, prediction: np.ndarray, *, budget_bits: fl
         low, high = (low, middle) if estimate(round(math.exp(middle))) <= budget_bits else (middle, high)
     step = round(math.exp(high))
     while step <= MAX_STEP:
-        layer = encode(target, prediction, step=step)
+        layer = encode(target, prediction, levels=ONE, step=step)
         if 8 * len(layer.section) <= budget_bits:
             return layer
         step = max(step + 1, round(step * 1.02))

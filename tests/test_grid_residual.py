@@ -1,0 +1,227 @@
+"""The grid family's residual layer: coding, golden bytes, payload v2, the rate search's use of it, hostile sections."""
+
+import hashlib
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sinco.codec.grid import GridFitConfig, GridSpec, decode_grid, fit_grid, fit_grid_at_bpp
+from sinco.codec.grid import residual as R
+from sinco.codec.grid.payload import PAYLOAD_VERSION, RESIDUAL_PAYLOAD_VERSION, with_residual
+from sinco.errors import BitstreamError
+
+
+def _pair(height: int = 24, width: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A target with a dark band, and a prediction on the grid's 2^-16 lattice that misses it a little."""
+    i, j = np.mgrid[0:height, 0:width]
+    target = (0.5 + 0.4 * np.sin(i / 3.0) * np.cos(j / 4.0)).astype(np.float32)
+    target[:, :4] = 0.0
+    prediction = (np.rint(np.clip(target + 0.01 * np.cos(i * j / 7.0), 0, 1) * 65536) / 65536).astype(np.float32)
+    prediction[:, :3] = 0.0
+    return target, prediction
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+@pytest.mark.parametrize("step", [1, 2, 37, 655, 20000, R.MAX_STEP])
+def test_residual_round_trip_and_error_bound(step):
+    target, prediction = _pair()
+    layer = R.encode(target, prediction, levels=R.ONE, step=step)
+    decoded = R.decode(layer.section, prediction)
+    assert (decoded.levels, decoded.step) == (R.ONE, step) and np.array_equal(decoded.symbols, layer.symbols)
+    corrected = decoded.apply(prediction)
+    assert corrected.dtype == np.float32 and corrected.min() >= 0 and corrected.max() <= 1
+    # Uniform quantisation: every pixel within half a step of the target (clipping only brings it closer).
+    assert np.abs(corrected.astype(np.float64) - target).max() <= step / 2 / R.ONE + 1e-9
+
+
+def _integer_image(levels: int) -> np.ndarray:
+    """An image of ``levels + 1`` grey levels scaled to [0, 1], as integer scans are."""
+    target, _ = _pair()
+    return (np.rint(target * levels) / levels).astype(np.float32)
+
+
+@pytest.mark.parametrize("levels", [1, 255, 656, 4095])
+def test_an_image_on_its_own_lattice_codes_losslessly_with_step_one(levels):
+    target = _integer_image(levels)
+    _, prediction = _pair()
+    assert R.image_levels(target) == levels
+    layer = R.encode(target, prediction, levels=levels, step=1)
+    decoded = R.decode(layer.section, prediction)
+    assert decoded.levels == levels and np.array_equal(decoded.apply(prediction), target)
+    # Step s: at most s // 2 levels off, on the lattice.
+    coarse = R.decode(R.encode(target, prediction, levels=levels, step=min(3, levels)).section, prediction).apply(prediction)
+    assert np.abs(coarse.astype(np.float64) - target).max() <= (min(3, levels) // 2) / levels + 1e-7
+    assert np.allclose(coarse * levels, np.rint(coarse * levels), atol=1e-3)
+
+
+def test_images_without_a_coarse_lattice_use_the_fine_one():
+    target, _ = _pair()
+    assert R.image_levels(target) == R.ONE
+    assert R.image_levels(np.full((4, 4), 0.3, np.float32)) == R.ONE  # one value: no gap to measure
+    assert R.image_levels(_integer_image(255) + np.float32(1e-4) * (np.arange(24 * 20).reshape(24, 20) % 2)) == R.ONE
+
+
+def test_fit_to_budget_picks_lossless_where_it_fits_on_an_integer_image():
+    target = _integer_image(255)
+    _, prediction = _pair()
+    lossless = R.encode(target, prediction, levels=255, step=1)
+    layer = R.fit_to_budget(target, prediction, budget_bits=8 * len(lossless.section) + 8, levels=255)
+    assert layer is not None and (layer.levels, layer.step) == (255, 1)
+    assert np.array_equal(layer.apply(prediction), target)
+    # Without the lattice the same budget buys a near-miss, not the image.
+    fine = R.fit_to_budget(target, prediction, budget_bits=8 * len(lossless.section) + 8)
+    assert fine is not None and fine.levels == R.ONE and not np.array_equal(fine.apply(prediction), target)
+
+
+def test_residual_golden_bytes():
+    """The section's bytes are part of the format: a change here breaks files already written."""
+    target, prediction = _pair()
+    expected = {
+        1: (563, "e47f89e9b5463a44d5d989e8248550ba5fa48e635e36c182682e776fd530dfb9"),
+        37: (295, "858c2f509ab6d549cef4f6c3ed1c5b6880d80e656c2027b8d8ae48214113bfb5"),
+        655: (104, "547d182ebfaa82235fea0decbf45bbc054d9cf49e200f1cce9928bc4ce62591c"),
+    }
+    for step, (size, digest) in expected.items():
+        section = R.encode(target, prediction, levels=R.ONE, step=step).section
+        assert (len(section), hashlib.sha256(section).hexdigest()) == (size, digest)
+
+
+def test_estimate_tracks_the_real_section_and_fit_to_budget_keeps_the_budget():
+    target, prediction = _pair(64, 64)
+    for step in (3, 300, 3000):
+        layer = R.encode(target, prediction, levels=R.ONE, step=step)
+        base = R.on_lattice(prediction, levels=R.ONE)
+        estimate = R.estimate_bits(layer.symbols, R.buckets(base, levels=R.ONE, step=step))
+        assert estimate == pytest.approx(8 * len(layer.section), rel=0.1, abs=96)
+    previous = None
+    for budget in (400.0, 2000.0, 8000.0, 30000.0):
+        layer = R.fit_to_budget(target, prediction, budget_bits=budget)
+        assert layer is not None and 8 * len(layer.section) <= budget
+        if previous is not None:  # more bits, finer step, less error
+            assert layer.step <= previous.step and _mse(layer.apply(prediction), target) <= _mse(previous.apply(prediction), target)
+        previous = layer
+    assert R.fit_to_budget(target, prediction, budget_bits=16) is None
+
+
+def test_payload_v2_decodes_to_the_corrected_image_and_v1_stays_without_residual():
+    spec = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)
+    target = torch.from_numpy(_pair(32, 32)[0])
+    fitted = fit_grid(target[None], spec=spec, config=GridFitConfig(steps=60, ste_steps=15, lambda_rd=1e-3, seed=0),
+                      device=torch.device("cpu"))[0]  # fmt: skip
+    assert fitted.payload[0] == PAYLOAD_VERSION and fitted.residual_step is None
+    layer = R.encode(target.numpy(), fitted.reconstruction, levels=R.ONE, step=50)
+    payload = with_residual(fitted.payload, layer)
+    assert payload[0] == RESIDUAL_PAYLOAD_VERSION
+    decoded = decode_grid(payload, spec=spec, height=32, width=32)
+    assert np.array_equal(decoded, layer.apply(fitted.reconstruction))
+    assert _mse(decoded, target.numpy()) < fitted.mse
+    # A residual symbol changed (stream bytes kept whole): the checksum or the range decoder refuses it.
+    broken = bytearray(payload)
+    broken[-5] ^= 0x40
+    with pytest.raises(BitstreamError):
+        decode_grid(bytes(broken), spec=spec, height=32, width=32)
+
+
+def test_rate_search_fills_the_target_with_a_residual_where_the_grids_stop():
+    """A target above what these tiny grids spend: the residual layer fills it; without it the file stays far below."""
+    spec = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)
+    target = torch.from_numpy(_pair(32, 32)[0])[None]
+    config = GridFitConfig(steps=80, ste_steps=20, seed=0, max_rate_trials=2)
+    common = dict(spec=spec, target_bpp=12.0, header_bytes=40, device=torch.device("cpu"), start_lambda=1e-6)
+    plain = fit_grid_at_bpp(target, config=replace(config, residual=False), **common)[0]
+    layered = fit_grid_at_bpp(target, config=config, **common)[0]
+    budget = 12.0 * 32 * 32
+    assert plain.residual_step is None and plain.payload_bits + 8 * 40 < 0.97 * budget
+    assert layered.residual_step is not None and layered.residual_bits > 0
+    assert 0.97 * budget <= layered.payload_bits + 8 * 40 <= budget and layered.within_band
+    assert layered.mse < plain.mse / 10 and layered.trials <= config.max_rate_trials
+    assert np.array_equal(decode_grid(layered.payload, spec=spec, height=32, width=32), layered.reconstruction)
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [(b"", "truncated"), (b"\xff\xff\x00\x00", "step 0"), (b"\x04\x00\x06\x00", "step 6 outside 1..5"),
+     (b"\xff\xff\x25\x00", "truncated"), (b"\xff\xff\x25\x00\xff\xff\x7f", "reach"),
+     (b"\xff\xff\x25\x00\x05\xfe", "scale index"), (b"\xff\xff\x25\x00" + b"\x00" * 64 + b"\x01\x02\x03", "whole 32-bit words")],
+)  # fmt: skip
+def test_hostile_residual_sections_are_refused_in_one_line(section, message):
+    _, prediction = _pair()
+    with pytest.raises(BitstreamError, match=message) as caught:
+        R.decode(section, prediction)
+    assert "\n" not in str(caught.value)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(st.binary(max_size=300), st.integers(1, 2000))
+def test_garbage_residual_sections_decode_or_fail_with_a_bitstream_error(noise, step):
+    target, prediction = _pair()
+    valid = R.encode(target, prediction, levels=R.ONE, step=step).section
+    for candidate in (noise, valid[:3] + noise, valid[: len(valid) // 2] + noise):
+        try:
+            layer = R.decode(candidate, prediction)
+        except BitstreamError as exc:
+            assert str(exc) and "\n" not in str(exc)
+        else:
+            assert np.abs(layer.symbols).max(initial=0) <= R.max_reach(levels=layer.levels, step=layer.step)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    from conftest import make_phantom
+
+    folder = tmp_path_factory.mktemp("residual")
+    np.save(folder / "img.npy", make_phantom(48, 48))
+    return folder
+
+
+@pytest.mark.slow
+def test_cli_residual_on_and_off(phantom, run):
+    from sinco.codec.files import parse_file
+
+    args = ["compress", phantom / "img.npy", "--arch", "grid", "--steps", 60, "--bpp", 10, "--json", "--quiet"]
+    code, stdout, err = run([*args, "-o", phantom / "on.sinco"])
+    assert code == 0, err
+    on = json.loads(stdout)
+    assert on["residual_step"] is not None and on["bpp_file"] <= 10
+    assert parse_file((phantom / "on.sinco").read_bytes()).payload[0] == RESIDUAL_PAYLOAD_VERSION
+    code, stdout, err = run([*args, "-o", phantom / "off.sinco", "--residual", "off"])
+    assert code == 0, err
+    off = json.loads(stdout)
+    assert off["residual_step"] is None and off["psnr"] < on["psnr"]
+    assert parse_file((phantom / "off.sinco").read_bytes()).payload[0] == PAYLOAD_VERSION
+    sidecar = json.loads((phantom / "off.sinco.json").read_text())
+    assert sidecar["fit"]["residual"] is False
+    code, _, err = run([*args, "-o", phantom / "x.sinco", "--residual", "maybe"])
+    assert code == 2 and "--residual 'maybe': expected on or off" in err and err.count("\n") == 1
+    assert not (phantom / "x.sinco").exists()
+
+
+@pytest.mark.slow
+def test_hostile_files_with_a_residual_fail_with_one_line(phantom, run):
+    from test_grid_family import mutated
+
+    from sinco.codec.files import decode_file
+
+    out = phantom / "fuzz.sinco"
+    code, _, err = run(["compress", phantom / "img.npy", "-o", out, "--arch", "grid", "--steps", 40, "--bpp", 8, "--quiet"])
+    assert code == 0, err
+    data = out.read_bytes()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+    @given(mutated(data))
+    def check(candidate):
+        try:
+            decode_file(candidate)
+        except BitstreamError as exc:
+            assert str(exc) and "\n" not in str(exc)
+
+    check()
