@@ -166,6 +166,9 @@ def _rate_search(metrics: dict[str, Any]) -> str:
     band = "within 3% below the target" if metrics["within_band"] else "below the 3% band: the best file within the target"
     if metrics.get("network_rate_weight", 1.0) > 1.0:
         band += f", networks coarsened (rate weight x{metrics['network_rate_weight']:.3g}) to fit"
+    if metrics.get("residual_step") is not None:
+        lattice = "2^-16 of the range" if metrics["residual_levels"] == 1 << 16 else f"1/{metrics['residual_levels']}: the image's levels"
+        band += f"; residual layer {metrics['residual_bits'] / metrics['file_bytes'] / 8:.0%} of the file, step {metrics['residual_step']} x {lattice}"
     return f" lambda_rd={metrics['lambda_rd']:.3g} ({metrics['rate_trials']} trials, {band})"
 
 

@@ -192,4 +192,5 @@ def _extras(result: Any) -> dict[str, Any]:
     return {"estimated_bits": result.estimated_bits, "latent_bits_estimate": result.latent_bits_estimate,
             "network_bits": result.network_bits, "lambda_rd": result.config.lambda_rd, "rate_trials": result.trials,
             "within_band": result.within_band, "network_rate_weight": result.network_rate_weight,
-            "residual_step": result.residual_step, "residual_bits": result.residual_bits}  # fmt: skip
+            "residual_levels": result.residual_levels, "residual_step": result.residual_step,
+            "residual_bits": result.residual_bits}  # fmt: skip

@@ -79,7 +79,8 @@ class GridFitResult:
         target_bpp: the rate target of a rate search, else None.
         within_band: for a rate search, whether the file landed within the band below the target (False: the
             file of least MSE within the target that the trials found, further below); None otherwise.
-        residual_step: the residual layer's step (units of ``2^-16``), None without one.
+        residual_levels: the residual layer's lattice ``K`` (the image's own grey levels, or ``2^16``), None without one.
+        residual_step: the residual layer's step in levels of that lattice, None without one.
         residual_bits: the bits the residual layer adds to the payload (0 without one).
         state: the float parameters of the result.
         checkpoint: the training state at ``config.branch_at`` of the soft phase, when asked for.
@@ -101,6 +102,7 @@ class GridFitResult:
     network_rate_weight: float = 1.0
     target_bpp: float | None = None
     within_band: bool | None = None
+    residual_levels: int | None = None
     residual_step: int | None = None
     residual_bits: int = 0
     state: GridState | None = field(default=None, repr=False, compare=False)
@@ -112,7 +114,8 @@ class GridFitResult:
             "payload_bytes": len(self.payload), "estimated_bits": self.estimated_bits, "payload_bits": self.payload_bits,
             "latent_bits_estimate": self.latent_bits_estimate, "network_bits": self.network_bits, "loss": self.loss,
             "mse": self.mse, "steps": self.steps, "seconds": self.seconds, "trials": self.trials,
-            "network_rate_weight": self.network_rate_weight, "residual_step": self.residual_step, "residual_bits": self.residual_bits,
+            "network_rate_weight": self.network_rate_weight, "residual_levels": self.residual_levels,
+            "residual_step": self.residual_step, "residual_bits": self.residual_bits,
             "target_bpp": self.target_bpp, "within_band": self.within_band, "config": self.config.to_dict(), "spec": asdict(self.spec),
         }  # fmt: skip
 
@@ -626,7 +629,8 @@ def _with_residual(image: np.ndarray, result: GridFitResult, *, budget_bits: flo
     added = 8 * (len(payload) - len(result.payload))
     mse = float(np.mean((reconstruction.astype(np.float64) - image.astype(np.float64)) ** 2))
     return replace(result, payload=payload, payload_bits=8 * len(payload), reconstruction=reconstruction, mse=mse,
-                   estimated_bits=result.estimated_bits + added, residual_step=layer.step, residual_bits=added)  # fmt: skip
+                   estimated_bits=result.estimated_bits + added, residual_levels=layer.levels,
+                   residual_step=layer.step, residual_bits=added)  # fmt: skip
 
 
 @dataclass
