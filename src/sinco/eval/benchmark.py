@@ -31,8 +31,8 @@ RESULTS_FORMAT = 2
 _NOT_RECORDS = ("anchor",)
 # What every record carries from sinco.pipeline.measure (Dice too, with a segmentation model).
 _RECORD_METRICS = ("bpp_file", "psnr", "ssim", "ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
-# A family's rate search (the grid family's), when it ran one: how it ended, for every file it made.
-_RATE_SEARCH_FIELDS = ("lambda_rd", "rate_trials", "within_band", "network_rate_weight")
+# A family's rate search (the grid family's), when it ran one: how it ended and its residual layer, for every file it made.
+_RATE_SEARCH_FIELDS = ("lambda_rd", "rate_trials", "within_band", "network_rate_weight", "residual_levels", "residual_step", "residual_bits")
 # The independent judge's (sinco.eval.judge.judge_metrics), when there is one.
 _JUDGE_METRICS = ("dice_self", "dice_eval", "dice_eval_reference", "dice_eval_target")
 
