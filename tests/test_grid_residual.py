@@ -193,6 +193,12 @@ def test_cli_residual_on_and_off(phantom, run):
     on = json.loads(stdout)
     assert on["residual_step"] is not None and on["bpp_file"] <= 10
     assert parse_file((phantom / "on.sinco").read_bytes()).payload[0] == RESIDUAL_PAYLOAD_VERSION
+    code, stdout, _ = run(["info", phantom / "on.sinco", "--json"])
+    layout = json.loads(stdout)
+    assert code == 0 and layout["payload_version"] == 2 and layout["residual"]["step"] == on["residual_step"]
+    assert layout["residual"]["levels"] == on["residual_levels"] and 8 * layout["residual"]["bytes"] < on["residual_bits"]
+    code, stdout, _ = run(["info", phantom / "on.sinco"])
+    assert code == 0 and "residual    " in stdout and "bytes of coded error" in stdout
     code, stdout, err = run([*args, "-o", phantom / "off.sinco", "--residual", "off"])
     assert code == 0, err
     off = json.loads(stdout)

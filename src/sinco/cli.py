@@ -327,7 +327,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "format_version": parsed.version, "family": parsed.family, "arch": family.describe(parsed.spec),
         "shape": [header.height, header.width], **family.rate_fields(parsed.spec, n_pixels=header.n_pixels),
         "payload_bytes": len(parsed.payload), "file_bytes": len(data), "bpp_file": 8 * len(data) / header.n_pixels,
-        "intensity_range": [header.vmin, header.vmax],
+        "intensity_range": [header.vmin, header.vmax], **family.describe_payload(parsed.spec, parsed.payload),
     }  # fmt: skip
     if args.json:
         print(json.dumps(info))
@@ -338,6 +338,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("file", f"{len(data)} bytes ({len(parsed.payload)} of payload), {info['bpp_file']:.4f} bpp (file)")]  # fmt: skip
     if "n_params" in info:
         rows.append(("parameters", f"{info['n_params']} (fp16), {info['bpp_params']:.4f} bpp (parameters)"))
+    if "residual" in info:
+        layer = info["residual"]
+        lattice = "2^-16 of the range" if layer["levels"] == 1 << 16 else f"1/{layer['levels']} (the image's grey levels)"
+        rows.append(("residual", f"{layer['bytes']} bytes of coded error, step {layer['step']} x {lattice}"))
     _print_rows(rows + [("intensity", f"{header.vmin:.6g} .. {header.vmax:.6g}")])
     return EXIT_OK
 

@@ -179,6 +179,14 @@ class CodecFamily(ABC):
     def describe(self, spec: Any) -> dict[str, Any]:
         """A JSON-ready description of the spec (``arch`` first)."""
 
+    def describe_payload(self, spec: Any, payload: bytes) -> dict[str, Any]:
+        """JSON-ready facts about a payload's layout for ``sinco info`` (nothing by default).
+
+        Raises:
+            BitstreamError: if the payload's head is malformed.
+        """
+        return {}
+
     def check_rate(self, *, bpp: float, height: int, width: int, options: Mapping[str, Any]) -> None:
         """Refuse, before any fitting, a rate this family cannot meet on images of this shape (nothing by default:
         a family that searches its rate finds out by fitting).

@@ -161,6 +161,11 @@ class GridFamily(CodecFamily):
 
         return decode_grid(payload, spec=spec, height=height, width=width)
 
+    def describe_payload(self, spec: Any, payload: bytes) -> dict[str, Any]:
+        from sinco.codec.grid.payload import payload_layout
+
+        return payload_layout(payload)
+
     def describe(self, spec: Any) -> dict[str, Any]:
         fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
         return {"arch": self.name, **fields}

@@ -281,6 +281,30 @@ def with_residual(payload: bytes, layer: ResidualLayer) -> bytes:
     return _HEAD_V2.pack(RESIDUAL_PAYLOAD_VERSION, checksum, n_network, len(body) - n_network) + body + layer.section
 
 
+def payload_layout(payload: bytes) -> dict:
+    """The payload's version and the sizes of its parts, and the residual layer's lattice and step if it has one.
+
+    Raises:
+        BitstreamError: if the head is truncated, of an unknown version, or its lengths run past the end.
+    """
+    payload = bytes(payload)
+    if not payload or payload[0] not in (PAYLOAD_VERSION, RESIDUAL_PAYLOAD_VERSION):
+        raise BitstreamError(f"grid payload: version {payload[0] if payload else 'missing'} is not supported")
+    head = _HEAD if payload[0] == PAYLOAD_VERSION else _HEAD_V2
+    if len(payload) < head.size:
+        raise BitstreamError(f"grid payload: {len(payload)} bytes, shorter than its {head.size}-byte head")
+    version, _, n_network, *rest = head.unpack_from(payload)
+    n_latents = rest[0] if rest else len(payload) - head.size - n_network
+    n_residual = len(payload) - head.size - n_network - n_latents
+    if n_network < 0 or n_latents < 0 or n_residual < 0:
+        raise BitstreamError("grid payload: lengths run past the end")
+    layout = {"payload_version": version, "network_bytes": n_network, "latent_bytes": n_latents}
+    if rest and n_residual >= 4:
+        levels, step = struct.unpack_from("<HH", payload, len(payload) - n_residual)
+        layout["residual"] = {"bytes": n_residual, "levels": levels + 1, "step": step}
+    return layout
+
+
 def _residual_bytes(symbols: np.ndarray) -> bytes:
     return symbols.astype("<i4").tobytes()
 
