@@ -111,11 +111,21 @@ def test_estimate_tracks_the_real_section_and_fit_to_budget_keeps_the_budget():
     assert R.fit_to_budget(target, prediction, budget_bits=16) is None
 
 
-def test_payload_v2_decodes_to_the_corrected_image_and_v1_stays_without_residual():
-    spec = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)
+SPEC = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)
+
+
+@pytest.fixture(scope="module")
+def tiny_fit():
+    """A 32 x 32 grid fit (no residual) and its target."""
     target = torch.from_numpy(_pair(32, 32)[0])
-    fitted = fit_grid(target[None], spec=spec, config=GridFitConfig(steps=60, ste_steps=15, lambda_rd=1e-3, seed=0),
+    fitted = fit_grid(target[None], spec=SPEC, config=GridFitConfig(steps=60, ste_steps=15, lambda_rd=1e-3, seed=0),
                       device=torch.device("cpu"))[0]  # fmt: skip
+    return target, fitted
+
+
+def test_payload_v2_decodes_to_the_corrected_image_and_v1_stays_without_residual(tiny_fit):
+    spec = SPEC
+    target, fitted = tiny_fit
     assert fitted.payload[0] == PAYLOAD_VERSION and fitted.residual_step is None
     layer = R.encode(target.numpy(), fitted.reconstruction, levels=R.ONE, step=50)
     payload = with_residual(fitted.payload, layer)
@@ -130,9 +140,28 @@ def test_payload_v2_decodes_to_the_corrected_image_and_v1_stays_without_residual
         decode_grid(bytes(broken), spec=spec, height=32, width=32)
 
 
+def test_the_pivot_moves_a_flat_trial_to_a_larger_lambda_and_leaves_others(tiny_fit):
+    from sinco.codec.grid.fit import _RateSearch, _residual_pivot
+
+    target, fitted = tiny_fit
+    image = target.numpy()
+    roomy = _RateSearch(budget=fitted.payload_bits + 600, header_bytes=0, band=0.03)
+    flat = replace(fitted, config=fitted.config.with_lambda(1e-9))  # a grid file far past the balance point
+    pivot = _residual_pivot(image, flat, roomy)
+    assert pivot is not None and pivot > 1e-9
+    # Its value: 2 ln 2 MSE over the share of pixels a halving of the residual's step costs a bit.
+    layer = R.fit_to_budget(image, flat.reconstruction, budget_bits=600)
+    share = R.halving_cost(image, flat.reconstruction, step=layer.step) / image.size
+    assert pivot == pytest.approx(2 * np.log(2) * flat.mse / share)
+    steep = replace(fitted, config=fitted.config.with_lambda(1.0))  # grids still worth their bits: no move
+    assert _residual_pivot(image, steep, roomy) is None
+    # A trial within the band has nothing left to fill.
+    assert _residual_pivot(image, flat, _RateSearch(budget=1.01 * fitted.payload_bits, header_bytes=0, band=0.03)) is None
+
+
 def test_rate_search_fills_the_target_with_a_residual_where_the_grids_stop():
     """A target above what these tiny grids spend: the residual layer fills it; without it the file stays far below."""
-    spec = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)
+    spec = SPEC
     target = torch.from_numpy(_pair(32, 32)[0])[None]
     config = GridFitConfig(steps=80, ste_steps=20, seed=0, max_rate_trials=2)
     common = dict(spec=spec, target_bpp=12.0, header_bytes=40, device=torch.device("cpu"), start_lambda=1e-6)
