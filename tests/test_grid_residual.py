@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sinco.codec.grid import GridFitConfig, GridSpec, decode_grid, fit_grid, fit_grid_at_bpp
 from sinco.codec.grid import residual as R
-from sinco.codec.grid.payload import PAYLOAD_VERSION, RESIDUAL_PAYLOAD_VERSION, with_residual
+from sinco.codec.grid.payload import PAYLOAD_VERSION, RESIDUAL_HEAD_BYTES, RESIDUAL_PAYLOAD_VERSION, with_residual
 from sinco.errors import BitstreamError
 
 
@@ -150,7 +150,7 @@ def test_the_pivot_moves_a_flat_trial_to_a_larger_lambda_and_leaves_others(tiny_
     pivot = _residual_pivot(image, flat, roomy)
     assert pivot is not None and pivot > 1e-9
     # Its value: 2 ln 2 MSE over the share of pixels a halving of the residual's step costs a bit.
-    layer = R.fit_to_budget(image, flat.reconstruction, budget_bits=600)
+    layer = R.fit_to_budget(image, flat.reconstruction, budget_bits=600 - 8 * RESIDUAL_HEAD_BYTES)
     share = R.halving_cost(image, flat.reconstruction, step=layer.step) / image.size
     assert pivot == pytest.approx(2 * np.log(2) * flat.mse / share)
     steep = replace(fitted, config=fitted.config.with_lambda(1.0))  # grids still worth their bits: no move

@@ -491,8 +491,10 @@ def fit_grid_at_bpp(
     the bracket (:func:`_next_lambda`). The search stops at a file within ``band`` below the target or after
     ``config.max_rate_trials`` trials (one more, at 4x the next lambda, if every file was too big). Then, unless
     a file is within the band, the trial file closest above the target (at most 10% above) gets its networks
-    coarsened (:func:`_trim_to_budget`) until it fits, if it can. It
-    returns the file of least MSE within the target.
+    coarsened (:func:`_trim_to_budget`) until it fits, if it can. With ``config.residual``, a trial below the band
+    whose grids are past the balance with a residual layer moves the next trial there and ends the search after it
+    (:func:`_residual_pivot`), and every file below the target is offered again with a residual layer that spends
+    the bits left (:func:`_with_residual`). It returns the file of least MSE within the target.
 
     Args:
         targets: ``(S, H, W)`` in ``[0, 1]``.
@@ -583,7 +585,8 @@ def _search_image(
     if config.residual:
         image = target[0].cpu().numpy()
         levels = residual.image_levels(image)
-        for result in [r for r in (*search.tried, search.best) if r is not None and search.bits(r) < search.budget]:
+        candidates = {id(r): r for r in (*search.tried, search.best) if r is not None and search.bits(r) < search.budget}
+        for result in candidates.values():
             hybrid = _with_residual(image, result, budget_bits=search.budget - search.bits(result), levels=levels)
             if hybrid is not None:
                 search.offer(hybrid)
@@ -603,7 +606,7 @@ def _residual_pivot(image: np.ndarray, result: GridFitResult, search: _RateSearc
     spare = search.budget - search.bits(result)
     if spare < search.band * search.budget:
         return None
-    layer = residual.fit_to_budget(image, result.reconstruction, budget_bits=spare)
+    layer = residual.fit_to_budget(image, result.reconstruction, budget_bits=spare - 8 * payload_io.RESIDUAL_HEAD_BYTES)
     if layer is None or layer.step < 2:
         return None
     share = residual.halving_cost(image, result.reconstruction, step=layer.step) / image.size
