@@ -274,6 +274,9 @@ def measure(decoded: np.ndarray, *, target: np.ndarray, file_bytes: int | None =
 
 # The figures of sinco.metrics.roi.quality_metrics that volume slice rows carry.
 _QUALITY_KEYS = ("ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
+#: A family's rate search (the grid family's), when it ran one: how it ended and its residual layer.
+RATE_SEARCH_FIELDS = ("lambda_rd", "rate_trials", "within_band", "network_rate_weight", "residual_levels", "residual_step",
+                      "residual_bits")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -409,7 +412,7 @@ def _slice_rows(data: bytes, results: dict[int, CompressResult], *, first_index:
             row.update(kind="inr", family=result.file.family, bytes=5 + len(record.data), psnr=m["psnr"], ssim=m["ssim"],
                        best_step=result.fit.best_step, evaluations=result.fit.evaluations, divergences=result.fit.divergences,
                        lam=result.fit.lam)  # fmt: skip
-            row.update({k: m[k] for k in ("psnr_fp32", "dice", "dice_reference", *_QUALITY_KEYS) if k in m})
+            row.update({k: m[k] for k in ("psnr_fp32", "dice", "dice_reference", *_QUALITY_KEYS, *RATE_SEARCH_FIELDS) if k in m})
         rows.append(row)
     return rows
 

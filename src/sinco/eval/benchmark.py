@@ -31,8 +31,6 @@ RESULTS_FORMAT = 2
 _NOT_RECORDS = ("anchor",)
 # What every record carries from sinco.pipeline.measure (Dice too, with a segmentation model).
 _RECORD_METRICS = ("bpp_file", "psnr", "ssim", "ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
-# A family's rate search (the grid family's), when it ran one: how it ended and its residual layer, for every file it made.
-_RATE_SEARCH_FIELDS = ("lambda_rd", "rate_trials", "within_band", "network_rate_weight", "residual_levels", "residual_step", "residual_bits")
 # The independent judge's (sinco.eval.judge.judge_metrics), when there is one.
 _JUDGE_METRICS = ("dice_self", "dice_eval", "dice_eval_reference", "dice_eval_target")
 
@@ -455,7 +453,7 @@ def _prepare(slices: list, *, config: BenchmarkConfig, done: set, seg_model: Any
 def _run_codec_method(run: _Run, method: str, bpp: float, lam: float, *, device: torch.device, progress: bool) -> None:
     """A codec family's method: fit the slices still to do, ``batch_slices`` at a time, and store each file."""
     from sinco.codec.files import decode_file
-    from sinco.pipeline import compress_images
+    from sinco.pipeline import RATE_SEARCH_FIELDS, compress_images
 
     config = run.config
     fit, codec = config.fit_config(method, lam=lam), config.codec_config(method, bpp=bpp)
@@ -488,7 +486,7 @@ def _run_codec_method(run: _Run, method: str, bpp: float, lam: float, *, device:
                                 arch=codec.family.describe(result.file.spec), n_params=m.get("n_params"), lam=report.lam, reg_every=report.reg_every,
                                 best_step=report.best_step, divergences=report.divergences, batch_slices=report.batch,
                                 evaluations=report.evaluations, phase_seconds=report.phase_seconds,
-                                **{k: m[k] for k in _RATE_SEARCH_FIELDS if k in m})  # fmt: skip
+                                **{k: m[k] for k in RATE_SEARCH_FIELDS if k in m})  # fmt: skip
             run.store(record, result.data, ".sinco")
 
 
