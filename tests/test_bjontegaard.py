@@ -89,6 +89,11 @@ def test_lossless_points_are_left_out():
     assert result.value == pytest.approx(1.0, abs=1e-6)  # the remaining points keep the 1 dB shift
     one_sided = bd_psnr(**_kw(RATES, capped, RATES, PSNRS))
     assert one_sided.excluded == (1, 0) and one_sided.interval == pytest.approx((0.3, 1.2)) and abs(one_sided.value) < 0.5
+    # A file that restores integer grey levels exactly is off by the source's float32 rounding only (164 dB on a
+    # BraTS slice): lossless too, whatever its finite PSNR; a lossy 16-bit point (107 dB) is kept.
+    rounded = bd_psnr(**_kw(RATES, PSNRS, RATES, [*PSNRS[:3], 164.4]))
+    assert rounded.excluded == (0, 1) and rounded.points == (4, 3)
+    assert bd_psnr(**_kw(RATES, PSNRS, RATES, [*PSNRS[:3], 107.0])).excluded == (0, 0)
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ non-monotone points); when reading a large delta of a noisy curve, look at ``rat
 
 With fewer points the degree drops: 3 distinct points give a quadratic, 2 a straight line (the result records the
 degree used); below 2, or without an overlapping interval, the delta is ``None`` with the reason. Points at the
-lossless cap (PSNR >= :data:`LOSSLESS_PSNR`, what the benchmark stores for an exact reconstruction) say nothing
-about the curve's shape and would dominate any fit: they are left out and counted.
+lossless (PSNR >= :data:`LOSSLESS_PSNR`: the benchmark stores an exact reconstruction as 999 dB, and a file that
+restores an integer image's grey levels exactly is off only by the float32 rounding of the source, 150-165 dB) say
+nothing about the curve's shape and would dominate any fit: they are left out and counted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import numpy as np
 
 from sinco.errors import InputError
 
-LOSSLESS_PSNR = 999.0
+#: Lossless from here up: above what any lossy 16-bit coding reaches (uniform 16-bit quantisation: 107.7 dB), below
+#: the float32 rounding of a source restored exactly (about 2^-25 of the range: 150 dB and up).
+LOSSLESS_PSNR = 140.0
 MAX_DEGREE = 3
 FIT = (
     "VCEG-M33 cubic polynomial (least squares; quadratic/linear with 3/2 distinct points), closed-form integral over the overlap"
@@ -175,7 +178,7 @@ def mean_curve(
     """The mean curve over ``images``: at each target rate every image has, the mean file bpp and mean PSNR.
 
     A target rate is left out where an image is missing or at the lossless cap there (a mean over a subset, or
-    with the capped 999 dB in it, would not be a point of the average curve).
+    with a lossless file's 999 dB (or float32-rounding 160 dB) in it, would not be a point of the average curve).
 
     Returns:
         ``(rates, psnrs)``.
@@ -230,7 +233,7 @@ def benchmark_deltas(records: Sequence[Mapping[str, Any]], *, methods: Sequence[
         raise InputError(f"--anchor {anchor!r}: no records of this method in the run")
     anchor_curves = curves[anchor]
     out: dict[str, Any] = {"anchor": anchor, "fit": FIT,
-                           "excluded": f"points with PSNR >= {LOSSLESS_PSNR:g} dB (lossless, capped) are left out of every fit",
+                           "excluded": f"points with PSNR >= {LOSSLESS_PSNR:g} dB (lossless: exact, or within the float32 rounding of the source) are left out of every fit",
                            "methods": {}}  # fmt: skip
     for method in methods:
         if method not in curves:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from sinco.eval.benchmark import method_label
+from sinco.eval.bjontegaard import LOSSLESS_PSNR
 
 # The paper's Table 1: means over 10 Decathlon Task01 test slices at 1.2 bpp, 50,000 steps.
 PAPER_TABLE_1 = {
@@ -323,8 +324,8 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
             points = []
             for b in config.bpps:
                 rs = [r for r in group if float(r["target_bpp"]) == float(b)]
-                # A lossless file's PSNR is stored capped at 999 dB: that point would flatten every other curve.
-                if rs and all(r["psnr"] < 999.0 for r in rs):
+                # A lossless file (stored at 999 dB, or ~160 dB within float32 rounding) would flatten every other curve.
+                if rs and all(r["psnr"] < LOSSLESS_PSNR for r in rs):
                     points.append((np.mean([r["bpp_file"] for r in rs]), np.mean([r["psnr"] for r in rs]),
                                    np.mean([r["dice"] for r in rs]) if with_dice else np.mean([r["psnr_roi"] for r in rs])))  # fmt: skip
             if points:
