@@ -167,8 +167,9 @@ def _rate_search(metrics: dict[str, Any]) -> str:
     if metrics.get("network_rate_weight", 1.0) > 1.0:
         band += f", networks coarsened (rate weight x{metrics['network_rate_weight']:.3g}) to fit"
     if metrics.get("residual_step") is not None:
-        lattice = "2^-16 of the range" if metrics["residual_levels"] == 1 << 16 else f"1/{metrics['residual_levels']}: the image's levels"
-        band += f"; residual layer {metrics['residual_bits'] / metrics['file_bytes'] / 8:.0%} of the file, step {metrics['residual_step']} x {lattice}"
+        levels, step = metrics["residual_levels"], metrics["residual_step"]
+        lattice = "2^-16 of the range" if levels == 1 << 16 else f"1/{levels}: the image's levels" + (", lossless" if step == 1 else "")
+        band += f"; residual layer {metrics['residual_bits'] / metrics['file_bytes'] / 8:.0%} of the file, step {step} x {lattice}"
     return f" lambda_rd={metrics['lambda_rd']:.3g} ({metrics['rate_trials']} trials, {band})"
 
 
