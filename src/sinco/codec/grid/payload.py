@@ -281,27 +281,52 @@ def with_residual(payload: bytes, layer: ResidualLayer) -> bytes:
     return _HEAD_V2.pack(RESIDUAL_PAYLOAD_VERSION, checksum, n_network, len(body) - n_network) + body + layer.section
 
 
+@dataclass(frozen=True)
+class _Head:
+    """A parsed payload head: the version, the checksum, and where the network, latents and residual lie."""
+
+    version: int
+    checksum: int
+    network: slice
+    latents: slice
+    residual: slice | None
+
+
+def _parse_head(payload: bytes) -> _Head:
+    """Parse a version-1 or version-2 head, every length checked against the payload's size.
+
+    Raises:
+        BitstreamError: if it is empty, of an unknown version, truncated, or a length runs past the end.
+    """
+    if not payload or payload[0] not in (PAYLOAD_VERSION, RESIDUAL_PAYLOAD_VERSION):
+        found = payload[0] if payload else "missing"
+        raise BitstreamError(f"grid payload: version {found} is not supported (expected {PAYLOAD_VERSION} or {RESIDUAL_PAYLOAD_VERSION})")
+    head = _HEAD if payload[0] == PAYLOAD_VERSION else _HEAD_V2
+    if len(payload) < head.size:
+        raise BitstreamError(f"grid payload: {len(payload)} bytes, shorter than its {head.size}-byte head")
+    version, checksum, n_network, *rest = head.unpack_from(payload)
+    n_latents = rest[0] if rest else len(payload) - head.size - n_network
+    if n_network > len(payload) - head.size or n_latents > len(payload) - head.size - n_network:
+        raise BitstreamError(f"grid payload: network block of {n_network} bytes or latent stream of {n_latents} bytes "
+                             f"runs past the end ({len(payload)} bytes)")  # fmt: skip
+    stream_end = head.size + n_network + n_latents
+    return _Head(version=version, checksum=checksum, network=slice(head.size, head.size + n_network),
+                 latents=slice(head.size + n_network, stream_end), residual=slice(stream_end, len(payload)) if rest else None)  # fmt: skip
+
+
 def payload_layout(payload: bytes) -> dict:
     """The payload's version and the sizes of its parts, and the residual layer's lattice and step if it has one.
 
     Raises:
-        BitstreamError: if the head is truncated, of an unknown version, or its lengths run past the end.
+        BitstreamError: if the head is malformed (:func:`_parse_head`).
     """
     payload = bytes(payload)
-    if not payload or payload[0] not in (PAYLOAD_VERSION, RESIDUAL_PAYLOAD_VERSION):
-        raise BitstreamError(f"grid payload: version {payload[0] if payload else 'missing'} is not supported")
-    head = _HEAD if payload[0] == PAYLOAD_VERSION else _HEAD_V2
-    if len(payload) < head.size:
-        raise BitstreamError(f"grid payload: {len(payload)} bytes, shorter than its {head.size}-byte head")
-    version, _, n_network, *rest = head.unpack_from(payload)
-    n_latents = rest[0] if rest else len(payload) - head.size - n_network
-    n_residual = len(payload) - head.size - n_network - n_latents
-    if n_network < 0 or n_latents < 0 or n_residual < 0:
-        raise BitstreamError("grid payload: lengths run past the end")
-    layout = {"payload_version": version, "network_bytes": n_network, "latent_bytes": n_latents}
-    if rest and n_residual >= 4:
-        levels, step = struct.unpack_from("<HH", payload, len(payload) - n_residual)
-        layout["residual"] = {"bytes": n_residual, "levels": levels + 1, "step": step}
+    head = _parse_head(payload)
+    layout = {"payload_version": head.version, "network_bytes": head.network.stop - head.network.start,
+              "latent_bytes": head.latents.stop - head.latents.start}  # fmt: skip
+    if head.residual is not None and head.residual.stop - head.residual.start >= 4:
+        levels, step = struct.unpack_from("<HH", payload, head.residual.start)
+        layout["residual"] = {"bytes": head.residual.stop - head.residual.start, "levels": levels + 1, "step": step}
     return layout
 
 
@@ -328,29 +353,17 @@ def decode_grid(payload: bytes, *, spec: GridSpec, height: int, width: int) -> n
     """
     spec.validate_for(height, width, error=BitstreamError)
     payload = bytes(payload)
-    if len(payload) < 1 or payload[0] not in (PAYLOAD_VERSION, RESIDUAL_PAYLOAD_VERSION):
-        found = payload[0] if payload else "missing"
-        raise BitstreamError(f"grid payload: version {found} is not supported (expected {PAYLOAD_VERSION} or {RESIDUAL_PAYLOAD_VERSION})")
-    head = _HEAD if payload[0] == PAYLOAD_VERSION else _HEAD_V2
-    if len(payload) < head.size:
-        raise BitstreamError(f"grid payload: {len(payload)} bytes, shorter than its {head.size}-byte head")
-    _, checksum, n_network, *rest = head.unpack_from(payload)
-    n_latents = rest[0] if rest else len(payload) - head.size - n_network
-    if n_network > len(payload) - head.size or n_latents > len(payload) - head.size - n_network:
-        raise BitstreamError(f"grid payload: network block of {n_network} bytes or latent stream of {n_latents} bytes "
-                             f"runs past the end ({len(payload)} bytes)")  # fmt: skip
-    network = payload[head.size : head.size + n_network]
+    head = _parse_head(payload)
+    network = payload[head.network]
     decoder = unpack_network(network, spec)
-    shapes = spec.grid_shapes(height, width)
-    stream_end = head.size + n_network + n_latents
-    latents = decode_latents(payload[head.size + n_network : stream_end], decoder, spec, shapes)
+    latents = decode_latents(payload[head.latents], decoder, spec, spec.grid_shapes(height, width))
     found = payload_checksum(network, latents)
-    if not rest:
-        _check_sum(found, checksum)
+    if head.residual is None:
+        _check_sum(found, head.checksum)
         return synthesize(latents, decoder, spec, height, width)
     prediction = synthesize(latents, decoder, spec, height, width)
-    layer = decode_residual(payload[stream_end:], prediction)
-    _check_sum(zlib.crc32(_residual_bytes(layer.symbols), found), checksum)
+    layer = decode_residual(payload[head.residual], prediction)
+    _check_sum(zlib.crc32(_residual_bytes(layer.symbols), found), head.checksum)
     return layer.apply(prediction)
 
 

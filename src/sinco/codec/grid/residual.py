@@ -6,8 +6,8 @@ keeps gaining ~16 dB per bpp. Above that ceiling the file codes ``x - p``, the e
 below it, ~6 dB for the pixels that carry the error (docs/grid-codec.md, "A residual layer").
 
 The residual lives on a lattice ``k / K`` of the unit range: ``K = 2^16`` in general, or the image's own number of
-grey levels minus one when the image takes only such values (integer scans scaled to ``[0, 1]``: 255 for the
-LGG FLAIR slices, 656 for a BraTS slice). On its own lattice a step of one level is lossless.
+grey levels minus one when the image takes only such values (integer scans scaled to ``[0, 1]``: 223 for an
+LGG FLAIR slice, 656 for a BraTS slice). On its own lattice a step of one level is lossless.
 
 Everything the decoder computes here is integer arithmetic on ``B = round(K P / 2^16)``, ``P = 2^16 p`` the grid's
 fixed-point output, so it is bit-exact like the latents. The residual ``q = round((K x - B) / step)`` is coded
@@ -51,7 +51,6 @@ ROUNDINGS = (0.5, 0.4)
 ACTIVITY_BUCKETS = 16
 #: Predictions above this (2% of the range) are not background: a second set of buckets.
 DARK_LIMIT = 1311
-N_BUCKETS = 2 * ACTIVITY_BUCKETS
 SCALE_STEPS = 8
 LOG2_SCALE_MIN = -4
 N_SCALES = 16 * SCALE_STEPS + 1
@@ -81,7 +80,8 @@ def on_lattice(prediction: np.ndarray, *, levels: int) -> np.ndarray:
 
 
 def correct(base: np.ndarray, symbols: np.ndarray, *, levels: int, step: int) -> np.ndarray:
-    """``clip(B + q step, 0, K) / K`` as float32 ``(H, W)`` (one IEEE division and rounding: the same everywhere)."""
+    """``clip(B + q step, 0, K) / K`` as float32 ``(H, W)`` (an IEEE float64 division, then rounding to float32: the
+    same everywhere)."""
     return (np.clip(base + symbols * step, 0, levels) / levels).astype(np.float32)
 
 
@@ -108,8 +108,8 @@ def quantize(target: np.ndarray, base: np.ndarray, *, levels: int, step: int, ro
 
 
 def image_levels(target: np.ndarray, *, tolerance: float = 1e-3) -> int:
-    """The lattice ``K`` of an image ``(H, W)`` in ``[0, 1]``: the smallest ``K <= 65535`` with every ``K x`` within
-    ``tolerance`` of an integer (found from the smallest gap between its values, or a small multiple of it), else
+    """The lattice ``K`` of an image ``(H, W)`` in ``[0, 1]``: ``1 / (smallest gap between its values)``, or the first
+    of its multiples up to 8x, below 65536, with every ``K x`` within ``tolerance`` (in levels) of an integer; else
     ``ONE`` (no coarser lattice than the grid's own)."""
     values = np.unique(target.astype(np.float64))
     if values.size < 2 or values.size > ONE:
@@ -151,7 +151,7 @@ def _table(scale_index: int, reach: int) -> np.ndarray:
         inv_b = (-(Decimal(scale_index) / SCALE_STEPS + LOG2_SCALE_MIN) * Decimal(2).ln()).exp()
         ratio = float((-inv_b).exp())
         half = float((-inv_b / 2).exp())
-    tail = 0.5 * half * np.cumprod(np.concatenate([[1.0], np.full(reach, ratio)]))  # P(q > k - 1/2 ... ) for k = 1..
+    tail = 0.5 * half * np.cumprod(np.concatenate([[1.0], np.full(reach, ratio)]))  # tail[k] = P(X > k + 1/2)
     probs = np.empty(2 * reach + 1)
     probs[reach] = 1.0 - 2.0 * tail[0]
     side = tail[:-1] - tail[1:]
@@ -226,6 +226,13 @@ def encode(target: np.ndarray, prediction: np.ndarray, *, levels: int, step: int
 
 def decode(section: bytes, prediction: np.ndarray) -> ResidualLayer:
     """Parse and decode a residual section for the grid's decoded ``prediction`` ``(H, W)``.
+
+    Args:
+        section: the bytes after the latent stream of a version-2 payload.
+        prediction: the grid's decoded image (the decoder's own, bit-exact).
+
+    Returns:
+        The :class:`ResidualLayer` (its ``apply(prediction)`` is the decoded image).
 
     Raises:
         BitstreamError: on a truncated or corrupted section (bad step, reach beyond the step's range, scale index
@@ -305,6 +312,9 @@ def fit_to_budget(target: np.ndarray, prediction: np.ndarray, *, budget_bits: fl
         prediction: the grid's decoded image ``(H, W)``.
         budget_bits: bits the section may take.
         levels: the image's lattice (:func:`image_levels`).
+
+    Returns:
+        The layer, or None when even the coarsest step does not fit.
     """
     fine = (_fine_to_budget(target, prediction, budget_bits=budget_bits, rounding=r) for r in ROUNDINGS)
     candidates = [layer for layer in fine if layer is not None]
