@@ -159,6 +159,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lattice(levels: int, *, step: int) -> str:
+    """A grid residual layer's lattice in words (``levels`` 2^16: the fine one; else the image's own grey levels)."""
+    if levels == 1 << 16:
+        return "2^-16 of the range"
+    return f"1/{levels}: the image's levels" + (", lossless" if step == 1 else "")
+
+
 def _rate_search(metrics: dict[str, Any]) -> str:
     """How a rate search ended (the grid family's), for the one-line report; empty for other families."""
     if metrics.get("within_band") is None:
@@ -167,8 +174,7 @@ def _rate_search(metrics: dict[str, Any]) -> str:
     if metrics.get("network_rate_weight", 1.0) > 1.0:
         band += f", networks coarsened (rate weight x{metrics['network_rate_weight']:.3g}) to fit"
     if metrics.get("residual_step") is not None:
-        levels, step = metrics["residual_levels"], metrics["residual_step"]
-        lattice = "2^-16 of the range" if levels == 1 << 16 else f"1/{levels}: the image's levels" + (", lossless" if step == 1 else "")
+        step, lattice = metrics["residual_step"], _lattice(metrics["residual_levels"], step=metrics["residual_step"])
         band += f"; residual layer {metrics['residual_bits'] / metrics['file_bytes'] / 8:.0%} of the file, step {step} x {lattice}"
     return f" lambda_rd={metrics['lambda_rd']:.3g} ({metrics['rate_trials']} trials, {band})"
 
@@ -341,8 +347,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         rows.append(("parameters", f"{info['n_params']} (fp16), {info['bpp_params']:.4f} bpp (parameters)"))
     if "residual" in info:
         layer = info["residual"]
-        lattice = "2^-16 of the range" if layer["levels"] == 1 << 16 else f"1/{layer['levels']} (the image's grey levels)"
-        rows.append(("residual", f"{layer['bytes']} bytes of coded error, step {layer['step']} x {lattice}"))
+        rows.append(("residual", f"{layer['bytes']} bytes of coded error, step {layer['step']} x {_lattice(layer['levels'], step=layer['step'])}"))
     _print_rows(rows + [("intensity", f"{header.vmin:.6g} .. {header.vmax:.6g}")])
     return EXIT_OK
 

@@ -177,9 +177,7 @@ class GridFamily(CodecFamily):
         return f"{grid.steps} steps ({grid.ste_steps} straight-through), {rate}{layer}"
 
 
-def _on_off(value: Any, *, flag: str) -> bool:
-    if isinstance(value, bool):
-        return value
+def _on_off(value: str, *, flag: str) -> bool:
     if value not in ("on", "off"):
         raise InputError(f"{flag} {value!r}: expected on or off")
     return value == "on"

@@ -566,11 +566,12 @@ def _search_image(
 
     # With a residual layer, a trial below the band that is past the pivot (_residual_pivot) moves the search to
     # the pivot, whose file the residual then fills; repeating that gained 0.1 dB for a third trial (BraTS s85).
+    image = target[0].cpu().numpy()
     lam_rd, pivoted = start_lambda, False
     while trials < config.max_rate_trials and not search.add(lam_rd, latest := trial(lam_rd)):
         if pivoted:
             break
-        pivot = _residual_pivot(target[0].cpu().numpy(), latest, search) if config.residual else None
+        pivot = _residual_pivot(image, latest, search) if config.residual else None
         pivoted = pivot is not None
         lam_rd = pivot if pivoted else search.next_lambda(lam_rd)
     if search.best is None and trials > 1:
@@ -583,7 +584,6 @@ def _search_image(
         if trimmed is not None:
             search.offer(trimmed)
     if config.residual:
-        image = target[0].cpu().numpy()
         levels = residual.image_levels(image)
         candidates = {id(r): r for r in (*search.tried, search.best) if r is not None and search.bits(r) < search.budget}
         for result in candidates.values():
