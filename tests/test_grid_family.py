@@ -1,6 +1,7 @@
 """The latent-grid family through the codec-family interface: CLI, container v2, volumes, hostile files."""
 
 import json
+import re
 import struct
 import zlib
 
@@ -40,6 +41,9 @@ def test_compress_info_decompress(grid_file, run):
     assert report["estimated_bits"] == pytest.approx(8 * len(parsed.payload), rel=0.05)
     code, stdout, _ = run(["info", out])
     assert code == 0 and "format      .sinco v2" in stdout and "family      grid" in stdout
+    # The parts' sizes come from the payload's own head and add up to it with its 9-byte head (version 1).
+    network, latents = (int(n) for n in re.search(r"networks (\d+) bytes, latents (\d+) bytes", stdout).groups())
+    assert "parts       payload v1:" in stdout and network + latents + 9 == len(parsed.payload)
     code, _, _ = run(["decompress", out, "-o", folder / "d.npy"])
     assert code == 0
     _, image = decode_file(out.read_bytes())

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sinco.codec.grid import GridFitConfig, GridSpec, decode_grid, fit_grid, fit_grid_at_bpp
 from sinco.codec.grid import residual as R
 from sinco.codec.grid.payload import PAYLOAD_VERSION, RESIDUAL_HEAD_BYTES, RESIDUAL_PAYLOAD_VERSION, with_residual
-from sinco.errors import BitstreamError
+from sinco.errors import BitstreamError, InputError
 
 
 def _pair(height: int = 24, width: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -175,6 +175,38 @@ def test_rate_search_fills_the_target_with_a_residual_where_the_grids_stop():
     assert np.array_equal(decode_grid(layered.payload, spec=spec, height=32, width=32), layered.reconstruction)
 
 
+def test_the_search_refits_from_scratch_at_the_pivot_times_its_factor(monkeypatch):
+    """The trial after a pivot runs at ``pivot_factor`` times the estimate, from scratch (or, with ``pivot_fresh``
+    off, as a branch of the first fit), and the search ends after it."""
+    import sinco.codec.grid.fit as fitting
+
+    calls, pivots = [], []
+    real_fit, real_pivot = fitting.fit_grid, fitting._residual_pivot
+
+    def fit_spy(*args, **kwargs):
+        calls.append((kwargs["config"].lambda_rd, kwargs["branch_from"] is not None))
+        return real_fit(*args, **kwargs)
+
+    def pivot_spy(*args, **kwargs):
+        pivots.append(real_pivot(*args, **kwargs))
+        return pivots[-1]
+
+    monkeypatch.setattr(fitting, "fit_grid", fit_spy)
+    monkeypatch.setattr(fitting, "_residual_pivot", pivot_spy)
+    target = torch.from_numpy(_pair(32, 32)[0])[None]
+    config = GridFitConfig(steps=80, ste_steps=20, seed=0, max_rate_trials=3, pivot_factor=3.0)
+    common = dict(spec=SPEC, target_bpp=12.0, header_bytes=40, device=torch.device("cpu"), start_lambda=1e-6)
+    result = fit_grid_at_bpp(target, config=config, **common)[0]
+    assert pivots[0] is not None and len(pivots) == 1  # the first trial is far past the balance; no second pivot
+    assert calls == [(1e-6, False), (pytest.approx(3.0 * pivots[0]), False)] and result.trials == 2
+    calls.clear()
+    pivots.clear()
+    fit_grid_at_bpp(target, config=replace(config, pivot_fresh=False), **common)
+    assert calls == [(1e-6, False), (pytest.approx(3.0 * pivots[0]), True)]
+    with pytest.raises(InputError, match="pivot_factor 0.5"):
+        GridFitConfig(pivot_factor=0.5)
+
+
 @pytest.mark.parametrize(
     "section, message",
     [(b"", "truncated"), (b"\xff\xff\x00\x00", "step 0"), (b"\x04\x00\x06\x00", "step 6 outside 1..5"),
@@ -227,7 +259,9 @@ def test_cli_residual_on_and_off(phantom, run):
     assert code == 0 and layout["payload_version"] == 2 and layout["residual"]["step"] == on["residual_step"]
     assert layout["residual"]["levels"] == on["residual_levels"] and 8 * layout["residual"]["bytes"] < on["residual_bits"]
     code, stdout, _ = run(["info", phantom / "on.sinco"])
-    assert code == 0 and "residual    " in stdout and "bytes of coded error" in stdout
+    assert code == 0 and "residual    " in stdout and "bytes of coded error" in stdout and "parts       payload v2:" in stdout
+    payload = parse_file((phantom / "on.sinco").read_bytes()).payload
+    assert layout["network_bytes"] + layout["latent_bytes"] + 13 + layout["residual"]["bytes"] == len(payload)
     code, stdout, err = run([*args, "-o", phantom / "off.sinco", "--residual", "off"])
     assert code == 0, err
     off = json.loads(stdout)

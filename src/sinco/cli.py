@@ -345,6 +345,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("file", f"{len(data)} bytes ({len(parsed.payload)} of payload), {info['bpp_file']:.4f} bpp (file)")]  # fmt: skip
     if "n_params" in info:
         rows.append(("parameters", f"{info['n_params']} (fp16), {info['bpp_params']:.4f} bpp (parameters)"))
+    if "network_bytes" in info:
+        rows.append(("parts", f"payload v{info['payload_version']}: decoder networks {info['network_bytes']} bytes, "
+                              f"latents {info['latent_bytes']} bytes"))  # fmt: skip
     if "residual" in info:
         layer = info["residual"]
         rows.append(("residual", f"{layer['bytes']} bytes of coded error, step {layer['step']} x {_lattice(layer['levels'], step=layer['step'])}"))

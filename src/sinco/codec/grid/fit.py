@@ -553,11 +553,12 @@ def _search_image(
     checkpoint: TrainCheckpoint | None = None
     steps = trials = 0
 
-    def trial(lam_rd: float) -> GridFitResult:
+    def trial(lam_rd: float, *, fresh: bool = False) -> GridFitResult:
         nonlocal checkpoint, steps, trials
+        branch = checkpoint is not None and not fresh
         result = fit_grid(
             target, spec=spec, config=config.with_lambda(lam_rd), device=device, regularizer=regularizer, lam=lam,
-            progress=progress, branch_from=[checkpoint] if checkpoint is not None else None, keep_checkpoint=checkpoint is None,
+            progress=progress, branch_from=[checkpoint] if branch else None, keep_checkpoint=checkpoint is None,
         )[0]  # fmt: skip
         if checkpoint is None:
             checkpoint = result.checkpoint
@@ -565,15 +566,16 @@ def _search_image(
         return result
 
     # With a residual layer, a trial below the band that is past the pivot (_residual_pivot) moves the search to
-    # the pivot, whose file the residual then fills; repeating that gained 0.1 dB for a third trial (BraTS s85).
+    # config.pivot_factor times it, whose file the residual then fills; repeating that gained 0.1 dB for a third
+    # trial (BraTS s85). That trial sheds bits, which branches do badly: a fresh fit where config.pivot_fresh.
     image = target[0].cpu().numpy()
     lam_rd, pivoted = start_lambda, False
-    while trials < config.max_rate_trials and not search.add(lam_rd, latest := trial(lam_rd)):
+    while trials < config.max_rate_trials and not search.add(lam_rd, latest := trial(lam_rd, fresh=pivoted and config.pivot_fresh)):
         if pivoted:
             break
         pivot = _residual_pivot(image, latest, search) if config.residual else None
         pivoted = pivot is not None
-        lam_rd = pivot if pivoted else search.next_lambda(lam_rd)
+        lam_rd = pivot * config.pivot_factor if pivoted else search.next_lambda(lam_rd)
     if search.best is None and trials > 1:
         # Every trial was above the target: one more branch, further out, rather than hard-trimmed networks
         # (a demo slice: trimming 1.22 bpp down to 1.19 cost 10 dB).
@@ -601,7 +603,7 @@ def _residual_pivot(image: np.ndarray, result: GridFitResult, search: _RateSearc
     whose error exceeds the residual's step, so the grids pay while ``-dMSE/dbpp`` of their own file exceeds
     ``2 ln 2 MSE / f``. ``f`` is measured on the residual that would fill this trial's file (bits per halving of
     its step). The pivot is that slope at this trial's MSE: a lower bound of the balance point, since a file at a
-    larger ``lambda_rd`` has more error.
+    larger ``lambda_rd`` has more error (the search goes ``GridFitConfig.pivot_factor`` times further).
     """
     spare = search.budget - search.bits(result)
     if spare < search.band * search.budget:
