@@ -176,8 +176,8 @@ def test_rate_search_fills_the_target_with_a_residual_where_the_grids_stop():
 
 
 def test_the_search_refits_from_scratch_at_the_pivot_times_its_factor(monkeypatch):
-    """The trial after a pivot runs at ``pivot_factor`` times the estimate, from scratch (or, with ``pivot_fresh``
-    off, as a branch of the first fit), and the search ends after it."""
+    """The trial after a pivot runs at ``pivot_factor`` times the estimate and the search ends after it; as the
+    second trial it is a fit from scratch (a branch of the first with ``pivot_fresh`` off), as the third a branch."""
     import sinco.codec.grid.fit as fitting
 
     calls, pivots = [], []
@@ -203,6 +203,22 @@ def test_the_search_refits_from_scratch_at_the_pivot_times_its_factor(monkeypatc
     pivots.clear()
     fit_grid_at_bpp(target, config=replace(config, pivot_fresh=False), **common)
     assert calls == [(1e-6, False), (pytest.approx(3.0 * pivots[0]), True)]
+    # A pivot after the second trial branches (a third full fit would cost a `fast` search a third more time).
+    calls.clear()
+    pivots.clear()
+    skipped = []
+
+    def late_pivot(*args, **kwargs):
+        value = real_pivot(*args, **kwargs)
+        if not skipped:
+            skipped.append(value)
+            return None
+        pivots.append(value)
+        return value
+
+    monkeypatch.setattr(fitting, "_residual_pivot", late_pivot)
+    fit_grid_at_bpp(target, config=config, **common)
+    assert len(calls) == 3 and calls[1][1] and calls[2] == (pytest.approx(3.0 * pivots[0]), True)
     with pytest.raises(InputError, match="pivot_factor 0.5"):
         GridFitConfig(pivot_factor=0.5)
 

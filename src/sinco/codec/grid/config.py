@@ -48,8 +48,9 @@ class GridFitConfig:
         pivot_factor: where a trial's grids are past the balance with a residual layer, the next trial's
             ``lambda_rd`` is this times the balance estimated from that trial (a lower bound: the grids' error grows
             as they shed bits; offline on a BraTS slice the best grid file lay at 4-6 times it).
-        pivot_fresh: that trial is a fit from scratch rather than a branch of the first (it sheds bits, which
-            branches do badly).
+        pivot_fresh: that trial, when it is the second, is a fit from scratch rather than a branch of the first (it
+            sheds bits, which branches do badly); a later one branches (a third full fit would cost a `fast`
+            search about a third more time).
 
     Raises:
         InputError: on construction, naming the option and value.

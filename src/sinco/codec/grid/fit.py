@@ -567,10 +567,11 @@ def _search_image(
 
     # With a residual layer, a trial below the band that is past the pivot (_residual_pivot) moves the search to
     # config.pivot_factor times it, whose file the residual then fills; repeating that gained 0.1 dB for a third
-    # trial (BraTS s85). That trial sheds bits, which branches do badly: a fresh fit where config.pivot_fresh.
+    # trial (BraTS s85). That trial sheds bits, which branches do badly: a fresh fit where config.pivot_fresh, if it
+    # is the second trial (as a third, a fresh fit would take a `fast` search past its minute).
     image = target[0].cpu().numpy()
     lam_rd, pivoted = start_lambda, False
-    while trials < config.max_rate_trials and not search.add(lam_rd, latest := trial(lam_rd, fresh=pivoted and config.pivot_fresh)):
+    while trials < config.max_rate_trials and not search.add(lam_rd, latest := trial(lam_rd, fresh=pivoted and config.pivot_fresh and trials == 1)):
         if pivoted:
             break
         pivot = _residual_pivot(image, latest, search) if config.residual else None
