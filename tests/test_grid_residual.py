@@ -175,9 +175,10 @@ def test_rate_search_fills_the_target_with_a_residual_where_the_grids_stop():
     assert np.array_equal(decode_grid(layered.payload, spec=spec, height=32, width=32), layered.reconstruction)
 
 
-def test_the_search_refits_from_scratch_at_the_pivot_times_its_factor(monkeypatch):
-    """The trial after a pivot runs at ``pivot_factor`` times the estimate and the search ends after it; as the
-    second trial it is a fit from scratch (a branch of the first with ``pivot_fresh`` off), as the third a branch."""
+def test_the_search_refits_from_scratch_after_a_first_trial_past_the_pivot(monkeypatch):
+    """After the first trial, the pivot trial is a fit from scratch at ``pivot_refit`` times the estimate (with
+    ``pivot_refit`` 0, a branch at the estimate); after a later trial, a branch at the estimate. The search ends
+    after it."""
     import sinco.codec.grid.fit as fitting
 
     calls, pivots = [], []
@@ -194,16 +195,16 @@ def test_the_search_refits_from_scratch_at_the_pivot_times_its_factor(monkeypatc
     monkeypatch.setattr(fitting, "fit_grid", fit_spy)
     monkeypatch.setattr(fitting, "_residual_pivot", pivot_spy)
     target = torch.from_numpy(_pair(32, 32)[0])[None]
-    config = GridFitConfig(steps=80, ste_steps=20, seed=0, max_rate_trials=3, pivot_factor=3.0)
+    config = GridFitConfig(steps=80, ste_steps=20, seed=0, max_rate_trials=3, pivot_refit=3.0)
     common = dict(spec=SPEC, target_bpp=12.0, header_bytes=40, device=torch.device("cpu"), start_lambda=1e-6)
     result = fit_grid_at_bpp(target, config=config, **common)[0]
     assert pivots[0] is not None and len(pivots) == 1  # the first trial is far past the balance; no second pivot
     assert calls == [(1e-6, False), (pytest.approx(3.0 * pivots[0]), False)] and result.trials == 2
     calls.clear()
     pivots.clear()
-    fit_grid_at_bpp(target, config=replace(config, pivot_fresh=False), **common)
-    assert calls == [(1e-6, False), (pytest.approx(3.0 * pivots[0]), True)]
-    # A pivot after the second trial branches (a third full fit would cost a `fast` search a third more time).
+    fit_grid_at_bpp(target, config=replace(config, pivot_refit=0.0), **common)
+    assert calls == [(1e-6, False), (pytest.approx(pivots[0]), True)]
+    # A pivot after the second trial: a branch at the estimate.
     calls.clear()
     pivots.clear()
     skipped = []
@@ -218,9 +219,10 @@ def test_the_search_refits_from_scratch_at_the_pivot_times_its_factor(monkeypatc
 
     monkeypatch.setattr(fitting, "_residual_pivot", late_pivot)
     fit_grid_at_bpp(target, config=config, **common)
-    assert len(calls) == 3 and calls[1][1] and calls[2] == (pytest.approx(3.0 * pivots[0]), True)
-    with pytest.raises(InputError, match="pivot_factor 0.5"):
-        GridFitConfig(pivot_factor=0.5)
+    assert len(calls) == 3 and calls[1][1] and calls[2] == (pytest.approx(pivots[0]), True)
+    for bad in (0.5, float("nan")):
+        with pytest.raises(InputError, match="pivot_refit"):
+            GridFitConfig(pivot_refit=bad)
 
 
 @pytest.mark.parametrize(

@@ -565,18 +565,23 @@ def _search_image(
         steps, trials = steps + result.steps, trials + 1
         return result
 
-    # With a residual layer, a trial below the band that is past the pivot (_residual_pivot) moves the search to
-    # config.pivot_factor times it, whose file the residual then fills; repeating that gained 0.1 dB for a third
-    # trial (BraTS s85). That trial sheds bits, which branches do badly: a fresh fit where config.pivot_fresh, if it
-    # is the second trial (as a third, a fresh fit would take a `fast` search past its minute).
+    # With a residual layer, a trial below the band that is past the pivot (_residual_pivot) moves the search there,
+    # whose file the residual then fills, and ends it (a second pivot gained 0.1 dB, BraTS s85). After the first
+    # trial, the move is a fit from scratch at config.pivot_refit times the pivot (a lower bound of the balance):
+    # it sheds bits, which branches do badly.
     image = target[0].cpu().numpy()
-    lam_rd, pivoted = start_lambda, False
-    while trials < config.max_rate_trials and not search.add(lam_rd, latest := trial(lam_rd, fresh=pivoted and config.pivot_fresh and trials == 1)):
-        if pivoted:
+    lam_rd, pivoted, refit = start_lambda, False, False
+    while trials < config.max_rate_trials:
+        latest = trial(lam_rd, fresh=refit)
+        if search.add(lam_rd, latest) or pivoted:
             break
         pivot = _residual_pivot(image, latest, search) if config.residual else None
         pivoted = pivot is not None
-        lam_rd = pivot * config.pivot_factor if pivoted else search.next_lambda(lam_rd)
+        refit = pivoted and trials == 1 and config.pivot_refit > 0
+        if pivot is None:
+            lam_rd = search.next_lambda(lam_rd)
+        else:
+            lam_rd = pivot * config.pivot_refit if refit else pivot
     if search.best is None and trials > 1:
         # Every trial was above the target: one more branch, further out, rather than hard-trimmed networks
         # (a demo slice: trimming 1.22 bpp down to 1.19 cost 10 dB).
@@ -604,7 +609,7 @@ def _residual_pivot(image: np.ndarray, result: GridFitResult, search: _RateSearc
     whose error exceeds the residual's step, so the grids pay while ``-dMSE/dbpp`` of their own file exceeds
     ``2 ln 2 MSE / f``. ``f`` is measured on the residual that would fill this trial's file (bits per halving of
     its step). The pivot is that slope at this trial's MSE: a lower bound of the balance point, since a file at a
-    larger ``lambda_rd`` has more error (the search goes ``GridFitConfig.pivot_factor`` times further).
+    larger ``lambda_rd`` has more error (``GridFitConfig.pivot_refit``).
     """
     spare = search.budget - search.bits(result)
     if spare < search.band * search.budget:
