@@ -493,8 +493,9 @@ def fit_grid_at_bpp(
     a file is within the band, the trial file closest above the target (at most 10% above) gets its networks
     coarsened (:func:`_trim_to_budget`) until it fits, if it can. With ``config.residual``, a trial below the band
     whose grids are past the balance with a residual layer moves the next trial there and ends the search after it
-    (:func:`_residual_pivot`), and every file below the target is offered again with a residual layer that spends
-    the bits left (:func:`_with_residual`). It returns the file of least MSE within the target.
+    (:func:`_residual_pivot`; after the first trial as a fit from scratch at ``config.pivot_refit`` times the
+    estimate), and every file below the target is offered again with a residual layer that spends the bits left
+    (:func:`_with_residual`). It returns the file of least MSE within the target.
 
     Args:
         targets: ``(S, H, W)`` in ``[0, 1]``.
