@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sinco.codec.files import decode_file, parse_file
+from sinco.codec.grid.payload import HEAD_BYTES
 from sinco.errors import BitstreamError
 
 GRID = ["--arch", "grid", "--steps", 40, "--quiet"]
@@ -41,9 +42,9 @@ def test_compress_info_decompress(grid_file, run):
     assert report["estimated_bits"] == pytest.approx(8 * len(parsed.payload), rel=0.05)
     code, stdout, _ = run(["info", out])
     assert code == 0 and "format      .sinco v2" in stdout and "family      grid" in stdout
-    # The parts' sizes come from the payload's own head and add up to it with its 9-byte head (version 1).
+    # The parts' sizes come from the payload's own head and add up to it with that head (version 1).
     network, latents = (int(n) for n in re.search(r"networks (\d+) bytes, latents (\d+) bytes", stdout).groups())
-    assert "parts       payload v1:" in stdout and network + latents + 9 == len(parsed.payload)
+    assert "parts       payload v1:" in stdout and network + latents + HEAD_BYTES == len(parsed.payload)
     code, _, _ = run(["decompress", out, "-o", folder / "d.npy"])
     assert code == 0
     _, image = decode_file(out.read_bytes())

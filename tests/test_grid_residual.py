@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sinco.codec.grid import GridFitConfig, GridSpec, decode_grid, fit_grid, fit_grid_at_bpp
 from sinco.codec.grid import residual as R
-from sinco.codec.grid.payload import PAYLOAD_VERSION, RESIDUAL_HEAD_BYTES, RESIDUAL_PAYLOAD_VERSION, with_residual
+from sinco.codec.grid.payload import HEAD_BYTES, PAYLOAD_VERSION, RESIDUAL_HEAD_BYTES, RESIDUAL_PAYLOAD_VERSION, with_residual
 from sinco.errors import BitstreamError, InputError
 
 
@@ -279,7 +279,7 @@ def test_cli_residual_on_and_off(phantom, run):
     code, stdout, _ = run(["info", phantom / "on.sinco"])
     assert code == 0 and "residual    " in stdout and "bytes of coded error" in stdout and "parts       payload v2:" in stdout
     payload = parse_file((phantom / "on.sinco").read_bytes()).payload
-    assert layout["network_bytes"] + layout["latent_bytes"] + 13 + layout["residual"]["bytes"] == len(payload)
+    assert layout["network_bytes"] + layout["latent_bytes"] + HEAD_BYTES + RESIDUAL_HEAD_BYTES + layout["residual"]["bytes"] == len(payload)
     code, stdout, err = run([*args, "-o", phantom / "off.sinco", "--residual", "off"])
     assert code == 0, err
     off = json.loads(stdout)
