@@ -146,5 +146,6 @@ def test_fast_preset_uses_lbfgs_for_pe_mlp_and_counts_evaluations(nifti_volume, 
     assert (fit["optimizer"], fit["steps"], fit["lbfgs_after"], fit["schedule"]) == ("adam+lbfgs", 30, 10, "constant")
     assert 0 <= sidecar["result"]["best_step"] <= 30
     assert set(sidecar["result"]["phase_seconds"]) == {"adam", "lbfgs"}
+    assert sidecar["torch_threads"] == torch.get_num_threads()  # a fit's bytes depend on it
     code, _, err = run(["compress", nifti_volume, "--slice", 1, "-o", tmp_path / "x.sinco", "--lbfgs-after", -1, "--quiet"])
     assert code == 2 and "--lbfgs-after -1" in err

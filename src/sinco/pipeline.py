@@ -479,8 +479,9 @@ def sidecar_record(*, input: dict[str, Any], codec: CodecConfig, fit: Any, devic
     """
     from sinco import __version__
 
+    # The thread count changes a fit's floating-point rounding (so its bytes), not the decoder's integer arithmetic.
     record = {"sinco_version": __version__, "input": input, "codec": codec.to_dict(), "fit": fit.to_dict(),
-              "regularizer": regularizer, "device": device, "result": result}  # fmt: skip
+              "regularizer": regularizer, "device": device, "torch_threads": torch.get_num_threads(), "result": result}  # fmt: skip
     if slices is not None:
         record["slices"] = [{k: _finite(v) for k, v in row.items()} for row in slices]
     return record
