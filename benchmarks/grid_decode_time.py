@@ -63,5 +63,6 @@ def _time(name: str, payload: bytes, expected: np.ndarray, *, spec: GridSpec, he
         f"equals the encoder's reconstruction: {np.array_equal(decoded, expected)}"
     )
 
+
 if __name__ == "__main__":
     main()

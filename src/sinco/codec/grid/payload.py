@@ -35,7 +35,7 @@ import torch
 from sinco.codec.grid.entropy import coding_order, grid_contexts, laplace_table, schedule, snap
 from sinco.codec.grid.networks import arm_tensor_count, fixed_image, run_synthesis, tensor_shapes
 from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, MAX_EXPONENT, WEIGHT_LIMIT, upsample_grids
-from sinco.codec.grid.residual import ResidualLayer
+from sinco.codec.grid.residual import ResidualLayer, section_lattice
 from sinco.codec.grid.residual import decode as decode_residual
 from sinco.codec.grid.spec import CONTEXT_OFFSETS, GridSpec
 from sinco.errors import BitstreamError
@@ -324,9 +324,9 @@ def payload_layout(payload: bytes) -> dict:
     head = _parse_head(payload)
     layout = {"payload_version": head.version, "network_bytes": head.network.stop - head.network.start,
               "latent_bytes": head.latents.stop - head.latents.start}  # fmt: skip
-    if head.residual is not None and head.residual.stop - head.residual.start >= 4:
-        levels, step = struct.unpack_from("<HH", payload, head.residual.start)
-        layout["residual"] = {"bytes": head.residual.stop - head.residual.start, "levels": levels + 1, "step": step}
+    lattice = None if head.residual is None else section_lattice(payload[head.residual])
+    if lattice is not None:
+        layout["residual"] = {"bytes": head.residual.stop - head.residual.start, "levels": lattice[0], "step": lattice[1]}
     return layout
 
 

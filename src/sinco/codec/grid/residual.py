@@ -239,10 +239,10 @@ def decode(section: bytes, prediction: np.ndarray) -> ResidualLayer:
             out of range, stream that does not decode or whose words are not whole).
     """
     data = bytes(section)
-    if len(data) < _HEAD.size:
+    lattice = section_lattice(data)
+    if lattice is None:
         raise BitstreamError(f"grid payload: residual section of {len(data)} bytes is truncated")
-    levels, step = _HEAD.unpack_from(data)
-    levels += 1
+    levels, step = lattice
     if not 1 <= step <= levels:
         raise BitstreamError(f"grid payload: residual step {step} outside 1..{levels}")
     base = on_lattice(prediction, levels=levels)
@@ -270,6 +270,14 @@ def decode(section: bytes, prediction: np.ndarray) -> ResidualLayer:
     except Exception as exc:  # constriction raises plain exceptions on malformed input
         raise BitstreamError(f"grid payload: residual stream cannot be decoded ({exc})") from None
     return ResidualLayer(levels=levels, step=step, symbols=symbols, section=data)
+
+
+def section_lattice(section: bytes) -> tuple[int, int] | None:
+    """``(K, step)`` from a residual section's head (unchecked), or None if the section is shorter than the head."""
+    if len(section) < _HEAD.size:
+        return None
+    levels, step = _HEAD.unpack_from(section)
+    return levels + 1, step
 
 
 def _read_varint(data: bytes, pos: int, *, limit: int) -> tuple[int, int]:
