@@ -22,9 +22,11 @@ from sinco.codec.grid.fit import _init_state, _latent_bits, _reconstruct
 from sinco.errors import BitstreamError, InputError
 
 SIZE = 32
-SPEC = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)
+SPEC = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)  # learned upsampling
+BICUBIC = replace(SPEC, upsampling="bicubic")
 CONFIG = GridFitConfig(steps=120, ste_steps=30, lambda_rd=1e-3, seed=0, max_rate_trials=5)
-GOLDEN = [Path(__file__).parent / "data" / name for name in ("grid_golden", "grid_golden_v2")]  # spec v1 (no skip), v2
+# spec v1 (no skip), v2, v2 with learned upsampling
+GOLDEN = [Path(__file__).parent / "data" / name for name in ("grid_golden", "grid_golden_v2", "grid_golden_learned")]
 
 
 def target_image(size: int = SIZE) -> torch.Tensor:
@@ -40,10 +42,11 @@ def fitted():
 # ---------------------------------------------------------------------------------------------- spec
 def test_spec_bytes_round_trip_and_size():
     version_1 = bytes([1, 7, 0, 1, 8, 1, 3, 9, 1, 8, 31, 3])  # written before the linear skip: still parses, without it
-    assert GridSpec.from_bytes(version_1) == GridSpec(synthesis_widths=(8,), residual_layers=1, arm_hidden=(8,), linear_skip=False)
+    old = GridSpec(upsampling="bicubic", synthesis_widths=(8,), residual_layers=1, arm_hidden=(8,), linear_skip=False)
+    assert GridSpec.from_bytes(version_1) == old
     assert GridSpec.from_bytes(bytes([2]) + version_1[1:] + bytes([1])).linear_skip
     assert GridSpec(linear_skip=False).to_bytes()[0] == 1 and GridSpec().to_bytes()[0] == 2
-    for spec in (GridSpec(), SPEC, GridSpec(levels=1, synthesis_widths=(32,), residual_layers=0, kernel=1, arm_hidden=(1, 2, 3)),
+    for spec in (GridSpec(), SPEC, BICUBIC, GridSpec(levels=1, synthesis_widths=(32,), residual_layers=0, kernel=1, arm_hidden=(1, 2, 3)),
                  GridSpec(linear_skip=False)):  # fmt: skip
         assert GridSpec.from_bytes(spec.to_bytes()) == spec
     assert 300 <= GridSpec().macs_per_pixel() <= 2000
@@ -105,9 +108,12 @@ def test_linear_skip_is_coded_and_used_and_specs_without_it_still_fit(fitted):
 
     n_network = int.from_bytes(fitted.payload[5:HEAD_BYTES], "little")  # the head: u8 version, u32 CRC, u32 length
     decoder = unpack_network(fitted.payload[HEAD_BYTES : HEAD_BYTES + n_network], SPEC)
-    assert decoder.tensors[-1].shape == (1, SPEC.levels, 1, 1) and np.abs(decoder.tensors[-1]).max() > 0
+    skip = len(decoder.tensors) - (SPEC.levels - 1) - 1  # the skip, then the upsampling stages
+    assert decoder.tensors[skip].shape == (1, SPEC.levels, 1, 1) and np.abs(decoder.tensors[skip]).max() > 0
     latents = [g.numpy().astype(np.int64) for g in _hard(fitted.state.latents, SPEC.latent_bound)]
-    without = replace(decoder, tensors=(*decoder.tensors[:-1], np.zeros_like(decoder.tensors[-1])))
+    tensors = list(decoder.tensors)
+    tensors[skip] = np.zeros_like(tensors[skip])
+    without = replace(decoder, tensors=tuple(tensors))
     assert not np.array_equal(synthesize(latents, without, SPEC, SIZE, SIZE), fitted.reconstruction)  # the skip shapes the image
     plain_spec = replace(SPEC, linear_skip=False)
     plain = fit_grid(target_image()[None], spec=plain_spec, config=CONFIG, device=torch.device("cpu"))[0]
@@ -170,8 +176,68 @@ def test_golden_payload_decodes_to_the_committed_image(golden):
     meta = json.loads((golden / "meta.json").read_text())
     spec = GridSpec.from_bytes(bytes.fromhex(meta["spec"]))
     assert spec.linear_skip == (golden.name != "grid_golden")
+    assert spec.upsampling == ("learned" if golden.name.endswith("learned") else "bicubic")
     image = decode_grid((golden / "payload.bin").read_bytes(), spec=spec, height=meta["height"], width=meta["width"])
     assert image.tobytes() == np.load(golden / "expected.npy").tobytes()
+
+
+# ------------------------------------------------------------------------------------- learned upsampling
+def test_learned_upsampling_starts_as_bicubic_in_both_arithmetics():
+    from sinco.codec.grid.numerics import FRAC_BITS, upsample_grids
+
+    shapes = [(9, 7), (5, 4), (3, 2)]
+    generator = torch.Generator().manual_seed(0)
+    grids = [torch.randint(-31, 32, (1, 1, *shape), generator=generator).double() for shape in shapes]
+    zeros = [torch.zeros(4, dtype=torch.float64) for _ in shapes[1:]]
+    fixed = [g * 2.0 ** (FRAC_BITS - 3) for g in grids]
+    assert torch.equal(upsample_grids(fixed, shapes, exact=True), upsample_grids(fixed, shapes, exact=True, deltas=zeros,
+                                                                                  delta_exponents=[0, 9]))  # fmt: skip
+    assert torch.allclose(upsample_grids(grids, shapes, exact=False), upsample_grids(grids, shapes, exact=False, deltas=zeros))
+    nudged = [torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64), zeros[1]]  # u3 one step of 2^-4 up, in the finest stage
+    moved = upsample_grids(fixed, shapes, exact=True, deltas=nudged, delta_exponents=[4, 0])
+    assert torch.equal(moved[:, 0], fixed[0][:, 0]) and not torch.equal(moved[:, 1:], upsample_grids(fixed, shapes, exact=True)[:, 1:])
+
+
+def test_learned_upsampling_is_fitted_coded_and_decoded_bit_exactly(fitted):
+    from sinco.codec.grid.fit import _hard
+    from sinco.codec.grid.payload import HEAD_BYTES, synthesize, unpack_network
+
+    assert SPEC.upsampling == GridSpec().upsampling == "learned" and GridSpec.from_bytes(SPEC.to_bytes()) == SPEC
+    decoded = decode_grid(fitted.payload, spec=SPEC, height=SIZE, width=SIZE)
+    assert np.array_equal(decoded, fitted.reconstruction)
+    with pytest.raises(BitstreamError):  # the stages' tensors are part of the payload: the other spec cannot read it
+        decode_grid(fitted.payload, spec=BICUBIC, height=SIZE, width=SIZE)
+    n_network = int.from_bytes(fitted.payload[5:HEAD_BYTES], "little")
+    decoder = unpack_network(fitted.payload[HEAD_BYTES : HEAD_BYTES + n_network], SPEC)
+    stages = decoder.tensors[-(SPEC.levels - 1) :]
+    assert [t.shape for t in stages] == [(4,)] * (SPEC.levels - 1) and any(np.abs(t).max() > 0 for t in stages)
+    latents = [g.numpy().astype(np.int64) for g in _hard(fitted.state.latents, SPEC.latent_bound)]
+    bicubic = replace(decoder, tensors=(*decoder.tensors[: -len(stages)], *(np.zeros_like(t) for t in stages)))
+    assert not np.array_equal(synthesize(latents, bicubic, SPEC, SIZE, SIZE), decoded)  # the fitted taps shape the image
+    assert abs(fitted.estimated_bits - fitted.payload_bits) <= 0.05 * fitted.payload_bits
+
+
+def test_hostile_learned_taps_decode_to_a_bounded_image_on_any_thread_count(fitted):
+    from sinco.codec.grid.fit import _hard
+    from sinco.codec.grid.numerics import WEIGHT_LIMIT
+    from sinco.codec.grid.payload import QuantizedDecoder, synthesize
+
+    latents = [g.numpy().astype(np.int64) for g in _hard(fitted.state.latents, SPEC.latent_bound)]
+    n_stages = SPEC.levels - 1
+    # Every weight 1 at step 1, every tap delta at the largest value a payload can hold: a gain of about 2^17 a stage.
+    ones = [np.ones(t.shape, np.int64) for t in fitted.state.tensors[:-n_stages]]
+    extreme = [np.full(4, WEIGHT_LIMIT, np.int64) for _ in range(n_stages)]
+    hostile = QuantizedDecoder(tuple(ones + extreme), (0,) * (len(ones) + n_stages))
+    threads = torch.get_num_threads()
+    try:
+        images = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            images.append(synthesize(latents, hostile, SPEC, SIZE, SIZE))
+    finally:
+        torch.set_num_threads(threads)
+    assert images[0].tobytes() == images[1].tobytes()
+    assert np.isfinite(images[0]).all() and images[0].min() >= 0 and images[0].max() <= 1
 
 
 # ------------------------------------------------------------------------------------------- rate search

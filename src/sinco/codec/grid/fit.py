@@ -15,7 +15,7 @@ from sinco.codec.grid import payload as payload_io
 from sinco.codec.grid import residual
 from sinco.codec.grid.config import FAST_RATE_PRIOR, GridFitConfig
 from sinco.codec.grid.entropy import flat_contexts, laplace_bits, mean_log2_scale
-from sinco.codec.grid.networks import arm_tensor_count, init_tensors, run_arm, run_synthesis
+from sinco.codec.grid.networks import arm_tensor_count, init_tensors, run_arm, run_synthesis, split_tensors
 from sinco.codec.grid.numerics import MAX_EXPONENT, upsample_grids
 from sinco.codec.grid.payload import HEAD_BYTES, QuantizedDecoder, build_payload, network_bits, quantize_tensor, synthesize
 from sinco.codec.grid.spec import GridSpec
@@ -130,8 +130,9 @@ def soft_round(x: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def _reconstruct(latents: list[torch.Tensor], tensors: list[torch.Tensor], spec: GridSpec, shape: tuple[int, int]) -> torch.Tensor:
     gain = 2.0**-spec.input_shift
-    planes = upsample_grids([g[None, None] * gain for g in latents], spec.grid_shapes(*shape), exact=False)
-    out = run_synthesis(tensors[arm_tensor_count(spec) :], planes, spec, exact=False)
+    _, synthesis, upsampling = split_tensors(tensors, spec)
+    planes = upsample_grids([g[None, None] * gain for g in latents], spec.grid_shapes(*shape), exact=False, deltas=upsampling or None)
+    out = run_synthesis(synthesis, planes, spec, exact=False)
     # Clamp with a straight-through gradient: a plain clamp would leave pixels that start below 0 without gradient.
     return out + (out.clamp(0.0, 1.0) - out).detach()
 
@@ -241,8 +242,9 @@ def _quantize_networks(
 ) -> tuple[QuantizedDecoder, float]:
     """Choose a step exponent per tensor by a greedy descent on ``MSE + lambda_rd * bits / pixels``.
 
-    Entropy-model tensors change only the latent rate, synthesis tensors only the distortion, so each is
-    scored on its own term (plus its own exact exp-Golomb bits). Returns the decoder and the latent-bit estimate.
+    Entropy-model tensors change only the latent rate, synthesis and upsampling tensors only the distortion, so
+    each is scored on its own term (plus its own exact exp-Golomb bits). Returns the decoder and the latent-bit
+    estimate.
     """
     pixels = target.numel()
     shape = tuple(target.shape)
@@ -253,7 +255,11 @@ def _quantize_networks(
     target = target.cpu()
     shapes = spec.grid_shapes(*shape)
     values = _flat(latents)
-    planes = upsample_grids([g[None, None] * 2.0**-spec.input_shift for g in latents], shapes, exact=False)
+    inputs = [g[None, None] * 2.0**-spec.input_shift for g in latents]
+    first_upsampling = len(floats) - len(split_tensors(floats, spec)[2])
+
+    def planes_of(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return upsample_grids(inputs, shapes, exact=False, deltas=tensors[first_upsampling:] or None)
 
     def current(index: int, exponent: int) -> list[torch.Tensor]:
         chosen = [torch.from_numpy(quantize_tensor(t, e)).float() * 2.0**-e for t, e in zip(floats, exps, strict=True)]
@@ -268,10 +274,13 @@ def _quantize_networks(
             if index < n_arm:
                 term = lambda_rd * float(_latent_bits(values, shapes, tensors, spec)) / pixels
             else:
-                recon = run_synthesis(tensors[n_arm:], planes, spec, exact=False).clamp(0.0, 1.0)
+                # The upsampling stages come last: the synthesis tensors are scored on their starting quantisation.
+                grid_planes = planes_of(tensors) if index >= first_upsampling else planes
+                recon = run_synthesis(tensors[n_arm:first_upsampling], grid_planes, spec, exact=False).clamp(0.0, 1.0)
                 term = float(torch.mean((recon[0, 0] - target) ** 2))
         return term + lambda_rd * own / pixels
 
+    planes = planes_of(current(0, exps[0]))
     for index in range(len(floats)):
         best_e, best = exps[index], score(index, exps[index])
         for direction in (-1, 1):

@@ -18,7 +18,8 @@ from sinco.codec.grid.spec import GridSpec
 
 
 def tensor_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
-    """Shapes of the decoder's tensors in payload order: entropy model ``(O, I)`` then synthesis ``(O, I, k, k)``."""
+    """Shapes of the decoder's tensors in payload order: entropy model ``(O, I)``, synthesis ``(O, I, k, k)``, then
+    with learned upsampling one ``(4,)`` per 2x stage (finest stage first)."""
     shapes: list[tuple[int, ...]] = []
     arm = (context_width(spec), *spec.arm_hidden, 2)
     for fan_in, fan_out in zip(arm[:-1], arm[1:], strict=True):
@@ -30,7 +31,8 @@ def tensor_shapes(spec: GridSpec) -> list[tuple[int, ...]]:
     for _ in range(spec.residual_layers):
         shapes += [(width, width, k, k), (width,)]
     shapes += [(1, width, k, k), (1,)]
-    return (shapes + [(1, spec.levels, 1, 1)]) if spec.linear_skip else shapes
+    shapes += [(1, spec.levels, 1, 1)] if spec.linear_skip else []
+    return shapes + [(4,)] * upsampling_tensor_count(spec)
 
 
 def arm_tensor_count(spec: GridSpec) -> int:
@@ -38,11 +40,23 @@ def arm_tensor_count(spec: GridSpec) -> int:
     return 2 * (len(spec.arm_hidden) + 1)
 
 
+def upsampling_tensor_count(spec: GridSpec) -> int:
+    """How many of :func:`tensor_shapes` are learned upsampling stages (the last ones)."""
+    return spec.levels - 1 if spec.upsampling == "learned" else 0
+
+
+def split_tensors(tensors: list[torch.Tensor], spec: GridSpec) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """The decoder's tensors (payload order) as ``(entropy model, synthesis, upsampling)``."""
+    n_arm, n_ups = arm_tensor_count(spec), upsampling_tensor_count(spec)
+    return tensors[:n_arm], tensors[n_arm : len(tensors) - n_ups], tensors[len(tensors) - n_ups :]
+
+
 def init_tensors(spec: GridSpec, generator: torch.Generator) -> list[torch.Tensor]:
     """Initial float tensors: uniform +-1/sqrt(fan-in) (biases positive); residual, linear-skip and entropy-model
-    output layers zero."""
+    output layers zero; learned upsampling stages zero (bicubic: they hold the taps' difference from it)."""
     tensors = []
     shapes = tensor_shapes(spec)
+    shapes = shapes[: len(shapes) - upsampling_tensor_count(spec)]
     n_arm = arm_tensor_count(spec)
     n_synth = len(shapes) - int(spec.linear_skip)
     zero_from = n_synth - 2 - 2 * spec.residual_layers
@@ -56,7 +70,7 @@ def init_tensors(spec: GridSpec, generator: torch.Generator) -> list[torch.Tenso
             # Positive biases: with latents starting at zero, ReLUs fed by negative biases would never wake up.
             tensor = tensor.abs()
         tensors.append(tensor)
-    return tensors
+    return tensors + [torch.zeros(4) for _ in range(upsampling_tensor_count(spec))]
 
 
 def _layers(tensors: list[torch.Tensor], exps: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, int, int]]:

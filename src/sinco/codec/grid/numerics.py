@@ -19,9 +19,12 @@ ACT_LIMIT = float(1 << 24)
 WEIGHT_LIMIT = (1 << 15) - 1
 MAX_EXPONENT = 12
 
-# Bicubic (a = -0.75) weights for 2x upsampling, output samples at -1/4 and +1/4 of an input pixel, over 128.
-_TAPS_EVEN = (-3, 29, 111, -9)  # output 2n: input pixels n-2 .. n+1
-_TAPS_ODD = (-9, 111, 29, -3)  # output 2n+1: input pixels n-1 .. n+2
+# Bicubic (a = -0.75) 2x upsampling is a symmetric 8-tap kernel (u0, u1, u2, u3, u3, u2, u1, u0) over 128: output
+# 2n takes input pixels n-2 .. n+1 with (u0, u2, u3, u1), output 2n+1 takes n-1 .. n+2 with (u1, u3, u2, u0).
+BICUBIC_TAPS = (-3, -9, 29, 111)
+BICUBIC_EXPONENT = 7
+_EVEN_TAPS = (0, 2, 3, 1)
+_ODD_TAPS = (1, 3, 2, 0)
 
 
 def round_shift(values: torch.Tensor, bits: int) -> torch.Tensor:
@@ -30,34 +33,79 @@ def round_shift(values: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
+def _tap_basis(size: int, length: int) -> np.ndarray:
+    """``(4, size, length)``: entry ``[k, r, c]`` counts how often tap ``u_k`` weighs input ``c`` in output ``r`` of a
+    2x upsampling of ``length`` samples to ``size`` with replicate borders."""
+    basis = np.zeros((4, size, length))
+    for r in range(size):
+        n, order, first = (r // 2, _EVEN_TAPS, -2) if r % 2 == 0 else (r // 2, _ODD_TAPS, -1)
+        for k, tap in enumerate(order):
+            basis[tap, r, min(max(n + first + k, 0), length - 1)] += 1
+    return basis
+
+
 def _upsampling_matrix(size: int, length: int) -> np.ndarray:
     """``(size, length)`` integer matrix (taps over 128) of 2x bicubic upsampling with replicate borders."""
-    matrix = np.zeros((size, length))
-    for r in range(size):
-        n, taps, first = (r // 2, _TAPS_EVEN, -2) if r % 2 == 0 else (r // 2, _TAPS_ODD, -1)
-        for k, tap in enumerate(taps):
-            matrix[r, min(max(n + first + k, 0), length - 1)] += tap
-    return matrix
+    return np.tensordot(np.array(BICUBIC_TAPS, dtype=np.float64), _tap_basis(size, length), axes=1)
 
 
-def upsample2x(x: torch.Tensor, height: int, width: int, *, exact: bool) -> torch.Tensor:
-    """Separable 2x bicubic upsampling of ``(1, C, h, w)`` to ``(1, C, height, width)`` (cropped), per channel.
+@functools.lru_cache(maxsize=128)
+def _basis_operator(size: int, length: int, *, dtype: torch.dtype, device: torch.device, transposed: bool) -> torch.Tensor:
+    """:func:`_tap_basis` as a tensor ``(4, size, length)`` (``(4, length, size)`` if ``transposed``), made once per
+    geometry, dtype and device."""
+    basis = _tap_basis(size, length)
+    return torch.from_numpy(np.ascontiguousarray(basis.transpose(0, 2, 1) if transposed else basis)).to(dtype=dtype, device=device)
 
-    Written as two matrix products with a fixed integer matrix (fast, and exact on integer-valued float64).
+
+def learned_taps(delta: torch.Tensor, exponent: int | None = None) -> tuple[torch.Tensor, int]:
+    """The taps ``(u0, u1, u2, u3)`` of a learned upsampling stage: the bicubic taps plus ``delta (4,)``.
+
+    Args:
+        delta: the stage's tensor: floats (training), or integers at scale ``2^-exponent`` (decoder).
+        exponent: ``delta``'s step exponent in fixed point; None for floats.
+
+    Returns:
+        Float taps and 0, or integer-valued taps at scale ``2^-e`` and ``e = max(7, exponent)`` (exact: the
+        bicubic taps are integers over ``2^7``).
+    """
+    bicubic = torch.tensor(BICUBIC_TAPS, dtype=delta.dtype, device=delta.device)
+    if exponent is None:
+        return bicubic * 2.0**-BICUBIC_EXPONENT + delta, 0
+    scale = max(BICUBIC_EXPONENT, exponent)
+    return bicubic * float(2 ** (scale - BICUBIC_EXPONENT)) + delta * float(2 ** (scale - exponent)), scale
+
+
+def upsample2x(
+    x: torch.Tensor, height: int, width: int, *, exact: bool, taps: torch.Tensor | None = None, tap_exponent: int = 0
+) -> torch.Tensor:
+    """Separable 2x upsampling of ``(1, C, h, w)`` to ``(1, C, height, width)`` (cropped), per channel.
+
+    Written as two matrix products with a fixed matrix (fast, and exact on integer-valued float64).
 
     Args:
         x: the grids; with ``exact`` integer-valued float64, rounded after each axis.
         height: output rows, at most ``2 h``.
         width: output columns, at most ``2 w``.
         exact: fixed-point mode of the decoder.
+        taps: ``(4,)`` taps of a learned stage (:func:`learned_taps`); None: bicubic.
+        tap_exponent: with ``exact``, the taps' step exponent.
     """
-    # The float path takes the taps divided by 128 (exact: a power of two) and skips the rounding.
-    scale = 1.0 if exact else 1.0 / 128.0
-    cols_t = _upsampling_operator(width, x.shape[-1], dtype=x.dtype, device=x.device, scale=scale, transposed=True)
-    rows = _upsampling_operator(height, x.shape[-2], dtype=x.dtype, device=x.device, scale=scale, transposed=False)
-    if exact:
-        return round_shift(rows @ round_shift(x @ cols_t, 7), 7)
-    return rows @ (x @ cols_t)
+    if taps is None:
+        # The float path takes the taps divided by 128 (exact: a power of two) and skips the rounding.
+        scale = 1.0 if exact else 1.0 / 128.0
+        cols_t = _upsampling_operator(width, x.shape[-1], dtype=x.dtype, device=x.device, scale=scale, transposed=True)
+        rows = _upsampling_operator(height, x.shape[-2], dtype=x.dtype, device=x.device, scale=scale, transposed=False)
+        if exact:
+            return round_shift(rows @ round_shift(x @ cols_t, BICUBIC_EXPONENT), BICUBIC_EXPONENT)
+        return rows @ (x @ cols_t)
+    cols_basis = _basis_operator(width, x.shape[-1], dtype=x.dtype, device=x.device, transposed=True)
+    rows_basis = _basis_operator(height, x.shape[-2], dtype=x.dtype, device=x.device, transposed=False)
+    cols_t, rows = torch.tensordot(taps, cols_basis, dims=1), torch.tensordot(taps, rows_basis, dims=1)
+    if not exact:
+        return rows @ (x @ cols_t)
+    # Learned taps are unbounded: the clamps keep every later sum below 2^53 (see the module's docstring).
+    half = round_shift(x @ cols_t, tap_exponent).clamp(-ACT_LIMIT, ACT_LIMIT)
+    return round_shift(rows @ half, tap_exponent).clamp(-ACT_LIMIT, ACT_LIMIT)
 
 
 @functools.lru_cache(maxsize=128)
@@ -70,15 +118,29 @@ def _upsampling_operator(
     return torch.from_numpy(np.ascontiguousarray(matrix.T if transposed else matrix)).to(dtype=dtype, device=device)
 
 
-def upsample_grids(grids: list[torch.Tensor], shapes: list[tuple[int, int]], *, exact: bool) -> torch.Tensor:
+def upsample_grids(
+    grids: list[torch.Tensor], shapes: list[tuple[int, int]], *, exact: bool, deltas: list[torch.Tensor] | None = None,
+    delta_exponents: list[int] | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Bring every grid ``(1, 1, h_l, w_l)`` (finest first) to full resolution; returns ``(1, L, H, W)``.
 
     Grid ``l`` goes through ``l`` successive 2x stages, each cropped to the next finer grid's shape; the grids
     that share a stage are upsampled together, as channels.
+
+    Args:
+        grids: the latent grids, finest first.
+        shapes: their shapes.
+        exact: fixed-point mode of the decoder.
+        deltas: learned upsampling: one ``(4,)`` tensor per stage (:func:`learned_taps`), the stage into grid
+            ``l``'s shape first; None: bicubic.
+        delta_exponents: with ``exact`` and ``deltas``, their step exponents.
     """
     x = grids[-1]
     for level in range(len(grids) - 2, -1, -1):
-        x = torch.cat([grids[level], upsample2x(x, *shapes[level], exact=exact)], dim=1)
+        taps, tap_exponent = None, 0
+        if deltas is not None:
+            taps, tap_exponent = learned_taps(deltas[level], delta_exponents[level] if exact else None)
+        x = torch.cat([grids[level], upsample2x(x, *shapes[level], exact=exact, taps=taps, tap_exponent=tap_exponent)], dim=1)
     return x
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from sinco.codec.grid.entropy import coding_order, grid_contexts, laplace_table, schedule, snap
-from sinco.codec.grid.networks import arm_tensor_count, fixed_image, run_synthesis, tensor_shapes
+from sinco.codec.grid.networks import arm_tensor_count, fixed_image, run_synthesis, split_tensors, tensor_shapes
 from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, MAX_EXPONENT, WEIGHT_LIMIT, upsample_grids
 from sinco.codec.grid.residual import ResidualLayer, section_lattice
 from sinco.codec.grid.residual import decode as decode_residual
@@ -258,9 +258,10 @@ def synthesize(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: GridS
     """Fixed-point reconstruction ``(H, W)`` float32 in ``[0, 1]`` from integer latents (finest first)."""
     shapes = spec.grid_shapes(height, width)
     grids = [torch.from_numpy(g.astype(np.float64) * float(1 << (FRAC_BITS - spec.input_shift)))[None, None] for g in latents]
-    planes = upsample_grids(grids, shapes, exact=True)
-    n_arm = arm_tensor_count(spec)
-    out = run_synthesis(decoder.as_torch()[n_arm:], planes, spec, exact=True, exps=list(decoder.exponents[n_arm:]))
+    _, synthesis, upsampling = split_tensors(decoder.as_torch(), spec)
+    _, synthesis_exps, upsampling_exps = split_tensors(list(decoder.exponents), spec)
+    planes = upsample_grids(grids, shapes, exact=True, deltas=upsampling or None, delta_exponents=upsampling_exps)
+    out = run_synthesis(synthesis, planes, spec, exact=True, exps=synthesis_exps)
     return fixed_image(out).numpy()
 
 

@@ -9,7 +9,7 @@ from sinco.errors import BitstreamError, InputError
 
 #: Version 2 added the ``linear_skip`` byte; version-1 blocks (files written before it) still parse, without the skip.
 SPEC_VERSION = 2
-UPSAMPLING_KINDS = ("bicubic",)
+UPSAMPLING_KINDS = ("bicubic", "learned")
 #: Causal neighbours of a latent in its own grid, ``(dy, dx)``, most informative first. Every offset satisfies
 #: ``2 * dy + dx < 0`` so latents on one anti-diagonal wave ``2 i + j = t`` can be decoded together.
 CONTEXT_OFFSETS: tuple[tuple[int, int], ...] = (
@@ -32,7 +32,9 @@ class GridSpec:
 
     Args:
         levels: number of latent grids ``L``; grid ``l`` is ``ceil(H / 2^l) x ceil(W / 2^l)``.
-        upsampling: how grids reach full resolution: ``"bicubic"`` (fixed 4-tap filter, 2x per stage).
+        upsampling: how grids reach full resolution, 2x per stage: ``"bicubic"`` (a fixed 8-tap kernel) or
+            ``"learned"`` (a symmetric 8-tap kernel per stage, fitted with the rest and coded in the payload as its
+            difference from bicubic).
         synthesis_widths: output widths of the 1x1 layers of the synthesis network (ReLU after each).
         residual_layers: number of residual ``kernel x kernel`` convolutions at the last width.
         kernel: size of the residual and output convolutions (odd).
@@ -51,7 +53,7 @@ class GridSpec:
     """
 
     levels: int = 7
-    upsampling: str = "bicubic"
+    upsampling: str = "learned"
     synthesis_widths: tuple[int, ...] = (16, 4)
     residual_layers: int = 2
     kernel: int = 3
