@@ -3,10 +3,11 @@
 Usage (from the repository root):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/grid_step_time.py [--steps 200] [--device cpu|cuda] [--image FLAIR.nii.gz]
+        [--upsampling bicubic|learned]
 
 The step's cost depends on the geometry and the spec, not on the content, so short fits at a fixed
 ``lambda_rd`` are enough. Prints milliseconds per step (soft-rounding and straight-through steps in the
-``fast`` preset's proportion) for the default spec from two fits of N and 2N steps (their difference over
+``fast`` preset's proportion) for the default spec (or another upsampling) from two fits of N and 2N steps (their difference over
 N steps, so quantisation and coding cancel), with the torch thread count and the load average: what the
 ``fast`` preset's 60-second budget buys.
 
@@ -25,6 +26,7 @@ import nibabel as nib
 import torch
 
 from sinco.codec.grid import GRID_PRESETS, GridSpec, fit_grid
+from sinco.codec.grid.spec import UPSAMPLING_KINDS
 from sinco.data.intensity import normalize_minmax
 
 IMAGE = "/work/shared/data/brats2013/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz"
@@ -36,27 +38,29 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--image", default=IMAGE, help="a BraTS FLAIR volume; its slice 85 is fitted (default: pat0003's)")
     parser.add_argument("--count-ops", action="store_true", help="also count dispatched operations per step")
+    parser.add_argument("--upsampling", default=GridSpec().upsampling, choices=UPSAMPLING_KINDS, help="the spec's upsampling")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps {args.steps}: must be >= 1")
     image = torch.from_numpy(normalize_minmax(nib.load(args.image).get_fdata()[:, :, 85])[0]).float()[None]
     fast = GRID_PRESETS["fast"]
     device = torch.device(args.device)
-    fit_grid(image, spec=GridSpec(), config=fast.with_steps(10), device=device)  # warm-up
+    spec = GridSpec(upsampling=args.upsampling)
+    fit_grid(image, spec=spec, config=fast.with_steps(10), device=device)  # warm-up
     seconds = {}
     for steps in (args.steps, 2 * args.steps):
         config = fast.with_steps(steps).with_lambda(1e-4)
         started = time.perf_counter()
-        fit_grid(image, spec=GridSpec(), config=config, device=device)
+        fit_grid(image, spec=spec, config=config, device=device)
         seconds[steps] = time.perf_counter() - started
     per_step = (seconds[2 * args.steps] - seconds[args.steps]) / args.steps
     print(
-        f"grid training step {tuple(image.shape[1:])}: {1000 * per_step:.1f} ms (fits of {args.steps} and {2 * args.steps} "
+        f"grid training step {tuple(image.shape[1:])}, {args.upsampling} upsampling: {1000 * per_step:.1f} ms (fits of {args.steps} and {2 * args.steps} "
         f"steps: {seconds[args.steps]:.1f} s and {seconds[2 * args.steps]:.1f} s); device {args.device}; "
         f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}"
     )
     if args.count_ops:
-        counts = {steps: _count_ops(image, fast.with_steps(steps).with_lambda(1e-4), device) for steps in (args.steps, 2 * args.steps)}
+        counts = {steps: _count_ops(image, spec, fast.with_steps(steps).with_lambda(1e-4), device) for steps in (args.steps, 2 * args.steps)}
         print(f"operations dispatched per step (views excluded): {(counts[2 * args.steps] - counts[args.steps]) / args.steps:.1f}")
 
 
@@ -66,7 +70,7 @@ _VIEWS = frozenset(
 )
 
 
-def _count_ops(image: torch.Tensor, config: object, device: torch.device) -> int:
+def _count_ops(image: torch.Tensor, spec: GridSpec, config: object, device: torch.device) -> int:
     """Operations (aten overloads, views excluded) dispatched by one fit, forward, backward and optimiser."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -79,7 +83,7 @@ def _count_ops(image: torch.Tensor, config: object, device: torch.device) -> int
             return func(*args, **(kwargs or {}))
 
     with Counter():
-        fit_grid(image, spec=GridSpec(), config=config, device=device)
+        fit_grid(image, spec=spec, config=config, device=device)
     return Counter.count
 
 

@@ -32,15 +32,24 @@ def round_shift(values: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.floor(values * (2.0**-bits) + 0.5) if bits > 0 else values
 
 
-@functools.lru_cache(maxsize=64)
-def _tap_basis(size: int, length: int) -> np.ndarray:
-    """``(4, size, length)``: entry ``[k, r, c]`` counts how often tap ``u_k`` weighs input ``c`` in output ``r`` of a
-    2x upsampling of ``length`` samples to ``size`` with replicate borders."""
-    basis = np.zeros((4, size, length))
+@functools.lru_cache(maxsize=128)
+def _tap_layout(size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the four taps of each output of a 2x upsampling of ``length`` samples to ``size`` read (replicate
+    borders), and which tap each is: two ``(size, 4)`` int64 arrays."""
+    inputs, taps = np.zeros((size, 4), np.int64), np.zeros((size, 4), np.int64)
     for r in range(size):
         n, order, first = (r // 2, _EVEN_TAPS, -2) if r % 2 == 0 else (r // 2, _ODD_TAPS, -1)
-        for k, tap in enumerate(order):
-            basis[tap, r, min(max(n + first + k, 0), length - 1)] += 1
+        inputs[r] = [min(max(n + first + k, 0), length - 1) for k in range(4)]
+        taps[r] = order
+    return inputs, taps
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_basis(size: int, length: int) -> np.ndarray:
+    """``(4, size, length)``: entry ``[k, r, c]`` counts how often tap ``u_k`` weighs input ``c`` in output ``r``."""
+    inputs, taps = _tap_layout(size, length)
+    basis = np.zeros((4, size, length))
+    np.add.at(basis, (taps, np.arange(size)[:, None], inputs), 1)
     return basis
 
 
@@ -51,10 +60,16 @@ def _upsampling_matrix(size: int, length: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=128)
 def _basis_operator(size: int, length: int, *, dtype: torch.dtype, device: torch.device, transposed: bool) -> torch.Tensor:
-    """:func:`_tap_basis` as a tensor ``(4, size, length)`` (``(4, length, size)`` if ``transposed``), made once per
-    geometry, dtype and device."""
+    """:func:`_tap_basis` as a contiguous ``(size * length, 4)`` tensor (``(length * size, 4)``, the matrix transposed,
+    if ``transposed``), made once per geometry, dtype and device: the stage's matrix is one product with its taps."""
     basis = _tap_basis(size, length)
-    return torch.from_numpy(np.ascontiguousarray(basis.transpose(0, 2, 1) if transposed else basis)).to(dtype=dtype, device=device)
+    basis = basis.transpose(0, 2, 1) if transposed else basis
+    return torch.from_numpy(np.ascontiguousarray(basis.reshape(4, -1).T)).to(dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=16)
+def _bicubic_taps(dtype: torch.dtype, device: torch.device, scale: float) -> torch.Tensor:
+    return torch.tensor(BICUBIC_TAPS, dtype=dtype, device=device) * scale
 
 
 def learned_taps(delta: torch.Tensor, exponent: int | None = None) -> tuple[torch.Tensor, int]:
@@ -68,11 +83,10 @@ def learned_taps(delta: torch.Tensor, exponent: int | None = None) -> tuple[torc
         Float taps and 0, or integer-valued taps at scale ``2^-e`` and ``e = max(7, exponent)`` (exact: the
         bicubic taps are integers over ``2^7``).
     """
-    bicubic = torch.tensor(BICUBIC_TAPS, dtype=delta.dtype, device=delta.device)
     if exponent is None:
-        return bicubic * 2.0**-BICUBIC_EXPONENT + delta, 0
+        return _bicubic_taps(delta.dtype, delta.device, 2.0**-BICUBIC_EXPONENT) + delta, 0
     scale = max(BICUBIC_EXPONENT, exponent)
-    return bicubic * float(2 ** (scale - BICUBIC_EXPONENT)) + delta * float(2 ** (scale - exponent)), scale
+    return _bicubic_taps(delta.dtype, delta.device, float(2 ** (scale - BICUBIC_EXPONENT))) + delta * float(2 ** (scale - exponent)), scale
 
 
 def upsample2x(
@@ -98,10 +112,10 @@ def upsample2x(
         if exact:
             return round_shift(rows @ round_shift(x @ cols_t, BICUBIC_EXPONENT), BICUBIC_EXPONENT)
         return rows @ (x @ cols_t)
-    cols_basis = _basis_operator(width, x.shape[-1], dtype=x.dtype, device=x.device, transposed=True)
-    rows_basis = _basis_operator(height, x.shape[-2], dtype=x.dtype, device=x.device, transposed=False)
-    cols_t, rows = torch.tensordot(taps, cols_basis, dims=1), torch.tensordot(taps, rows_basis, dims=1)
+    cols_t = (_basis_operator(width, x.shape[-1], dtype=x.dtype, device=x.device, transposed=True) @ taps).view(x.shape[-1], width)
+    rows = (_basis_operator(height, x.shape[-2], dtype=x.dtype, device=x.device, transposed=False) @ taps).view(height, x.shape[-2])
     if not exact:
+        # The taps' gradient goes through the matrices: two more products per stage in training.
         return rows @ (x @ cols_t)
     # Learned taps are unbounded: the clamps keep every later sum below 2^53 (see the module's docstring).
     half = round_shift(x @ cols_t, tap_exponent).clamp(-ACT_LIMIT, ACT_LIMIT)
