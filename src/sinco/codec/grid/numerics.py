@@ -32,24 +32,15 @@ def round_shift(values: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.floor(values * (2.0**-bits) + 0.5) if bits > 0 else values
 
 
-@functools.lru_cache(maxsize=128)
-def _tap_layout(size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Where the four taps of each output of a 2x upsampling of ``length`` samples to ``size`` read (replicate
-    borders), and which tap each is: two ``(size, 4)`` int64 arrays."""
-    inputs, taps = np.zeros((size, 4), np.int64), np.zeros((size, 4), np.int64)
-    for r in range(size):
-        n, order, first = (r // 2, _EVEN_TAPS, -2) if r % 2 == 0 else (r // 2, _ODD_TAPS, -1)
-        inputs[r] = [min(max(n + first + k, 0), length - 1) for k in range(4)]
-        taps[r] = order
-    return inputs, taps
-
-
 @functools.lru_cache(maxsize=64)
 def _tap_basis(size: int, length: int) -> np.ndarray:
-    """``(4, size, length)``: entry ``[k, r, c]`` counts how often tap ``u_k`` weighs input ``c`` in output ``r``."""
-    inputs, taps = _tap_layout(size, length)
+    """``(4, size, length)``: entry ``[k, r, c]`` counts how often tap ``u_k`` weighs input ``c`` in output ``r`` of a
+    2x upsampling of ``length`` samples to ``size`` with replicate borders."""
     basis = np.zeros((4, size, length))
-    np.add.at(basis, (taps, np.arange(size)[:, None], inputs), 1)
+    for r in range(size):
+        n, order, first = (r // 2, _EVEN_TAPS, -2) if r % 2 == 0 else (r // 2, _ODD_TAPS, -1)
+        for k, tap in enumerate(order):
+            basis[tap, r, min(max(n + first + k, 0), length - 1)] += 1
     return basis
 
 
@@ -94,7 +85,8 @@ def upsample2x(
 ) -> torch.Tensor:
     """Separable 2x upsampling of ``(1, C, h, w)`` to ``(1, C, height, width)`` (cropped), per channel.
 
-    Written as two matrix products with a fixed matrix (fast, and exact on integer-valued float64).
+    Written as two matrix products with a matrix per axis (bicubic: fixed; learned: built from the taps), fast, and
+    exact on integer-valued float64.
 
     Args:
         x: the grids; with ``exact`` integer-valued float64, rounded after each axis.
