@@ -56,6 +56,18 @@ def test_compress_info_decompress(grid_file, run):
     np.testing.assert_array_equal(np.load(folder / "d.npy"), restore_intensity(image, vmin=parsed.vmin, vmax=parsed.vmax))
 
 
+def test_upsampling_is_the_users_choice_and_recorded(grid_file, run):
+    folder, learned = grid_file
+    out = folder / "bicubic.sinco"
+    code, _, err = run(["compress", folder / "img.npy", "-o", out, *GRID, "--lambda-rd", "1e-3", "--upsampling", "bicubic"])
+    assert code == 0, err
+    assert parse_file(learned.read_bytes()).spec.upsampling == "learned"  # the default
+    assert parse_file(out.read_bytes()).spec.upsampling == "bicubic"
+    assert json.loads(out.with_name("bicubic.sinco.json").read_text())["codec"]["options"]["upsampling"] == "bicubic"
+    code, stdout, _ = run(["info", out])
+    assert code == 0 and "upsampling=bicubic" in stdout
+
+
 @pytest.mark.slow
 def test_bpp_search_never_exceeds_the_target(grid_file, run):
     folder, _ = grid_file
@@ -69,7 +81,8 @@ def test_bpp_search_never_exceeds_the_target(grid_file, run):
 @pytest.mark.parametrize(
     "extra, message",
     [(["--lambda-rd", "-1"], "--lambda-rd -1.0"), (["--depth", "3"], "--depth: does not apply to --arch grid"),
-     (["--bpp", "0.01"], "unreachable"), (["--preset", "paper"], "--preset 'paper'")],
+     (["--bpp", "0.01"], "unreachable"), (["--preset", "paper"], "--preset 'paper'"),
+     (["--lambda-rd", "1e-3", "--upsampling", "nearest"], "--upsampling 'nearest': expected one of bicubic, learned")],
 )  # fmt: skip
 def test_bad_grid_arguments_one_line_exit_2(grid_file, run, extra, message):
     folder, _ = grid_file

@@ -82,6 +82,10 @@ class GridFamily(CodecFamily):
     name = "grid"
     family_id = 3
     summary = "latent grids, synthesis network and auto-regressive entropy model, entropy-coded (Cool-chic / C3 style)"
+    options = (
+        FamilyOption("upsampling", "--upsampling", str, "how the latent grids reach full resolution: learned (a kernel per "
+                     "2x stage, fitted and coded with the decoder) or bicubic (fixed) (default: learned)", "learned|bicubic"),
+    )  # fmt: skip
     fit_options = (
         FamilyOption("lambda_rd", "--lambda-rd", float,
                      "rate weight of the loss MSE + lambda_rd x bits / pixels; given, one fit at it (no --bpp search)", "X"),
@@ -107,6 +111,26 @@ class GridFamily(CodecFamily):
         if version < 2:
             raise BitstreamError("corrupted .sinco file: a grid codec in a version-1 file")
         return GridSpec.from_bytes(block)
+
+    def make_spec(self, options: Mapping[str, Any]) -> Any:
+        """The decoder spec of a fit: the default ``GridSpec`` with the options given.
+
+        Raises:
+            InputError: on an option this family does not read or an unknown upsampling kind.
+        """
+        from sinco.codec.grid import GridSpec
+        from sinco.codec.grid.spec import UPSAMPLING_KINDS
+
+        self.check_options(options)
+        upsampling = options.get("upsampling")
+        if upsampling is None:
+            return GridSpec()
+        if upsampling not in UPSAMPLING_KINDS:
+            raise InputError(f"--upsampling {upsampling!r}: expected one of {', '.join(UPSAMPLING_KINDS)}")
+        return GridSpec(upsampling=upsampling)
+
+    def check_rate(self, *, bpp: float, height: int, width: int, options: Mapping[str, Any]) -> None:
+        self.make_spec(options)
 
     def check_payload(self, spec: Any, *, payload_bytes: int, height: int, width: int) -> None:
         spec.validate_for(height, width, error=BitstreamError)
@@ -140,10 +164,9 @@ class GridFamily(CodecFamily):
     def fit(self, targets: Any, *, bpp: float, options: Mapping[str, Any], config: GridFamilyFit, device: Any, regularizer: Any = None,
             lam: Any = None, progress: bool = False, desc: str = "fit") -> list[FitOutcome]:  # fmt: skip
         from sinco.codec.format import OVERHEAD_BYTES
-        from sinco.codec.grid import GridSpec, fit_grid, fit_grid_at_bpp
+        from sinco.codec.grid import fit_grid, fit_grid_at_bpp
 
-        self.check_options(options)
-        spec = GridSpec()
+        spec = self.make_spec(options)
         lam_used = [0.0] * targets.shape[0] if regularizer is None or lam is None else [float(v) for v in lam]
         if lam is not None and config.resolved(regularised=regularizer is not None).data_term == "sse":
             lam = lam / (targets.shape[-2] * targets.shape[-1])
