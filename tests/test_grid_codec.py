@@ -219,7 +219,7 @@ def test_learned_upsampling_is_fitted_coded_and_decoded_bit_exactly(fitted):
 
 def test_hostile_learned_taps_decode_to_a_bounded_image_on_any_thread_count(fitted):
     from sinco.codec.grid.fit import _hard
-    from sinco.codec.grid.numerics import WEIGHT_LIMIT
+    from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, WEIGHT_LIMIT, upsample_grids
     from sinco.codec.grid.payload import QuantizedDecoder, synthesize
 
     latents = [g.numpy().astype(np.int64) for g in _hard(fitted.state.latents, SPEC.latent_bound)]
@@ -238,6 +238,12 @@ def test_hostile_learned_taps_decode_to_a_bounded_image_on_any_thread_count(fitt
         torch.set_num_threads(threads)
     assert images[0].tobytes() == images[1].tobytes()
     assert np.isfinite(images[0]).all() and images[0].min() >= 0 and images[0].max() <= 1
+    # The planes stay integers within the activation limit, so every later sum is exact (below 2^53).
+    grids = [torch.from_numpy(g.astype(np.float64) * 2.0 ** (FRAC_BITS - SPEC.input_shift))[None, None] for g in latents]
+    planes = upsample_grids(grids, SPEC.grid_shapes(SIZE, SIZE), exact=True,
+                            deltas=[torch.from_numpy(t.astype(np.float64)) for t in extreme], delta_exponents=[0] * n_stages)  # fmt: skip
+    assert planes.abs().max() <= ACT_LIMIT and torch.equal(planes, planes.floor())
+    assert planes.abs().max() == ACT_LIMIT  # these taps do reach the limit: the clamp is what holds them
 
 
 # ------------------------------------------------------------------------------------------- rate search

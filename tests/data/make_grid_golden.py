@@ -2,7 +2,7 @@
 
 Run: python tests/data/make_grid_golden.py grid_golden_v2
      python tests/data/make_grid_golden.py grid_golden_learned   (the tests' spec: learned upsampling)
-     python tests/data/make_grid_golden.py grid_golden_v2 --bicubic   (the same with bicubic upsampling)
+     python tests/data/make_grid_golden.py NEW_FOLDER --bicubic   (the spec of grid_golden_v2: bicubic upsampling)
 
 ``grid_golden/`` holds the version-1 spec (no linear skip), written before the skip existed: keep it, it checks
 that those files still decode. New spec versions get a new folder, added to the golden test.

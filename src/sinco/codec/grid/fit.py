@@ -274,7 +274,8 @@ def _quantize_networks(
             if index < n_arm:
                 term = lambda_rd * float(_latent_bits(values, shapes, tensors, spec)) / pixels
             else:
-                # The upsampling stages come last: the synthesis tensors are scored on their starting quantisation.
+                # The upsampling stages come last: the synthesis tensors are scored on planes upsampled with the
+                # stages at their starting step (2^-8).
                 grid_planes = planes_of(tensors) if index >= first_upsampling else planes
                 recon = run_synthesis(tensors[n_arm:first_upsampling], grid_planes, spec, exact=False).clamp(0.0, 1.0)
                 term = float(torch.mean((recon[0, 0] - target) ** 2))
