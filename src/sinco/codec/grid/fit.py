@@ -15,7 +15,14 @@ from sinco.codec.grid import payload as payload_io
 from sinco.codec.grid import residual
 from sinco.codec.grid.config import FAST_RATE_PRIOR, GridFitConfig
 from sinco.codec.grid.entropy import flat_contexts, laplace_bits, mean_log2_scale
-from sinco.codec.grid.networks import arm_tensor_count, init_tensors, run_arm, run_synthesis, split_tensors
+from sinco.codec.grid.networks import (
+    arm_tensor_count,
+    init_tensors,
+    run_arm,
+    run_synthesis,
+    split_tensors,
+    upsampling_tensor_count,
+)
 from sinco.codec.grid.numerics import MAX_EXPONENT, upsample_grids
 from sinco.codec.grid.payload import HEAD_BYTES, QuantizedDecoder, build_payload, network_bits, quantize_tensor, synthesize
 from sinco.codec.grid.spec import GridSpec
@@ -256,7 +263,7 @@ def _quantize_networks(
     shapes = spec.grid_shapes(*shape)
     values = _flat(latents)
     inputs = [g[None, None] * 2.0**-spec.input_shift for g in latents]
-    first_upsampling = len(floats) - len(split_tensors(floats, spec)[2])
+    first_upsampling = len(floats) - upsampling_tensor_count(spec)
 
     def planes_of(tensors: list[torch.Tensor]) -> torch.Tensor:
         return upsample_grids(inputs, shapes, exact=False, deltas=tensors[first_upsampling:] or None)

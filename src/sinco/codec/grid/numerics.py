@@ -32,7 +32,6 @@ def round_shift(values: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.floor(values * (2.0**-bits) + 0.5) if bits > 0 else values
 
 
-@functools.lru_cache(maxsize=64)
 def _tap_basis(size: int, length: int) -> np.ndarray:
     """``(4, size, length)``: entry ``[k, r, c]`` counts how often tap ``u_k`` weighs input ``c`` in output ``r`` of a
     2x upsampling of ``length`` samples to ``size`` with replicate borders."""
@@ -42,11 +41,6 @@ def _tap_basis(size: int, length: int) -> np.ndarray:
         for k, tap in enumerate(order):
             basis[tap, r, min(max(n + first + k, 0), length - 1)] += 1
     return basis
-
-
-def _upsampling_matrix(size: int, length: int) -> np.ndarray:
-    """``(size, length)`` integer matrix (taps over 128) of 2x bicubic upsampling with replicate borders."""
-    return np.tensordot(np.array(BICUBIC_TAPS, dtype=np.float64), _tap_basis(size, length), axes=1)
 
 
 @functools.lru_cache(maxsize=128)
@@ -85,43 +79,28 @@ def upsample2x(
 ) -> torch.Tensor:
     """Separable 2x upsampling of ``(1, C, h, w)`` to ``(1, C, height, width)`` (cropped), per channel.
 
-    Written as two matrix products with a matrix per axis (bicubic: fixed; learned: built from the taps), fast, and
-    exact on integer-valued float64.
+    Written as two matrix products with a matrix per axis built from the taps (a cached 0/1 basis times them), fast,
+    and exact on integer-valued float64.
 
     Args:
         x: the grids; with ``exact`` integer-valued float64, rounded after each axis.
         height: output rows, at most ``2 h``.
         width: output columns, at most ``2 w``.
         exact: fixed-point mode of the decoder.
-        taps: ``(4,)`` taps of a learned stage (:func:`learned_taps`); None: bicubic.
+        taps: ``(4,)`` taps of a learned stage (:func:`learned_taps`); None: bicubic (:data:`BICUBIC_TAPS`).
         tap_exponent: with ``exact``, the taps' step exponent.
     """
     if taps is None:
-        # The float path takes the taps divided by 128 (exact: a power of two) and skips the rounding.
-        scale = 1.0 if exact else 1.0 / 128.0
-        cols_t = _upsampling_operator(width, x.shape[-1], dtype=x.dtype, device=x.device, scale=scale, transposed=True)
-        rows = _upsampling_operator(height, x.shape[-2], dtype=x.dtype, device=x.device, scale=scale, transposed=False)
-        if exact:
-            return round_shift(rows @ round_shift(x @ cols_t, BICUBIC_EXPONENT), BICUBIC_EXPONENT)
-        return rows @ (x @ cols_t)
+        taps, tap_exponent = _bicubic_taps(x.dtype, x.device, 1.0 if exact else 2.0**-BICUBIC_EXPONENT), BICUBIC_EXPONENT
     cols_t = (_basis_operator(width, x.shape[-1], dtype=x.dtype, device=x.device, transposed=True) @ taps).view(x.shape[-1], width)
     rows = (_basis_operator(height, x.shape[-2], dtype=x.dtype, device=x.device, transposed=False) @ taps).view(height, x.shape[-2])
     if not exact:
-        # The taps' gradient goes through the matrices: two more products per stage in training.
+        # Learned taps get their gradient through the matrices: two more products per stage in training.
         return rows @ (x @ cols_t)
-    # Learned taps are unbounded: the clamps keep every later sum below 2^53 (see the module's docstring).
+    # Learned taps are unbounded: the clamps keep every later sum below 2^53 (see the module's docstring); bicubic
+    # planes of valid latents stay far inside them.
     half = round_shift(x @ cols_t, tap_exponent).clamp(-ACT_LIMIT, ACT_LIMIT)
     return round_shift(rows @ half, tap_exponent).clamp(-ACT_LIMIT, ACT_LIMIT)
-
-
-@functools.lru_cache(maxsize=128)
-def _upsampling_operator(
-    size: int, length: int, *, dtype: torch.dtype, device: torch.device, scale: float, transposed: bool
-) -> torch.Tensor:
-    """:func:`_upsampling_matrix` times ``scale`` as a contiguous tensor, made once per geometry, dtype and device
-    (the training step upsamples 6 stages: building these every step was 12 copies per step)."""
-    matrix = _upsampling_matrix(size, length) * scale
-    return torch.from_numpy(np.ascontiguousarray(matrix.T if transposed else matrix)).to(dtype=dtype, device=device)
 
 
 def upsample_grids(
