@@ -333,6 +333,45 @@ def test_a_branch_at_the_same_lambda_reproduces_the_fit_and_costs_only_the_rest_
     assert other.payload != first.payload
 
 
+def test_candidates_go_on_with_the_seed_of_least_early_loss_exactly_as_a_fit_from_that_seed():
+    """config.candidates: each seed trains candidate_steps steps; the one of least recent loss finishes the schedule."""
+    from sinco.codec.grid.fit import _init_state, _train
+
+    target = target_image()
+    config = replace(CONFIG, candidates=3, candidate_steps=40, branch_at=0.5)
+    early = []
+    for seed in range(3):
+        state = _init_state(SPEC, (SIZE, SIZE), seed, torch.device("cpu"))
+        outcome = _train(target, state, spec=SPEC, config=replace(config, seed=seed), regularizer=None, lam=0.0,
+                         progress=False, stop_at=40)  # fmt: skip
+        assert outcome.kept is not None and outcome.kept.step == 40 and math.isfinite(outcome.recent_loss)
+        early.append(outcome.recent_loss)
+    assert len(set(early)) == 3  # the seeds do differ
+    chosen = fit_grid(target[None], spec=SPEC, config=config, device=torch.device("cpu"), keep_checkpoint=True)[0]
+    assert chosen.candidate_seed == int(np.argmin(early))
+    assert chosen.steps == 3 * 40 + CONFIG.steps - 40
+    plain = fit_grid(target[None], spec=SPEC, config=replace(CONFIG, seed=chosen.candidate_seed, branch_at=0.5),
+                     device=torch.device("cpu"), keep_checkpoint=True)[0]  # fmt: skip
+    assert plain.payload == chosen.payload and plain.candidate_seed is None
+    # the rate search's branch point is the winner's: a branch there reproduces the file
+    assert chosen.checkpoint is not None and chosen.checkpoint.step == 45
+    again = fit_grid(target[None], spec=SPEC, config=config, device=torch.device("cpu"), branch_from=[chosen.checkpoint])[0]
+    assert again.payload == chosen.payload
+    assert decode_grid(chosen.payload, spec=SPEC, height=SIZE, width=SIZE).tobytes() == chosen.reconstruction.tobytes()
+
+
+def test_candidate_settings_are_checked_and_follow_the_step_count():
+    with pytest.raises(InputError, match="candidate_steps 45"):
+        replace(CONFIG, candidates=2, candidate_steps=45, branch_at=0.5)  # at the branch point
+    with pytest.raises(InputError, match="candidates 0"):
+        replace(CONFIG, candidates=0)
+    quality = GRID_PRESETS["quality"]
+    assert quality.candidates > 1
+    half = quality.with_steps(quality.steps // 2)
+    assert (half.candidates, half.candidate_steps) == (quality.candidates, quality.candidate_steps // 2)
+    assert quality.with_steps(2).candidates == 1  # no room for candidates in the schedule: one fit
+
+
 def test_a_file_slightly_above_its_target_fits_once_its_networks_are_coarser(fitted):
     from sinco.codec.grid.fit import _trim_to_budget
 
