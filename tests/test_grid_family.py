@@ -68,6 +68,19 @@ def test_upsampling_is_the_users_choice_and_recorded(grid_file, run):
     assert code == 0 and "upsampling=bicubic" in stdout
 
 
+def test_candidates_are_the_users_choice_and_recorded(grid_file, run):
+    folder, _ = grid_file
+    out = folder / "cand.sinco"
+    code, stdout, err = run(["compress", folder / "img.npy", "-o", out, "--arch", "grid", "--steps", 60, "--quiet",
+                             "--lambda-rd", "1e-3", "--candidates", 3, "--seed", 5, "--json"])  # fmt: skip
+    assert code == 0, err
+    sidecar = json.loads(out.with_name("cand.sinco.json").read_text())
+    fit = sidecar["fit"]
+    assert (fit["candidates"], fit["candidate_steps"], fit["seed"]) == (3, 4, 5)  # 1/15 of the 60 steps
+    assert sidecar["result"]["candidate_seed"] in (5, 6, 7)
+    assert json.loads(stdout)["candidate_seed"] == sidecar["result"]["candidate_seed"]
+
+
 @pytest.mark.slow
 def test_bpp_search_never_exceeds_the_target(grid_file, run):
     folder, _ = grid_file
@@ -82,7 +95,9 @@ def test_bpp_search_never_exceeds_the_target(grid_file, run):
     "extra, message",
     [(["--lambda-rd", "-1"], "--lambda-rd -1.0"), (["--depth", "3"], "--depth: does not apply to --arch grid"),
      (["--bpp", "0.01"], "unreachable"), (["--preset", "paper"], "--preset 'paper'"),
-     (["--lambda-rd", "1e-3", "--upsampling", "nearest"], "--upsampling 'nearest': expected one of bicubic, learned")],
+     (["--lambda-rd", "1e-3", "--upsampling", "nearest"], "--upsampling 'nearest': expected one of bicubic, learned"),
+     (["--lambda-rd", "1e-3", "--candidates", "0"], "--candidates 0: expected an integer 1..16"),
+     (["--lambda-rd", "1e-3", "--candidates", "2", "--steps", "1"], "--candidates 2: --steps 1 leaves no room for candidates")],
 )  # fmt: skip
 def test_bad_grid_arguments_one_line_exit_2(grid_file, run, extra, message):
     folder, _ = grid_file
