@@ -274,9 +274,9 @@ def measure(decoded: np.ndarray, *, target: np.ndarray, file_bytes: int | None =
 
 # The figures of sinco.metrics.roi.quality_metrics that volume slice rows carry.
 _QUALITY_KEYS = ("ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
-#: A family's rate search (the grid family's), when it ran one: how it ended and its residual layer.
+#: A family's rate search (the grid family's), when it ran one: how it ended, its residual layer, the seed it kept.
 RATE_SEARCH_FIELDS = ("lambda_rd", "rate_trials", "within_band", "network_rate_weight", "residual_levels", "residual_step",
-                      "residual_bits")  # fmt: skip
+                      "residual_bits", "candidate_seed")  # fmt: skip
 
 
 @dataclass(frozen=True)
