@@ -51,11 +51,14 @@ def test_golden_decoded_values_of_a_tiny_network():
 
 @pytest.mark.parametrize("arch", ["siren", "pe-mlp"])
 def test_v1_golden_files_decode_as_before(arch):
-    # Written by sinco 0.1 (format v1) with the image it decoded to; both committed before format v2.
+    # Written by sinco 0.1 (format v1) with the image it decoded to; both committed before format v2. The MLP families
+    # decode with torch's float32 kernels, whose last bits depend on the CPU's instruction set (an AVX-512 machine gave
+    # up to 3.1e-7 from the committed images, 58% of the pixels; identical on the machines before it), so the check is
+    # to within float32 rounding: a format or network change moves pixels by orders of magnitude more.
     data = (DATA / f"v1-{arch}-16x16.sinco").read_bytes()
     parsed, image = decode_file(data)
     assert parsed.version == 1 and parsed.family == arch and (parsed.height, parsed.width) == (16, 16)
-    np.testing.assert_array_equal(image, np.load(DATA / f"v1-{arch}-16x16.npy"))
+    np.testing.assert_allclose(image, np.load(DATA / f"v1-{arch}-16x16.npy"), rtol=0, atol=2e-6)
 
 
 @pytest.mark.parametrize("arch", ["siren", "pe-mlp"])
