@@ -356,8 +356,12 @@ def test_candidates_go_on_with_the_seed_of_least_early_loss_exactly_as_a_fit_fro
     # the rate search's branch point is the winner's: a branch there reproduces the file
     assert chosen.checkpoint is not None and chosen.checkpoint.step == 45
     again = fit_grid(target[None], spec=SPEC, config=config, device=torch.device("cpu"), branch_from=[chosen.checkpoint])[0]
-    assert again.payload == chosen.payload
+    assert again.payload == chosen.payload and again.candidate_seed == chosen.candidate_seed  # branches report the seed too
     assert decode_grid(chosen.payload, spec=SPEC, height=SIZE, width=SIZE).tobytes() == chosen.reconstruction.tobytes()
+    # a rate search's file, a branch or a trimmed or layered copy, reports the seed its fit went on with
+    found = fit_grid_at_bpp(target[None], spec=SPEC, config=replace(config, max_rate_trials=2), target_bpp=5.0, header_bytes=40,
+                            device=torch.device("cpu"))[0]  # fmt: skip
+    assert found.candidate_seed in (0, 1, 2) and found.payload_bits + 8 * 40 <= 5.0 * SIZE * SIZE
 
 
 def test_candidate_settings_are_checked_and_follow_the_step_count():

@@ -54,12 +54,14 @@ class TrainCheckpoint:
         state: the float parameters at that step.
         optimizer: Adam's state dict (moments), deep-copied.
         generator: the noise generator's state.
+        candidate_seed: the seed of the candidate the fit went on with, where it chose among candidates.
     """
 
     step: int
     state: GridState
     optimizer: dict
     generator: torch.Tensor
+    candidate_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -198,8 +200,6 @@ def _train(
     """
     steps, ste_steps, temperature = config.steps, config.ste_steps, config.temperature
     end = steps if stop_at is None else stop_at
-    if stop_at is not None:
-        keep_at = stop_at
     shape = tuple(target.shape)
     shapes = spec.grid_shapes(*shape)
     pixels = target.numel()
@@ -258,7 +258,7 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    if stop_at is not None and kept is None:  # the loop ended before the step it would have been taken at
+    if stop_at is not None:  # the state before step stop_at, from which the schedule resumes
         kept = _checkpoint(stop_at, latents, tensors, optimizer, generator, shapes)
     if best_loss == math.inf:  # no straight-through step: keep the final parameters
         best = GridState(_unflat(torch.round(latents.detach().clamp(-bound, bound)), shapes), [p.detach().clone() for p in tensors])
@@ -403,7 +403,8 @@ def _trim_to_budget(target: torch.Tensor, result: GridFitResult, *, budget_bits:
     def trimmed(weight: float) -> GridFitResult | None:
         candidate = _finish(target, result.state, spec=result.spec, config=result.config, loss=result.loss, steps=0,
                             started=time.perf_counter(), network_rate_weight=weight)  # fmt: skip
-        return candidate if candidate.payload_bits + 8 * header_bytes <= budget_bits else None
+        fits = candidate.payload_bits + 8 * header_bytes <= budget_bits
+        return replace(candidate, candidate_seed=result.candidate_seed) if fits else None
 
     low, found = 1.0, None
     for weight in _TRIM_WEIGHTS:
@@ -475,7 +476,8 @@ def fit_grid(
         image_regularizer = _per_image(regularizer, index, targets.shape[0])
         image_lam = float(lam[index]) if lam is not None else 0.0
         start = branch_from[index] if branch_from is not None else None
-        fresh, seed, steps = start is None, None, 0
+        fresh, steps = start is None, 0
+        seed = None if start is None else start.candidate_seed
         if fresh and config.candidates > 1:
             start, seed = _best_candidate(target, spec=spec, config=config, regularizer=image_regularizer, lam=image_lam,
                                           progress=progress)  # fmt: skip
@@ -490,7 +492,8 @@ def fit_grid(
         )  # fmt: skip
         steps += config.steps - (start.step if start is not None else 0)
         result = _finish(target, outcome.best, spec=spec, config=config, loss=outcome.best_loss, steps=steps, started=started)
-        results.append(replace(result, checkpoint=outcome.kept, candidate_seed=seed))
+        kept = replace(outcome.kept, candidate_seed=seed) if outcome.kept is not None else None
+        results.append(replace(result, checkpoint=kept, candidate_seed=seed))
     return results
 
 
