@@ -159,7 +159,7 @@ class GridFamily(CodecFamily):
         if "residual" in given:
             grid = dataclasses.replace(grid, residual=_on_off(given["residual"], flag="--residual"))
         if "candidates" in given:
-            grid = _with_candidates(grid, given["candidates"])
+            grid = grid.with_candidates(given["candidates"])
         lam = given.get("lam", 1.0)
         if not (math.isfinite(lam) and lam >= 0):
             raise InputError(f"--lam {lam}: must be a non-negative number")
@@ -203,17 +203,6 @@ class GridFamily(CodecFamily):
         layer = ", residual layer where it pays" if grid.residual and not config.fixed_lambda else ""
         picks = f", best of {grid.candidates} seeds after {grid.candidate_steps} steps" if grid.candidates > 1 else ""
         return f"{grid.steps} steps ({grid.ste_steps} straight-through){picks}, {rate}{layer}"
-
-
-def _with_candidates(grid: Any, count: int) -> Any:
-    """``grid`` with ``count`` candidates, each trained for 1/15 of the steps (the ``quality`` preset's 400 of 6,000)."""
-    if not isinstance(count, int) or not 1 <= count <= 16:
-        raise InputError(f"--candidates {count}: expected an integer 1..16")
-    steps = max(1, round(grid.steps / 15)) if count > 1 else 0
-    try:
-        return dataclasses.replace(grid, candidates=count, candidate_steps=steps)
-    except InputError:
-        raise InputError(f"--candidates {count}: --steps {grid.steps} leaves no room for candidates (each trains 1/15 of the steps)") from None
 
 
 def _on_off(value: str, *, flag: str) -> bool:

@@ -20,6 +20,10 @@ FAST_RATE_PRIOR: tuple[tuple[float, float], ...] = (
 QUALITY_RATE_PRIOR: tuple[tuple[float, float], ...] = ((0.313, 1e-3), (0.637, 1e-4), (1.061, 1e-5))
 
 
+#: Share of a fit's steps each of its candidates trains before the choice (the ``quality`` preset's 400 of 6,000).
+CANDIDATE_SHARE = 1 / 15
+
+
 @dataclass(frozen=True)
 class GridFitConfig:
     """How ``fit_grid`` trains one image.
@@ -114,6 +118,21 @@ class GridFitConfig:
         soft = self.steps - self.ste_steps
         return round(self.branch_at * soft) if self.branch_at > 0 else soft  # the branch step of the rate search
 
+    def with_candidates(self, count: int) -> GridFitConfig:
+        """A copy with ``count`` candidates, each trained for :data:`CANDIDATE_SHARE` of the steps.
+
+        Raises:
+            InputError: if ``count`` is not an integer 1..16, or the schedule has no room for candidates.
+        """
+        if not isinstance(count, int) or not 1 <= count <= 16:
+            raise InputError(f"--candidates {count}: expected an integer 1..16")
+        steps = max(1, round(self.steps * CANDIDATE_SHARE)) if count > 1 else 0
+        try:
+            return replace(self, candidates=count, candidate_steps=steps)
+        except InputError:
+            raise InputError(f"--candidates {count}: --steps {self.steps} leaves no room for candidates (each trains "
+                             f"1/{round(1 / CANDIDATE_SHARE)} of the steps)") from None  # fmt: skip
+
     def with_lambda(self, lambda_rd: float) -> GridFitConfig:
         """A copy with another ``lambda_rd``."""
         return replace(self, lambda_rd=lambda_rd)
@@ -156,6 +175,5 @@ GRID_PRESETS: dict[str, GridFitConfig] = {
     # candidates: four seeds for 400 steps each, about 46 s more per fit from scratch (docs/grid-codec.md).
     "quality": GridFitConfig(
         steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4, rate_prior=QUALITY_RATE_PRIOR, prior_slope_factor=4.0,
-        candidates=4, candidate_steps=400,
-    ),
+    ).with_candidates(4),
 }

@@ -177,8 +177,8 @@ def _init_state(spec: GridSpec, shape: tuple[int, int], seed: int, device: torch
 @dataclass
 class _TrainOutcome:
     """What :func:`_train` returns: the best hard-rounded state and its loss (``inf`` and the last parameters, rounded,
-    when no straight-through step ran), the checkpoint asked for (or None), and the mean training loss of the last
-    :data:`_RECENT_STEPS` steps run (what candidates are compared on)."""
+    when no straight-through step ran), the checkpoint asked for (or None), and, when it stopped early (``stop_at``),
+    the mean training loss of its last :data:`_RECENT_STEPS` steps (what candidates are compared on; else nan)."""
 
     best: GridState
     best_loss: float
@@ -248,7 +248,7 @@ def _train(
         loss = mse + config.lambda_rd * _latent_bits(coded, shapes, tensors, spec) / pixels
         if regularizer is not None and lam:
             loss = loss + lam * regularizer(recon).sum()
-        if step >= end - _RECENT_STEPS:
+        if stop_at is not None and step >= end - _RECENT_STEPS:  # only a candidate's loss is compared
             recent += loss.detach()
         value = loss.item() if step >= soft_steps else math.inf  # one device read-back a straight-through step
         if value < best_loss:
@@ -264,7 +264,7 @@ def _train(
         best = GridState(_unflat(torch.round(latents.detach().clamp(-bound, bound)), shapes), [p.detach().clone() for p in tensors])
     for t in tensors:
         t.requires_grad_(False)
-    ran = min(_RECENT_STEPS, end - begin)
+    ran = min(_RECENT_STEPS, end - begin) if stop_at is not None else 0
     return _TrainOutcome(best, best_loss, kept, recent_loss=float(recent) / ran if ran > 0 else math.nan)
 
 
