@@ -172,7 +172,7 @@ GRID_PRESETS: dict[str, GridFitConfig] = {
     # so that most first trials land below the target: branches that spend more bits than the first fit follow the
     # fresh fits' curve, branches that must spend fewer lose 1-2 dB (docs/grid-codec.md).
     "fast": GridFitConfig(steps=900, ste_steps=150, branch_at=0.6, max_rate_trials=3, prior_slope_factor=8.0),
-    # candidates: four seeds for 400 steps each, about 46 s more per fit from scratch (docs/grid-codec.md).
+    # candidates: four seeds for 400 steps each, +1,200 steps per fit from scratch (about 46 s at the idle 38 ms step) (docs/grid-codec.md).
     "quality": GridFitConfig(
         steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4, rate_prior=QUALITY_RATE_PRIOR, prior_slope_factor=4.0,
     ).with_candidates(4),
