@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--slice", type=int, default=85, help="axial slice index")
     parser.add_argument("--lambdas", default="3e-3,1e-3,3e-4")
     parser.add_argument("--preset", default="fast", choices=sorted(GRID_PRESETS))
-    parser.add_argument("--steps", type=int, default=None, help="override the preset's steps (lambda sweep and search)")
+    parser.add_argument("--steps", type=int, default=None, help="scale the preset to this many steps, as `sinco compress --steps` (lambda sweep and search)")
     parser.add_argument("--target-bpp", type=float, default=1.2, help="rate of the timed rate search (0: skip it)")
     parser.add_argument("--header-bytes", type=int, default=40, help="file bytes outside the payload (format v2 header)")
     parser.add_argument("--seed", type=int, default=0)
@@ -75,7 +75,7 @@ def main() -> None:
     spec = GridSpec(**_tuples(json.loads(args.spec)))
     config = replace(GRID_PRESETS[args.preset], seed=args.seed, **_tuples(json.loads(args.config)))
     if args.steps is not None:
-        config = replace(config, steps=args.steps, ste_steps=min(config.ste_steps, args.steps // 5))
+        config = config.with_steps(args.steps)  # as `sinco compress --steps`: the phases and candidates keep their shares
     device = torch.device("cpu")
     target = torch.from_numpy(image)[None]
     print(f"image {args.image} slice {args.slice} {height}x{width}; spec {spec} ({spec.macs_per_pixel()} MAC/pixel)")
