@@ -82,7 +82,7 @@ def test_bad_settings_are_input_errors():
         GridFitConfig(lambda_rd=-0.5)
     with pytest.raises(InputError, match="levels 0"):
         GridSpec(levels=0)
-    assert set(GRID_PRESETS) == {"fast", "quality"}
+    assert set(GRID_PRESETS) == {"fast", "quality", "long"}
     with pytest.raises(InputError, match="targets"):
         fit_grid(torch.full((1, 8, 8), 2.0), spec=SPEC, config=CONFIG, device=torch.device("cpu"))
     with pytest.raises(InputError, match="targets"):
@@ -374,6 +374,9 @@ def test_candidate_settings_are_checked_and_follow_the_step_count():
     half = quality.with_steps(quality.steps // 2)
     assert (half.candidates, half.candidate_steps) == (quality.candidates, quality.candidate_steps // 2)
     assert quality.with_steps(2).candidates == 1  # no room for candidates in the schedule: one fit
+    long = GRID_PRESETS["long"]  # twice the quality schedule: what the docs' 12,000-step benchmarks ran
+    assert (long.steps, long.ste_steps, long.candidates, long.candidate_steps) == (12000, 1600, 4, 800)
+    assert long == quality.with_steps(12000)
 
 
 def test_a_file_slightly_above_its_target_fits_once_its_networks_are_coarser(fitted):

@@ -81,6 +81,20 @@ def test_candidates_are_the_users_choice_and_recorded(grid_file, run):
     assert json.loads(stdout)["candidate_seed"] == sidecar["result"]["candidate_seed"]
 
 
+def test_the_long_preset_is_a_choice_of_compress(grid_file, run):
+    from sinco.codec.grid import GRID_PRESETS
+
+    folder, _ = grid_file
+    out = folder / "long.sinco"
+    code, _, err = run(["compress", folder / "img.npy", "-o", out, "--arch", "grid", "--preset", "long", "--steps", 60, "--quiet",
+                        "--lambda-rd", "1e-3"])  # fmt: skip
+    assert code == 0, err
+    fit = json.loads(out.with_name("long.sinco.json").read_text())["fit"]
+    expected = GRID_PRESETS["long"].with_steps(60).to_dict()
+    assert {k: fit[k] for k in ("steps", "ste_steps", "candidates", "candidate_steps")} == {k: expected[k] for k in ("steps", "ste_steps", "candidates", "candidate_steps")}
+    assert (fit["candidates"], fit["ste_steps"]) == (4, 8)
+
+
 @pytest.mark.slow
 def test_bpp_search_never_exceeds_the_target(grid_file, run):
     folder, _ = grid_file

@@ -94,14 +94,14 @@ class GridFamily(CodecFamily):
         FamilyOption("residual", "--residual", str, "with --bpp, may code the grid's error in a residual layer with the "
                      "bits the grids leave below the target (default: on)", "on|off"),
         FamilyOption("candidates", "--candidates", int, "a fit from scratch trains N seeds (--seed, --seed + 1, ...) for "
-                     "1/15 of its steps and goes on with the one of least loss (default: the preset's, fast 1, quality 4)", "N"),
+                     "1/15 of its steps and goes on with the one of least loss (default: the preset's, fast 1, quality and long 4)", "N"),
     )  # fmt: skip
     methods = {
         "grid": BenchmarkMethod("Latent grids", regularised=False),
         # A rate search with the regulariser doubles the demo's time for a method the plain one already shows.
         "sinco-grid": BenchmarkMethod("SINCO (latent grids)", regularised=True, in_demo=False),
     }
-    presets = {"fast": {}, "quality": {}}
+    presets = {"fast": {}, "quality": {}, "long": {}}
     default_preset = "fast"
 
     def encode_spec(self, spec: Any) -> bytes:

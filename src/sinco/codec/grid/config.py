@@ -166,14 +166,20 @@ def _is_prior(prior: object) -> bool:
     return ok and all(a[0] < b[0] and a[1] > b[1] for a, b in zip(pairs[:-1], pairs[1:], strict=True))
 
 
+# candidates: four seeds for 400 steps each, +1,200 steps per fit from scratch (about 46 s at the idle 38 ms step) (docs/grid-codec.md).
+_QUALITY = GridFitConfig(
+    steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4, rate_prior=QUALITY_RATE_PRIOR, prior_slope_factor=4.0,
+).with_candidates(4)
+
 GRID_PRESETS: dict[str, GridFitConfig] = {
     # Sized for about a minute per 240 x 240 slice on 2 CPU cores, rate search included (see docs/grid-codec.md).
     # prior_slope_factor: about twice the median ratio of the lambdas that landed in the band to JPEG 2000's slope,
     # so that most first trials land below the target: branches that spend more bits than the first fit follow the
     # fresh fits' curve, branches that must spend fewer lose 1-2 dB (docs/grid-codec.md).
     "fast": GridFitConfig(steps=900, ste_steps=150, branch_at=0.6, max_rate_trials=3, prior_slope_factor=8.0),
-    # candidates: four seeds for 400 steps each, +1,200 steps per fit from scratch (about 46 s at the idle 38 ms step) (docs/grid-codec.md).
-    "quality": GridFitConfig(
-        steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4, rate_prior=QUALITY_RATE_PRIOR, prior_slope_factor=4.0,
-    ).with_candidates(4),
+    # Sized for at most 10 minutes per slice on a CPU thread of its own.
+    "quality": _QUALITY,
+    # Twice the quality schedule (1,600 straight-through steps, four candidates of 800), no time target: 15-25 minutes
+    # a search on this 2-core CPU, about 4.5 on an H200 by the step time (docs/grid-codec.md).
+    "long": _QUALITY.with_steps(12000),
 }
