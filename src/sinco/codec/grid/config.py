@@ -179,7 +179,7 @@ GRID_PRESETS: dict[str, GridFitConfig] = {
     "fast": GridFitConfig(steps=900, ste_steps=150, branch_at=0.6, max_rate_trials=3, prior_slope_factor=8.0),
     # Sized for at most 10 minutes per slice on a CPU thread of its own.
     "quality": _QUALITY,
-    # Twice the quality schedule (1,600 straight-through steps, four candidates of 800), no time target: 15-25 minutes
+    # Twice the quality schedule (1,600 straight-through steps, four candidates of 800), no time target: 13-25 minutes
     # a search on this 2-core CPU, about 4.5 on an H200 by the step time (docs/grid-codec.md).
     "long": _QUALITY.with_steps(12000),
 }
