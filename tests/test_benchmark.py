@@ -160,6 +160,9 @@ def test_each_family_takes_its_default_preset_unless_one_is_named(dataset):
 
     grid = grid_only.fit_config("grid").grid
     assert grid_only.preset is None and grid.steps == 4 and grid.max_rate_trials == GRID_PRESETS["fast"].max_rate_trials
+    # A preset the family does not list falls back to its default: `long` must be listed (fast's 3 trials, long's 4).
+    long = _config(dataset, seg_model=None, label_glob=None, methods=("grid",), preset="long").fit_config("grid").grid
+    assert long.max_rate_trials == GRID_PRESETS["long"].max_rate_trials != GRID_PRESETS["fast"].max_rate_trials
     with pytest.raises(InputError, match="--preset 'paper'"):
         _config(dataset, seg_model=None, label_glob=None, methods=("grid",), preset="paper")
 
