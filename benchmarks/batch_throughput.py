@@ -2,9 +2,9 @@
 
 Usage (from the repository root, after scripts/setup-venv, which installs the cluster extra):
 
-    .venv/bin/python benchmarks/batch_throughput.py [--workers 1,2] [--slices 76:80] [--steps 500]
+    .venv/bin/python benchmarks/batch_throughput.py [--arch siren] [--workers 1,2] [--slices 76:80] [--steps 500]
 
-Runs the real command (``sinco compress-batch CASE/Flair_subtrMeanDivStd.nii.gz --preset fast --steps N``)
+Runs the real command (``sinco compress-batch CASE/Flair_subtrMeanDivStd.nii.gz --arch A --preset fast --steps N``)
 on a few slices of a shared BraTS case, once per worker count, each worker a process with one torch
 thread (``--threads-per-worker 1``; the command sets each worker's ``OMP_NUM_THREADS`` to it), into a
 fresh temporary folder. It prints, per run: the wall-clock time (cluster start-up included), the
@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 
-def run_once(volume: Path, *, workers: int, slices: str, steps: int, out: Path) -> dict[str, float]:
+def run_once(volume: Path, *, arch: str, workers: int, slices: str, steps: int, out: Path) -> dict[str, float]:
     """Run the command once and measure it."""
     command = [sys.executable, "-m", "sinco", "compress-batch", str(volume), "--out", str(out), "--slices", slices,
-               "--preset", "fast", "--steps", str(steps), "--workers", str(workers), "--threads-per-worker", "1",
+               "--arch", arch, "--preset", "fast", "--steps", str(steps), "--workers", str(workers), "--threads-per-worker", "1",
                "--device", "cpu", "--quiet", "--json"]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -53,17 +53,18 @@ def main() -> None:
     parser.add_argument("--case", default="brats_2013_pat0003_1")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--slices", default="76:80", help="slice range of the case (default: 76:80, 4 slices with brain)")
+    parser.add_argument("--arch", default="siren", help="codec family (default: siren, the figures in docs/cluster.md)")
     parser.add_argument("--steps", type=int, default=500, help="gradient evaluations per slice, --preset fast (default: 500)")
     args = parser.parse_args()
     volume = Path(args.data) / args.case / "Flair_subtrMeanDivStd.nii.gz"
     if not volume.is_file():
         raise SystemExit(f"{volume}: not found (set --data or SINCO_BRATS_DIR)")
     print(f"# {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; {volume.parent.name} slices {args.slices}, "
-          f"--preset fast --steps {args.steps}, siren 1.2 bpp, 1 torch thread per worker")  # fmt: skip
+          f"--preset fast --steps {args.steps}, {args.arch} 1.2 bpp, 1 torch thread per worker")  # fmt: skip
     print(f"{'workers':>7} {'slices':>6} {'wall s':>7} {'slices/min (wall)':>17} {'fit s/slice':>11} {'slices/min (steady)':>19} {'CPU s/slice':>11}")
     for workers in (int(w) for w in args.workers.split(",")):
         with tempfile.TemporaryDirectory(prefix="sinco-batch-bench-") as tmp:
-            r = run_once(volume, workers=workers, slices=args.slices, steps=args.steps, out=Path(tmp) / "out")
+            r = run_once(volume, arch=args.arch, workers=workers, slices=args.slices, steps=args.steps, out=Path(tmp) / "out")
         print(f"{r['workers']:>7} {r['slices']:>6} {r['wall_s']:>7.1f} {r['per_min_wall']:>17.2f} {r['fit_s']:>11.1f} {r['per_min_steady']:>19.2f} {r['cpu_s']:>11.1f}")
     print(f"# load average at the end {os.getloadavg()[0]:.1f}")
 

@@ -18,7 +18,7 @@ from sinco.cli import main
 
 pytest.importorskip("distributed", reason="compress-batch needs the cluster extra: pip install -e '.[test,cluster]'")
 
-STEPS = ["--steps", "20"]
+STEPS = ["--arch", "siren", "--steps", "20"]
 SINCO = [sys.executable, "-m", "sinco"]
 
 
@@ -127,7 +127,7 @@ def test_a_slice_failing_twice_is_reported_and_the_rest_completes(tmp_path, clie
     from sinco.fit.config import FitConfig
 
     args = build_parser().parse_args(["compress-batch", str(good), "--out", str(out)])
-    config = BatchConfig(codec=CodecConfig(), fit=FitConfig(steps=20), device="cpu", axis=args.axis)
+    config = BatchConfig(codec=CodecConfig(arch="siren"), fit=FitConfig(steps=20), device="cpu", axis=args.axis)
     plans = plan_batch([str(good), str(bad)], config=config, out_dir=out, force=False)
     # The file changes after planning: its slice 2 now holds a NaN, which the worker refuses, twice.
     vol = np.asarray(nib.load(str(bad)).dataobj)
@@ -180,7 +180,7 @@ def test_a_killed_worker_and_an_interrupted_run_end_in_the_sequential_file_with_
     """Two LocalCluster worker processes: one is killed mid-run, then the run gets Ctrl-C, then it is rerun."""
     vol = _volume(tmp_path / "vol.nii.gz", n=13)
     out = tmp_path / "out"
-    args = [str(vol), "--out", str(out), "--workers", "2", "--quiet", "--steps", "100"]
+    args = [str(vol), "--out", str(out), "--workers", "2", "--quiet", "--arch", "siren", "--steps", "100"]
     proc = _start(args)
     first = _wait_for_fits(out, 1, proc)
     victim = int(first[0]["worker"].rsplit(":", 1)[1])
@@ -204,7 +204,7 @@ def test_a_killed_worker_and_an_interrupted_run_end_in_the_sequential_file_with_
     assert counts["skipped_done_before"] == len(first_run) and counts["fitted_this_run"] == 12 - len(first_run)
     assert sorted(f["index"] for f in _fit_log(out)) == list(range(1, 13))  # every slice fitted once: none twice
     assert all(p.stat().st_mtime_ns == t for p, t in records.items())  # the finished records were left alone
-    assert (out / "vol.sinco").read_bytes() == _sequential(vol, tmp_path / "ref.sinco", "--steps", "100")
+    assert (out / "vol.sinco").read_bytes() == _sequential(vol, tmp_path / "ref.sinco", "--arch", "siren", "--steps", "100")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and [s["status"] for s in manifest["inputs"][0]["slices"]] == ["done"] * 13
     assert {s["torch_threads"] for s in manifest["inputs"][0]["slices"][1:]} == {1}  # --threads-per-worker default
@@ -219,6 +219,18 @@ def test_a_rerun_of_a_finished_batch_starts_no_cluster(tmp_path, client, capsys)
     assert main(["compress-batch", str(vol), "--out", str(out), "--quiet", "--device", "cpu", *STEPS]) == 0
     assert "3 of 3 slices done (0 fitted now, 2 before)" in capsys.readouterr().out
     assert (out / "vol.sinco").read_bytes() == data
+
+
+def test_the_default_family_grid_gives_the_file_of_compress(tmp_path, client, capsys):
+    vol = _volume(tmp_path / "vol.nii.gz", n=3, size=40)
+    out = tmp_path / "out"
+    grid = ["--steps", "40", "--lambda-rd", "1e-3"]  # no --arch: the default family, grid
+    code, result = _run_in_process([str(vol)], out, client, *grid)
+    assert code == 0 and result.fitted == 2
+    assert (out / "vol.sinco").read_bytes() == _sequential(vol, tmp_path / "ref.sinco", *grid)
+    capsys.readouterr()
+    assert main(["info", str(out / "vol.sinco")]) == 0
+    assert "family      grid" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

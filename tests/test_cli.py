@@ -19,7 +19,7 @@ from sinco.pipeline import compress_image
 def compressed(nifti_volume, tmp_path, capsys, run):
     out = tmp_path / "s.sinco"
     code, stdout, err = run(
-        ["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--depth", 3, "--steps", 40, "--json", "--quiet"]
+        ["compress", nifti_volume, "--slice", 2, "-o", out, "--bpp", 4, "--arch", "siren", "--depth", 3, "--steps", 40, "--json", "--quiet"]
     )
     assert code == 0, err
     return out, json.loads(stdout)
@@ -51,6 +51,11 @@ def test_compress_json_report_and_sidecar(compressed, nifti_volume):
 
 def test_plain_output_is_one_line(nifti_volume, tmp_path, capsys, run):
     code, out, _ = run(["compress", nifti_volume, "--slice", 0, "-o", tmp_path / "a.sinco", "--bpp", 4, "--steps", 3, "--quiet"])
+    assert code == 0
+    assert len(out.strip().splitlines()) == 1
+    assert "psnr=" in out and "ssim=" in out and "bpp_file=" in out and "trials" in out and "seconds=" in out  # the grid's rate search
+    code, out, _ = run(["compress", nifti_volume, "--slice", 0, "-o", tmp_path / "b.sinco", "--arch", "siren", "--bpp", 4, "--steps", 3,
+                        "--quiet"])  # fmt: skip
     assert code == 0
     assert len(out.strip().splitlines()) == 1
     assert "psnr=" in out and "ssim=" in out and "bpp_params=" in out and "bpp_file=" in out and "seconds=" in out
@@ -104,7 +109,7 @@ def test_bad_arguments_give_one_line_and_exit_2(nifti_volume, tmp_path, capsys, 
         (["compress", nifti_volume, "-o", tmp_path / "a.sinco"], "--slice K"),
         (["compress", nifti_volume, "--slice", 9, "-o", tmp_path / "a.sinco"], "--slice 9: out of range"),
         (["compress", tmp_path / "nope.nii.gz", "--slice", 0, "-o", tmp_path / "a.sinco"], "no such file"),
-        (["compress", nifti_volume, "--slice", 0, "--bpp", 0.001, "-o", tmp_path / "a.sinco", "--steps", 1], "too low"),
+        (["compress", nifti_volume, "--slice", 0, "--arch", "siren", "--bpp", 0.001, "-o", tmp_path / "a.sinco", "--steps", 1], "too low"),
         (["compress", nifti_volume, "--slice", 0, "--device", "tpu", "-o", tmp_path / "a.sinco"], "--device 'tpu'"),
         (["compress", nifti_volume, "--slice", 0, "-o", nifti_volume, "--force"], "overwrite the input"),
         (["decompress", tmp_path / "none.sinco", "-o", tmp_path / "a.npy"], "no such file"),
@@ -147,5 +152,6 @@ def test_fast_preset_uses_lbfgs_for_pe_mlp_and_counts_evaluations(nifti_volume, 
     assert 0 <= sidecar["result"]["best_step"] <= 30
     assert set(sidecar["result"]["phase_seconds"]) == {"adam", "lbfgs"}
     assert sidecar["torch_threads"] == torch.get_num_threads()  # a fit's bytes depend on it
-    code, _, err = run(["compress", nifti_volume, "--slice", 1, "-o", tmp_path / "x.sinco", "--lbfgs-after", -1, "--quiet"])
+    code, _, err = run(["compress", nifti_volume, "--slice", 1, "-o", tmp_path / "x.sinco", "--arch", "pe-mlp", "--lbfgs-after", -1,
+                          "--quiet"])  # fmt: skip
     assert code == 2 and "--lbfgs-after -1" in err

@@ -56,7 +56,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(scaled):
 
 def test_decoding_is_deterministic_and_leaves_the_rng_alone(scaled):
     img, vmin, vmax = scaled
-    data = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(bpp=4.0, options={"depth": 3}), fit=FitConfig(steps=5), device=CPU).data
+    data = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(arch="siren", bpp=4.0, options={"depth": 3}), fit=FitConfig(steps=5), device=CPU).data
     torch.manual_seed(7)
     expected_draw = torch.rand(1)
     torch.manual_seed(7)
@@ -68,7 +68,7 @@ def test_decoding_is_deterministic_and_leaves_the_rng_alone(scaled):
 def test_best_state_is_kept_when_the_fit_diverges(scaled):
     img, vmin, vmax = scaled
     # A huge learning rate sends SIREN far from the image; the best (early) state is what gets stored.
-    result = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(bpp=4.0, options={"depth": 3}), fit=FitConfig(steps=40, lr=10.0), device=CPU)
+    result = compress_image(img, vmin=vmin, vmax=vmax, codec=CodecConfig(arch="siren", bpp=4.0, options={"depth": 3}), fit=FitConfig(steps=40, lr=10.0), device=CPU)
     assert result.fit.best_step < 40
     assert np.isfinite(result.metrics["psnr"])
     assert result.metrics["psnr"] == pytest.approx(result.fit.best_psnr, abs=1.0)
@@ -86,6 +86,6 @@ def test_config_validation():
     with pytest.raises(InputError, match="--n-freqs: does not apply to --arch siren"):
         CodecConfig(arch="siren", options={"n_freqs": 4})
     with pytest.raises(InputError, match="values must be finite and in"):
-        compress_image(np.full((12, 12), 2.0), vmin=0, vmax=1, codec=CodecConfig(), fit=FitConfig(steps=1), device=CPU)
+        compress_image(np.full((12, 12), 2.0), vmin=0, vmax=1, codec=CodecConfig(arch="siren"), fit=FitConfig(steps=1), device=CPU)
     with pytest.raises(InputError, match="8x8 is below 11x11"):
-        compress_image(np.full((8, 8), 0.5), vmin=0, vmax=1, codec=CodecConfig(), fit=FitConfig(steps=1), device=CPU)
+        compress_image(np.full((8, 8), 0.5), vmin=0, vmax=1, codec=CodecConfig(arch="siren"), fit=FitConfig(steps=1), device=CPU)

@@ -113,7 +113,8 @@ def test_cli_compress_series_volume_decompresses_with_dicom_geometry(tmp_path: P
     vol = _volume(h=16, w=16, d=3)
     write_series(tmp_path / "s", vol, step=3.0)
     out = tmp_path / "s.sinco"
-    assert main(["compress", str(tmp_path / "s"), "-o", str(out), "--slices", "all", "--steps", "5", "--bpp", "8", "--quiet"]) == 0
+    assert main(["compress", str(tmp_path / "s"), "-o", str(out), "--slices", "all", "--arch", "siren", "--steps", "5", "--bpp", "8",
+                 "--quiet"]) == 0
     assert main(["decompress", str(out), "-o", str(tmp_path / "s.nii.gz")]) == 0
     image = nib.load(str(tmp_path / "s.nii.gz"))
     assert image.shape == vol.shape
@@ -125,7 +126,7 @@ def test_cli_compress_dicom_slice_records_roi_metrics(tmp_path: Path) -> None:
     vol = _volume(h=24, w=24, d=1)
     path = write_dicom(tmp_path / "one.dcm", vol[:, :, 0], slope=2.0)
     out = tmp_path / "one.sinco"
-    assert main(["compress", str(path), "-o", str(out), "--steps", "5", "--quiet"]) == 0
+    assert main(["compress", str(path), "-o", str(out), "--arch", "siren", "--steps", "5", "--quiet"]) == 0
     record = json.loads((tmp_path / "one.sinco.json").read_text())
     assert record["input"]["vmax"] == pytest.approx(2.0 * vol.max())
     result = record["result"]
@@ -141,7 +142,7 @@ def test_cli_volume_records_roi_metrics_per_slice(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "v.nii.gz"))
     nib.save(nib.Nifti1Image(roi, np.eye(4)), str(tmp_path / "roi.nii.gz"))
     out = tmp_path / "v.sinco"
-    argv = ["compress", str(tmp_path / "v.nii.gz"), "-o", str(out), "--slices", "all", "--steps", "3", "--quiet"]
+    argv = ["compress", str(tmp_path / "v.nii.gz"), "-o", str(out), "--slices", "all", "--arch", "siren", "--steps", "3", "--quiet"]
     assert main([*argv, "--roi", str(tmp_path / "roi.nii.gz")]) == 0
     record = json.loads((tmp_path / "v.sinco.json").read_text())
     assert all(row["roi"] == "mask" and row["roi_fraction"] == pytest.approx(256 / 576) for row in record["slices"])

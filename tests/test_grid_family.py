@@ -95,6 +95,20 @@ def test_the_long_preset_is_a_choice_of_compress(grid_file, run):
     assert [fit[k] for k in keys] == [expected[k] for k in keys] == [60, 8, 4, 4]  # the schedule scaled, shares kept
 
 
+def test_grid_is_the_default_arch_of_compress(grid_file, run):
+    folder, explicit = grid_file
+    out = folder / "default.sinco"
+    code, _, err = run(["compress", folder / "img.npy", "-o", out, "--steps", 40, "--quiet", "--lambda-rd", "1e-3"])
+    assert code == 0, err
+    assert out.read_bytes() == explicit.read_bytes()  # the file --arch grid writes
+    sidecar = json.loads(out.with_name("default.sinco.json").read_text())
+    assert sidecar["codec"]["arch"] == "grid" and (sidecar["fit"]["ste_steps"], sidecar["fit"]["candidates"]) == (7, 1)  # fast at 40 steps (quality: 5, 4)
+    # An option of the paper's networks, given without --arch, names the families that read it.
+    code, _, err = run(["compress", folder / "img.npy", "-o", folder / "x.sinco", "--lr", "1e-3", "--quiet"])
+    assert code == 2 and err == "sinco: error: --lr: does not apply to --arch grid (an option of --arch siren, pe-mlp)\n"
+    assert not (folder / "x.sinco").exists()
+
+
 @pytest.mark.slow
 def test_bpp_search_never_exceeds_the_target(grid_file, run):
     folder, _ = grid_file

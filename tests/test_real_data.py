@@ -53,8 +53,8 @@ def test_sinco_regulariser_on_a_real_validation_slice(brats_case, tmp_path, caps
     val_case = data / meta["val_cases"][0]
     k = _tumour_slice(val_case)
     code = main(["compress", str(val_case / "Flair_subtrMeanDivStd.nii.gz"), "--slice", str(k), "-o", str(tmp_path / "s.sinco"),
-                 "--seg-model", str(ckpt), "--mask", str(val_case / "OTMultiClass.nii.gz"), "--lam", "1", "--steps", "5",
-                 "--json", "--quiet"])  # fmt: skip
+                 "--seg-model", str(ckpt), "--mask", str(val_case / "OTMultiClass.nii.gz"), "--lam", "1", "--arch", "siren",
+                 "--steps", "5", "--json", "--quiet"])  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads(out)

@@ -114,7 +114,7 @@ def test_self_target_is_each_networks_own_mask_of_the_uncompressed_slice(nets):
 
 def test_compress_images_with_self_target_needs_no_mask_and_the_judge_adds_dice_eval(nets):
     images, masks = _slices(1)
-    common = dict(ranges=[(0.0, 1.0)], codec=CodecConfig(bpp=6, options={"depth": 2}), fit=FitConfig(steps=3, compile="off"),
+    common = dict(ranges=[(0.0, 1.0)], codec=CodecConfig(arch="siren", bpp=6, options={"depth": 2}), fit=FitConfig(steps=3, compile="off"),
                   device=torch.device("cpu"), seg_model=nets[0], eval_seg_model=nets[1])  # fmt: skip
     no_mask = compress_images(list(images), masks=None, regularizer_options=RegularizerOptions(target="self"), **common)[0]
     assert "dice" not in no_mask.metrics and no_mask.metrics["dice_eval_target"] == "self"
@@ -148,7 +148,7 @@ def test_lambda_lists_only_in_the_benchmark():
 
 def test_compress_cli_errors_are_one_line(nifti_volume, tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "a.pt", seed=0)
-    base = ["compress", str(nifti_volume), "--slice", "2", "-o", str(tmp_path / "o.sinco"), "--steps", "2", "--quiet"]
+    base = ["compress", str(nifti_volume), "--slice", "2", "-o", str(tmp_path / "o.sinco"), "--arch", "siren", "--steps", "2", "--quiet"]
     for extra, message in (
         (["--lam", "0,1"], "--lam 0,1: a list of lambdas is for 'sinco benchmark'"),
         (["--data-term", "l3"], "--data-term 'l3': expected one of mse, sse, l2"),
@@ -168,7 +168,7 @@ def test_compress_cli_self_target_with_judge_reports_dice_eval(nifti_volume, tmp
     a, b = _checkpoint(tmp_path / "a.pt", seed=0), _checkpoint(tmp_path / "b.pt", seed=1, channels=(4, 8, 8))
     out = tmp_path / "o.sinco"
     c = _checkpoint(tmp_path / "c.pt", seed=2)
-    code = main(["compress", str(nifti_volume), "--slice", "2", "-o", str(out), "--steps", "3", "--bpp", "6", "--depth", "2",
+    code = main(["compress", str(nifti_volume), "--slice", "2", "-o", str(out), "--steps", "3", "--bpp", "6", "--arch", "siren", "--depth", "2",
                  "--quiet", "--json", "--seg-model", str(a), "--seg-model", str(c), "--seg-target", "self", "--seg-perturb", "2",
                  "--data-term", "sse", "--eval-seg-model", str(b)])  # fmt: skip
     report = json.loads(capsys.readouterr().out)
@@ -199,7 +199,7 @@ def test_regularised_fits_default_to_the_sum_of_squared_errors(nifti_volume, tmp
 
     volume = nib.load(str(nifti_volume))
     nib.save(nib.Nifti1Image((np.asarray(volume.dataobj) > 120).astype(np.uint8), volume.affine), str(mask))
-    base = ["compress", str(nifti_volume), "--slice", "2", "--steps", "2", "--bpp", "6", "--depth", "2", "--quiet"]
+    base = ["compress", str(nifti_volume), "--slice", "2", "--steps", "2", "--bpp", "6", "--arch", "siren", "--depth", "2", "--quiet"]
     for extra, expected in ((["--seg-model", str(ckpt), "--mask", str(mask)], "sse"), ([], "mse"),
                             (["--seg-model", str(ckpt), "--mask", str(mask), "--data-term", "mse"], "mse")):  # fmt: skip
         out = tmp_path / f"{expected}-{len(extra)}.sinco"
@@ -213,7 +213,7 @@ def test_library_fits_resolve_the_auto_data_term(nets):
 
     def file_of(data_term: str | None, seg_model) -> bytes:
         fit = FitConfig(steps=4, compile="off", **({} if data_term is None else {"data_term": data_term}))
-        return compress_images(list(images), ranges=[(0.0, 1.0)], codec=CodecConfig(bpp=6, options={"depth": 2}), fit=fit,
+        return compress_images(list(images), ranges=[(0.0, 1.0)], codec=CodecConfig(arch="siren", bpp=6, options={"depth": 2}), fit=fit,
                                device=torch.device("cpu"), seg_model=seg_model, masks=None if seg_model is None else list(masks))[0].data  # fmt: skip
 
     assert FitConfig().data_term == "auto" and FitConfig().resolved(regularised=True).data_term == "sse"

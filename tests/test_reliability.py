@@ -64,7 +64,7 @@ def test_killing_compress_mid_write_keeps_the_old_file(nifti_volume, tmp_path, s
     out = tmp_path / "run" / "a.sinco"
     out.parent.mkdir()
     out.write_bytes(b"previous complete file")
-    args = ["compress", str(nifti_volume), "--slice", "1", "-o", str(out), "--bpp", "4", "--depth", "3", "--steps", "3", "--quiet", "--force"]
+    args = ["compress", str(nifti_volume), "--slice", "1", "-o", str(out), "--bpp", "4", "--arch", "siren", "--depth", "3", "--steps", "3", "--quiet", "--force"]
     done = _kill_mid_write(args, sig)
     assert out.read_bytes() == b"previous complete file"
     leftovers = sorted(p.name for p in out.parent.iterdir() if p != out)
@@ -80,14 +80,14 @@ def test_killing_compress_mid_write_keeps_the_old_file(nifti_volume, tmp_path, s
 @pytest.mark.slow
 def test_killing_compress_mid_write_leaves_no_output(nifti_volume, tmp_path):
     out = tmp_path / "new.sinco"
-    args = ["compress", str(nifti_volume), "--slice", "1", "-o", str(out), "--bpp", "4", "--depth", "3", "--steps", "3", "--quiet"]
+    args = ["compress", str(nifti_volume), "--slice", "1", "-o", str(out), "--bpp", "4", "--arch", "siren", "--depth", "3", "--steps", "3", "--quiet"]
     done = _kill_mid_write(args, signal.SIGTERM)
     assert done.returncode == 130
     assert list(tmp_path.glob("*new.sinco*")) == []
 
 
 def test_same_seed_gives_byte_identical_files(nifti_volume, tmp_path, capsys):
-    base = ["compress", str(nifti_volume), "--slice", "2", "--bpp", "4", "--depth", "3", "--steps", "15", "--quiet"]
+    base = ["compress", str(nifti_volume), "--slice", "2", "--bpp", "4", "--arch", "siren", "--depth", "3", "--steps", "15", "--quiet"]
     for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
         assert main([*base, "--seed", seed, "-o", str(tmp_path / f"{name}.sinco")]) == 0
     capsys.readouterr()
@@ -96,7 +96,7 @@ def test_same_seed_gives_byte_identical_files(nifti_volume, tmp_path, capsys):
 
 
 def test_a_diverging_fit_is_caught_and_reported(nifti_volume, tmp_path, capsys):
-    args = ["compress", str(nifti_volume), "--slice", "2", "--bpp", "4", "--depth", "3", "--steps", "60", "--lr", "5",
+    args = ["compress", str(nifti_volume), "--slice", "2", "--bpp", "4", "--arch", "siren", "--depth", "3", "--steps", "60", "--lr", "5",
             "--quiet", "--json", "-o", str(tmp_path / "d.sinco")]  # fmt: skip
     assert main(args) == 0
     out, err = capsys.readouterr()
@@ -117,7 +117,7 @@ def test_outputs_never_replace_inputs(nifti_volume, tmp_path, capsys):
         code = main(["compress", str(nifti_volume), "--slice", "0", "-o", str(out), "--force", "--steps", "1", "--bpp", "4"])
         assert code == 2 and "overwrite the input" in capsys.readouterr().err
     sinco = tmp_path / "x.sinco"
-    assert main(["compress", str(nifti_volume), "--slice", "0", "-o", str(sinco), "--steps", "1", "--bpp", "4", "--depth", "3", "--quiet"]) == 0
+    assert main(["compress", str(nifti_volume), "--slice", "0", "-o", str(sinco), "--steps", "1", "--bpp", "4", "--arch", "siren", "--depth", "3", "--quiet"]) == 0
     capsys.readouterr()
     os.symlink(sinco, tmp_path / "alias.npy")
     assert main(["decompress", str(sinco), "-o", str(tmp_path / "alias.npy"), "--force"]) == 2

@@ -221,7 +221,7 @@ def test_compress_cli_with_regulariser_and_errors(tmp_path, capsys, tiny_seg_mod
     labels[8:16, 8:16, 2] = 2
     label_path = tmp_path / "labels.nii.gz"
     nib.save(nib.Nifti1Image(labels, np.eye(4)), str(label_path))
-    base = ["compress", nifti_volume, "--bpp", 4, "--depth", 3, "--steps", 6, "--quiet"]
+    base = ["compress", nifti_volume, "--bpp", 4, "--arch", "siren", "--depth", 3, "--steps", 6, "--quiet"]
     ok = base + ["--slice", 2, "-o", tmp_path / "a.sinco", "--seg-model", ckpt, "--mask", label_path, "--lam", 1, "--json"]
     assert main([str(a) for a in ok]) == 0
     report = json.loads(capsys.readouterr().out)

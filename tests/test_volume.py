@@ -17,7 +17,7 @@ from sinco.errors import BitstreamError, InputError
 from sinco.inr.spec import INRSpec
 
 AFFINE = np.array([[0.0, -1.2, 0, 30], [1.1, 0, 0, -20], [0, 0, 2.5, 7], [0, 0, 0, 1]])
-STEPS = ["--steps", 25, "--bpp", 4, "--depth", 3, "--compile", "off", "--quiet"]
+STEPS = ["--steps", 25, "--bpp", 4, "--arch", "siren", "--depth", 3, "--compile", "off", "--quiet"]
 
 
 

@@ -21,7 +21,7 @@ FAMILY_MODULES = (
     "sinco.codec.families.grid",
 )
 # The family `sinco compress` uses when --arch is not given.
-DEFAULT_FAMILY = "siren"
+DEFAULT_FAMILY = "grid"
 _REGISTRY: dict[str, CodecFamily] = {}
 
 

@@ -83,6 +83,7 @@ class CodecFamily(ABC):
         options: the codec options it reads (see :class:`FamilyOption`).
         fit_options: the fitting options it accepts beyond the common ones (``steps``, ``lr``,
             ``seed``, ``lam``, ``reg_every``), declared like :attr:`options`.
+        common_fit_options: the common fitting options it reads.
         methods: benchmark method name -> :class:`BenchmarkMethod`.
         presets: preset name -> fitting settings.
         default_preset: the preset used when none is named.
@@ -93,6 +94,7 @@ class CodecFamily(ABC):
     summary: ClassVar[str]
     options: ClassVar[tuple[FamilyOption, ...]] = ()
     fit_options: ClassVar[tuple[FamilyOption, ...]] = ()
+    common_fit_options: ClassVar[tuple[str, ...]] = ()
     methods: ClassVar[Mapping[str, BenchmarkMethod]] = {}
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     default_preset: ClassVar[str]
@@ -210,9 +212,28 @@ class CodecFamily(ABC):
         Raises:
             InputError: naming the option's flag.
         """
-        from sinco.errors import InputError
-
-        known = {o.dest: o.flag for o in self.options}
+        known = {o.dest for o in self.options}
         for key in options:
             if key not in known:
-                raise InputError(f"{'--' + key.replace('_', '-')}: does not apply to --arch {self.name}")
+                raise self.refuse_option(key)
+
+    def reads_option(self, dest: str) -> bool:
+        """Whether this family reads the flag whose argparse destination is ``dest`` (a codec or fitting option)."""
+        return dest in self.common_fit_options or any(o.dest == dest for o in (*self.options, *self.fit_options))
+
+    def refuse_option(self, dest: str) -> Exception:
+        """The one-line error for a flag this family does not read, naming the families that read it.
+
+        Args:
+            dest: the flag's argparse destination, e.g. ``"lbfgs_after"``.
+
+        Returns:
+            An :class:`~sinco.errors.InputError` to raise: ``--lbfgs-after: does not apply to --arch grid (an
+            option of --arch siren, pe-mlp)``.
+        """
+        from sinco.codec.families import all_families
+        from sinco.errors import InputError
+
+        readers = [f.name for f in all_families() if f.name != self.name and f.reads_option(dest)]
+        where = f" (an option of --arch {', '.join(readers)})" if readers else ""
+        return InputError(f"--{dest.replace('_', '-')}: does not apply to --arch {self.name}{where}")

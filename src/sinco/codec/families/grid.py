@@ -96,6 +96,7 @@ class GridFamily(CodecFamily):
         FamilyOption("candidates", "--candidates", int, "a fit from scratch trains N seeds (--seed, --seed + 1, ...) for "
                      "1/15 of its steps and goes on with the one of least loss (default: the preset's, fast 1, quality and long 4)", "N"),
     )  # fmt: skip
+    common_fit_options = ("steps", "seed", "lam", "reg_every")
     methods = {
         "grid": BenchmarkMethod("Latent grids", regularised=False),
         # A rate search with the regulariser doubles the demo's time for a method the plain one already shows.
@@ -148,8 +149,8 @@ class GridFamily(CodecFamily):
             raise InputError(f"--preset {preset!r}: --arch {self.name} has presets {', '.join(GRID_PRESETS)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         for key in given:
-            if key not in ("steps", "seed", "lam", "reg_every", "lambda_rd", "data_term", "residual", "candidates"):
-                raise InputError(f"--{key.replace('_', '-')}: does not apply to --arch {self.name}")
+            if not self.reads_option(key):
+                raise self.refuse_option(key)
         if given.get("reg_every", 1) != 1:
             raise InputError(f"--reg-every {given['reg_every']}: --arch {self.name} applies the regulariser every step (1)")
         grid = GRID_PRESETS[preset]

@@ -11,6 +11,7 @@ import numpy as np
 
 from sinco.codec.families.base import CodecFamily, FamilyOption, FitOutcome
 from sinco.errors import BitstreamError, InputError
+from sinco.fit.config import COMMON_FIT_OPTIONS
 from sinco.inr.spec import INRSpec
 
 BITS_PER_PARAM = 16
@@ -41,6 +42,7 @@ class INRFamily(CodecFamily):
     """
 
     fit_options = INR_FIT_OPTIONS
+    common_fit_options = COMMON_FIT_OPTIONS
     default_preset = "paper"
     default_depth: ClassVar[int]
     # Whether FitConfig.compile == "auto" compiles this family's steps (long enough fits only).
@@ -60,15 +62,15 @@ class INRFamily(CodecFamily):
             )
 
     def fit_config(self, preset: str | None, overrides: Mapping[str, Any]) -> Any:
-        from sinco.fit.config import COMMON_FIT_OPTIONS, FitConfig
+        from sinco.fit.config import FitConfig
 
         preset = self.default_preset if preset is None else preset
         if preset not in self.presets:
             raise InputError(f"--preset {preset!r}: --arch {self.name} has presets {', '.join(self.presets)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         for key in given:
-            if key not in COMMON_FIT_OPTIONS and key not in {o.dest for o in self.fit_options}:
-                raise InputError(f"--{key.replace('_', '-')}: does not apply to --arch {self.name}")
+            if not self.reads_option(key):
+                raise self.refuse_option(key)
         return FitConfig(**{**self.presets[preset], **given})
 
     def fit(self, targets: Any, *, bpp: float, options: Mapping[str, Any], config: Any, device: Any, regularizer: Any = None,
