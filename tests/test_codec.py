@@ -89,3 +89,6 @@ def test_config_validation():
         compress_image(np.full((12, 12), 2.0), vmin=0, vmax=1, codec=CodecConfig(arch="siren"), fit=FitConfig(steps=1), device=CPU)
     with pytest.raises(InputError, match="8x8 is below 11x11"):
         compress_image(np.full((8, 8), 0.5), vmin=0, vmax=1, codec=CodecConfig(arch="siren"), fit=FitConfig(steps=1), device=CPU)
+    # The default family is grid: an INR fitting configuration given to it is refused by name, before any fit.
+    with pytest.raises(InputError, match="fit: a FitConfig does not configure --arch grid, which takes a GridFamilyFit"):
+        compress_image(np.full((16, 16), 0.5), vmin=0, vmax=1, codec=CodecConfig(), fit=FitConfig(steps=1), device=CPU)

@@ -105,7 +105,8 @@ def compress_image(
     Raises:
         InputError: if the image is not a finite 2-D array in ``[0, 1]`` of at least 11 x 11, the
             rate is too low, only one of ``seg_model`` and ``mask`` is given, the mask's shape
-            differs from the image's, or the mask is empty while ``fit.lam > 0``.
+            differs from the image's, the mask is empty while ``fit.lam > 0``, or ``fit`` is not a
+            fitting configuration of ``codec``'s family.
     """
     return compress_images(
         [image], ranges=[(vmin, vmax)], codec=codec, fit=fit, device=device, seg_model=seg_model,
@@ -187,6 +188,7 @@ def compress_images(
     Raises:
         InputError: see :func:`compress_image`; also if the images differ in shape.
     """
+    codec.family.check_fit_config(fit)
     self_target = regularizer_options is not None and regularizer_options.target == "self"
     _check_images(images, n_ranges=len(ranges), masks=masks, lam=fit.lam, seg_model=seg_model, allow_empty_masks=allow_empty_masks,
                   self_target=self_target)  # fmt: skip

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sinco.errors import InputError
+
 
 @dataclass(frozen=True)
 class FamilyOption:
@@ -221,7 +223,18 @@ class CodecFamily(ABC):
         """Whether this family reads the flag whose argparse destination is ``dest`` (a codec or fitting option)."""
         return dest in self.common_fit_options or any(o.dest == dest for o in (*self.options, *self.fit_options))
 
-    def refuse_option(self, dest: str) -> Exception:
+    def check_fit_config(self, config: Any) -> None:
+        """Refuse a fitting configuration made for another family (an INR ``FitConfig`` given to ``grid``).
+
+        Raises:
+            InputError: naming ``fit``, its type and the type this family takes.
+        """
+        expected = type(self.fit_config(None, {}))
+        if not isinstance(config, expected):
+            raise InputError(f"fit: a {type(config).__name__} does not configure --arch {self.name}, which takes a "
+                             f"{expected.__name__} (codec.family.fit_config(preset, overrides) makes one)")  # fmt: skip
+
+    def refuse_option(self, dest: str) -> InputError:
         """The one-line error for a flag this family does not read, naming the families that read it.
 
         Args:
@@ -232,7 +245,6 @@ class CodecFamily(ABC):
             option of --arch siren, pe-mlp)``.
         """
         from sinco.codec.families import all_families
-        from sinco.errors import InputError
 
         readers = [f.name for f in all_families() if f.name != self.name and f.reads_option(dest)]
         where = f" (an option of --arch {', '.join(readers)})" if readers else ""
