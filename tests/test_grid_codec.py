@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -436,9 +437,12 @@ def test_rate_search_never_exceeds_the_target_and_reports_trials():
     assert 1 <= result.trials <= CONFIG.max_rate_trials and result.target_bpp == 6.0
     assert result.within_band == ((result.payload_bits + 8 * header) >= 0.97 * 6.0 * SIZE * SIZE)
     assert np.array_equal(decode_grid(result.payload, spec=SPEC, height=SIZE, width=SIZE), result.reconstruction)
-    with pytest.raises(InputError, match=r"--bpp 0.05: unreachable .* in 3 trials"):  # 2, and a rescue trial
+    with pytest.raises(InputError, match=r"--bpp 0.05: unreachable .* in 3 trials") as caught:  # 2, and a rescue trial
         fit_grid_at_bpp(target, spec=SPEC, config=GridFitConfig(steps=20, ste_steps=5, max_rate_trials=2, seed=0),
                         target_bpp=0.05, header_bytes=header, device=torch.device("cpu"))  # fmt: skip
+    # The message splits the smallest file's rate into its fixed part, the decoder networks, which no lambda removes.
+    found = re.search(r"is ([\d.]+) bpp, its decoder networks alone ([\d.]+) \(a fixed cost", str(caught.value))
+    assert found and 0.05 < float(found.group(2)) < float(found.group(1))
     with pytest.raises(InputError, match=r"--bpp -1"):
         fit_grid_at_bpp(target, spec=SPEC, config=CONFIG, target_bpp=-1, header_bytes=header, device=torch.device("cpu"))
 

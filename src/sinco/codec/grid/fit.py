@@ -618,9 +618,11 @@ def fit_grid_at_bpp(
             regularizer=_per_image(regularizer, index, targets.shape[0]), lam=lam[index : index + 1] if lam is not None else None,
         )  # fmt: skip
         if search.best is None:  # then every trial was too big, and the closest above is the smallest file
+            smallest = search.closest_above
             raise RateUnreachableError(
                 f"--bpp {target_bpp}: unreachable for this image with this grid spec; the smallest file found in "
-                f"{trials} trials is {search.bits(search.closest_above) / pixels:.3f} bpp"
+                f"{trials} trials is {search.bits(smallest) / pixels:.3f} bpp, its decoder networks alone "
+                f"{smallest.network_bits / pixels:.3f} (a fixed cost: small images need a higher --bpp)"
             )
         # The checkpoint (Adam's moments too) served the search: not kept for every slice of a volume.
         results.append(replace(search.best, trials=trials, target_bpp=target_bpp, steps=steps, checkpoint=None,
