@@ -555,7 +555,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser, *, lam_help: str) -> None:
                    "docs/grid-codec.md); siren and pe-mlp: paper = the paper's 50000 Adam steps at lr 1e-3, fast = 4000 "
                    "gradient evaluations, Adam then L-BFGS (see docs/performance.md)")  # fmt: skip
     p.add_argument("--steps", type=int, default=None, help="gradient evaluations (default: the preset's)")
-    p.add_argument("--lr", type=float, default=None, help="(peak) learning rate (default: the preset's)")
+    lr_readers = ", ".join(f.name for f in families if f.reads_option("lr"))
+    p.add_argument("--lr", type=float, default=None, help=f"(peak) learning rate (default: the preset's) [{lr_readers}]")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--lam", default="1", metavar="LAMBDA", help=lam_help)
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regulariser every K-th step (default: 1)")
