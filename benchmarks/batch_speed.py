@@ -5,7 +5,7 @@ Usage (from the repository root, after scripts/setup-venv):
     .venv/bin/python benchmarks/batch_speed.py [--batches 1,2,4,8] [--steps 20] [--device cpu]
 
 For each architecture at 1.2 bpp on real 240 x 240 BraTS slices (consecutive slices of one case)
-it times :meth:`sinco.fit.loop.StackedFit.step` (the step every fit runs) for batches of 1, 2, 4,
+it times :meth:`sinco.codec.inr.training.StackedFit.step` (the step every fit runs) for batches of 1, 2, 4,
 8 slices, with the compile mode a 50,000-step fit picks, and prints milliseconds per step, per
 slice, and the slices per minute that the paper's 50,000 steps and the 4,000-step fast preset
 would give.
@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from step_speed import median_ms
 
-from sinco.codec.families import get_family
+from sinco.codec.inr.config import INRFitConfig
+from sinco.codec.inr.networks import build_inr
+from sinco.codec.inr.training import StackedFit
+from sinco.codec.registry import get_family
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_array, select_slices
-from sinco.fit.config import FitConfig
-from sinco.fit.loop import StackedFit
-from sinco.inr.models import build_inr
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
             for _ in range(batch):
                 torch.manual_seed(0)
                 models.append(build_inr(spec))
-            fit = StackedFit(models, targets=torch.from_numpy(images[:batch]), config=FitConfig(steps=50_000), device=device,
+            fit = StackedFit(models, targets=torch.from_numpy(images[:batch]), config=INRFitConfig(steps=50_000), device=device,
                              compile_when_auto=get_family(arch).compile_when_auto)
             counter = iter(range(10**9))
 

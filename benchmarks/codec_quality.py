@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from sinco.codec.config import CodecConfig
+from sinco.codec.inr.config import INRFitConfig
+from sinco.compress.image import compress_image
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_slice
-from sinco.fit.config import FitConfig
-from sinco.pipeline import compress_image
 from sinco.utils.atomic import atomic_write_bytes
 from sinco.utils.device import resolve_device
 
@@ -73,9 +73,9 @@ def main() -> None:
     rows = []
     for arch, depth in ((a, d) for a in args.arch for d in args.depth):
         codec = CodecConfig(arch=arch, bpp=args.bpp, options={"depth": depth})
-        fit = FitConfig(steps=args.steps, seed=args.seed, compile=args.compile)
+        fit = INRFitConfig(steps=args.steps, seed=args.seed, compile=args.compile)
         start = time.perf_counter()
-        result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit=fit, device=device)
+        result = compress_image(image, vmin=vmin, vmax=vmax, codec=codec, fit_config=fit, device=device)
         seconds = time.perf_counter() - start
         spec, m = result.file.spec, result.metrics
         row = {

@@ -20,9 +20,11 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from sinco.codec.grid import GridFitConfig, GridSpec, decode_grid, fit_grid
 from sinco.codec.grid import residual as R
-from sinco.codec.grid.payload import with_residual
+from sinco.codec.grid.config import GridFitConfig
+from sinco.codec.grid.payload import decode_grid, with_residual
+from sinco.codec.grid.spec import GridSpec
+from sinco.codec.grid.training import fit_grid
 from sinco.data.intensity import normalize_minmax
 
 IMAGE = "/work/shared/data/brats2013/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz"

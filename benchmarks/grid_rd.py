@@ -25,10 +25,15 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from sinco.baselines.classical import encode_at_bpp, get_codec
-from sinco.codec.grid import GRID_PRESETS, GridSpec, decode_grid, fit_grid, fit_grid_at_bpp
+from sinco.benchmark.bjontegaard import bd_psnr, bd_rate
+from sinco.classical.base import encode_at_bpp
+from sinco.classical.registry import get_codec
+from sinco.codec.grid.config import GRID_PRESETS
+from sinco.codec.grid.payload import decode_grid
+from sinco.codec.grid.rate_search import fit_grid_at_bpp
+from sinco.codec.grid.spec import GridSpec
+from sinco.codec.grid.training import fit_grid
 from sinco.data.intensity import normalize_minmax
-from sinco.eval.bjontegaard import bd_psnr, bd_rate
 from sinco.utils.atomic import atomic_write_bytes
 
 DEFAULT_IMAGE = "/work/shared/data/brats2013/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz"

@@ -25,8 +25,9 @@ import time
 import nibabel as nib
 import torch
 
-from sinco.codec.grid import GRID_PRESETS, GridSpec, fit_grid
-from sinco.codec.grid.spec import UPSAMPLING_KINDS
+from sinco.codec.grid.config import GRID_PRESETS
+from sinco.codec.grid.spec import UPSAMPLING_KINDS, GridSpec
+from sinco.codec.grid.training import fit_grid
 from sinco.data.intensity import normalize_minmax
 
 IMAGE = "/work/shared/data/brats2013/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz"

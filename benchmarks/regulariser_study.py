@@ -4,7 +4,7 @@ Runs ``sinco benchmark`` once per (variant, dataset, rate), several at a time (`
 its own folder under ``--out`` (a rerun resumes: the benchmark keeps finished records), then pools the
 records of all datasets and prints, per variant and rate, the paired difference to the same family at
 lambda 0 over the same slices: the independent judge's Dice, PSNR and the loss network's Dice, with
-the Wilcoxon signed-rank and paired t-test p-values (``sinco.eval.frontier.paired_comparison``).
+the Wilcoxon signed-rank and paired t-test p-values (``sinco.benchmark.frontier.paired_comparison``).
 
 Usage (from the repository root; the networks are ``sinco train-seg`` checkpoints, see docs/regulariser.md):
 
@@ -226,8 +226,8 @@ def summarise(root: Path, *, second_judge: str | None = None) -> str:
 def _versus_sse(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """Each other SIREN variant paired with ``siren-sse`` at the same rate and lambda, on the slices both have:
     does the variant (self target, ensemble, perturbations, another data term) do better than the plain term?"""
+    from sinco.benchmark.frontier import paired_comparison
     from sinco.errors import InputError
-    from sinco.eval.frontier import paired_comparison
 
     rows = []
     lines = ["Against `siren-sse` at the same rate and lambda (paired over the slices both have):", "",
@@ -249,8 +249,8 @@ def _versus_sse(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
 
 def _paired_rows(records: list[dict[str, Any]], *, subset: str, metrics: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[str]]:
     """Every (variant, rate, lambda > 0) of ``records`` paired with its family's lambda 0: JSON rows and table lines."""
+    from sinco.benchmark.frontier import paired_comparison
     from sinco.errors import InputError
-    from sinco.eval.frontier import paired_comparison
 
     rows, lines = [], []
     settings = sorted({(r["method"], r["family"], float(r["target_bpp"]), float(r["lam_setting"])) for r in records},

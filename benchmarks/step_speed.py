@@ -9,8 +9,8 @@ after warm-up for
 
 - ``plain``: the plainest eager PyTorch loop (coordinates through the whole model every step,
   positional encoding included, MSE + regulariser, backward, Adam);
-- ``sinco``: the very step :func:`sinco.fit.loop.fit_inr` runs for a 50,000-step fit
-  (:meth:`sinco.fit.loop.StackedFit.step`: precomputed encoding, ``torch.compile`` where
+- ``sinco``: the very step :func:`sinco.codec.inr.training.fit_inr` runs for a 50,000-step fit
+  (:meth:`sinco.codec.inr.training.StackedFit.step`: precomputed encoding, ``torch.compile`` where
   ``compile=auto`` picks it, best-state and divergence bookkeeping included);
 
 the matmul/convolution FLOPs of a step (``torch.utils.flop_counter``), the sine/cosine evaluations
@@ -31,17 +31,16 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sinco.codec.families import get_family
 from sinco.codec.files import decode_file, write_file
-from sinco.codec.quantize import quantize_fp16
+from sinco.codec.inr.config import INRFitConfig
+from sinco.codec.inr.encodings import make_coordinates
+from sinco.codec.inr.networks import build_inr, flatten_parameters
+from sinco.codec.inr.payload import quantize_fp16
+from sinco.codec.inr.training import StackedFit
+from sinco.codec.registry import get_family
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_slice
-from sinco.fit.config import FitConfig
-from sinco.fit.loop import StackedFit
-from sinco.fit.losses import StructuralRegularizer
-from sinco.inr.encodings import make_coordinates
-from sinco.inr.models import build_inr
-from sinco.inr.params import flatten_parameters
+from sinco.regularizer.loss import StructuralRegularizer
 from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
 
 METHODS = {"coin": ("siren", False), "vanilla-inr": ("pe-mlp", False), "sinco-siren": ("siren", True), "sinco-inr": ("pe-mlp", True)}
@@ -112,7 +111,7 @@ def measure_method(arch: str, *, regularised: bool, image: np.ndarray, mask: np.
         loss.item()
         sync()
 
-    fit_config = FitConfig(steps=50_000, lam=1.0)
+    fit_config = INRFitConfig(steps=50_000, lam=1.0)
     torch.manual_seed(0)
     fit = StackedFit([build_inr(spec)], targets=torch.from_numpy(image)[None], config=fit_config, device=device, regularizer=reg,
                      compile_when_auto=get_family(arch).compile_when_auto)
@@ -153,7 +152,7 @@ def main() -> None:
     print(f"# {name}, torch {torch.__version__}; peak float32 matmul {flops_peak / 1e9:.1f} GFLOP/s, torch.sin {sin_rate / 1e9:.2f} G/s")
     print(f"{'method':12} {'params':>6} {'GFLOP':>6} {'Msin':>6} {'bound':>7} {'plain':>7} {'sinco':>7} {'sinco/plain':>11} {'sinco/bound':>11}  (ms/step)")
     for method, (arch, regularised) in METHODS.items():
-        row, model = measure_method(arch, regularised=regularised, image=image, mask=mask, device=device, steps=args.steps,
+        row, model = measure_method(arch, regularized=regularised, image=image, mask=mask, device=device, steps=args.steps,
                                     flops_peak=flops_peak, sin_rate=sin_rate)  # fmt: skip
         print(f"{method:12} {row['params']:6d} {row['gflop']:6.2f} {row['msin']:6.1f} {row['bound']:7.2f} {row['plain']:7.2f} "
               f"{row['fast']:7.2f} {row['fast'] / row['plain']:11.2f} {row['fast'] / row['bound']:11.1f}", flush=True)  # fmt: skip

@@ -19,22 +19,22 @@ import os
 
 import torch
 
+from sinco.benchmark.selection import select_test_slices
 from sinco.codec.config import CodecConfig
-from sinco.codec.families import get_family
+from sinco.codec.inr.config import INRFitConfig
+from sinco.codec.registry import get_family
+from sinco.compress.image import compress_image
 from sinco.data.datasets import discover_cases
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_slice
-from sinco.eval.selection import select_test_slices
-from sinco.fit.config import FitConfig
-from sinco.pipeline import compress_image
 
 
-def candidates(arch: str, steps: int) -> dict[str, FitConfig]:
+def candidates(arch: str, steps: int) -> dict[str, INRFitConfig]:
     """The fast schedules compared, by name."""
     return {
-        "cosine": FitConfig(steps=steps, lr=1e-3, schedule="cosine", warmup=200),
-        "lbfgs1000": FitConfig(steps=steps, lr=1e-3, optimizer="adam+lbfgs", lbfgs_after=1000),
-        "lbfgs2000": FitConfig(steps=steps, lr=1e-3, optimizer="adam+lbfgs", lbfgs_after=2000),
+        "cosine": INRFitConfig(steps=steps, lr=1e-3, schedule="cosine", warmup=200),
+        "lbfgs1000": INRFitConfig(steps=steps, lr=1e-3, optimizer="adam+lbfgs", lbfgs_after=1000),
+        "lbfgs2000": INRFitConfig(steps=steps, lr=1e-3, optimizer="adam+lbfgs", lbfgs_after=2000),
         "fast": get_family(arch).fit_config("fast", {"steps": steps}),
     }
 
@@ -56,10 +56,10 @@ def main() -> None:
     for ref in select_test_slices(cases, n_images=args.images):
         image, vmin, vmax = normalize_minmax(load_slice(ref.case.image, slice_index=ref.index))
         for arch in args.arch:
-            runs = {"paper": FitConfig(steps=args.ref_steps, lr=1e-3)} if args.ref_steps else {}
+            runs = {"paper": INRFitConfig(steps=args.ref_steps, lr=1e-3)} if args.ref_steps else {}
             runs.update({name: fit for name, fit in candidates(arch, args.fast_steps).items() if name in args.runs})
             for name, fit in runs.items():
-                result = compress_image(image, vmin=vmin, vmax=vmax, codec=CodecConfig(arch=arch, bpp=1.2), fit=fit, device=device)
+                result = compress_image(image, vmin=vmin, vmax=vmax, codec=CodecConfig(arch=arch, bpp=1.2), fit_config=fit, device=device)
                 print(f"{ref.image_id:26} {arch:7} {name:10} {fit.steps:6d} {result.metrics['psnr']:7.2f} {result.metrics['psnr_fp32']:7.2f} "
                       f"{result.seconds:8.1f}", flush=True)  # fmt: skip
 

@@ -63,12 +63,13 @@ def client():
 
 def _run_in_process(inputs: list[str], out: Path, client, *extra: str) -> tuple[int, object]:
     """The command's library path (plan, run) on ``client``."""
-    from sinco.cli import _codec_and_fit, build_parser
-    from sinco.eval.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
+    from sinco.cli import build_parser
+    from sinco.cli.options import codec_and_fit_config
+    from sinco.compress.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
 
     args = build_parser().parse_args(["compress-batch", *inputs, "--out", str(out), *extra])
-    codec, fit = _codec_and_fit(args)  # as the command does (e.g. the regularised default data term)
-    config = BatchConfig(codec=codec, fit=fit, slices=args.slices, axis=args.axis, device="cpu", seg_model=args.seg_model,
+    codec, fit = codec_and_fit_config(args)  # as the command does (e.g. the regularised default data term)
+    config = BatchConfig(codec=codec, fit_config=fit, slices=args.slices, axis=args.axis, device="cpu", seg_model=args.seg_model,
                          mask_glob=args.mask_glob)  # fmt: skip
     plans = plan_batch(inputs, config=config, out_dir=out, force=False)
     result = run_batch(plans, config=config, cluster=ClusterConfig(), out_dir=out, progress=False, client=client)
@@ -123,11 +124,11 @@ def test_a_slice_failing_twice_is_reported_and_the_rest_completes(tmp_path, clie
     out = tmp_path / "out"
     from sinco.cli import build_parser
     from sinco.codec.config import CodecConfig
-    from sinco.eval.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
-    from sinco.fit.config import FitConfig
+    from sinco.codec.inr.config import INRFitConfig
+    from sinco.compress.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
 
     args = build_parser().parse_args(["compress-batch", str(good), "--out", str(out)])
-    config = BatchConfig(codec=CodecConfig(arch="siren"), fit=FitConfig(steps=20), device="cpu", axis=args.axis)
+    config = BatchConfig(codec=CodecConfig(arch="siren"), fit_config=INRFitConfig(steps=20), device="cpu", axis=args.axis)
     plans = plan_batch([str(good), str(bad)], config=config, out_dir=out, force=False)
     # The file changes after planning: its slice 2 now holds a NaN, which the worker refuses, twice.
     vol = np.asarray(nib.load(str(bad)).dataobj)
@@ -273,8 +274,8 @@ def test_an_existing_output_is_not_replaced_without_force(tmp_path, capsys):
 
 
 def test_mask_glob_finds_one_file_per_input(tmp_path):
+    from sinco.compress.batch import find_mask
     from sinco.errors import InputError
-    from sinco.eval.batch import find_mask
 
     for name in ("a.nii.gz", "a_seg.nii.gz", "b.nii.gz", "b_seg.nii.gz", "b_seg2.nii.gz"):
         (tmp_path / name).write_bytes(b"")

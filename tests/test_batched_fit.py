@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from sinco.fit.config import FitConfig
-from sinco.fit.loop import StackedFit, fit_inr, fit_inr_batch
-from sinco.inr.encodings import make_coordinates
-from sinco.inr.models import INRSpec, build_inr
+from sinco.codec.inr.config import INRFitConfig
+from sinco.codec.inr.encodings import make_coordinates
+from sinco.codec.inr.networks import build_inr
+from sinco.codec.inr.spec import INRSpec
+from sinco.codec.inr.training import StackedFit, fit_inr, fit_inr_batch
 
 CPU = torch.device("cpu")
 
@@ -28,7 +29,7 @@ def _fresh(spec: INRSpec, n: int) -> list:
 @pytest.mark.parametrize("spec", [INRSpec(arch="siren", width=10, depth=3), INRSpec(arch="pe-mlp", width=10, depth=3, n_freqs=3, skips=(1,))])
 def test_a_batch_follows_the_trajectories_of_separate_fits(spec):
     images = _images(3)
-    config = FitConfig(steps=15, lr=2e-3, schedule="cosine", warmup=3, compile="off")
+    config = INRFitConfig(steps=15, lr=2e-3, schedule="cosine", warmup=3, compile="off")
     batched = _fresh(spec, 3)
     results = fit_inr_batch(batched, targets=images, config=config, device=CPU, progress=False)
     coords = make_coordinates(18, 22)
@@ -46,7 +47,7 @@ def test_the_written_out_adam_is_torch_adam():
     image = _images(1)[0]
     spec = INRSpec(arch="siren", width=8, depth=2)
     ours, = _fresh(spec, 1)
-    fit_inr(ours, target=image, config=FitConfig(steps=10, lr=1e-3, compile="off"), device=CPU, progress=False)
+    fit_inr(ours, target=image, config=INRFitConfig(steps=10, lr=1e-3, compile="off"), device=CPU, progress=False)
     theirs, = _fresh(spec, 1)
     optimizer = torch.optim.Adam(theirs.parameters(), lr=1e-3)
     coords, target = make_coordinates(18, 22), image.reshape(-1, 1)
@@ -62,7 +63,7 @@ def test_the_written_out_adam_is_torch_adam():
 def test_a_diverging_slice_is_restored_without_touching_the_others():
     images = _images(2)
     spec = INRSpec(arch="siren", width=8, depth=2)
-    config = FitConfig(steps=6, lr=1e-3, compile="off")
+    config = INRFitConfig(steps=6, lr=1e-3, compile="off")
     fit = StackedFit(_fresh(spec, 2), targets=images, config=config, device=CPU)
     for step in range(3):
         fit.step(step)
@@ -82,18 +83,18 @@ def test_batch_arguments_are_checked():
 
     spec = INRSpec(arch="siren", width=8, depth=2)
     with pytest.raises(InputError, match="targets"):
-        fit_inr_batch(_fresh(spec, 2), targets=_images(3), config=FitConfig(steps=1), device=CPU, progress=False)
+        fit_inr_batch(_fresh(spec, 2), targets=_images(3), config=INRFitConfig(steps=1), device=CPU, progress=False)
     mixed = [build_inr(spec), build_inr(INRSpec(arch="siren", width=9, depth=2))]
     with pytest.raises(InputError, match="one architecture"):
-        fit_inr_batch(mixed, targets=_images(2), config=FitConfig(steps=1), device=CPU, progress=False)
+        fit_inr_batch(mixed, targets=_images(2), config=INRFitConfig(steps=1), device=CPU, progress=False)
 
 
 def test_lbfgs_phase_counts_evaluations_keeps_the_best_and_batches_like_separate_fits():
     images = _images(2)
     spec = INRSpec(arch="siren", width=10, depth=3)
     # Few L-BFGS evaluations: line searches amplify summation-order differences over many.
-    hybrid = FitConfig(steps=32, lr=1e-3, optimizer="adam+lbfgs", lbfgs_after=20, compile="off")
-    adam = FitConfig(steps=32, lr=1e-3, compile="off")
+    hybrid = INRFitConfig(steps=32, lr=1e-3, optimizer="adam+lbfgs", lbfgs_after=20, compile="off")
+    adam = INRFitConfig(steps=32, lr=1e-3, compile="off")
     batched = _fresh(spec, 2)
     results = fit_inr_batch(batched, targets=images, config=hybrid, device=CPU, progress=False)
     coords = make_coordinates(18, 22)
@@ -116,17 +117,17 @@ def test_lbfgs_options_are_checked():
     from sinco.errors import InputError
 
     with pytest.raises(InputError, match="--optimizer 'sgd'"):
-        FitConfig(optimizer="sgd")
+        INRFitConfig(optimizer="sgd")
     with pytest.raises(InputError, match="--lbfgs-history 0"):
-        FitConfig(optimizer="adam+lbfgs", lbfgs_history=0)
-    cfg = FitConfig(steps=4000, optimizer="adam+lbfgs", lbfgs_after=1000, schedule="cosine", warmup=0)
+        INRFitConfig(optimizer="adam+lbfgs", lbfgs_history=0)
+    cfg = INRFitConfig(steps=4000, optimizer="adam+lbfgs", lbfgs_after=1000, schedule="cosine", warmup=0)
     assert cfg.adam_steps == 1000 and cfg.lr_at(999) == pytest.approx(cfg.lr * cfg.final_lr_ratio, rel=0.01)
 
 
 @pytest.mark.slow
 def test_quantisation_tail_tunes_the_weights_to_their_fp16_rounding():
-    from sinco.codec.quantize import quantize_fp16
-    from sinco.inr.params import flatten_parameters, load_flat_parameters
+    from sinco.codec.inr.networks import flatten_parameters, load_flat_parameters
+    from sinco.codec.inr.payload import quantize_fp16
 
     image = _images(1)[0]
     spec = INRSpec(arch="siren", width=16, depth=3)
@@ -139,14 +140,14 @@ def test_quantisation_tail_tunes_the_weights_to_their_fp16_rounding():
             return torch.mean((copy_(coords).reshape(18, 22) - image) ** 2).item()
 
     plain, tuned = _fresh(spec, 1)[0], _fresh(spec, 1)[0]
-    fit_inr(plain, target=image, config=FitConfig(steps=300, lr=2e-3, compile="off"), device=CPU, progress=False)
-    result = fit_inr(tuned, target=image, config=FitConfig(steps=300, lr=2e-3, quantise_tail=40, quantise_lr=1e-5, compile="off"),
+    fit_inr(plain, target=image, config=INRFitConfig(steps=300, lr=2e-3, compile="off"), device=CPU, progress=False)
+    result = fit_inr(tuned, target=image, config=INRFitConfig(steps=300, lr=2e-3, quantize_tail=40, quantize_lr=1e-5, compile="off"),
                      device=CPU, progress=False)  # fmt: skip
     assert result.evaluations == 300 and result.best_step >= 260
     assert result.best_mse == pytest.approx(rounded_mse(tuned), rel=1e-3)  # judged on the rounded weights
     # The tail starts from the state the plain fit ends in after 260 steps; it never ends worse once rounded.
     start = _fresh(spec, 1)[0]
-    fit_inr(start, target=image, config=FitConfig(steps=260, lr=2e-3, compile="off"), device=CPU, progress=False)
+    fit_inr(start, target=image, config=INRFitConfig(steps=260, lr=2e-3, compile="off"), device=CPU, progress=False)
     assert rounded_mse(tuned) <= rounded_mse(start)
-    with pytest.raises(Exception, match="--quantise-tail 301"):
-        FitConfig(steps=300, quantise_tail=301)
+    with pytest.raises(Exception, match="--quantize-tail 301"):
+        INRFitConfig(steps=300, quantize_tail=301)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from sinco.benchmark.bjontegaard import LOSSLESS_PSNR, bd_psnr, bd_rate, benchmark_deltas, mean_curve
 from sinco.errors import InputError
-from sinco.eval.bjontegaard import LOSSLESS_PSNR, bd_psnr, bd_rate, benchmark_deltas, mean_curve
 
 RATES = [0.3, 0.6, 1.2, 2.0]
 PSNRS = [31.0, 35.5, 40.2, 43.9]
@@ -137,7 +137,9 @@ def test_mean_curve_drops_a_rate_where_an_image_is_lossless():
 
 
 def test_a_lambda_sweep_gets_one_curve_per_lambda():
-    from sinco.eval.benchmark import BenchmarkConfig, bjontegaard_section, method_label
+    from sinco.benchmark.bjontegaard import bjontegaard_section
+    from sinco.benchmark.config import BenchmarkConfig
+    from sinco.benchmark.methods import method_label
 
     def swept(lam, shift):
         return [{**r, "lam_setting": lam} for r in _records("sinco-siren", "a", RATES, [p + shift for p in PSNRS])]

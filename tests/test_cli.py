@@ -8,11 +8,11 @@ import torch
 
 from sinco.cli import main
 from sinco.codec.config import CodecConfig
+from sinco.codec.inr.config import INRFitConfig
+from sinco.compress.image import compress_image
 from sinco.data.intensity import normalize_minmax, restore_intensity
 from sinco.data.io import load_slice
-from sinco.fit.config import FitConfig
 from sinco.metrics import psnr
-from sinco.pipeline import compress_image
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_compress_json_report_and_sidecar(compressed, nifti_volume):
     sidecar = json.loads(out.with_name("s.sinco.json").read_text())
     assert sidecar["fit"] == {"steps": 40, "lr": 0.001, "seed": 0, "log_every": 50, "lam": 1.0, "reg_every": 1, "compile": "auto",
                               "schedule": "constant", "warmup": 0, "final_lr_ratio": 0.01, "optimizer": "adam",
-                              "lbfgs_after": 1000, "lbfgs_history": 50, "quantise_tail": 0, "quantise_lr": 3e-6,
+                              "lbfgs_after": 1000, "lbfgs_history": 50, "quantize_tail": 0, "quantize_lr": 3e-6,
                               "data_term": "mse"}
     assert sidecar["codec"]["arch"] == "siren" and sidecar["input"]["slice"] == 2
     assert sidecar["result"] == report
@@ -63,7 +63,7 @@ def test_plain_output_is_one_line(nifti_volume, tmp_path, capsys, run):
 
 def test_decompress_is_bit_identical_to_what_compress_measured(image, tmp_path, capsys, run):
     scaled, vmin, vmax = normalize_minmax(image)
-    result = compress_image(scaled, vmin=vmin, vmax=vmax, codec=CodecConfig(arch="pe-mlp", bpp=8.0), fit=FitConfig(steps=30), device=torch.device("cpu"))
+    result = compress_image(scaled, vmin=vmin, vmax=vmax, codec=CodecConfig(arch="pe-mlp", bpp=8.0), fit_config=INRFitConfig(steps=30), device=torch.device("cpu"))
     (tmp_path / "x.sinco").write_bytes(result.data)
     code, out, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.npy"])
     assert code == 0 and "32x32" in out

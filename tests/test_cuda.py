@@ -11,7 +11,8 @@ import torch
 
 from sinco.codec.config import CodecConfig
 from sinco.codec.files import decode_file
-from sinco.pipeline import compress_images, measure
+from sinco.compress.image import compress_images
+from sinco.compress.measure import measure
 from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -51,7 +52,7 @@ def test_a_gpu_fit_decodes_on_the_cpu_to_what_its_metrics_measured(arch):
     images, _ = _images(2)
     codec = _codec(arch)
     fit = _fit(codec, steps=400, seed=0)
-    results = compress_images(images, ranges=[(0.0, 1.0)] * 2, codec=codec, fit=fit, device=CUDA)
+    results = compress_images(images, ranges=[(0.0, 1.0)] * 2, codec=codec, fit_config=fit, device=CUDA)
     for image, result in zip(images, results, strict=True):
         _, decoded = decode_file(result.data)
         assert np.array_equal(decoded, result.reconstruction)
@@ -67,8 +68,8 @@ def test_the_regulariser_on_the_gpu_changes_the_fit_and_leaves_the_unet_frozen(a
     before = {k: v.clone() for k, v in seg.net.state_dict().items()}
     codec = _codec(arch)
     common = dict(ranges=[(0.0, 1.0)], codec=codec, device=CUDA, seg_model=seg, masks=masks)
-    plain = compress_images(images, fit=_fit(codec, steps=40, seed=0, lam=0.0), **common)[0]
-    regularised = compress_images(images, fit=_fit(codec, steps=40, seed=0, lam=5.0), **common)[0]
+    plain = compress_images(images, fit_config=_fit(codec, steps=40, seed=0, lam=0.0), **common)[0]
+    regularised = compress_images(images, fit_config=_fit(codec, steps=40, seed=0, lam=5.0), **common)[0]
     assert plain.data != regularised.data
     assert 0 <= regularised.metrics["dice"] <= 1
     assert all(torch.equal(before[k], v.cpu()) for k, v in seg.net.state_dict().items())
@@ -78,6 +79,6 @@ def test_the_same_gpu_fit_twice_gives_the_same_file():
     images, _ = _images(2)
     codec = _codec("siren")
     fit = _fit(codec, steps=60, seed=3)
-    first = compress_images(images, ranges=[(0.0, 1.0)] * 2, codec=codec, fit=fit, device=CUDA)
-    second = compress_images(images, ranges=[(0.0, 1.0)] * 2, codec=codec, fit=fit, device=CUDA)
+    first = compress_images(images, ranges=[(0.0, 1.0)] * 2, codec=codec, fit_config=fit, device=CUDA)
+    second = compress_images(images, ranges=[(0.0, 1.0)] * 2, codec=codec, fit_config=fit, device=CUDA)
     assert [r.data for r in first] == [r.data for r in second]

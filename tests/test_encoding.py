@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from sinco.codec.inr.encodings import PositionalEncoding, make_coordinates
 from sinco.errors import InputError
-from sinco.inr.encodings import PositionalEncoding, make_coordinates
 
 
 def test_coordinates_span_minus_one_to_one_in_row_major_order():

@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from sinco.fit.config import FitConfig
-from sinco.fit.loop import fit_inr, use_compile
-from sinco.inr.encodings import make_coordinates
-from sinco.inr.models import INRSpec, build_inr
+from sinco.codec.inr.config import INRFitConfig
+from sinco.codec.inr.encodings import make_coordinates
+from sinco.codec.inr.networks import build_inr
+from sinco.codec.inr.spec import INRSpec
+from sinco.codec.inr.training import fit_inr, use_compile
 
 
 def _fit(compile_mode: str, image: torch.Tensor):
     torch.manual_seed(0)
     model = build_inr(INRSpec(arch="siren", width=12, depth=3))
-    result = fit_inr(model, target=image, config=FitConfig(steps=12, compile=compile_mode), device=torch.device("cpu"), progress=False)
+    result = fit_inr(model, target=image, config=INRFitConfig(steps=12, compile=compile_mode), device=torch.device("cpu"), progress=False)
     with torch.no_grad():
         out = model(make_coordinates(*image.shape)).reshape(image.shape)
     return result, out
@@ -34,32 +35,32 @@ def test_compiled_step_matches_the_eager_step():
 
 
 def test_auto_compiles_long_siren_fits_only():
-    from sinco.codec.families import get_family
+    from sinco.codec.registry import get_family
 
     siren, pe = get_family("siren").compile_when_auto, get_family("pe-mlp").compile_when_auto
-    assert use_compile(FitConfig(steps=5000), compile_when_auto=siren)
-    assert not use_compile(FitConfig(steps=100), compile_when_auto=siren)
-    assert not use_compile(FitConfig(steps=5000), compile_when_auto=pe)  # matmul-bound: compiling did not pay on the CPU
-    assert use_compile(FitConfig(steps=10, compile="on"), compile_when_auto=pe)
-    assert not use_compile(FitConfig(steps=5000, compile="off"), compile_when_auto=siren)
+    assert use_compile(INRFitConfig(steps=5000), compile_when_auto=siren)
+    assert not use_compile(INRFitConfig(steps=100), compile_when_auto=siren)
+    assert not use_compile(INRFitConfig(steps=5000), compile_when_auto=pe)  # matmul-bound: compiling did not pay on the CPU
+    assert use_compile(INRFitConfig(steps=10, compile="on"), compile_when_auto=pe)
+    assert not use_compile(INRFitConfig(steps=5000, compile="off"), compile_when_auto=siren)
 
 
 def test_cosine_schedule_and_presets():
     import math
 
-    from sinco.codec.families import get_family
+    from sinco.codec.registry import get_family
     from sinco.errors import InputError
 
     def fit_config_from_preset(preset, *, arch, **overrides):
         return get_family(arch).fit_config(preset, overrides)
 
-    cfg = FitConfig(steps=1100, lr=2e-3, schedule="cosine", warmup=100, final_lr_ratio=0.01)
+    cfg = INRFitConfig(steps=1100, lr=2e-3, schedule="cosine", warmup=100, final_lr_ratio=0.01)
     assert cfg.lr_at(0) == pytest.approx(2e-5) and cfg.lr_at(99) == pytest.approx(2e-3)
     assert cfg.lr_at(100) == pytest.approx(2e-3)
     assert cfg.lr_at(600) == pytest.approx(0.5 * (2e-3 + 2e-5))  # half-way down the cosine
     assert cfg.lr_at(1100) == pytest.approx(2e-5)
     assert all(cfg.lr_at(s) >= cfg.lr_at(s + 1) for s in range(100, 1100))
-    assert FitConfig(lr=1e-3).lr_at(12345) == 1e-3
+    assert INRFitConfig(lr=1e-3).lr_at(12345) == 1e-3
     for arch in ("siren", "pe-mlp"):
         paper = fit_config_from_preset("paper", arch=arch)
         assert (paper.steps, paper.lr, paper.schedule, paper.optimizer) == (50_000, 1e-3, "constant", "adam")
@@ -77,7 +78,7 @@ def test_cosine_schedule_and_presets():
     with pytest.raises(InputError, match="--lambda-rd: does not apply to --arch siren"):
         fit_config_from_preset("fast", arch="siren", lambda_rd=0.01)
     with pytest.raises(InputError, match="--schedule 'step'"):
-        FitConfig(schedule="step")
+        INRFitConfig(schedule="step")
 
 
 @pytest.mark.slow
@@ -88,6 +89,6 @@ def test_cosine_schedule_fits_better_than_constant_in_few_steps():
     for schedule in ("constant", "cosine"):
         torch.manual_seed(0)
         model = build_inr(INRSpec(arch="siren", width=16, depth=3))
-        config = FitConfig(steps=300, lr=3e-3 if schedule == "cosine" else 1e-3, schedule=schedule, warmup=20, compile="off")
+        config = INRFitConfig(steps=300, lr=3e-3 if schedule == "cosine" else 1e-3, schedule=schedule, warmup=20, compile="off")
         results[schedule] = fit_inr(model, target=image, config=config, device=torch.device("cpu"), progress=False)
     assert results["cosine"].best_psnr > results["constant"].best_psnr

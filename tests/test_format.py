@@ -9,8 +9,8 @@ import pytest
 
 from sinco.codec.files import decode_file, parse_file, write_file
 from sinco.codec.format import HEADER_BYTES, MAGIC, OVERHEAD_BYTES
+from sinco.codec.inr.spec import INRSpec
 from sinco.errors import BitstreamError, InputError
-from sinco.inr.spec import INRSpec
 
 DATA = Path(__file__).parent / "data"
 TINY = INRSpec(arch="siren", width=1, depth=1, w0=30.0, w0_first=30.0)  # 5 parameters
@@ -67,13 +67,13 @@ def test_same_seed_gives_the_v1_payload_bytes(arch, phantom):
     import torch
 
     from sinco.codec.config import CodecConfig
+    from sinco.codec.inr.config import INRFitConfig
+    from sinco.compress.image import compress_image
     from sinco.data.intensity import normalize_minmax
-    from sinco.fit.config import FitConfig
-    from sinco.pipeline import compress_image
 
     img, vmin, vmax = normalize_minmax(phantom(16, 16))
     codec = CodecConfig(arch=arch, bpp=8.0, options={"depth": 2, "n_freqs": 4} if arch == "pe-mlp" else {"depth": 2})
-    result = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=30, compile="off"), device=torch.device("cpu"))
+    result = compress_image(img, vmin=vmin, vmax=vmax, codec=codec, fit_config=INRFitConfig(steps=30, compile="off"), device=torch.device("cpu"))
     v1 = parse_file((DATA / f"v1-{arch}-16x16.sinco").read_bytes())
     assert result.file.payload == v1.payload and result.file.spec == v1.spec
 

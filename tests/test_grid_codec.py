@@ -18,8 +18,13 @@ from conftest import make_phantom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sinco.codec.grid import GRID_PRESETS, GridFitConfig, GridSpec, decode_grid, fit_grid, fit_grid_at_bpp
-from sinco.codec.grid.fit import _init_state, _latent_bits, _reconstruct
+from sinco.codec.grid.config import GRID_PRESETS, GridFitConfig
+from sinco.codec.grid.forward import latent_bits as latent_bits
+from sinco.codec.grid.forward import reconstruct as reconstruct
+from sinco.codec.grid.payload import decode_grid
+from sinco.codec.grid.rate_search import fit_grid_at_bpp
+from sinco.codec.grid.spec import GridSpec
+from sinco.codec.grid.training import _init_state, fit_grid
 from sinco.errors import BitstreamError, InputError
 
 SIZE = 32
@@ -83,7 +88,7 @@ def test_bad_settings_are_input_errors():
         GridFitConfig(lambda_rd=-0.5)
     with pytest.raises(InputError, match="levels 0"):
         GridSpec(levels=0)
-    from sinco.codec.families.grid import GridFamily
+    from sinco.codec.grid.family import GridFamily
 
     # The family lists its presets without importing torch; the benchmark resolves --preset against that list.
     assert set(GRID_PRESETS) == set(GridFamily.presets) == {"fast", "quality", "long"}
@@ -107,14 +112,15 @@ def test_payload_decodes_to_the_fitted_reconstruction(fitted):
 
 
 def test_linear_skip_is_coded_and_used_and_specs_without_it_still_fit(fitted):
-    from sinco.codec.grid.fit import _hard
-    from sinco.codec.grid.payload import HEAD_BYTES, synthesize, unpack_network
+    from sinco.codec.grid.payload import HEAD_BYTES, synthesize
+    from sinco.codec.grid.quantizer import round_latents as round_latents
+    from sinco.codec.grid.quantizer import unpack_network
 
     n_network = int.from_bytes(fitted.payload[5:HEAD_BYTES], "little")  # the head: u8 version, u32 CRC, u32 length
     decoder = unpack_network(fitted.payload[HEAD_BYTES : HEAD_BYTES + n_network], SPEC)
     skip = len(decoder.tensors) - (SPEC.levels - 1) - 1  # the skip, then the upsampling stages
     assert decoder.tensors[skip].shape == (1, SPEC.levels, 1, 1) and np.abs(decoder.tensors[skip]).max() > 0
-    latents = [g.numpy().astype(np.int64) for g in _hard(fitted.state.latents, SPEC.latent_bound)]
+    latents = [g.numpy().astype(np.int64) for g in round_latents(fitted.state.latents, SPEC.latent_bound)]
     tensors = list(decoder.tensors)
     tensors[skip] = np.zeros_like(tensors[skip])
     without = replace(decoder, tensors=tuple(tensors))
@@ -141,7 +147,7 @@ def test_decode_is_bit_exact_across_threads_and_processes(fitted, tmp_path):
     (tmp_path / "payload.bin").write_bytes(fitted.payload)
     (tmp_path / "spec.bin").write_bytes(SPEC.to_bytes())
     script = (
-        "import sys, torch, numpy as np; from pathlib import Path; from sinco.codec.grid import GridSpec, decode_grid;"
+        "import sys, torch, numpy as np; from pathlib import Path; from sinco.codec.grid.spec import GridSpec; from sinco.codec.grid.payload import decode_grid;"
         "torch.set_num_threads(2); d = Path(sys.argv[1]);"
         f"img = decode_grid((d / 'payload.bin').read_bytes(), spec=GridSpec.from_bytes((d / 'spec.bin').read_bytes()), height={SIZE}, width={SIZE});"
         "(d / 'out.bin').write_bytes(img.tobytes())"
@@ -187,7 +193,8 @@ def test_golden_payload_decodes_to_the_committed_image(golden):
 
 # ------------------------------------------------------------------------------------- learned upsampling
 def test_learned_upsampling_starts_as_bicubic_in_both_arithmetics():
-    from sinco.codec.grid.numerics import FRAC_BITS, upsample_grids
+    from sinco.codec.grid.numerics import FRAC_BITS
+    from sinco.codec.grid.upsampling import upsample_grids
 
     shapes = [(9, 7), (5, 4), (3, 2)]
     generator = torch.Generator().manual_seed(0)
@@ -203,8 +210,9 @@ def test_learned_upsampling_starts_as_bicubic_in_both_arithmetics():
 
 
 def test_learned_upsampling_is_fitted_coded_and_decoded_bit_exactly(fitted):
-    from sinco.codec.grid.fit import _hard
-    from sinco.codec.grid.payload import HEAD_BYTES, synthesize, unpack_network
+    from sinco.codec.grid.payload import HEAD_BYTES, synthesize
+    from sinco.codec.grid.quantizer import round_latents as round_latents
+    from sinco.codec.grid.quantizer import unpack_network
 
     assert SPEC.upsampling == GridSpec().upsampling == "learned" and GridSpec.from_bytes(SPEC.to_bytes()) == SPEC
     decoded = decode_grid(fitted.payload, spec=SPEC, height=SIZE, width=SIZE)
@@ -215,18 +223,20 @@ def test_learned_upsampling_is_fitted_coded_and_decoded_bit_exactly(fitted):
     decoder = unpack_network(fitted.payload[HEAD_BYTES : HEAD_BYTES + n_network], SPEC)
     stages = decoder.tensors[-(SPEC.levels - 1) :]
     assert [t.shape for t in stages] == [(4,)] * (SPEC.levels - 1) and any(np.abs(t).max() > 0 for t in stages)
-    latents = [g.numpy().astype(np.int64) for g in _hard(fitted.state.latents, SPEC.latent_bound)]
+    latents = [g.numpy().astype(np.int64) for g in round_latents(fitted.state.latents, SPEC.latent_bound)]
     bicubic = replace(decoder, tensors=(*decoder.tensors[: -len(stages)], *(np.zeros_like(t) for t in stages)))
     assert not np.array_equal(synthesize(latents, bicubic, SPEC, SIZE, SIZE), decoded)  # the fitted taps shape the image
     assert abs(fitted.estimated_bits - fitted.payload_bits) <= 0.05 * fitted.payload_bits
 
 
 def test_hostile_learned_taps_decode_to_a_bounded_image_on_any_thread_count(fitted):
-    from sinco.codec.grid.fit import _hard
-    from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, WEIGHT_LIMIT, upsample_grids
-    from sinco.codec.grid.payload import QuantizedDecoder, synthesize
+    from sinco.codec.grid.networks import QuantizedDecoder
+    from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, WEIGHT_LIMIT
+    from sinco.codec.grid.payload import synthesize
+    from sinco.codec.grid.quantizer import round_latents as round_latents
+    from sinco.codec.grid.upsampling import upsample_grids
 
-    latents = [g.numpy().astype(np.int64) for g in _hard(fitted.state.latents, SPEC.latent_bound)]
+    latents = [g.numpy().astype(np.int64) for g in round_latents(fitted.state.latents, SPEC.latent_bound)]
     n_stages = SPEC.levels - 1
     # Every weight 1 at step 1, every tap delta at the largest value a payload can hold: a gain of about 2^17 a stage.
     ones = [np.ones(t.shape, np.int64) for t in fitted.state.tensors[:-n_stages]]
@@ -253,7 +263,7 @@ def test_hostile_learned_taps_decode_to_a_bounded_image_on_any_thread_count(fitt
 # ------------------------------------------------------------------------------------------- rate search
 def test_rate_search_starts_from_the_measured_prior():
     from sinco.codec.grid.config import FAST_RATE_PRIOR as PRIOR
-    from sinco.codec.grid.fit import initial_lambda
+    from sinco.codec.grid.rate_search import initial_lambda
 
     guesses = [initial_lambda(bpp) for bpp in (0.1, 0.3, 0.6, 1.2, 2.0)]
     assert all(a > b for a, b in zip(guesses[:-2], guesses[1:-1], strict=True))  # more rate, smaller lambda
@@ -269,8 +279,8 @@ def test_rate_search_starts_from_the_measured_prior():
 
 
 def test_the_first_lambda_is_the_images_own_jpeg2000_slope_times_the_presets_factor():
-    from sinco.codec.grid.fit import first_lambda, initial_lambda
     from sinco.codec.grid.prior import classical_slope
+    from sinco.codec.grid.rate_search import first_lambda, initial_lambda
 
     image = target_image(64)
     slopes = [classical_slope(image.numpy(), target_bpp=bpp) for bpp in (0.5, 1.0, 2.0)]
@@ -292,7 +302,7 @@ def test_the_first_lambda_is_the_images_own_jpeg2000_slope_times_the_presets_fac
 
 
 def test_rate_search_jumps_along_the_measured_slope():
-    from sinco.codec.grid.fit import _next_lambda
+    from sinco.codec.grid.rate_search import _next_lambda
 
     # Before two trials: size taken as lambda^-1/5, so 10% too small -> lambda times 0.9^5.
     assert _next_lambda(1e-4, 900.0, None, None, aim=1000.0) == pytest.approx(1e-4 * 0.9**5)
@@ -307,7 +317,7 @@ def test_rate_search_jumps_along_the_measured_slope():
 
 
 def test_rate_search_halves_the_bracket_when_the_secant_keeps_one_end():
-    from sinco.codec.grid.fit import _RateSearch
+    from sinco.codec.grid.rate_search import _RateSearch
 
     # The trials of an LGG slice at 2 bpp (bits per pixel here): 0.99 fits, then 2.36 and 2.24 both too big. The
     # secant from (2.24, 0.99) would move only 16% of the bracket's log width; the search bisects it instead.
@@ -339,7 +349,7 @@ def test_a_branch_at_the_same_lambda_reproduces_the_fit_and_costs_only_the_rest_
 
 def test_candidates_go_on_with_the_seed_of_least_early_loss_exactly_as_a_fit_from_that_seed():
     """config.candidates: each seed trains candidate_steps steps; the one of least recent loss finishes the schedule."""
-    from sinco.codec.grid.fit import _init_state, _train
+    from sinco.codec.grid.training import _init_state, _train
 
     target = target_image()
     config = replace(CONFIG, candidates=3, candidate_steps=40, branch_at=0.5)
@@ -384,7 +394,7 @@ def test_candidate_settings_are_checked_and_follow_the_step_count():
 
 
 def test_a_file_slightly_above_its_target_fits_once_its_networks_are_coarser(fitted):
-    from sinco.codec.grid.fit import _trim_to_budget
+    from sinco.codec.grid.rate_search import _trim_to_budget
 
     budget = fitted.payload_bits - 48  # six bytes too many
     trimmed = _trim_to_budget(target_image(), fitted, budget_bits=budget, header_bytes=0)
@@ -396,7 +406,7 @@ def test_a_file_slightly_above_its_target_fits_once_its_networks_are_coarser(fit
 
 
 def test_when_every_trial_is_too_big_a_rescue_trial_further_out_comes_before_trimming(fitted, monkeypatch):
-    import sinco.codec.grid.fit as grid_fit
+    import sinco.codec.grid.rate_search as grid_fit
 
     budget = 6.0 * SIZE * SIZE
     sizes = iter([1.30, 1.28, 1.25, 0.90])  # three trials over the target (beyond trimming's 10%), then the rescue
@@ -415,7 +425,7 @@ def test_when_every_trial_is_too_big_a_rescue_trial_further_out_comes_before_tri
 
 def test_rate_search_keeps_the_least_distorted_file_within_the_target(fitted, monkeypatch):
     """A later trial with more bits but more error does not replace a better file."""
-    import sinco.codec.grid.fit as grid_fit
+    import sinco.codec.grid.rate_search as grid_fit
 
     budget = 6.0 * SIZE * SIZE
     trials = iter([replace(fitted, payload_bits=int(0.80 * budget), mse=1e-4),  # fits, 20% below: search goes on
@@ -450,7 +460,7 @@ def test_rate_search_never_exceeds_the_target_and_reports_trials():
 # -------------------------------------------------------------------------------------------- regulariser
 def _tiny_regulariser():
     """A frozen, untrained 2-level U-Net and the structural regulariser towards a box mask: ``(seg, reg)``."""
-    from sinco.fit.losses import StructuralRegularizer
+    from sinco.regularizer.loss import StructuralRegularizer
     from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
 
     torch.manual_seed(0)
@@ -467,7 +477,7 @@ def test_regulariser_gradient_reaches_latents_and_decoder_never_the_unet():
     state = _init_state(SPEC, (SIZE, SIZE), 0, torch.device("cpu"))
     latents = [(g + torch.randn(g.shape)).requires_grad_(True) for g in state.latents]
     tensors = [t.requires_grad_(True) for t in state.tensors]
-    value = reg(_reconstruct(latents, tensors, SPEC, (SIZE, SIZE)))
+    value = reg(reconstruct(latents, tensors, SPEC, (SIZE, SIZE)))
     assert value.shape == (1,) and 0 < value.item() < 1
     value.backward()
     n_arm = 4  # the entropy model does not shape the image: only the synthesis tensors get a gradient
@@ -491,14 +501,14 @@ def test_rate_estimate_is_differentiable_and_counts_bits():
     state = _init_state(SPEC, (SIZE, SIZE), 0, torch.device("cpu"))
     shapes = [tuple(g.shape) for g in state.latents]
     values = torch.full((sum(h * w for h, w in shapes),), 0.3, requires_grad=True)
-    bits = _latent_bits(values, shapes, state.tensors, SPEC)
+    bits = latent_bits(values, shapes, state.tensors, SPEC)
     bits.backward()
     assert bits.item() > 0 and values.grad is not None and values.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("height,width", [(9, 7), (4, 13)])
 def test_contexts_are_each_latents_causal_neighbours_and_its_parent(height, width):
-    from sinco.codec.grid.entropy import grid_contexts
+    from sinco.codec.grid.arm import grid_contexts
     from sinco.codec.grid.spec import CONTEXT_OFFSETS
 
     shapes = SPEC.grid_shapes(height, width)
@@ -519,10 +529,11 @@ def test_contexts_are_each_latents_causal_neighbours_and_its_parent(height, widt
 
 
 def test_entropy_model_numpy_path_equals_the_torch_fixed_point_network():
+    from sinco.codec.grid.arm import fixed_arm_params as fixed_arm_params
+    from sinco.codec.grid.arm import run_arm
     from sinco.codec.grid.entropy import snap
-    from sinco.codec.grid.networks import arm_tensor_count, init_tensors, run_arm
+    from sinco.codec.grid.networks import QuantizedDecoder, arm_tensor_count, init_tensors, quantize_tensor
     from sinco.codec.grid.numerics import FRAC_BITS
-    from sinco.codec.grid.payload import QuantizedDecoder, _coding_params, quantize_tensor
 
     spec = GridSpec()
     tensors = [t + 0.3 * torch.randn(t.shape, generator=torch.Generator().manual_seed(2)) for t in init_tensors(spec, torch.Generator().manual_seed(1))]
@@ -531,17 +542,17 @@ def test_entropy_model_numpy_path_equals_the_torch_fixed_point_network():
     contexts = np.random.default_rng(0).integers(-31, 32, (3000, 10))
     n_arm = arm_tensor_count(spec)
     fixed = run_arm(decoder.as_torch()[:n_arm], torch.from_numpy(contexts.T * 2.0**FRAC_BITS), exact=True, exps=exps[:n_arm]).numpy().T
-    from sinco.codec.grid.payload import _arm_layers
+    from sinco.codec.grid.arm import fixed_arm_layers
 
     expected = snap(fixed[:, 0], fixed[:, 1], frac_bits=FRAC_BITS, bound=spec.latent_bound)
-    got = _coding_params(contexts, _arm_layers(decoder, spec), spec)
+    got = fixed_arm_params(contexts, fixed_arm_layers(decoder, spec), spec)
     assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
     assert len(np.unique(got[2])) > 5  # the scales actually vary: the check is not vacuous
 
 
 def test_sse_data_term_divides_the_regulariser_weight_by_the_pixel_count():
     """--data-term sse on the grid family: lam (1 - Dice) over H W beside MSE + rate, the same fit as mse at lam / (H W)."""
-    from sinco.codec.families.grid import GridFamily, GridFamilyFit
+    from sinco.codec.grid.family import GridFamily, GridFamilyFit
 
     _, reg = _tiny_regulariser()
     grid = GridFitConfig(steps=8, ste_steps=3, lambda_rd=1e-3, seed=0)

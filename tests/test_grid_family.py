@@ -82,7 +82,7 @@ def test_candidates_are_the_users_choice_and_recorded(grid_file, run):
 
 
 def test_the_long_preset_is_a_choice_of_compress(grid_file, run):
-    from sinco.codec.grid import GRID_PRESETS
+    from sinco.codec.grid.config import GRID_PRESETS
 
     folder, _ = grid_file
     out = folder / "long.sinco"

@@ -10,9 +10,19 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sinco.codec.grid import GridFitConfig, GridSpec, decode_grid, fit_grid, fit_grid_at_bpp
 from sinco.codec.grid import residual as R
-from sinco.codec.grid.payload import HEAD_BYTES, PAYLOAD_VERSION, RESIDUAL_HEAD_BYTES, RESIDUAL_PAYLOAD_VERSION, with_residual
+from sinco.codec.grid.config import GridFitConfig
+from sinco.codec.grid.payload import (
+    HEAD_BYTES,
+    PAYLOAD_VERSION,
+    RESIDUAL_HEAD_BYTES,
+    RESIDUAL_PAYLOAD_VERSION,
+    decode_grid,
+    with_residual,
+)
+from sinco.codec.grid.rate_search import fit_grid_at_bpp
+from sinco.codec.grid.spec import GridSpec
+from sinco.codec.grid.training import fit_grid
 from sinco.errors import BitstreamError, InputError
 
 
@@ -141,7 +151,7 @@ def test_payload_v2_decodes_to_the_corrected_image_and_v1_stays_without_residual
 
 
 def test_the_pivot_moves_a_flat_trial_to_a_larger_lambda_and_leaves_others(tiny_fit):
-    from sinco.codec.grid.fit import _RateSearch, _residual_pivot
+    from sinco.codec.grid.rate_search import _RateSearch, _residual_pivot
 
     target, fitted = tiny_fit
     image = target.numpy()
@@ -179,7 +189,7 @@ def test_the_search_refits_from_scratch_after_a_first_trial_past_the_pivot(monke
     """After the first trial, the pivot trial is a fit from scratch at ``pivot_refit`` times the estimate (with
     ``pivot_refit`` 0, a branch at the estimate); after a later trial, a branch at the estimate. The search ends
     after it."""
-    import sinco.codec.grid.fit as fitting
+    import sinco.codec.grid.rate_search as fitting
 
     calls, pivots = [], []
     real_fit, real_pivot = fitting.fit_grid, fitting._residual_pivot

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sinco.cli import main
 from sinco.codec.files import decode_file, parse_file, write_file
 from sinco.codec.format import HEADER_BYTES, MAX_FILE_BYTES, read_file
+from sinco.codec.inr.spec import INRSpec
 from sinco.errors import BitstreamError
-from sinco.inr.spec import INRSpec
 
 rng = np.random.default_rng(0)
 SPECS = [INRSpec(arch="siren", width=6, depth=3), INRSpec(arch="pe-mlp", width=5, depth=3, n_freqs=4, skips=(1,))]

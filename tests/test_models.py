@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
+from sinco.codec.inr.networks import PEMLP, Siren, build_inr
+from sinco.codec.inr.sizing import param_bpp, size_for_bpp
+from sinco.codec.inr.spec import INRSpec
 from sinco.errors import InputError
-from sinco.inr.models import PEMLP, INRSpec, Siren, build_inr
-from sinco.inr.sizing import param_bpp, size_for_bpp
 
 SPECS = [
     INRSpec(arch="siren", width=7, depth=1),

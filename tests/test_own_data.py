@@ -10,11 +10,12 @@ import pytest
 import torch
 from conftest import make_phantom
 
+from sinco.benchmark.config import BenchmarkConfig
+from sinco.benchmark.runner import run_benchmark
+from sinco.benchmark.selection import select_test_slices
 from sinco.cli import main
 from sinco.data.datasets import discover_cases, load_case_roi, load_case_volumes, load_slices
 from sinco.errors import InputError
-from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
-from sinco.eval.selection import select_test_slices
 
 
 def _write_png(path: Path, array: np.ndarray, *, bits: int = 8) -> None:

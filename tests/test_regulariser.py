@@ -8,20 +8,28 @@ import numpy as np
 import pytest
 import torch
 
+from sinco.benchmark.config import BenchmarkConfig
+from sinco.benchmark.frontier import paired_comparison
+from sinco.benchmark.runner import run_benchmark
 from sinco.cli import main
+from sinco.cli.options import parse_lams
 from sinco.codec.config import CodecConfig
+from sinco.codec.inr.config import INRFitConfig
+from sinco.codec.inr.networks import build_inr
+from sinco.codec.inr.sizing import size_for_bpp
+from sinco.codec.inr.training import StackedFit, fit_inr
+from sinco.compress.image import compress_images
 from sinco.data.datasets import Case, split_cases
 from sinco.errors import InputError
-from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
-from sinco.eval.frontier import paired_comparison
-from sinco.eval.judge import load_judge
-from sinco.fit.config import FitConfig
-from sinco.fit.loop import StackedFit, fit_inr
-from sinco.fit.losses import RegularizerOptions, StructuralRegularizer, build_regularizer, data_term, same_network, self_targets
-from sinco.inr.models import build_inr
-from sinco.inr.sizing import size_for_bpp
-from sinco.pipeline import compress_images
-from sinco.regularizer_cli import parse_lams
+from sinco.regularizer.judge import load_judge
+from sinco.regularizer.loss import (
+    RegularizerOptions,
+    StructuralRegularizer,
+    build_regularizer,
+    data_term,
+    same_network,
+    self_targets,
+)
 from sinco.seg.network import UNetConfig, build_unet, load_seg_model, save_checkpoint
 
 
@@ -53,7 +61,7 @@ def test_data_terms_relate_as_mean_sum_and_norm():
     with pytest.raises(InputError, match="--data-term 'l1'"):
         data_term(pred, target, kind="l1")
     with pytest.raises(InputError, match="--data-term 'L2'"):
-        FitConfig(data_term="L2")
+        INRFitConfig(data_term="L2")
 
 
 @pytest.mark.parametrize("kind", ["sse", "l2"])
@@ -61,14 +69,14 @@ def test_objective_uses_the_data_term_while_psnr_stays_on_the_mse(kind):
     images, _ = _slices(1)
     torch.manual_seed(0)
     model = build_inr(size_for_bpp("siren", bpp=4, height=16, width=16, depth=2, bits_per_param=16))
-    config = FitConfig(steps=5, data_term=kind, compile="off")
+    config = INRFitConfig(steps=5, data_term=kind, compile="off")
     fit = StackedFit([model], targets=torch.from_numpy(images), config=config, device=torch.device("cpu"))
     objective, mse = fit.objective(full=True)
     expected = mse * 256 if kind == "sse" else (mse * 256).sqrt()
     torch.testing.assert_close(objective, expected)
     result = fit_inr(model, target=torch.from_numpy(images[0]), config=config, device=torch.device("cpu"), progress=False)
     with torch.no_grad():
-        from sinco.inr.encodings import make_coordinates
+        from sinco.codec.inr.encodings import make_coordinates
 
         out = model(make_coordinates(16, 16)).reshape(16, 16)
     assert result.best_mse == pytest.approx(float((out - torch.from_numpy(images[0])).square().mean()), rel=1e-4)
@@ -114,7 +122,7 @@ def test_self_target_is_each_networks_own_mask_of_the_uncompressed_slice(nets):
 
 def test_compress_images_with_self_target_needs_no_mask_and_the_judge_adds_dice_eval(nets):
     images, masks = _slices(1)
-    common = dict(ranges=[(0.0, 1.0)], codec=CodecConfig(arch="siren", bpp=6, options={"depth": 2}), fit=FitConfig(steps=3, compile="off"),
+    common = dict(ranges=[(0.0, 1.0)], codec=CodecConfig(arch="siren", bpp=6, options={"depth": 2}), fit_config=INRFitConfig(steps=3, compile="off"),
                   device=torch.device("cpu"), seg_model=nets[0], eval_seg_model=nets[1])  # fmt: skip
     no_mask = compress_images(list(images), masks=None, regularizer_options=RegularizerOptions(target="self"), **common)[0]
     assert "dice" not in no_mask.metrics and no_mask.metrics["dice_eval_target"] == "self"
@@ -189,7 +197,7 @@ def test_regularised_fits_default_to_the_sum_of_squared_errors(nifti_volume, tmp
     assert explicit.fit_config("sinco-siren").data_term == "l2" and explicit.fit_config("coin").data_term == "l2"
     with pytest.raises(InputError, match="--data-term 'l2': --arch grid"):
         BenchmarkConfig(data=str(tmp_path), seg_model="unused.pt", methods=methods, fit_options={"data_term": "l2"}).fit_config("sinco-grid")
-    from sinco.eval.report import _regularizer_lines
+    from sinco.benchmark.tables import _regularizer_lines
 
     assert "data term `sse`" in _regularizer_lines(config)[0] and "data term `l2`" in _regularizer_lines(explicit)[0]
 
@@ -208,20 +216,20 @@ def test_regularised_fits_default_to_the_sum_of_squared_errors(nifti_volume, tmp
 
 
 def test_library_fits_resolve_the_auto_data_term(nets):
-    """compress_images with FitConfig's default data term fits sse with a segmentation network, mse without."""
+    """compress_images with INRFitConfig's default data term fits sse with a segmentation network, mse without."""
     images, masks = _slices(1)
 
     def file_of(data_term: str | None, seg_model) -> bytes:
-        fit = FitConfig(steps=4, compile="off", **({} if data_term is None else {"data_term": data_term}))
-        return compress_images(list(images), ranges=[(0.0, 1.0)], codec=CodecConfig(arch="siren", bpp=6, options={"depth": 2}), fit=fit,
+        fit = INRFitConfig(steps=4, compile="off", **({} if data_term is None else {"data_term": data_term}))
+        return compress_images(list(images), ranges=[(0.0, 1.0)], codec=CodecConfig(arch="siren", bpp=6, options={"depth": 2}), fit_config=fit,
                                device=torch.device("cpu"), seg_model=seg_model, masks=None if seg_model is None else list(masks))[0].data  # fmt: skip
 
-    assert FitConfig().data_term == "auto" and FitConfig().resolved(regularised=True).data_term == "sse"
+    assert INRFitConfig().data_term == "auto" and INRFitConfig().resolved(regularized=True).data_term == "sse"
     regularised = file_of(None, nets[0])
     assert regularised == file_of("sse", nets[0]) and regularised != file_of("mse", nets[0])
     assert file_of(None, None) == file_of("mse", None)
     with pytest.raises(InputError, match="--data-term 'mean'"):
-        FitConfig(data_term="mean")
+        INRFitConfig(data_term="mean")
 
 
 def test_benchmark_lambda_sweep_records_frontier_and_paired_table(benchmark_dataset, tmp_path):

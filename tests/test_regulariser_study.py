@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from sinco.benchmark.config import BenchmarkConfig
+from sinco.benchmark.runner import run_benchmark
 from sinco.codec.files import decode_file
-from sinco.eval.benchmark import BenchmarkConfig, run_benchmark
 from sinco.metrics import dice
 from sinco.seg.network import UNetConfig, build_unet, load_seg_model, save_checkpoint
 

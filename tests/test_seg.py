@@ -10,14 +10,15 @@ import torch
 
 from sinco.cli import main
 from sinco.codec.config import CodecConfig
+from sinco.codec.inr.config import INRFitConfig
+from sinco.codec.inr.networks import build_inr
+from sinco.codec.inr.spec import INRSpec
+from sinco.codec.inr.training import fit_inr
+from sinco.compress.image import compress_image
 from sinco.data.datasets import discover_cases, load_slices, split_cases
 from sinco.data.intensity import normalize_minmax
 from sinco.errors import InputError
-from sinco.fit.config import FitConfig
-from sinco.fit.loop import fit_inr
-from sinco.fit.losses import StructuralRegularizer
-from sinco.inr.models import INRSpec, build_inr
-from sinco.pipeline import compress_image
+from sinco.regularizer.loss import StructuralRegularizer
 from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze, load_seg_model, save_checkpoint
 
 SIZE, DEPTH = 32, 8
@@ -180,7 +181,7 @@ def test_regulariser_gradient_reaches_the_inr_and_not_the_unet(tiny_seg_model):
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[10:20, 12:22] = 1
     reg = StructuralRegularizer(tiny_seg_model, mask=mask, device=torch.device("cpu"))
-    from sinco.inr.encodings import make_coordinates
+    from sinco.codec.inr.encodings import make_coordinates
 
     value = reg(inr(make_coordinates(SIZE, SIZE)).reshape(1, 1, SIZE, SIZE))
     assert 0 < value.item() < 1
@@ -190,7 +191,7 @@ def test_regulariser_gradient_reaches_the_inr_and_not_the_unet(tiny_seg_model):
 
     before = {k: v.clone() for k, v in tiny_seg_model.net.state_dict().items()}
     target = torch.rand(SIZE, SIZE)
-    fit = FitConfig(steps=5, lam=1.0)
+    fit = INRFitConfig(steps=5, lam=1.0)
     result = fit_inr(inr, target=target, config=fit, device=torch.device("cpu"), regularizer=reg, progress=False)
     assert result.lam == 1.0
     after = tiny_seg_model.net.state_dict()
@@ -202,7 +203,7 @@ def test_regulariser_changes_the_fit(image, tiny_seg_model):
     mask = (image > 150).astype(np.uint8)
     codec = CodecConfig(arch="siren", bpp=4.0, options={"depth": 3})
     results = {
-        lam: compress_image(scaled, vmin=vmin, vmax=vmax, codec=codec, fit=FitConfig(steps=20, lam=lam),
+        lam: compress_image(scaled, vmin=vmin, vmax=vmax, codec=codec, fit_config=INRFitConfig(steps=20, lam=lam),
                             device=torch.device("cpu"), seg_model=tiny_seg_model, mask=mask)
         for lam in (0.0, 1.0)
     }  # fmt: skip
@@ -211,7 +212,7 @@ def test_regulariser_changes_the_fit(image, tiny_seg_model):
         assert {"dice", "dice_reference"} <= set(r.metrics)
         assert 0 <= r.metrics["dice"] <= 1
     assert results[0.0].metrics["dice_reference"] == results[1.0].metrics["dice_reference"]
-    assert results[1.0].fit.lam == 1.0 and results[0.0].fit.lam == 0.0
+    assert results[1.0].report.lam == 1.0 and results[0.0].report.lam == 0.0
 
 
 def test_compress_cli_with_regulariser_and_errors(tmp_path, capsys, tiny_seg_model, nifti_volume):
@@ -254,19 +255,19 @@ def test_compress_cli_with_regulariser_and_errors(tmp_path, capsys, tiny_seg_mod
 
 
 def test_volume_regularises_only_the_slices_with_tumour(tiny_seg_model):
-    from sinco.pipeline import compress_volume
+    from sinco.compress.volume import compress_volume
 
     rows, cols = np.meshgrid(np.linspace(-1, 1, SIZE), np.linspace(-1, 1, SIZE), indexing="ij")
     volume = np.stack([np.exp(-(rows**2 + cols**2) * (2 + k)) * 100 for k in range(3)])
     masks = np.zeros_like(volume, dtype=bool)
     masks[1, 10:20, 12:22] = True  # only the middle slice has a tumour
     codec = CodecConfig(arch="siren", bpp=4.0, options={"depth": 3})
-    result = compress_volume(volume, first_index=0, axis=2, affine=np.eye(4), codec=codec, fit=FitConfig(steps=6, lam=1.0),
+    result = compress_volume(volume, first_index=0, axis=2, affine=np.eye(4), codec=codec, fit_config=INRFitConfig(steps=6, lam=1.0),
                              device=torch.device("cpu"), batch_slices=3, seg_model=tiny_seg_model, masks=masks)  # fmt: skip
     assert [row["lam"] for row in result.slices] == [0.0, 1.0, 0.0]
     assert all(0 <= row["dice"] <= 1 for row in result.slices) and "dice_mean" in result.metrics
     # The batch with the regulariser gives the unregularised slices what a plain batch gives them.
-    plain = compress_volume(volume, first_index=0, axis=2, affine=np.eye(4), codec=codec, fit=FitConfig(steps=6, lam=0.0),
+    plain = compress_volume(volume, first_index=0, axis=2, affine=np.eye(4), codec=codec, fit_config=INRFitConfig(steps=6, lam=0.0),
                             device=torch.device("cpu"), batch_slices=3, seg_model=tiny_seg_model, masks=masks)  # fmt: skip
     for k in (0, 2):
         assert result.slices[k]["psnr"] == pytest.approx(plain.slices[k]["psnr"], abs=1e-3)

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sinco.codec.files import write_file
+from sinco.codec.inr.spec import INRSpec
 from sinco.codec.volume import SliceRecord, VolumeHeader, decode_volume, decode_volume_file, encode_volume
 from sinco.data.io import parse_slice_range
 from sinco.errors import BitstreamError, InputError
-from sinco.inr.spec import INRSpec
 
 AFFINE = np.array([[0.0, -1.2, 0, 30], [1.1, 0, 0, -20], [0, 0, 2.5, 7], [0, 0, 0, 1]])
 STEPS = ["--steps", 25, "--bpp", 4, "--arch", "siren", "--depth", 3, "--compile", "off", "--quiet"]
@@ -39,7 +39,7 @@ def test_compress_and_decompress_a_whole_volume(volume_file, tmp_path, capsys, r
     code, stdout, err = run(["compress", path, "--slices", "all", "--batch-slices", 2, "-o", out, "--json", *STEPS])
     assert code == 0, err
     report = json.loads(stdout)
-    assert (report["slices"], report["inr_slices"], report["constant_slices"]) == (12, 11, 1)
+    assert (report["slices"], report["fitted_slices"], report["constant_slices"]) == (12, 11, 1)
     assert report["file_bytes"] == out.stat().st_size
     assert report["bpp_file"] == pytest.approx(8 * out.stat().st_size / vol.size)
     assert report["slices_per_minute"] > 0 and report["batch_slices"] == 2

@@ -1,13 +1,28 @@
-"""sinco: medical image compression with implicit neural representations (INRs).
+"""sinco: medical image compression with overfitted neural codecs.
 
-The package imports nothing heavy at import time; the sub-packages hold the pieces:
+The Python API (:mod:`sinco.api`) is reachable from here: :func:`compress`, :func:`decompress`,
+:func:`compress_volume`, :func:`compress_file` and :func:`decompress_file`. Nothing heavy is imported until one of
+them is first used.
 
-- :mod:`sinco.inr`: coordinate grids, positional encoding, SIREN and PE-MLP networks, rate sizing.
-- :mod:`sinco.codec`: the ``.sinco`` container, the codec families and their registry, volume files.
-- :mod:`sinco.pipeline`: compressing an image or a volume with any family, measured on the decoded file.
-- :mod:`sinco.fit`: the fitting loop and its configuration.
-- :mod:`sinco.data`: reading slices from NIfTI, NumPy, PNG and TIFF; writing outputs.
-- :mod:`sinco.metrics`: PSNR, SSIM and Dice.
+Packages: :mod:`sinco.codec` (the ``.sinco`` container, the codec families and their registry),
+:mod:`sinco.compress` (compressing images, volumes and archives, measured on the decoded file),
+:mod:`sinco.classical` (the codecs sinco is compared with), :mod:`sinco.benchmark`, :mod:`sinco.regularizer`
+(the SINCO structural regularizer), :mod:`sinco.seg` (its segmentation network), :mod:`sinco.data`,
+:mod:`sinco.metrics`, :mod:`sinco.cli`.
 """
 
-__version__ = "0.2.0"
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from sinco.version import __version__
+
+__all__ = ["__version__", "compress", "compress_file", "compress_volume", "decompress", "decompress_file"]
+_API = ("compress", "compress_file", "compress_volume", "decompress", "decompress_file")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module("sinco.api"), name)
+    raise AttributeError(f"module 'sinco' has no attribute {name!r}")

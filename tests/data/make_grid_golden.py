@@ -19,7 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_grid_codec import SPEC, target_image  # noqa: E402
 
-from sinco.codec.grid import GridFitConfig, decode_grid, fit_grid  # noqa: E402
+from sinco.codec.grid.config import GridFitConfig  # noqa: E402
+from sinco.codec.grid.payload import decode_grid
+from sinco.codec.grid.training import fit_grid
 
 out = Path(__file__).parent / sys.argv[1]
 spec = replace(SPEC, upsampling="bicubic") if sys.argv[2:] == ["--bicubic"] else SPEC

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from sinco.codec.families import family_by_id, get_family
 from sinco.codec.format import FileHeader, pack, unpack
+from sinco.codec.registry import family_by_id, get_family
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ All integers and floats are little-endian. Layout of version 2 (:data:`HEADER_FI
     offset  size  field
     0       4     magic b"SNCO"
     4       1     format version (2)
-    5       1     codec family id (see ``sinco.codec.families``)
+    5       1     codec family id (see ``sinco.codec.registry``)
     6       4     image height H, uint32
     10      4     image width W, uint32
     14      8     intensity minimum, float64

@@ -20,7 +20,7 @@ container around version-1 ``.sinco`` records, and is still read)::
     end-4   4     CRC-32 (zlib) of every byte before it
 
 A constant slice (empty background at the ends of a scan) costs 9 bytes and no fit; a fitted
-slice costs its ``.sinco`` file plus 5 bytes. Compressing volumes is :func:`sinco.pipeline.compress_volume`;
+slice costs its ``.sinco`` file plus 5 bytes. Compressing volumes is :func:`sinco.compress.volume.compress_volume`;
 this module reads and writes the bytes.
 """
 
@@ -44,7 +44,7 @@ MAX_SLICES = 65535
 # Decoding holds the volume as float32: 2 GiB at most, whatever a file announces.
 MAX_VOXELS = 1 << 29
 _HEAD = struct.Struct("<4sBBHIIII16d")
-_CONSTANT, _INR = 0, 1
+_CONSTANT, _FITTED = 0, 1
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class SliceRecord:
     """One stored slice: a constant value, or the bytes of a ``.sinco`` file.
 
     Args:
-        constant: the value of a constant slice (``None`` for an INR slice).
+        constant: the value of a constant slice (``None`` for a fitted slice).
         data: the ``.sinco`` file of a fitted slice (``None`` for a constant slice).
     """
 
@@ -122,7 +122,7 @@ def encode_volume(header: VolumeHeader, records: list[SliceRecord]) -> bytes:
             inner = parse_file(record.data)
             if (inner.height, inner.width) != (header.height, header.width):
                 raise InputError(f"slice {header.first_index + index}: {inner.height}x{inner.width}, the volume's slices are {header.height}x{header.width}")
-            parts.append(struct.pack("<BI", _INR, len(record.data)) + record.data)
+            parts.append(struct.pack("<BI", _FITTED, len(record.data)) + record.data)
     body = b"".join(parts)
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -174,7 +174,7 @@ def decode_volume_file(data: bytes) -> tuple[VolumeHeader, list[SliceRecord]]:
                 raise BitstreamError(f"corrupted .sinco volume file: slice record {index} holds a non-finite value")
             records.append(SliceRecord(constant=value))
             offset += 9
-        elif kind == _INR:
+        elif kind == _FITTED:
             if offset + 5 > end:
                 raise BitstreamError(f"truncated .sinco volume file in slice record {index}")
             (length,) = struct.unpack_from("<I", data, offset + 1)

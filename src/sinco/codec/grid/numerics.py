@@ -1,4 +1,4 @@
-"""Arithmetic shared by the trainer (float) and the decoder (fixed point, bit-exact).
+"""Fixed-point arithmetic of the decoder (bit-exact), and the layer primitive the float and fixed-point networks share.
 
 The decoder works on integers held in float64 tensors: activations are integers at scale ``2^-FRAC_BITS``,
 weights integers at scale ``2^-e``. Every value and every partial sum stays below ``2^53`` (activations are
@@ -8,9 +8,6 @@ whatever the summation order: results do not depend on BLAS, thread count or mac
 
 from __future__ import annotations
 
-import functools
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,114 +16,9 @@ ACT_LIMIT = float(1 << 24)
 WEIGHT_LIMIT = (1 << 15) - 1
 MAX_EXPONENT = 12
 
-# Bicubic (a = -0.75) 2x upsampling is a symmetric 8-tap kernel (u0, u1, u2, u3, u3, u2, u1, u0) over 128: output
-# 2n takes input pixels n-2 .. n+1 with (u0, u2, u3, u1), output 2n+1 takes n-1 .. n+2 with (u1, u3, u2, u0).
-BICUBIC_TAPS = (-3, -9, 29, 111)
-BICUBIC_EXPONENT = 7
-_EVEN_TAPS = (0, 2, 3, 1)
-_ODD_TAPS = (1, 3, 2, 0)
-
-
 def round_shift(values: torch.Tensor, bits: int) -> torch.Tensor:
     """``floor(values / 2^bits + 1/2)`` of integer-valued float64 tensors (exact: divisions by powers of two)."""
     return torch.floor(values * (2.0**-bits) + 0.5) if bits > 0 else values
-
-
-def _tap_basis(size: int, length: int) -> np.ndarray:
-    """``(4, size, length)``: entry ``[k, r, c]`` counts how often tap ``u_k`` weighs input ``c`` in output ``r`` of a
-    2x upsampling of ``length`` samples to ``size`` with replicate borders."""
-    basis = np.zeros((4, size, length))
-    for r in range(size):
-        n, order, first = (r // 2, _EVEN_TAPS, -2) if r % 2 == 0 else (r // 2, _ODD_TAPS, -1)
-        for k, tap in enumerate(order):
-            basis[tap, r, min(max(n + first + k, 0), length - 1)] += 1
-    return basis
-
-
-@functools.lru_cache(maxsize=128)
-def _basis_operator(size: int, length: int, *, dtype: torch.dtype, device: torch.device, transposed: bool) -> torch.Tensor:
-    """:func:`_tap_basis` as a contiguous ``(size * length, 4)`` tensor (``(length * size, 4)``, the matrix transposed,
-    if ``transposed``), made once per geometry, dtype and device: the stage's matrix is one product with its taps."""
-    basis = _tap_basis(size, length)
-    basis = basis.transpose(0, 2, 1) if transposed else basis
-    return torch.from_numpy(np.ascontiguousarray(basis.reshape(4, -1).T)).to(dtype=dtype, device=device)
-
-
-@functools.lru_cache(maxsize=16)
-def _bicubic_taps(dtype: torch.dtype, device: torch.device, scale: float) -> torch.Tensor:
-    return torch.tensor(BICUBIC_TAPS, dtype=dtype, device=device) * scale
-
-
-def learned_taps(delta: torch.Tensor, exponent: int | None = None) -> tuple[torch.Tensor, int]:
-    """The taps ``(u0, u1, u2, u3)`` of a learned upsampling stage: the bicubic taps plus ``delta (4,)``.
-
-    Args:
-        delta: the stage's tensor: floats (training), or integers at scale ``2^-exponent`` (decoder).
-        exponent: ``delta``'s step exponent in fixed point; None for floats.
-
-    Returns:
-        Float taps and 0, or integer-valued taps at scale ``2^-e`` and ``e = max(7, exponent)`` (exact: the
-        bicubic taps are integers over ``2^7``).
-    """
-    if exponent is None:
-        return _bicubic_taps(delta.dtype, delta.device, 2.0**-BICUBIC_EXPONENT) + delta, 0
-    scale = max(BICUBIC_EXPONENT, exponent)
-    return _bicubic_taps(delta.dtype, delta.device, float(2 ** (scale - BICUBIC_EXPONENT))) + delta * float(2 ** (scale - exponent)), scale
-
-
-def upsample2x(
-    x: torch.Tensor, height: int, width: int, *, exact: bool, taps: torch.Tensor | None = None, tap_exponent: int = 0
-) -> torch.Tensor:
-    """Separable 2x upsampling of ``(1, C, h, w)`` to ``(1, C, height, width)`` (cropped), per channel.
-
-    Written as two matrix products with a matrix per axis built from the taps (a cached 0/1 basis times them), fast,
-    and exact on integer-valued float64.
-
-    Args:
-        x: the grids; with ``exact`` integer-valued float64, rounded after each axis.
-        height: output rows, at most ``2 h``.
-        width: output columns, at most ``2 w``.
-        exact: fixed-point mode of the decoder.
-        taps: ``(4,)`` taps of a learned stage (:func:`learned_taps`); None: bicubic (:data:`BICUBIC_TAPS`).
-        tap_exponent: with ``exact``, the taps' step exponent.
-    """
-    if taps is None:
-        taps, tap_exponent = _bicubic_taps(x.dtype, x.device, 1.0 if exact else 2.0**-BICUBIC_EXPONENT), BICUBIC_EXPONENT
-    cols_t = (_basis_operator(width, x.shape[-1], dtype=x.dtype, device=x.device, transposed=True) @ taps).view(x.shape[-1], width)
-    rows = (_basis_operator(height, x.shape[-2], dtype=x.dtype, device=x.device, transposed=False) @ taps).view(height, x.shape[-2])
-    if not exact:
-        # Learned taps get their gradient through the matrices: two more products per stage in training.
-        return rows @ (x @ cols_t)
-    # Learned taps are unbounded: the clamps keep every later sum below 2^53 (see the module's docstring); bicubic
-    # planes of valid latents stay far inside them.
-    half = round_shift(x @ cols_t, tap_exponent).clamp(-ACT_LIMIT, ACT_LIMIT)
-    return round_shift(rows @ half, tap_exponent).clamp(-ACT_LIMIT, ACT_LIMIT)
-
-
-def upsample_grids(
-    grids: list[torch.Tensor], shapes: list[tuple[int, int]], *, exact: bool, deltas: list[torch.Tensor] | None = None,
-    delta_exponents: list[int] | None = None,
-) -> torch.Tensor:  # fmt: skip
-    """Bring every grid ``(1, 1, h_l, w_l)`` (finest first) to full resolution; returns ``(1, L, H, W)``.
-
-    Grid ``l`` goes through ``l`` successive 2x stages, each cropped to the next finer grid's shape; the grids
-    that share a stage are upsampled together, as channels.
-
-    Args:
-        grids: the latent grids, finest first.
-        shapes: their shapes.
-        exact: fixed-point mode of the decoder.
-        deltas: learned upsampling: one ``(4,)`` tensor per stage (:func:`learned_taps`), the stage into grid
-            ``l``'s shape first; None: bicubic.
-        delta_exponents: with ``exact`` and ``deltas``, their step exponents.
-    """
-    x = grids[-1]
-    for level in range(len(grids) - 2, -1, -1):
-        taps, tap_exponent = None, 0
-        if deltas is not None:
-            taps, tap_exponent = learned_taps(deltas[level], delta_exponents[level] if exact else None)
-        x = torch.cat([grids[level], upsample2x(x, *shapes[level], exact=exact, taps=taps, tap_exponent=tap_exponent)], dim=1)
-    return x
 
 
 def fixed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, w_exp: int, b_exp: int) -> torch.Tensor:
@@ -150,3 +42,29 @@ def fixed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     if bias is not None:
         y = y + (bias * float(2 ** (FRAC_BITS + w_exp - b_exp))).reshape((-1, 1) if x.dim() == 2 else (-1, 1, 1))
     return round_shift(y, w_exp).clamp(-ACT_LIMIT, ACT_LIMIT)
+
+
+def layer_tuples(tensors: list[torch.Tensor], exps: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, int, int]]:
+    """``[w0, b0, w1, b1, ...]`` and their step exponents as ``(weight, bias, w_exp, b_exp)`` per layer."""
+    return [(tensors[i], tensors[i + 1], exps[i], exps[i + 1]) for i in range(0, len(tensors), 2)]
+
+
+def apply_layer(x: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor | None, int, int], *, exact: bool) -> torch.Tensor:
+    """One layer (linear on ``(C, N)``, convolution on ``(1, C, H, W)``): float, or fixed point when ``exact``."""
+    weight, bias, w_exp, b_exp = layer
+    if exact:
+        return fixed_conv(x, weight, bias, w_exp=w_exp, b_exp=b_exp)
+    if x.dim() == 4 and weight.shape[-1] == 1:
+        # 1x1 layers as one matrix product on channels-first pixels (C, H W): no permute, and the backward's
+        # products keep the long axis contiguous (twice as fast as a channels-last linear layer).
+        _, channels, height, width = x.shape
+        return affine(weight[:, :, 0, 0], bias, x.reshape(channels, height * width)).reshape(1, -1, height, width)
+    if x.dim() == 2:
+        return affine(weight, bias, x)
+    pad = weight.shape[-1] // 2
+    return F.conv2d(F.pad(x, (pad,) * 4, mode="replicate") if pad else x, weight, bias)
+
+
+def affine(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``weight (O, C) @ x (C, N) + bias (O,)``."""
+    return weight @ x if bias is None else torch.addmm(bias[:, None], weight, x)

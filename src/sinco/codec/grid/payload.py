@@ -32,12 +32,16 @@ import constriction
 import numpy as np
 import torch
 
-from sinco.codec.grid.entropy import coding_order, grid_contexts, laplace_table, schedule, snap
-from sinco.codec.grid.networks import arm_tensor_count, fixed_image, run_synthesis, split_tensors, tensor_shapes
-from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, MAX_EXPONENT, WEIGHT_LIMIT, upsample_grids
+from sinco.codec.grid.arm import coding_order, fixed_arm_layers, fixed_arm_params, grid_contexts, schedule
+from sinco.codec.grid.entropy import laplace_table
+from sinco.codec.grid.networks import QuantizedDecoder, split_tensors
+from sinco.codec.grid.numerics import FRAC_BITS
+from sinco.codec.grid.quantizer import pack_network, unpack_network
 from sinco.codec.grid.residual import ResidualLayer, section_lattice
 from sinco.codec.grid.residual import decode as decode_residual
 from sinco.codec.grid.spec import CONTEXT_OFFSETS, GridSpec
+from sinco.codec.grid.synthesis import fixed_image, run_synthesis
+from sinco.codec.grid.upsampling import upsample_grids
 from sinco.errors import BitstreamError
 
 PAYLOAD_VERSION = 1
@@ -47,125 +51,10 @@ _HEAD_V2 = struct.Struct("<BIII")
 HEAD_BYTES = _HEAD.size
 #: Bytes a residual layer adds to the payload besides its section (the latent stream's length).
 RESIDUAL_HEAD_BYTES = _HEAD_V2.size - _HEAD.size
-_MAX_ZEROS = 24  # exp-Golomb prefix cap: values stay below WEIGHT_LIMIT anyway
 _CHUNK = 8192
 
 
-@dataclass(frozen=True)
-class QuantizedDecoder:
-    """The decoder's networks as integers: ``tensors[i] * 2^-exponents[i]``, in :func:`tensor_shapes` order."""
-
-    tensors: tuple[np.ndarray, ...]
-    exponents: tuple[int, ...]
-
-    def as_torch(self) -> list[torch.Tensor]:
-        """Integer-valued float64 tensors for the fixed-point networks."""
-        return [torch.from_numpy(t.astype(np.float64)) for t in self.tensors]
-
-
-def quantize_tensor(values: torch.Tensor, exponent: int) -> np.ndarray:
-    """``round(values * 2^exponent)`` clamped to ``+-WEIGHT_LIMIT``, int64."""
-    scaled = torch.round(values.detach().double() * 2.0**exponent).clamp(-WEIGHT_LIMIT, WEIGHT_LIMIT)
-    return scaled.numpy().astype(np.int64)
-
-
-# ------------------------------------------------------------------------------------------ exp-Golomb
-def _zigzag(values: np.ndarray) -> np.ndarray:
-    return np.where(values >= 0, 2 * values, -2 * values - 1)
-
-
-def golomb_bits(values: np.ndarray, order: int) -> int:
-    """Bits of signed exp-Golomb codes of order ``order`` for ``values``."""
-    x = (_zigzag(values.reshape(-1)) + (1 << order)).astype(np.float64)
-    return int(np.sum(2 * np.frexp(x)[1] - order - 1))
-
-
-def best_order(values: np.ndarray) -> tuple[int, int]:
-    """The exp-Golomb order (0..7) with the fewest bits, and that many bits."""
-    costs = [golomb_bits(values, k) for k in range(8)]
-    order = int(np.argmin(costs))
-    return order, costs[order]
-
-
-def network_bits(decoder: QuantizedDecoder) -> int:
-    """Exact size in bits of the network block's content (before byte padding)."""
-    return sum(7 + best_order(t)[1] for t in decoder.tensors)
-
-
-def pack_network(decoder: QuantizedDecoder) -> bytes:
-    """The network block."""
-    parts = []
-    for tensor, exponent in zip(decoder.tensors, decoder.exponents, strict=True):
-        order, _ = best_order(tensor)
-        parts.append(f"{exponent:04b}{order:03b}")
-        for u in _zigzag(tensor.reshape(-1)).tolist():
-            x = u + (1 << order)
-            parts.append("0" * (x.bit_length() - order - 1) + format(x, "b"))
-    bits = "".join(parts)
-    bits += "0" * (-len(bits) % 8)
-    return int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
-
-
-def unpack_network(block: bytes, spec: GridSpec) -> QuantizedDecoder:
-    """Parse a network block for ``spec``.
-
-    Raises:
-        BitstreamError: if it is truncated, has an exponent or value out of range, or trailing data.
-    """
-    bits = "".join(format(b, "08b") for b in block)
-    pos = 0
-    tensors, exponents = [], []
-    for shape in tensor_shapes(spec):
-        if pos + 7 > len(bits):
-            raise BitstreamError("grid payload: network block truncated")
-        exponent, order = int(bits[pos : pos + 4], 2), int(bits[pos + 4 : pos + 7], 2)
-        pos += 7
-        if exponent > MAX_EXPONENT:
-            raise BitstreamError(f"grid payload: network step exponent {exponent} above {MAX_EXPONENT}")
-        count = int(np.prod(shape))
-        values = np.empty(count, np.int64)
-        for n in range(count):
-            one = bits.find("1", pos, pos + _MAX_ZEROS + 1)
-            if one < 0:
-                raise BitstreamError("grid payload: network block truncated or corrupted (bad exp-Golomb code)")
-            width = one - pos + order + 1
-            end = one + width
-            if end > len(bits):
-                raise BitstreamError("grid payload: network block truncated")
-            u = int(bits[one:end], 2) - (1 << order)
-            pos = end
-            values[n] = u // 2 if u % 2 == 0 else -(u + 1) // 2
-        if np.abs(values).max(initial=0) > WEIGHT_LIMIT:
-            raise BitstreamError(f"grid payload: network weight beyond +-{WEIGHT_LIMIT}")
-        tensors.append(values.reshape(shape))
-        exponents.append(exponent)
-    if len(bits) - pos >= 8 or "1" in bits[pos:]:
-        raise BitstreamError("grid payload: unexpected data after the network block")
-    return QuantizedDecoder(tensors=tuple(tensors), exponents=tuple(exponents))
-
-
 # --------------------------------------------------------------------------------------------- latents
-def _arm_layers(decoder: QuantizedDecoder, spec: GridSpec) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """The entropy model's fixed-point layers: ``(weight (O, I), bias at scale 2^-(FRAC_BITS + e), e)``, float64."""
-    n_arm = arm_tensor_count(spec)
-    tensors, exps = decoder.tensors[:n_arm], decoder.exponents[:n_arm]
-    return [
-        (tensors[i].astype(np.float64), tensors[i + 1].astype(np.float64) * float(2 ** (FRAC_BITS + exps[i] - exps[i + 1])), exps[i])
-        for i in range(0, n_arm, 2)
-    ]
-
-
-def _coding_params(contexts: np.ndarray, arm: list[tuple[np.ndarray, np.ndarray, int]], spec: GridSpec) -> tuple[np.ndarray, ...]:
-    # The same fixed-point arithmetic as networks.run_arm(exact=True), in numpy: the decoder calls this once per
-    # wave, where torch's per-call overhead would dominate. Integer-valued float64, exact (see numerics).
-    x = contexts.astype(np.float64) * float(1 << FRAC_BITS)
-    for index, (weight, bias, exponent) in enumerate(arm):
-        x = np.floor((x @ weight.T + bias) * 2.0**-exponent + 0.5)
-        # ReLU and the +-ACT_LIMIT clamp as plain ufuncs: np.clip's Python wrapper costs more than the layer here.
-        x = np.minimum(np.maximum(x, 0.0 if index < len(arm) - 1 else -ACT_LIMIT), ACT_LIMIT)
-    return snap(x[:, 0], x[:, 1], frac_bits=FRAC_BITS, bound=spec.latent_bound)
-
-
 def payload_checksum(network: bytes, latents: list[np.ndarray]) -> int:
     """CRC-32 of the network block then the latents as int8, coarsest grid first."""
     return zlib.crc32(b"".join(g.astype(np.int8).tobytes() for g in reversed(latents)), zlib.crc32(network))
@@ -175,7 +64,7 @@ def encode_latents(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: G
     """Range-code integer latents (finest grid first, each ``(h_l, w_l)``) with the fixed-point entropy model."""
     grids = [torch.from_numpy(g.astype(np.float64)) for g in latents]
     contexts = grid_contexts(grids, spec).T.numpy()
-    m, f, q = _coding_params(contexts, _arm_layers(decoder, spec), spec)
+    m, f, q = fixed_arm_params(contexts, fixed_arm_layers(decoder, spec), spec)
     order = coding_order([g.shape for g in latents])
     values = np.concatenate([g.reshape(-1) for g in latents]).astype(np.int64)
     reach = 2 * spec.latent_bound
@@ -226,7 +115,7 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
     """
     if len(data) % 4:
         raise BitstreamError(f"grid payload: latent stream of {len(data)} bytes is not whole 32-bit words")
-    arm = _arm_layers(decoder, spec)
+    arm = fixed_arm_layers(decoder, spec)
     table = laplace_table(spec.latent_bound)
     bound, reach = spec.latent_bound, 2 * spec.latent_bound
     family = constriction.stream.model.Categorical(perfect=False)
@@ -237,7 +126,7 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
     size, contexts, targets = _decode_plan(tuple(shapes), spec.arm_context)
     buffer = np.zeros(size, np.int64)
     for context, target in zip(contexts, targets, strict=True):
-        m, f, q = _coding_params(buffer[context], arm, spec)
+        m, f, q = fixed_arm_params(buffer[context], arm, spec)
         try:
             symbols = rc.decode(family, table[f, q])
         except Exception as exc:

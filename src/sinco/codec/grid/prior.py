@@ -29,7 +29,8 @@ def classical_slope(image: np.ndarray, *, target_bpp: float) -> float | None:
         The slope (MSE per bpp, positive), or None where JPEG 2000 gives no two distinct points within those
         rates (an image too small for its headers at the lower rate, or coded losslessly at both).
     """
-    from sinco.baselines.classical import JPEG2000, encode_at_bpp
+    from sinco.classical.base import encode_at_bpp
+    from sinco.classical.images import JPEG2000
 
     codec = JPEG2000()
     points = []

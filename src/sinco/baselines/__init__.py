@@ -1,1 +1,0 @@
-"""Classical image codecs behind one small :class:`~sinco.baselines.classical.Codec` interface."""

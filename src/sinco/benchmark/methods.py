@@ -1,0 +1,55 @@
+"""The benchmark's methods, declared once: the codec families' (from the codec registry) and the classical codecs'
+(from the classical registry), with the labels tables and figures show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: What ``sinco benchmark`` runs when ``--methods`` is not given (the regularized ones only with ``--seg-model``).
+DEFAULT_METHODS = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "jpeg", "jpeg2000")
+
+
+def codec_methods() -> dict[str, tuple[Any, Any]]:
+    """The neural codec methods: name -> (family, :class:`~sinco.codec.family.BenchmarkMethod`)."""
+    from sinco.codec.registry import benchmark_methods
+
+    return benchmark_methods()
+
+
+def classical_methods() -> tuple[str, ...]:
+    """The classical codecs' method names (:data:`sinco.classical.registry.CLASSICAL_CODECS`)."""
+    from sinco.classical.registry import CLASSICAL_CODECS
+
+    return tuple(CLASSICAL_CODECS)
+
+
+def all_methods() -> tuple[str, ...]:
+    """Every benchmark method: the codec families' (plain fits first, then the regularized ones, as the paper's
+    Table 1 orders them) and the classical codecs."""
+    methods = codec_methods()
+    plain = [m for m, (_, info) in methods.items() if not info.regularized]
+    return (*plain, *(m for m in methods if m not in plain), *classical_methods())
+
+
+def is_regularized(method: str) -> bool:
+    """Whether ``method`` fits with the structural regularizer."""
+    methods = codec_methods()
+    return method in methods and methods[method][1].regularized
+
+
+def swept_key(method: str, lam: float) -> str:
+    """The name of one lambda of a swept method in the Bjontegaard section, e.g. ``sinco-siren@0.1``
+    (:func:`method_label` shows it as "SINCO (SIREN), lambda 0.1")."""
+    return f"{method}@{lam:g}"
+
+
+def method_label(method: str, lam: float | None = None) -> str:
+    """The name tables and figures show for a method (with its lambda when a sweep ran several)."""
+    from sinco.classical.registry import CLASSICAL_CODECS
+
+    if "@" in method:  # one lambda of a swept method (see swept_key)
+        base, value = method.split("@", 1)
+        return f"{method_label(base)}, lambda {value}"
+    known = codec_methods()
+    label = known[method][1].label if method in known else (CLASSICAL_CODECS[method].label if method in CLASSICAL_CODECS else method)
+    return label if lam is None else f"{label}, lambda {lam:g}"

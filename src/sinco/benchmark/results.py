@@ -1,0 +1,80 @@
+"""A benchmark's records on disk: ``results.json`` (written atomically after every record, so a run resumes), the
+names of the files kept under ``OUTDIR/files``, and the grouping of records into table rows."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sinco.benchmark.config import BenchmarkConfig
+from sinco.errors import InputError
+from sinco.version import __version__
+
+RESULTS_FORMAT = 3
+# Configuration that only changes the summaries: a run may be resumed (or summarized again) with another value.
+_NOT_RECORDS = ("anchor",)
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, str, float, float]:
+    return record["image_id"], record["method"], float(record["target_bpp"]), float(record.get("lam_setting", 0.0))
+
+
+def file_name(image_id: str, method: str, bpp: float, extension: str, lam: float | None = None) -> str:
+    tag = "" if lam is None else f"__lam{lam:g}"
+    return f"{image_id.replace(':', '_').replace(os.sep, '_')}__{method}{tag}__{bpp:g}bpp{extension}"
+
+
+def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
+    """Records of an earlier run of the same configuration in ``outdir`` (empty if none).
+
+    Raises:
+        InputError: if ``outdir`` holds results of another configuration, or an unreadable file.
+    """
+    path = outdir / "results.json"
+    if not path.exists():
+        return []
+    try:
+        saved = json.loads(path.read_text())
+        saved_config, records = saved["config"], saved["records"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"--out {str(outdir)!r}: unreadable results.json ({exc}); use another --out") from None
+    mine = json.loads(json.dumps(config.to_dict()))
+    differs = sorted(k for k in (set(mine) | set(saved_config)) - set(_NOT_RECORDS) if mine.get(k) != saved_config.get(k))
+    if differs:
+        raise InputError(
+            f"--out {str(outdir)!r}: holds a run with another configuration (differs in {', '.join(differs)}); "
+            "use another --out to start a new run"
+        )
+    return list(records)
+
+
+def save_results(outdir: Path, config: BenchmarkConfig, records: list[dict[str, Any]], *, slices: list[dict[str, Any]],
+                 bjontegaard: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Write ``results.json`` atomically (with a ``bjontegaard`` section when given, see
+    :func:`sinco.benchmark.bjontegaard.benchmark_deltas`)."""
+    import torch
+
+    from sinco.utils.atomic import atomic_write_bytes
+
+    payload = {
+        "format": RESULTS_FORMAT, "sinco_version": __version__, "torch_version": torch.__version__,
+        "config": config.to_dict(), "slices": slices, "records": records,
+    }  # fmt: skip
+    if bjontegaard is not None:
+        payload["bjontegaard"] = bjontegaard
+    atomic_write_bytes(outdir / "results.json", (json.dumps(payload, indent=1, allow_nan=False) + "\n").encode())
+
+
+
+def rows_by_method(config: Any, records: list[dict[str, Any]]) -> list[tuple[str, float | None, list[dict[str, Any]]]]:
+    """``(method, lam or None, records)`` per table row, in the configured order (``lam`` only in a sweep)."""
+    rows = []
+    for method in config.methods:
+        lams = config.lams_of(method)
+        for lam in lams:
+            rs = [r for r in records if r["method"] == method and float(r.get("lam_setting", 0.0)) == float(lam)]
+            if rs:
+                rows.append((method, lam if len(lams) > 1 else None, rs))
+    return rows

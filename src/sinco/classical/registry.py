@@ -1,0 +1,21 @@
+"""The classical codecs sinco compares against, declared once: name -> codec, in the order tables list them."""
+
+from __future__ import annotations
+
+from sinco.classical.base import Codec
+from sinco.classical.images import AVIF, JPEG, JPEG2000, JPEGXL, WebP
+from sinco.errors import InputError
+
+#: Every classical codec of the slice benchmark.
+CLASSICAL_CODECS: dict[str, type[Codec]] = {c.name: c for c in (JPEG, JPEG2000, JPEGXL, AVIF, WebP)}
+
+
+def get_codec(name: str) -> Codec:
+    """The classical codec called ``name``.
+
+    Raises:
+        InputError: if no codec has that name.
+    """
+    if name not in CLASSICAL_CODECS:
+        raise InputError(f"codec {name!r}: expected one of {', '.join(CLASSICAL_CODECS)}")
+    return CLASSICAL_CODECS[name]()

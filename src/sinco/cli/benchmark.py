@@ -1,0 +1,140 @@
+"""``sinco benchmark`` (neural and classical codecs on a dataset) and ``sinco demo`` (a short one on embedded data)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sinco.cli import options
+from sinco.cli.common import EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``benchmark`` and ``demo``."""
+    from sinco.benchmark.methods import DEFAULT_METHODS, all_methods
+
+    p = sub.add_parser("benchmark", help="compare the neural codecs and classical codecs on a dataset (the paper's Table 1)")
+    options.add_dataset(p)
+    p.add_argument("--seg-model", default=None, action="append", metavar="SEG.pt",
+                   help="checkpoint from 'sinco train-seg' (the loss network): adds Dice and the regularized methods (default: "
+                        "none, no Dice); repeat it for an ensemble")  # fmt: skip
+    options.add_regularizer(p, benchmark=True)
+    p.add_argument("--cases", default=None,
+                   help="test cases: val (the seg model's validation cases), all, or ID,ID (default: val with --seg-model, else all)")  # fmt: skip
+    p.add_argument("--roi-glob", default=None, metavar="GLOB",
+                   help="region of interest for PSNR/SSIM ROI: a mask in each case folder, e.g. brainmask.nii.gz (images layout: "
+                        "paired by name); default: the head found automatically")  # fmt: skip
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated, from: {', '.join(all_methods())} (default: {','.join(DEFAULT_METHODS)}; without "
+                        "--seg-model the unregularized ones)")  # fmt: skip
+    p.add_argument("--bpp", default="1.2", help="target rate(s), comma-separated (default: 1.2)")
+    p.add_argument("--anchor", default="jpeg2000", metavar="METHOD",
+                   help="with several --bpp rates: the method of --methods every other is compared with by BD-rate and "
+                        "BD-PSNR in table.md and results.json (default: jpeg2000)")  # fmt: skip
+    p.add_argument("--images", type=int, default=10, help="test slices (default: 10)")
+    p.add_argument("--min-tumour", type=float, default=0.01,
+                   help="minimum tumour fraction of a test slice, with labels only (default: 0.01)")  # fmt: skip
+    options.add_fit_options(p, lam_help="SINCO regularizer weight(s) of the regularized methods; a list (0,0.01,0.1,1,10) runs them "
+                            "once per value (default: 1)")  # fmt: skip
+    options.add_codec_options(p)
+    options.add_device(p)
+    p.add_argument("--batch-slices", type=int, default=None, metavar="N",
+                   help="test slices of one INR method fitted together (default: 1 on the CPU, 16 on CUDA)")  # fmt: skip
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder; rerunning resumes an interrupted run")
+    options.add_quiet(p)
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("demo", help="short benchmark on embedded real brain MRI (no download)")
+    p.add_argument("--out", default="sinco-demo", metavar="DIR", help="output folder (default: ./sinco-demo)")
+    p.add_argument("--quick", action="store_true", help="one slice, 150 steps (about a minute)")
+    p.add_argument("--steps", type=int, default=None, help="INR steps (default: 500; --quick 150)")
+    p.add_argument("--images", type=int, default=None, help="test slices (default: 2; --quick 1)")
+    options.add_device(p)
+    p.add_argument("--export-data", default=None, metavar="DIR", help="only write the demo dataset to DIR and exit")
+    options.add_quiet(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def print_summary(result: dict) -> None:
+    """The table, then where the results and figures are."""
+    print(result["table"])
+    print(f"results: {result['outdir']}/results.json, {result['outdir']}/table.md")
+    for path in result["figures"]:
+        print(f"figure: {path}")
+
+
+def _codec_options_by_family(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each family's codec options among the flags given (a flag applies to every family that reads it)."""
+    from sinco.codec.registry import all_families
+
+    return {f.name: {o.dest: getattr(args, o.dest) for o in f.options if getattr(args, o.dest) is not None} for f in all_families()}
+
+
+def _methods(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--methods``, or the default: without ``--seg-model``, the default methods that need none."""
+    from sinco.benchmark.methods import DEFAULT_METHODS, is_regularized
+
+    if args.methods is not None:
+        return tuple(m for m in args.methods.split(",") if m)
+    if args.seg_model is not None:
+        return DEFAULT_METHODS
+    return tuple(m for m in DEFAULT_METHODS if not is_regularized(m))
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """``sinco benchmark``: the paper's comparison on a dataset."""
+    from sinco.benchmark.config import BenchmarkConfig
+    from sinco.benchmark.runner import run_benchmark
+    from sinco.codec.family import COMMON_FIT_OPTIONS
+    from sinco.compress.volume import default_batch_slices
+    from sinco.utils.device import resolve_device
+
+    device = resolve_device(args.device)
+    batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
+    overrides = options.fit_overrides(args, lam_list=True)
+    lams = options.parse_lams(args.lam, allow_list=True)
+    image_glob, label_glob = options.dataset_globs(args)
+    cases = args.cases if args.cases is not None else ("val" if args.seg_model is not None else "all")
+    config = BenchmarkConfig(
+        data=str(args.data), seg_model=None if args.seg_model is None else str(args.seg_model[0]), layout=args.layout,
+        image_glob=image_glob, label_glob=label_glob, channel=args.channel, cases=cases, roi_glob=args.roi_glob,
+        methods=_methods(args), bpps=options.parse_numbers(args.bpp, arg="--bpp"), images=args.images,
+        min_tumour=args.min_tumour, preset=args.preset, steps=args.steps, lr=args.lr, lam=lams[0],
+        lams=lams if len(lams) > 1 else None, eval_seg_model=args.eval_seg_model,
+        ensemble=tuple(str(p) for p in (args.seg_model or [])[1:]), seg_target=args.seg_target, seg_perturb=args.seg_perturb,
+        reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
+        fit_options={k: v for k, v in overrides.items() if k not in COMMON_FIT_OPTIONS and v is not None},
+        codec_options={k: v for k, v in _codec_options_by_family(args).items() if v},
+        anchor=args.anchor,
+    )  # fmt: skip
+    print_summary(run_benchmark(config, outdir=args.out, device=device, progress=not args.quiet))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``sinco demo``: a short benchmark on the embedded MNI152 data."""
+    from importlib.resources import files
+
+    from sinco.benchmark.config import BenchmarkConfig
+    from sinco.benchmark.methods import all_methods, codec_methods
+    from sinco.benchmark.runner import run_benchmark
+    from sinco.data.demo import IMAGE_NAME, LABEL_NAME, write_demo_dataset
+    from sinco.utils.device import resolve_device
+
+    if args.export_data:
+        root = write_demo_dataset(args.export_data)
+        print(f"{root}: demo dataset (folders layout: --image-glob {IMAGE_NAME} --label-glob {LABEL_NAME})")
+        return EXIT_OK
+    out = Path(args.out)
+    data = write_demo_dataset(out / "data")
+    steps = args.steps if args.steps is not None else (150 if args.quick else 500)
+    images = args.images if args.images is not None else (1 if args.quick else 2)
+    config = BenchmarkConfig(
+        data=str(data), seg_model=str(files("sinco") / "assets" / "demo_seg.pt"), layout="folders", image_glob=IMAGE_NAME,
+        label_glob=LABEL_NAME, cases="val", bpps=(1.2,), images=images, min_tumour=0.01, steps=steps,
+        methods=tuple(m for m in all_methods() if m not in codec_methods() or codec_methods()[m][1].in_demo),
+        reg_every=1,
+    )  # fmt: skip
+    print_summary(run_benchmark(config, outdir=out, device=resolve_device(args.device), progress=not args.quiet))
+    return EXIT_OK

@@ -1,0 +1,126 @@
+"""``sinco decompress`` and ``sinco info``: reading ``.sinco`` files (slices and volumes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from sinco.cli import options
+from sinco.cli.common import EXIT_OK
+from sinco.errors import InputError
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``decompress`` and ``info``."""
+    p = sub.add_parser("decompress", help="decode a .sinco file to an image")
+    p.add_argument("input", metavar="IN.sinco")
+    options.add_output(p, metavar="OUT", help="output: .npy, .png (16-bit), .nii.gz, .nii or .tif")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("info", help="print the header of a .sinco file")
+    p.add_argument("input", metavar="IN.sinco")
+    options.add_json(p, what="the header")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    """``sinco decompress``: decode a ``.sinco`` file to an image file."""
+    from sinco.codec.files import decode_file
+    from sinco.codec.format import read_file
+    from sinco.codec.volume import decode_volume, is_volume_file
+    from sinco.data.io import OUTPUT_SUFFIXES, VOLUME_SUFFIXES, image_suffix, save_image, save_volume
+    from sinco.utils.atomic import check_output_path
+
+    if image_suffix(args.output) not in OUTPUT_SUFFIXES:
+        raise InputError(f"-o {args.output!r}: unsupported output format (expected one of {', '.join(OUTPUT_SUFFIXES)})")
+    data = read_file(args.input)
+    if is_volume_file(data):
+        if image_suffix(args.output) not in VOLUME_SUFFIXES:
+            raise InputError(f"-o {args.output!r}: {args.input!r} is a volume; write it as {', '.join(VOLUME_SUFFIXES)}")
+        out = check_output_path(args.output, inputs=[args.input], force=args.force)
+        header, volume, _ = decode_volume(data)
+        what = save_volume(out, volume, axis=header.axis, affine=header.affine)
+        print(f"{out}: {header.n_slices} slices of {header.height}x{header.width} ({what})")
+        return EXIT_OK
+    out = check_output_path(args.output, inputs=[args.input], force=args.force)
+    parsed, image = decode_file(data)
+    what = save_image(out, scaled=image, vmin=parsed.vmin, vmax=parsed.vmax)
+    print(f"{out}: {parsed.height}x{parsed.width} ({what})")
+    return EXIT_OK
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    for key, value in rows:
+        print(f"{key:<11} {value}")
+
+
+def _volume_info(data: bytes, *, as_json: bool) -> int:
+    from sinco.codec.files import parse_file
+    from sinco.codec.registry import get_family
+    from sinco.codec.volume import decode_volume_file
+
+    header, records = decode_volume_file(data)
+    inner = [parse_file(r.data) for r in records if r.data is not None]
+    first = inner[0] if inner else None
+    info = {
+        "format_version": data[4], "kind": "volume", "axis": header.axis,
+        "slices": [header.first_index, header.first_index + header.n_slices],
+        "shape": [header.n_slices, header.height, header.width], "fitted_slices": len(inner),
+        "constant_slices": header.n_slices - len(inner), "family": first.family if first else None,
+        "record_format_version": first.version if first else None,
+        "arch": get_family(first.family).describe(first.spec) if first else None,
+        "file_bytes": len(data), "bpp_file": 8 * len(data) / header.n_voxels,
+    }  # fmt: skip
+    if as_json:
+        print(json.dumps(info))
+        return EXIT_OK
+    last = header.first_index + header.n_slices - 1
+    rows = [("format", f".sinco volume v{data[4]}"),
+            ("slices", f"{header.n_slices} ({len(inner)} fitted, {info['constant_slices']} constant), source indices "
+                       f"{header.first_index}..{last} along axis {header.axis}"),
+            ("shape", f"{header.height} x {header.width} per slice")]  # fmt: skip
+    if first:
+        rows += [("family", f"{first.family} (records in .sinco v{first.version})"),
+                 ("arch", ", ".join(f"{k}={v}" for k, v in info["arch"].items() if k != "arch"))]  # fmt: skip
+    _print_rows(rows + [("file", f"{len(data)} bytes, {info['bpp_file']:.4f} bpp (file)")])
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``sinco info``: what a ``.sinco`` file holds: format version, family, geometry, rate."""
+    from sinco.cli.compress import lattice_phrase
+    from sinco.codec.files import parse_file
+    from sinco.codec.format import read_file
+    from sinco.codec.registry import get_family
+    from sinco.codec.volume import is_volume_file
+
+    data = read_file(args.input)
+    if is_volume_file(data):
+        return _volume_info(data, as_json=args.json)
+    parsed = parse_file(data)
+    family, header = get_family(parsed.family), parsed.header
+    info = {
+        "format_version": parsed.version, "family": parsed.family, "arch": family.describe(parsed.spec),
+        "shape": [header.height, header.width], **family.rate_fields(parsed.spec, n_pixels=header.n_pixels),
+        "payload_bytes": len(parsed.payload), "file_bytes": len(data), "bpp_file": 8 * len(data) / header.n_pixels,
+        "intensity_range": [header.vmin, header.vmax], **family.describe_payload(parsed.spec, parsed.payload),
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(info))
+        return EXIT_OK
+    rows = [("format", f".sinco v{parsed.version}"), ("family", f"{parsed.family}: {family.summary}"),
+            ("arch", ", ".join(f"{k}={v}" for k, v in info["arch"].items() if k != "arch")),
+            ("shape", f"{header.height} x {header.width}"),
+            ("file", f"{len(data)} bytes ({len(parsed.payload)} of payload), {info['bpp_file']:.4f} bpp (file)")]  # fmt: skip
+    if "n_params" in info:
+        rows.append(("parameters", f"{info['n_params']} (fp16), {info['bpp_params']:.4f} bpp (parameters)"))
+    if "network_bytes" in info:
+        rows.append(("parts", f"payload v{info['payload_version']}: decoder networks {info['network_bytes']} bytes, "
+                              f"latents {info['latent_bytes']} bytes"))  # fmt: skip
+    if "residual" in info:
+        layer = info["residual"]
+        rows.append(("residual", f"{layer['bytes']} bytes of coded error, step {layer['step']} x "
+                                 f"{lattice_phrase(layer['levels'], step=layer['step'])}"))  # fmt: skip
+    _print_rows(rows + [("intensity", f"{header.vmin:.6g} .. {header.vmax:.6g}")])
+    return EXIT_OK

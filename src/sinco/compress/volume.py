@@ -1,0 +1,202 @@
+"""Compressing the slices of a volume, each a fit of its own, into one ``.sinco`` volume file."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from sinco.codec.config import CodecConfig
+from sinco.codec.volume import SliceRecord, VolumeHeader, decode_volume_file, encode_volume
+from sinco.compress.image import CompressResult, compress_images
+from sinco.data.intensity import normalize_minmax
+from sinco.errors import InputError
+from sinco.seg.network import SegModel
+
+# The figures of sinco.metrics.roi.quality_metrics that volume slice rows carry.
+_QUALITY_KEYS = ("ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
+
+
+@dataclass(frozen=True)
+class VolumeResult:
+    """What :func:`compress_volume` produced and measured.
+
+    Args:
+        data: the ``.sinco`` volume file's bytes.
+        header: its header.
+        slices: per stored slice, a JSON-ready record (index, kind, metrics of the decoded file).
+        metrics: whole-volume figures: rates from the real bytes, mean PSNR/SSIM of the fitted slices,
+            fitting time and slices per minute.
+        seconds: wall-clock time of the whole compression.
+    """
+
+    data: bytes
+    header: VolumeHeader
+    slices: list[dict]
+    metrics: dict[str, Any]
+    seconds: float = field(default=0.0)
+
+
+def _check_volume(volume: np.ndarray, *, batch_slices: int, seg_model: SegModel | None, masks: np.ndarray | None,
+                  rois: np.ndarray | None) -> None:  # fmt: skip
+    from sinco.metrics.image import SSIM_MIN_SIDE
+
+    if volume.ndim != 3:
+        raise InputError(f"volume: expected slices (S, H, W), got shape {volume.shape}")
+    if min(volume.shape[1:]) < SSIM_MIN_SIDE:
+        raise InputError(f"volume: slices of {volume.shape[1]}x{volume.shape[2]} are below {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE}, the SSIM window every result is measured with")
+    if not np.all(np.isfinite(volume)):
+        raise InputError("volume: contains NaN or Inf voxels")
+    if not isinstance(batch_slices, int) or batch_slices < 1:
+        raise InputError(f"--batch-slices {batch_slices}: must be a positive integer")
+    if (seg_model is None) != (masks is None):
+        raise InputError("--mask and --seg-model go together")
+    if masks is not None and masks.shape != volume.shape:
+        raise InputError(f"--mask: shape {masks.shape} differs from the slices' {volume.shape}")
+    if rois is not None and rois.shape != volume.shape:
+        raise InputError(f"--roi: shape {rois.shape} differs from the slices' {volume.shape}")
+
+
+def compress_volume(
+    volume: np.ndarray,
+    *,
+    first_index: int,
+    axis: int,
+    affine: np.ndarray,
+    codec: CodecConfig,
+    fit_config: Any,
+    device: torch.device,
+    batch_slices: int = 1,
+    seg_model: SegModel | None = None,
+    masks: np.ndarray | None = None,
+    rois: np.ndarray | None = None,
+    progress: bool = False,
+) -> VolumeResult:
+    """Compress consecutive slices of a volume, fitting ``batch_slices`` of them at a time as one batch.
+
+    Every non-constant slice is scaled to ``[0, 1]`` on its own and fitted from the same seeded
+    initialization as :func:`~sinco.compress.image.compress_image` uses, so its record matches a single-slice
+    compression up to floating-point summation order. With ``seg_model`` and ``masks`` the SINCO
+    regularizer applies (weight ``fit_config.lam``) on the slices whose mask is not empty; the others
+    are fitted on the MSE alone.
+
+    Args:
+        volume: slices ``(S, H, W)`` (already taken along ``axis`` and stacked first).
+        first_index: source index of ``volume[0]``.
+        axis: slicing axis in the source (stored for decoding back to its layout).
+        affine: source voxel-to-world matrix ``(4, 4)``.
+        codec: family, rate and options.
+        fit_config: the family's fitting configuration.
+        device: where to fit.
+        batch_slices: slices per batched fit (1 = one at a time).
+        seg_model: frozen segmentation network (needs ``masks``).
+        masks: ground-truth masks ``(S, H, W)``, nonzero = tumour.
+        rois: regions of interest ``(S, H, W)`` (a brain mask) of each slice's ``psnr_roi`` and
+            ``ssim_roi``; ``None``: the head found by :func:`sinco.metrics.roi.head_mask`.
+        progress: progress bars.
+
+    Returns:
+        A :class:`VolumeResult`; its metrics are computed on the decoded file.
+
+    Raises:
+        InputError: for a non-3-D or non-finite volume, mismatched masks, or a bad ``batch_slices``.
+    """
+    _check_volume(volume, batch_slices=batch_slices, seg_model=seg_model, masks=masks, rois=rois)
+    start = time.perf_counter()
+    n_slices, height, width = volume.shape
+    records: list[SliceRecord | None] = [None] * n_slices
+    scaled: dict[int, tuple[np.ndarray, float, float]] = {}
+    for index in range(n_slices):
+        if np.all(volume[index] == volume[index].flat[0]):
+            records[index] = SliceRecord(constant=float(volume[index].flat[0]))
+        else:
+            scaled[index] = normalize_minmax(volume[index], name=f"slice {first_index + index}")
+    results: dict[int, CompressResult] = {}
+    order = sorted(scaled)
+    for begin in range(0, len(order), batch_slices):
+        batch = order[begin : begin + batch_slices]
+        batch_results = compress_images(
+            [scaled[i][0] for i in batch], ranges=[scaled[i][1:] for i in batch], codec=codec, fit_config=fit_config, device=device,
+            seg_model=seg_model, masks=None if masks is None else [masks[i] for i in batch],
+            rois=None if rois is None else [rois[i] for i in batch], allow_empty_masks=True,
+            progress=progress, desc=f"slices {first_index + batch[0]}..{first_index + batch[-1]}",
+        )  # fmt: skip
+        for index, result in zip(batch, batch_results, strict=True):
+            records[index] = SliceRecord(data=result.data)
+            results[index] = result
+    header = VolumeHeader(axis=axis, height=height, width=width, n_slices=n_slices, first_index=first_index,
+                          affine=np.asarray(affine, dtype=np.float64))  # fmt: skip
+    data = encode_volume(header, [r for r in records if r is not None])
+    per_slice = _slice_rows(data, results, first_index=first_index)
+    metrics = _volume_metrics(per_slice, results, n_voxels=n_slices * height * width, file_bytes=len(data), batch_slices=batch_slices)
+    return VolumeResult(data=data, header=header, slices=per_slice, metrics=metrics, seconds=time.perf_counter() - start)
+
+
+def _slice_rows(data: bytes, results: dict[int, CompressResult], *, first_index: int) -> list[dict]:
+    """One JSON-ready row per stored slice; checks that the stored records are the files that were measured."""
+    _, stored = decode_volume_file(data)
+    rows: list[dict] = []
+    for index, record in enumerate(stored):
+        row: dict = {"index": first_index + index}
+        if record.data is None:
+            row.update(kind="constant", value=record.constant, bytes=9)
+        else:
+            result = results[index]
+            if record.data != result.data:
+                raise RuntimeError(f"internal error: slice {first_index + index} does not read back as written")
+            m = result.metrics
+            row.update(kind="fitted", family=result.file.family, bytes=5 + len(record.data), psnr=m["psnr"], ssim=m["ssim"])
+            row.update({k: m[k] for k in ("dice", "dice_reference", *_QUALITY_KEYS) if k in m})
+            row.update(result.report.to_dict())
+        rows.append(row)
+    return rows
+
+
+def _volume_metrics(rows: list[dict], results: dict[int, CompressResult], *, n_voxels: int, file_bytes: int,
+                    batch_slices: int) -> dict[str, Any]:  # fmt: skip
+    fitted = [r for r in rows if r["kind"] == "fitted"]
+    compress_seconds = sum(r.seconds for r in results.values())
+    first = next(iter(results.values()), None)
+    metrics: dict[str, Any] = {
+        "slices": len(rows),
+        "fitted_slices": len(fitted),
+        "constant_slices": len(rows) - len(fitted),
+        "file_bytes": file_bytes,
+        "bpp_file": 8 * file_bytes / n_voxels,
+        "bpp_params_per_slice": first.metrics.get("bpp_params", math.nan) if first else math.nan,
+        "n_params_per_slice": first.metrics.get("n_params", 0) if first else 0,
+        "psnr_mean": float(np.mean([r["psnr"] for r in fitted])) if fitted else math.nan,
+        "ssim_mean": float(np.mean([r["ssim"] for r in fitted])) if fitted else math.nan,
+        "psnr_roi_mean": _mean([r["psnr_roi"] for r in fitted]),
+        "ssim_roi_mean": _mean([r["ssim_roi"] for r in fitted]),
+        "ms_ssim_mean": _mean([r["ms_ssim"] for r in fitted]),
+        "compress_seconds": compress_seconds,
+        "slices_per_minute": 60 * len(fitted) / compress_seconds if compress_seconds > 0 else math.nan,
+        "batch_slices": batch_slices,
+        "divergences": sum(result.report.divergences for result in results.values()),
+    }
+    if fitted and "dice" in fitted[0]:
+        metrics["dice_mean"] = float(np.mean([r["dice"] for r in fitted]))
+        metrics["dice_reference_mean"] = float(np.mean([r["dice_reference"] for r in fitted]))
+    return metrics
+
+
+def _mean(values: list[float | None]) -> float:
+    """Mean of the values that exist (an empty region has none); NaN when none does."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else math.nan
+
+
+def default_batch_slices(device: torch.device) -> int:
+    """Slices per batched fit when the user does not say: 1 on the CPU, 16 on CUDA.
+
+    On 2 CPU cores a batch is not faster per slice than one slice at a time
+    (``benchmarks/batch_speed.py``); a GPU is far from busy with one 4,300-parameter network.
+    """
+    return 16 if device.type == "cuda" else 1
+
+

@@ -1,1 +1,0 @@
-"""The paper's comparison: test-slice selection, the benchmark runner, tables and figures."""

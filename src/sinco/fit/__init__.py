@@ -1,1 +1,0 @@
-"""Fitting an INR to one image: configuration and the optimisation loop."""

@@ -1,1 +1,0 @@
-"""Implicit neural representations: coordinate grids, encodings, networks and rate sizing."""
