@@ -8,7 +8,7 @@ Usage (from the repository root):
 The step's cost depends on the geometry and the spec, not on the content, so short fits at a fixed
 ``lambda_rd`` are enough. Prints milliseconds per step (soft-rounding and straight-through steps in the
 ``fast`` preset's proportion) for the default spec (or another upsampling) from two fits of N and 2N steps (their difference over
-N steps, so quantisation and coding cancel), with the torch thread count and the load average: what the
+N steps, so quantization and coding cancel), with the torch thread count and the load average: what the
 ``fast`` preset's 60-second budget buys.
 
 ``--count-ops`` also counts the operations dispatched per step (views excluded), the same difference of two
@@ -72,7 +72,7 @@ _VIEWS = frozenset(
 
 
 def _count_ops(image: torch.Tensor, spec: GridSpec, config: object, device: torch.device) -> int:
-    """Operations (aten overloads, views excluded) dispatched by one fit, forward, backward and optimiser."""
+    """Operations (aten overloads, views excluded) dispatched by one fit, forward, backward and optimizer."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Counter(TorchDispatchMode):

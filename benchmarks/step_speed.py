@@ -8,7 +8,7 @@ For each method at 1.2 bpp on a real 240 x 240 BraTS slice it prints the median 
 after warm-up for
 
 - ``plain``: the plainest eager PyTorch loop (coordinates through the whole model every step,
-  positional encoding included, MSE + regulariser, backward, Adam);
+  positional encoding included, MSE + regularizer, backward, Adam);
 - ``sinco``: the very step :func:`sinco.codec.inr.training.fit_inr` runs for a 50,000-step fit
   (:meth:`sinco.codec.inr.training.StackedFit.step`: precomputed encoding, ``torch.compile`` where
   ``compile=auto`` picks it, best-state and divergence bookkeeping included);
@@ -16,7 +16,7 @@ after warm-up for
 the matmul/convolution FLOPs of a step (``torch.utils.flop_counter``), the sine/cosine evaluations
 of a step, and a lower bound: FLOPs at the measured peak of a large float32 matmul plus sines at the
 measured ``torch.sin`` throughput, both measured in the same run. It also times decoding.
-The SINCO U-Net is freshly initialised (the time does not depend on its weights).
+The SINCO U-Net is freshly initialized (the time does not depend on its weights).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def peak_sin_rate(device: torch.device) -> float:
     return x.numel() / (median_ms(run, steps=10, warmup=3) / 1000)
 
 
-def measure_method(arch: str, *, regularised: bool, image: np.ndarray, mask: np.ndarray, device: torch.device, steps: int,
+def measure_method(arch: str, *, regularized: bool, image: np.ndarray, mask: np.ndarray, device: torch.device, steps: int,
                    flops_peak: float, sin_rate: float) -> tuple[dict, torch.nn.Module]:  # fmt: skip
     """Time the plain and the sinco step of one method; returns the table row and the model."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -95,7 +95,7 @@ def measure_method(arch: str, *, regularised: bool, image: np.ndarray, mask: np.
     model = build_inr(spec).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     reg = None
-    if regularised:
+    if regularized:
         unet = UNetConfig()
         reg = StructuralRegularizer(SegModel(net=freeze(build_unet(unet)), config=unet), mask=mask, device=device)
 
@@ -151,8 +151,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {name}, torch {torch.__version__}; peak float32 matmul {flops_peak / 1e9:.1f} GFLOP/s, torch.sin {sin_rate / 1e9:.2f} G/s")
     print(f"{'method':12} {'params':>6} {'GFLOP':>6} {'Msin':>6} {'bound':>7} {'plain':>7} {'sinco':>7} {'sinco/plain':>11} {'sinco/bound':>11}  (ms/step)")
-    for method, (arch, regularised) in METHODS.items():
-        row, model = measure_method(arch, regularized=regularised, image=image, mask=mask, device=device, steps=args.steps,
+    for method, (arch, regularized) in METHODS.items():
+        row, model = measure_method(arch, regularized=regularized, image=image, mask=mask, device=device, steps=args.steps,
                                     flops_peak=flops_peak, sin_rate=sin_rate)  # fmt: skip
         print(f"{method:12} {row['params']:6d} {row['gflop']:6.2f} {row['msin']:6.1f} {row['bound']:7.2f} {row['plain']:7.2f} "
               f"{row['fast']:7.2f} {row['fast'] / row['plain']:11.2f} {row['fast'] / row['bound']:11.1f}", flush=True)  # fmt: skip

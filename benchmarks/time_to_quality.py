@@ -7,7 +7,7 @@ Usage (from the repository root, after scripts/setup-venv):
 For test slices of a case (choose one the settings were not tuned on), it fits each architecture
 at 1.2 bpp with the paper's plain Adam at lr 1e-3 for ``--ref-steps`` (the reference; ``0``
 skips it) and with each candidate of ``--runs`` for ``--fast-steps`` gradient evaluations, and
-prints the PSNR of the decoded file, the fp32 PSNR before quantisation, and the seconds of each.
+prints the PSNR of the decoded file, the fp32 PSNR before quantization, and the seconds of each.
 Candidates: ``cosine`` (warm-up 200, cosine decay from 1e-3), ``lbfgs1000`` / ``lbfgs2000``
 (Adam at 1e-3, then L-BFGS after 1,000 / 2,000 steps), ``fast`` (the ``fast`` preset).
 """

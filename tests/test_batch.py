@@ -68,7 +68,7 @@ def _run_in_process(inputs: list[str], out: Path, client, *extra: str) -> tuple[
     from sinco.compress.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
 
     args = build_parser().parse_args(["compress-batch", *inputs, "--out", str(out), *extra])
-    codec, fit = codec_and_fit_config(args)  # as the command does (e.g. the regularised default data term)
+    codec, fit = codec_and_fit_config(args)  # as the command does (e.g. the regularized default data term)
     config = BatchConfig(codec=codec, fit_config=fit, slices=args.slices, axis=args.axis, device="cpu", seg_model=args.seg_model,
                          mask_glob=args.mask_glob)  # fmt: skip
     plans = plan_batch(inputs, config=config, out_dir=out, force=False)
@@ -99,8 +99,8 @@ def test_masks_by_glob_and_2d_inputs_give_the_files_of_compress(tmp_path, client
     Image.fromarray((make_phantom(24, 24) * 100).astype(np.uint16)).save(png)
 
     out = tmp_path / "out"
-    regulariser = ["--seg-model", str(seg), "--mask-glob", "mask.nii.gz", "--lam", "0.5"]
-    code, result = _run_in_process([str(tmp_path / "case*" / "flair.nii.gz")], out, client, *STEPS, *regulariser)
+    regularizer = ["--seg-model", str(seg), "--mask-glob", "mask.nii.gz", "--lam", "0.5"]
+    code, result = _run_in_process([str(tmp_path / "case*" / "flair.nii.gz")], out, client, *STEPS, *regularizer)
     assert code == 0 and result.fitted == 6 and result.skipped == 0
     reference = _sequential(tmp_path / "case1" / "flair.nii.gz", tmp_path / "ref.sinco", *STEPS, "--seg-model", str(seg),
                             "--mask", str(tmp_path / "case1" / "mask.nii.gz"), "--lam", "0.5")  # fmt: skip

@@ -125,7 +125,7 @@ def test_lbfgs_options_are_checked():
 
 
 @pytest.mark.slow
-def test_quantisation_tail_tunes_the_weights_to_their_fp16_rounding():
+def test_quantization_tail_tunes_the_weights_to_their_fp16_rounding():
     from sinco.codec.inr.networks import flatten_parameters, load_flat_parameters
     from sinco.codec.inr.payload import quantize_fp16
 

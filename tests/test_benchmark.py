@@ -200,7 +200,7 @@ def test_bjontegaard_section_of_a_multi_rate_run(dataset, tmp_path):
     assert coin["value"] is None or (np.isfinite(coin["value"]) and coin["value"] < 0)  # 4 steps of COIN are far behind
     table = (out / "table.md").read_text()
     assert "## Bjontegaard deltas against JPEG 2000" in table and "| COIN (SIREN) |" in table.split("Bjontegaard deltas")[1]
-    # The anchor only changes the summaries: the same folder is summarised again against JPEG, nothing refitted.
+    # The anchor only changes the summaries: the same folder is summarized again against JPEG, nothing refitted.
     again = run_benchmark(_config(dataset, methods=("coin", "jpeg", "jpeg2000"), bpps=rates, images=1, seg_model=None, cases="all",
                                   anchor="jpeg"), outdir=out, device=torch.device("cpu"), progress=False)  # fmt: skip
     assert again["records"] == saved["records"] and "## Bjontegaard deltas against JPEG\n" in again["table"]

@@ -31,7 +31,7 @@ def test_compress_measures_what_the_file_decodes_to(scaled, arch, bpp, n_freqs):
     assert result.metrics["bpp_file"] == 8 * len(result.data) / img.size
     assert result.metrics["bpp_file"] > result.metrics["bpp_params"]
     assert parsed.spec.arch == arch and parsed.family == arch and (parsed.vmin, parsed.vmax) == (vmin, vmax)
-    # fp16 quantisation costs little on such a small network, and fitting beats a flat grey image.
+    # fp16 quantization costs little on such a small network, and fitting beats a flat grey image.
     assert result.metrics["psnr"] > psnr(pred=np.full_like(img, img.mean()), target=img) + 3
     assert abs(result.metrics["psnr"] - result.report.details["psnr_fp32"]) < 1.0
 

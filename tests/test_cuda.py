@@ -62,16 +62,16 @@ def test_a_gpu_fit_decodes_on_the_cpu_to_what_its_metrics_measured(arch):
 
 
 @pytest.mark.parametrize("arch", ["siren", "grid"])
-def test_the_regulariser_on_the_gpu_changes_the_fit_and_leaves_the_unet_frozen(arch):
+def test_the_regularizer_on_the_gpu_changes_the_fit_and_leaves_the_unet_frozen(arch):
     images, masks = _images(1)
     seg = _loss_network()
     before = {k: v.clone() for k, v in seg.net.state_dict().items()}
     codec = _codec(arch)
     common = dict(ranges=[(0.0, 1.0)], codec=codec, device=CUDA, seg_model=seg, masks=masks)
     plain = compress_images(images, fit_config=_fit(codec, steps=40, seed=0, lam=0.0), **common)[0]
-    regularised = compress_images(images, fit_config=_fit(codec, steps=40, seed=0, lam=5.0), **common)[0]
-    assert plain.data != regularised.data
-    assert 0 <= regularised.metrics["dice"] <= 1
+    regularized = compress_images(images, fit_config=_fit(codec, steps=40, seed=0, lam=5.0), **common)[0]
+    assert plain.data != regularized.data
+    assert 0 <= regularized.metrics["dice"] <= 1
     assert all(torch.equal(before[k], v.cpu()) for k, v in seg.net.state_dict().items())
 
 

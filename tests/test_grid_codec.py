@@ -457,9 +457,9 @@ def test_rate_search_never_exceeds_the_target_and_reports_trials():
         fit_grid_at_bpp(target, spec=SPEC, config=CONFIG, target_bpp=-1, header_bytes=header, device=torch.device("cpu"))
 
 
-# -------------------------------------------------------------------------------------------- regulariser
-def _tiny_regulariser():
-    """A frozen, untrained 2-level U-Net and the structural regulariser towards a box mask: ``(seg, reg)``."""
+# -------------------------------------------------------------------------------------------- regularizer
+def _tiny_regularizer():
+    """A frozen, untrained 2-level U-Net and the structural regularizer towards a box mask: ``(seg, reg)``."""
     from sinco.regularizer.loss import StructuralRegularizer
     from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
 
@@ -472,8 +472,8 @@ def _tiny_regulariser():
 
 
 @pytest.mark.slow
-def test_regulariser_gradient_reaches_latents_and_decoder_never_the_unet():
-    seg, reg = _tiny_regulariser()
+def test_regularizer_gradient_reaches_latents_and_decoder_never_the_unet():
+    seg, reg = _tiny_regularizer()
     state = _init_state(SPEC, (SIZE, SIZE), 0, torch.device("cpu"))
     latents = [(g + torch.randn(g.shape)).requires_grad_(True) for g in state.latents]
     tensors = [t.requires_grad_(True) for t in state.tensors]
@@ -488,10 +488,10 @@ def test_regulariser_gradient_reaches_latents_and_decoder_never_the_unet():
     before = {k: v.clone() for k, v in seg.net.state_dict().items()}
     config = GridFitConfig(steps=10, ste_steps=3, seed=0)
     plain = fit_grid(target_image()[None], spec=SPEC, config=config, device=torch.device("cpu"))[0]
-    regularised = fit_grid(
+    regularized = fit_grid(
         target_image()[None], spec=SPEC, config=config, device=torch.device("cpu"), regularizer=reg, lam=torch.tensor([5.0])
     )[0]
-    assert not np.array_equal(plain.reconstruction, regularised.reconstruction)
+    assert not np.array_equal(plain.reconstruction, regularized.reconstruction)
     assert all(torch.equal(before[k], v) for k, v in seg.net.state_dict().items())
     with pytest.raises(InputError, match="--lam"):
         fit_grid(target_image()[None], spec=SPEC, config=config, device=torch.device("cpu"), regularizer=reg)
@@ -550,11 +550,11 @@ def test_entropy_model_numpy_path_equals_the_torch_fixed_point_network():
     assert len(np.unique(got[2])) > 5  # the scales actually vary: the check is not vacuous
 
 
-def test_sse_data_term_divides_the_regulariser_weight_by_the_pixel_count():
+def test_sse_data_term_divides_the_regularizer_weight_by_the_pixel_count():
     """--data-term sse on the grid family: lam (1 - Dice) over H W beside MSE + rate, the same fit as mse at lam / (H W)."""
     from sinco.codec.grid.family import GridFamily, GridFamilyFit
 
-    _, reg = _tiny_regulariser()
+    _, reg = _tiny_regularizer()
     grid = GridFitConfig(steps=8, ste_steps=3, lambda_rd=1e-3, seed=0)
     targets = target_image()[None]
 

@@ -37,7 +37,7 @@ def test_compress_info_decompress(grid_file, run):
     assert sidecar["codec"]["arch"] == "grid" and sidecar["fit"]["fixed_lambda"] is True and sidecar["fit"]["lambda_rd"] == 1e-3
     report = sidecar["result"]
     assert report["bpp_file"] == pytest.approx(8 * out.stat().st_size / 48**2)
-    # The rate estimate the fit optimised is within 5% of the real payload (networks and coder overhead included).
+    # The rate estimate the fit optimized is within 5% of the real payload (networks and coder overhead included).
     parsed = parse_file(out.read_bytes())
     assert report["estimated_bits"] == pytest.approx(8 * len(parsed.payload), rel=0.05)
     code, stdout, _ = run(["info", out])

@@ -48,7 +48,7 @@ def test_residual_round_trip_and_error_bound(step):
     assert (decoded.levels, decoded.step) == (R.ONE, step) and np.array_equal(decoded.symbols, layer.symbols)
     corrected = decoded.apply(prediction)
     assert corrected.dtype == np.float32 and corrected.min() >= 0 and corrected.max() <= 1
-    # Uniform quantisation: every pixel within half a step of the target (clipping only brings it closer).
+    # Uniform quantization: every pixel within half a step of the target (clipping only brings it closer).
     assert np.abs(corrected.astype(np.float64) - target).max() <= step / 2 / R.ONE + 1e-9
 
 

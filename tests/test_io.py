@@ -67,7 +67,7 @@ def test_input_errors(tmp_path: Path, nifti_4d):
         load_slice(tmp_path / "two.npy", slice_index=0)
 
 
-def test_normalisation_round_trip_and_errors():
+def test_normalization_round_trip_and_errors():
     img = make_phantom() - 50.0
     scaled, vmin, vmax = normalize_minmax(img)
     assert scaled.dtype == np.float32 and scaled.min() == 0.0 and scaled.max() == 1.0

@@ -25,7 +25,7 @@ def test_parameter_count_formula_matches_the_network(spec):
     assert out.shape == (10, 1)
 
 
-def test_siren_initialisation_bounds():
+def test_siren_initialization_bounds():
     torch.manual_seed(0)
     spec = INRSpec(arch="siren", width=64, depth=3, w0=30.0, w0_first=30.0)
     model = Siren(spec)

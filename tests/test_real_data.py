@@ -39,7 +39,7 @@ def test_real_slice_at_paper_rate(brats_case, tmp_path, capsys, arch):
 
 
 @pytest.mark.slow
-def test_sinco_regulariser_on_a_real_validation_slice(brats_case, tmp_path, capsys):
+def test_sinco_regularizer_on_a_real_validation_slice(brats_case, tmp_path, capsys):
     # A deliberately tiny, one-epoch network: this checks the plumbing on real data, not the Dice
     # (the README records a properly trained network).
     data = brats_case.parent

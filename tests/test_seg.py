@@ -1,4 +1,4 @@
-"""Datasets, U-Net training and checkpoints, segmentation, and the SINCO regulariser."""
+"""Datasets, U-Net training and checkpoints, segmentation, and the SINCO regularizer."""
 
 import json
 from pathlib import Path
@@ -175,7 +175,7 @@ def tiny_seg_model() -> SegModel:
     return SegModel(net=freeze(build_unet(TINY_UNET)), config=TINY_UNET)
 
 
-def test_regulariser_gradient_reaches_the_inr_and_not_the_unet(tiny_seg_model):
+def test_regularizer_gradient_reaches_the_inr_and_not_the_unet(tiny_seg_model):
     torch.manual_seed(0)
     inr = build_inr(INRSpec(arch="siren", width=8, depth=2))
     mask = np.zeros((SIZE, SIZE), np.uint8)
@@ -198,7 +198,7 @@ def test_regulariser_gradient_reaches_the_inr_and_not_the_unet(tiny_seg_model):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_regulariser_changes_the_fit(image, tiny_seg_model):
+def test_regularizer_changes_the_fit(image, tiny_seg_model):
     scaled, vmin, vmax = normalize_minmax(image)
     mask = (image > 150).astype(np.uint8)
     codec = CodecConfig(arch="siren", bpp=4.0, options={"depth": 3})
@@ -215,7 +215,7 @@ def test_regulariser_changes_the_fit(image, tiny_seg_model):
     assert results[1.0].report.lam == 1.0 and results[0.0].report.lam == 0.0
 
 
-def test_compress_cli_with_regulariser_and_errors(tmp_path, capsys, tiny_seg_model, nifti_volume):
+def test_compress_cli_with_regularizer_and_errors(tmp_path, capsys, tiny_seg_model, nifti_volume):
     ckpt = tmp_path / "seg.pt"
     save_checkpoint(ckpt, net=tiny_seg_model.net, config=TINY_UNET, threshold=0.5, training={"summary": {"note": "untrained"}})
     labels = np.zeros((32, 32, 5), np.float32)
@@ -254,7 +254,7 @@ def test_compress_cli_with_regulariser_and_errors(tmp_path, capsys, tiny_seg_mod
     assert main([str(a) for a in base + ["--slice", 1, "-o", tmp_path / "c.sinco", "--seg-model", ckpt, "--mask", label_path, "--lam", 0]]) == 0
 
 
-def test_volume_regularises_only_the_slices_with_tumour(tiny_seg_model):
+def test_volume_regularizes_only_the_slices_with_tumour(tiny_seg_model):
     from sinco.compress.volume import compress_volume
 
     rows, cols = np.meshgrid(np.linspace(-1, 1, SIZE), np.linspace(-1, 1, SIZE), indexing="ij")
@@ -266,7 +266,7 @@ def test_volume_regularises_only_the_slices_with_tumour(tiny_seg_model):
                              device=torch.device("cpu"), batch_slices=3, seg_model=tiny_seg_model, masks=masks)  # fmt: skip
     assert [row["lam"] for row in result.slices] == [0.0, 1.0, 0.0]
     assert all(0 <= row["dice"] <= 1 for row in result.slices) and "dice_mean" in result.metrics
-    # The batch with the regulariser gives the unregularised slices what a plain batch gives them.
+    # The batch with the regularizer gives the unregularized slices what a plain batch gives them.
     plain = compress_volume(volume, first_index=0, axis=2, affine=np.eye(4), codec=codec, fit_config=INRFitConfig(steps=6, lam=0.0),
                             device=torch.device("cpu"), batch_slices=3, seg_model=tiny_seg_model, masks=masks)  # fmt: skip
     for k in (0, 2):

@@ -26,7 +26,7 @@ import numpy as np
 from sinco.benchmark.methods import swept_key
 from sinco.errors import InputError
 
-#: Lossless from here up: above what any lossy 16-bit coding reaches (uniform 16-bit quantisation: 107.7 dB), below
+#: Lossless from here up: above what any lossy 16-bit coding reaches (uniform 16-bit quantization: 107.7 dB), below
 #: the float32 rounding of a source restored exactly (about 2^-25 of the range: 150 dB and up).
 LOSSLESS_PSNR = 140.0
 MAX_DEGREE = 3

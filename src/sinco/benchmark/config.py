@@ -19,7 +19,7 @@ class BenchmarkConfig:
     Args:
         data: dataset folder.
         seg_model: segmentation checkpoint (its path), or ``None``: records then carry rate, PSNR,
-            SSIM, MS-SSIM and the ROI figures, but no Dice and no regularised method.
+            SSIM, MS-SSIM and the ROI figures, but no Dice and no regularized method.
         layout: dataset layout (``auto``, ``decathlon``, ``folders``, ``images``).
         image_glob: ``folders``/``images`` layout image pattern.
         label_glob: ``folders``/``images`` layout label pattern (``None``: no labels).
@@ -33,9 +33,9 @@ class BenchmarkConfig:
             ``paper`` for the INR families and ``fast`` for ``grid``).
         steps: gradient evaluations (``None``: the preset's).
         lr: (peak) learning rate (``None``: the preset's).
-        lam: SINCO regulariser weight of the regularised methods.
-        reg_every: apply the regulariser every K-th step.
-        seed: initialisation seed.
+        lam: SINCO regularizer weight of the regularized methods.
+        reg_every: apply the regularizer every K-th step.
+        seed: initialization seed.
         fit_options: family fitting options (e.g. ``optimizer``); each family takes those it declares.
         codec_options: family name -> codec options (e.g. ``{"siren": {"depth": 3}}``).
         batch_slices: test slices of one codec method fitted together as one batch.
@@ -43,11 +43,11 @@ class BenchmarkConfig:
             the head found by :func:`sinco.metrics.roi.head_mask`.
         anchor: the method every other is compared with by Bjontegaard deltas when there are several rates
             (it must then be among ``methods``); it does not change the records.
-        lams: several regulariser weights (``--lam 0,0.1,1``): the regularised methods run once per
+        lams: several regularizer weights (``--lam 0,0.1,1``): the regularized methods run once per
             value, one record each (``None``: ``lam`` alone).
         eval_seg_model: the independent judge's checkpoint (``None``: no judge; tables say so).
-        ensemble: further loss networks (the regulariser is averaged over ``seg_model`` and these).
-        seg_target: the regulariser's target, ``mask`` or ``self``.
+        ensemble: further loss networks (the regularizer is averaged over ``seg_model`` and these).
+        seg_target: the regularizer's target, ``mask`` or ``self``.
         seg_perturb: perturbations of the loss network's input per step (0 = off).
 
     Raises:
@@ -84,7 +84,7 @@ class BenchmarkConfig:
 
     @property
     def lam_values(self) -> tuple[float, ...]:
-        """The regulariser weights the regularised methods run with."""
+        """The regularizer weights the regularized methods run with."""
         return (self.lam,) if self.lams is None else tuple(self.lams)
 
     def lams_of(self, method: str) -> tuple[float, ...]:
@@ -130,7 +130,7 @@ class BenchmarkConfig:
         if self.seg_model is None:
             needs = [m for m in self.methods if is_regularized(m)]
             if needs:
-                raise InputError(f"--methods {','.join(needs)}: the SINCO regulariser needs --seg-model (or drop these methods)")
+                raise InputError(f"--methods {','.join(needs)}: the SINCO regularizer needs --seg-model (or drop these methods)")
             if self.cases == "val":
                 raise InputError("--cases val: the validation cases come from --seg-model; without one use --cases all or ID,...")
         elif self.label_glob is None:

@@ -22,7 +22,7 @@ def dice_key(config: Any) -> str:
 
 
 def make_frontier(outdir: Path, records: list[dict[str, Any]], *, config: Any) -> Path:
-    """``dice_vs_psnr.png``: mean Dice against mean PSNR, one panel per regularised method, one line per rate.
+    """``dice_vs_psnr.png``: mean Dice against mean PSNR, one panel per regularized method, one line per rate.
 
     Each point is one lambda of the sweep (labelled); the Dice is the independent judge's when the run had
     one (else the loss network's, and the axis says so).
@@ -114,7 +114,7 @@ def paired_comparison(
 
 
 def paired_table(records: list[dict[str, Any]], *, config: Any) -> str:
-    """Markdown: every (regularised method, lambda > 0, rate) against the same method at lambda 0.
+    """Markdown: every (regularized method, lambda > 0, rate) against the same method at lambda 0.
 
     Columns: the paired Dice difference (the judge's when there is one), the paired PSNR difference,
     and their Wilcoxon and t-test p-values. Empty when the sweep has no lambda 0.

@@ -85,7 +85,7 @@ class _Run:
     def record(self, ref: Any, method: str, bpp: float, setting: float, *, metrics: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
         """The one record builder: identity, the metrics of the decoded file (see :func:`sinco.compress.measure.measure`;
         Dice only with a segmentation model, the judge's with one), then the runner's own fields. ``setting`` is the
-        regulariser weight the method was asked for (one of :meth:`BenchmarkConfig.lams_of`)."""
+        regularizer weight the method was asked for (one of :meth:`BenchmarkConfig.lams_of`)."""
         record = {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method, "target_bpp": float(bpp),
                   "lam_setting": float(setting), **{k: metrics[k] for k in _RECORD_METRICS}}  # fmt: skip
         if self.seg_model is not None:

@@ -45,14 +45,14 @@ def _regularized_data_terms(config: Any) -> str:
 
 
 def _regularizer_lines(config: Any) -> list[str]:
-    """The regulariser's settings, for the table's preamble."""
+    """The regularizer's settings, for the table's preamble."""
     terms = _regularized_data_terms(config)
     parts = ([f"data term `{terms}`"] if terms else []) + [f"target `{config.seg_target}`"]
     if config.ensemble:
         parts.append(f"ensemble of {1 + len(config.ensemble)} loss networks ({', '.join(f'`{e}`' for e in config.ensemble)} added)")
     if config.seg_perturb:
         parts.append(f"Dice term averaged over {config.seg_perturb} input perturbations per step")
-    return ["Regulariser: " + ", ".join(parts) + ".", ""]
+    return ["Regularizer: " + ", ".join(parts) + ".", ""]
 
 
 def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[str, Any] | None) -> str:
@@ -76,7 +76,7 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
         "",
         f"Data `{config.data}`, cases `{config.cases}`, {len(images)} test slices; fitting (preset `{config.preset or 'each family default'}`): "
         f"{_describe_fits(config)}; SINCO lambda {', '.join(f'{v:g}' for v in config.lam_values)} "
-        f"(regulariser every {config.reg_every} step(s)), seed {config.seed}; segmentation model "
+        f"(regularizer every {config.reg_every} step(s)), seed {config.seed}; segmentation model "
         + (f"`{config.seg_model}`." if config.seg_model is not None else "none (no Dice)."),
         "",
         "Metrics are measured on the decoded files (INR: fp16 weights); `bpp (file)` is 8 x file bytes / pixels, header "
@@ -128,7 +128,7 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
     lines += _bjontegaard_lines(bjontegaard)
     if with_dice:
         lines += [
-            "`Dice (loss network)` is measured by the network the SINCO regulariser optimised against, which an adversarial "
+            "`Dice (loss network)` is measured by the network the SINCO regularizer optimized against, which an adversarial "
             "reconstruction can fool; " + (f"`Dice (independent)` by the judge `{judge}`, a network the fit never used: "
             "conclusions rest on it." if judge else "no independent judge was given (`--eval-seg-model`), so no Dice here "
             "is independent of the loss."),

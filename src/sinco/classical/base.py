@@ -34,7 +34,7 @@ class Codec(ABC):
     library: str = ""
 
     def to_samples(self, image: np.ndarray) -> np.ndarray:
-        """Quantise ``(H, W)`` in ``[0, 1]`` to unsigned integers of :attr:`bit_depth` bits."""
+        """Quantize ``(H, W)`` in ``[0, 1]`` to unsigned integers of :attr:`bit_depth` bits."""
         peak = (1 << self.bit_depth) - 1
         return np.rint(np.clip(image, 0, 1) * peak).astype(np.uint8 if self.bit_depth <= 8 else np.uint16)
 

@@ -110,7 +110,7 @@ def check_shape(height: int, width: int, *, error: type[Exception]) -> None:
 
 
 def pack(header: FileHeader, *, block: bytes, payload: bytes) -> bytes:
-    """Serialise a header, a family block and a payload into the bytes of a version-2 file.
+    """Serialize a header, a family block and a payload into the bytes of a version-2 file.
 
     Args:
         header: family id, image shape and intensity range.

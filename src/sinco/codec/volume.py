@@ -92,7 +92,7 @@ def is_volume_file(data: bytes) -> bool:
 
 
 def encode_volume(header: VolumeHeader, records: list[SliceRecord]) -> bytes:
-    """Serialise slice records into the bytes of a ``.sinco`` volume file.
+    """Serialize slice records into the bytes of a ``.sinco`` volume file.
 
     Args:
         header: geometry of the stored slices.

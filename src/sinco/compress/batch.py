@@ -62,7 +62,7 @@ class BatchConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (see :func:`sinco.utils.device.resolve_device`).
         torch_threads: torch threads of each fit. Files are byte-identical to a sequential run with
             the same number of torch threads.
-        seg_model: segmentation checkpoint of the SINCO regulariser (needs ``mask_glob``).
+        seg_model: segmentation checkpoint of the SINCO regularizer (needs ``mask_glob``).
         mask_glob: pattern, in each input's folder, of that input's label file; ``{stem}`` stands for
             the input's name without its suffix (``case7.nii.gz`` -> ``case7``).
 
@@ -87,7 +87,7 @@ class BatchConfig:
             raise InputError(f"--threads-per-worker {self.torch_threads}: must be a positive integer")
         if (self.seg_model is None) != (self.mask_glob is None):
             given, missing = ("--mask-glob", "--seg-model") if self.seg_model is None else ("--seg-model", "--mask-glob")
-            raise InputError(f"{given} needs {missing}: the regulariser segments each reconstruction and compares it with its mask")
+            raise InputError(f"{given} needs {missing}: the regularizer segments each reconstruction and compares it with its mask")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy of the fields."""
@@ -128,7 +128,7 @@ class VolumePlan:
 
     Args:
         input: the image file.
-        mask: its label file (``None`` without the regulariser).
+        mask: its label file (``None`` without the regularizer).
         output: the ``.sinco`` file to write.
         work: its folder of slice records.
         is_volume: ``False`` for a 2-D input, whose output is a single-slice ``.sinco`` file.

@@ -70,7 +70,7 @@ def compress_image(
 ) -> CompressResult:
     """Fit a codec of the chosen family to an image, store it as ``.sinco`` bytes, decode them and measure the result.
 
-    With ``seg_model`` and ``mask`` the fit minimises the SINCO objective
+    With ``seg_model`` and ``mask`` the fit minimizes the SINCO objective
     ``mse + fit_config.lam * (1 - soft Dice(sigmoid(g(x_hat)), mask))`` (``fit_config.lam = 0``: plain MSE) and
     the metrics add ``dice`` (of ``g``'s mask of the decoded image against ``mask``) and
     ``dice_reference`` (of ``g``'s mask of the uncompressed image).
@@ -121,12 +121,12 @@ def _check_images(images: Sequence[np.ndarray], *, n_ranges: int, masks: Sequenc
             raise InputError("image: values must be finite and in [0, 1] (scale it with normalize_minmax)")
     # With --seg-target self the loss network's own mask of the uncompressed image is the target: no mask needed.
     if (seg_model is None) != (masks is None) and not (self_target and seg_model is not None):
-        raise InputError("--mask and --seg-model go together: the regulariser segments the reconstruction with the model and compares it with the mask")
+        raise InputError("--mask and --seg-model go together: the regularizer segments the reconstruction with the model and compares it with the mask")
     for mask in masks or ():
         if mask.shape != shape:
             raise InputError(f"--mask: shape {mask.shape} differs from the image's {shape}")
         if lam > 0 and not np.any(mask) and not allow_empty_masks and not self_target:
-            raise InputError("--mask: empty on this slice (no tumour); the Dice regulariser needs one (or use --lam 0)")
+            raise InputError("--mask: empty on this slice (no tumour); the Dice regularizer needs one (or use --lam 0)")
 
 
 def compress_images(
@@ -165,9 +165,9 @@ def compress_images(
         allow_empty_masks: fit slices whose mask is empty on the MSE alone instead of refusing them.
         progress: show a progress bar.
         desc: label of the progress bar.
-        regularizer_options: the regulariser's target and perturbations (``None``: the ground-truth
+        regularizer_options: the regularizer's target and perturbations (``None``: the ground-truth
             mask, no perturbation). With ``target="self"`` no ``masks`` are needed.
-        ensemble: further loss networks; the regulariser is averaged over ``seg_model`` and these.
+        ensemble: further loss networks; the regularizer is averaged over ``seg_model`` and these.
         eval_seg_model: an independent judge: the metrics add ``dice_eval`` (and
             ``dice_eval_reference``, of the uncompressed slice), see :func:`sinco.regularizer.judge.judge_metrics`.
 
@@ -183,7 +183,7 @@ def compress_images(
                   self_target=self_target)  # fmt: skip
     if rois is not None and (len(rois) != len(images) or any(r is not None and r.shape != images[0].shape for r in rois)):
         raise InputError(f"--roi: {len(rois)} regions for {len(images)} images, each of the images' shape {images[0].shape}")
-    # A seg_model at lambda 0 still counts: a method's lambda-0 baseline fits the data term of its regularised runs.
+    # A seg_model at lambda 0 still counts: a method's lambda-0 baseline fits the data term of its regularized runs.
     fit_config = fit_config.resolved(regularized=seg_model is not None)
     start = time.perf_counter()
     family = codec.family

@@ -96,7 +96,7 @@ def ms_ssim(*, pred: np.ndarray, target: np.ndarray, data_range: float = 1.0) ->
     Gaussian window 11 x 11, sigma 1.5, K1 0.01, K2 0.03, five scales with the paper's weights
     :data:`MS_SSIM_WEIGHTS`. An image too small for five scales (below 176 pixels on a side, see
     :func:`ms_ssim_scales`) uses the largest number of scales it allows, the first weights
-    renormalised to sum to 1; below two scales (a side under 22 pixels) there is no MS-SSIM and
+    renormalized to sum to 1; below two scales (a side under 22 pixels) there is no MS-SSIM and
     ``None`` is returned. MONAI computes in float32.
 
     Args:

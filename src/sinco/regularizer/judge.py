@@ -1,6 +1,6 @@
-"""The independent judge: Dice measured by a segmentation network that the regulariser did not use.
+"""The independent judge: Dice measured by a segmentation network that the regularizer did not use.
 
-A reconstruction optimised against the loss network ``g`` can fool ``g`` (an adversarial image that
+A reconstruction optimized against the loss network ``g`` can fool ``g`` (an adversarial image that
 ``g`` segments "perfectly"); its Dice by ``g`` then says nothing about the image. The judge is another
 network, trained on other patients (or with another seed and shape), that the fit never saw.
 """
@@ -22,7 +22,7 @@ def load_judge(path: str | os.PathLike[str], *, loss_models: Sequence[SegModel],
 
     Args:
         path: the judge's checkpoint (from ``sinco train-seg``).
-        loss_models: the networks the regulariser uses.
+        loss_models: the networks the regularizer uses.
         arg: the command-line argument, for error messages.
 
     Returns:

@@ -1,6 +1,6 @@
 """The objective's terms: the data term and the SINCO structural regularizer.
 
-The regulariser is ``1 - soft Dice(sigmoid(g(x_hat)), s)`` with ``g`` frozen, and its options:
+The regularizer is ``1 - soft Dice(sigmoid(g(x_hat)), s)`` with ``g`` frozen, and its options:
 the target ``s`` (the ground-truth mask, or ``g``'s own mask of the uncompressed slice), an
 ensemble of networks ``g`` (the term averaged over them), and random perturbations of ``g``'s
 input (the term averaged over them), both of which make an image that fools one fixed network
@@ -30,7 +30,7 @@ def data_term(pred: torch.Tensor, target: torch.Tensor, *, kind: str) -> torch.T
 
     ``mse`` is the mean squared error; ``sse`` the sum of squared errors (the squared l2 norm
     ``||x_hat - x||^2``); ``l2`` the l2 norm ``||x_hat - x||`` itself. They differ only in scale
-    against the regulariser: on a 240 x 240 slice, ``sse = 57,600 mse``.
+    against the regularizer: on a 240 x 240 slice, ``sse = 57,600 mse``.
 
     Args:
         pred: reconstructions ``(S, N, 1)`` (or any ``(S, ...)``).
@@ -55,7 +55,7 @@ def data_term(pred: torch.Tensor, target: torch.Tensor, *, kind: str) -> torch.T
 
 @dataclass(frozen=True)
 class RegularizerOptions:
-    """How the structural regulariser is built (beyond its networks and weight).
+    """How the structural regularizer is built (beyond its networks and weight).
 
     Args:
         target: ``"mask"`` (the ground-truth mask) or ``"self"`` (the loss network's own thresholded
@@ -123,7 +123,7 @@ class StructuralRegularizer(nn.Module):
             shared by every network (``--seg-target mask``).
         self_reference: instead of ``mask``, the uncompressed slices ``(S, H, W)``: each network's
             target is its own thresholded segmentation of them (``--seg-target self``).
-        device: where the regulariser runs (the fitting device).
+        device: where the regularizer runs (the fitting device).
         perturb: perturbations of ``g``'s input per evaluation (see :class:`RegularizerOptions`).
         scale: intensity scaling range of a perturbation.
         noise: noise level of a perturbation.
@@ -150,9 +150,9 @@ class StructuralRegularizer(nn.Module):
 
         models = [seg_model] if isinstance(seg_model, SegModel) else list(seg_model)
         if not models:
-            raise InputError("--seg-model: the regulariser needs at least one segmentation network")
+            raise InputError("--seg-model: the regularizer needs at least one segmentation network")
         if (mask is None) == (self_reference is None):
-            raise InputError("regulariser: give a target mask or the uncompressed slices (--seg-target self), not both")
+            raise InputError("regularizer: give a target mask or the uncompressed slices (--seg-target self), not both")
         given = mask if mask is not None else self_reference
         if given.ndim not in (2, 3):
             raise InputError(f"--mask: expected a 2-D mask (or a stack of them), got shape {given.shape}")
@@ -171,13 +171,13 @@ class StructuralRegularizer(nn.Module):
 
     @property
     def n_slices(self) -> int:
-        """Number of slices (targets) the regulariser holds."""
+        """Number of slices (targets) the regularizer holds."""
         return int(self.mask.shape[1])
 
     def subset(self, index: int) -> StructuralRegularizer:
-        """The same regulariser (same frozen networks, same perturbation stream) for slice ``index`` alone."""
+        """The same regularizer (same frozen networks, same perturbation stream) for slice ``index`` alone."""
         if not 0 <= index < self.n_slices:
-            raise InputError(f"index {index}: the regulariser holds {self.n_slices} masks")
+            raise InputError(f"index {index}: the regularizer holds {self.n_slices} masks")
         other = copy.copy(self)
         other._buffers = {**self._buffers, "mask": self.mask[:, index : index + 1]}
         return other
@@ -185,7 +185,7 @@ class StructuralRegularizer(nn.Module):
     def _perturbations(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``perturb`` perturbed copies ``(P * S, 1, H, W)`` of ``image`` and their flip flags ``(P * S,)``."""
         count = self.perturb * image.shape[0]
-        # Drawn on the CPU from the regulariser's own generator: reproducible on any device.
+        # Drawn on the CPU from the regularizer's own generator: reproducible on any device.
         flips = torch.rand(count, generator=self.generator) < 0.5
         gains = 1 + self.scale * (2 * torch.rand(count, generator=self.generator) - 1)
         noise = self.noise * torch.randn((count, *image.shape[1:]), generator=self.generator)
@@ -195,7 +195,7 @@ class StructuralRegularizer(nn.Module):
         return torch.where(flips[:, None, None, None], batch.flip(-1), batch), flips
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Regulariser values.
+        """Regularizer values.
 
         Args:
             image: reconstructions ``(S, 1, H, W)`` (the INR output, scaled like the codec's input),
@@ -228,7 +228,7 @@ def build_regularizer(
     images: np.ndarray,
     device: torch.device,
 ) -> StructuralRegularizer:
-    """The regulariser a compression asks for: networks, target and perturbations.
+    """The regularizer a compression asks for: networks, target and perturbations.
 
     Args:
         seg_models: the loss network(s); more than one is an ensemble.

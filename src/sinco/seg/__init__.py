@@ -1,1 +1,1 @@
-"""The segmentation network g_phi of the SINCO regulariser: a MONAI 2-D U-Net, its training and checkpoints."""
+"""The segmentation network g_phi of the SINCO regularizer: a MONAI 2-D U-Net, its training and checkpoints."""

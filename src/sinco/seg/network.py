@@ -39,7 +39,7 @@ class UNetConfig:
         channels: feature channels per level.
         strides: down-sampling stride between levels (``len(channels) - 1`` values).
         num_res_units: residual units per block. The default 0 matters: with residual units,
-            MONAI's top up-sampling block instance-normalises and PReLU-activates the single output
+            MONAI's top up-sampling block instance-normalizes and PReLU-activates the single output
             channel before the last convolution adds it back, which pins the logit map to zero
             mean and unit variance per image; on BraTS slices such a net hardly learned.
         net: ``"unet"`` (MONAI ``UNet``) or ``"attention-unet"`` (MONAI ``AttentionUnet``: two
@@ -163,7 +163,7 @@ class SegModel:
 
 
 def freeze(net: nn.Module) -> nn.Module:
-    """Eval mode and no parameter gradients: the regulariser must never train ``g``. Returns ``net``."""
+    """Eval mode and no parameter gradients: the regularizer must never train ``g``. Returns ``net``."""
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -210,7 +210,7 @@ def load_seg_model(path: str | os.PathLike[str], *, device: torch.device | str =
 
     Raises:
         InputError: if the file is missing, is not a sinco segmentation checkpoint, has an unknown
-            format or normalisation, or its weights do not fit its configuration.
+            format or normalization, or its weights do not fit its configuration.
     """
     path = Path(path)
     if not path.is_file():
@@ -225,7 +225,7 @@ def load_seg_model(path: str | os.PathLike[str], *, device: torch.device | str =
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{arg} {str(path)!r}: unsupported checkpoint format {payload.get('format')!r}")
     if payload.get("normalization") != NORMALIZATION:
-        raise InputError(f"{arg} {str(path)!r}: trained with normalisation {payload.get('normalization')!r}, sinco feeds {NORMALIZATION!r}")
+        raise InputError(f"{arg} {str(path)!r}: trained with normalization {payload.get('normalization')!r}, sinco feeds {NORMALIZATION!r}")
     try:
         config = UNetConfig(**payload["unet"])
         net = build_unet(config)

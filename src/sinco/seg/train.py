@@ -27,7 +27,7 @@ class TrainSegConfig:
         batch_size: slices per Adam step; paper: 8.
         lr: Adam learning rate; paper: 1e-4.
         val_cases: cases held out for validation (split by case, never by slice).
-        seed: seeds the case split, the initialisation, the sampling and the augmentation.
+        seed: seeds the case split, the initialization, the sampling and the augmentation.
         negatives_per_positive: each epoch uses every slice with tumour and this many times as many
             slices without tumour, drawn afresh each epoch (all of them if there are fewer).
         flip: augment by random left-right flips.

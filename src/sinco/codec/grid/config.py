@@ -29,15 +29,15 @@ class GridFitConfig:
     """How ``fit_grid`` trains one image.
 
     Args:
-        steps: total optimisation steps of a fit from scratch (soft-rounding phase then straight-through phase).
+        steps: total optimization steps of a fit from scratch (soft-rounding phase then straight-through phase).
         ste_steps: the final straight-through (hard rounding) steps, part of ``steps``.
         lr_latent: Adam learning rate of the latents (cosine-decayed in the soft phase).
         lr_network: Adam learning rate of the synthesis and entropy networks.
         lr_ste: learning rate of the straight-through phase (all parameters).
         temperature: soft-rounding temperature at the start and end of the soft phase (linear).
         noise: amplitude of the uniform noise added to the soft-rounded latents (1.0 = U(-0.5, 0.5)).
-        lambda_rd: rate weight: loss = MSE + lambda_rd * bits / pixels (+ lam * regulariser).
-        seed: seed of the initialisation and of the noise.
+        lambda_rd: rate weight: loss = MSE + lambda_rd * bits / pixels (+ lam * regularizer).
+        seed: seed of the initialization and of the noise.
         branch_at: where in the soft phase (fraction) the rate search's later trials branch from the first fit:
             each resumes the first fit's training there with its own ``lambda_rd``, so every trial is a fit of the
             same schedule (0: every trial from scratch).

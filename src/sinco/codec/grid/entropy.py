@@ -1,4 +1,4 @@
-"""The latents' probability model: a discretised Laplace per latent, its mean and log2-scale from the ARM
+"""The latents' probability model: a discretized Laplace per latent, its mean and log2-scale from the ARM
 (:mod:`sinco.codec.grid.arm`). For coding, the mean is snapped to ``1/MEAN_STEPS``
 and the log2-scale to ``1/SCALE_STEPS`` of an octave, and probabilities come from a table computed once with
 correctly rounded software arithmetic (``decimal``) and IEEE basic operations only: encoder and decoder agree
@@ -67,7 +67,7 @@ def laplace_table(bound: int) -> np.ndarray:
 
 
 def laplace_bits(values: torch.Tensor, mean: torch.Tensor, log2_scale: torch.Tensor) -> torch.Tensor:
-    """Differentiable code length (bits) of integer(-like) ``values`` under a discretised Laplace; same shape."""
+    """Differentiable code length (bits) of integer(-like) ``values`` under a discretized Laplace; same shape."""
     scale = torch.exp2(log2_scale.clamp(LOG2_SCALE_MIN, LOG2_SCALE_MAX))
     t = values - mean
 

@@ -25,7 +25,7 @@ from sinco.regularizer.terms import AUTO_DATA_TERM, resolve_data_term
 # A payload above 32 bits per pixel (plus a margin for the networks) is no grid payload.
 MAX_PAYLOAD_BITS_PER_PIXEL = 32
 PAYLOAD_MARGIN_BYTES = 1 << 16
-# The grid's loss is per pixel (MSE + rate): sse divides the regulariser by H W; l2 has no such form.
+# The grid's loss is per pixel (MSE + rate): sse divides the regularizer by H W; l2 has no such form.
 GRID_DATA_TERMS = ("mse", "sse")
 
 
@@ -88,8 +88,8 @@ class GridFamily(CodecFamily):
     fit_options = (
         FamilyOption("lambda_rd", "--lambda-rd", float,
                      "rate weight of the loss MSE + lambda_rd x bits / pixels; given, one fit at it (no --bpp search)", "X"),
-        FamilyOption("data_term", "--data-term", str, "data term: mse or sse (the regulariser's weight over H W; "
-                     "default: sse with the regulariser, else mse)", "mse|sse"),
+        FamilyOption("data_term", "--data-term", str, "data term: mse or sse (the regularizer's weight over H W; "
+                     "default: sse with the regularizer, else mse)", "mse|sse"),
         FamilyOption("residual", "--residual", str, "with --bpp, may code the grid's error in a residual layer with the "
                      "bits the grids leave below the target (default: on)", "on|off"),
         FamilyOption("candidates", "--candidates", int, "a fit from scratch trains N seeds (--seed, --seed + 1, ...) for "
@@ -140,7 +140,7 @@ class GridFamily(CodecFamily):
             raise InputError(f"--preset {preset!r}: --arch {self.name} has presets {', '.join(GRID_PRESETS)}")
         given = self.given_overrides(overrides)
         if given.get("reg_every", 1) != 1:
-            raise InputError(f"--reg-every {given['reg_every']}: --arch {self.name} applies the regulariser every step (1)")
+            raise InputError(f"--reg-every {given['reg_every']}: --arch {self.name} applies the regularizer every step (1)")
         grid = GRID_PRESETS[preset]
         if "steps" in given:
             grid = grid.with_steps(given["steps"])

@@ -1,4 +1,4 @@
-"""The grid family's payload: quantised decoder networks (exp-Golomb) and range-coded latents.
+"""The grid family's payload: quantized decoder networks (exp-Golomb) and range-coded latents.
 
 Layout (little-endian), version 1::
 
@@ -155,7 +155,7 @@ def synthesize(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: GridS
 
 
 def build_payload(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: GridSpec) -> bytes:
-    """The complete payload for integer latents (finest first) and a quantised decoder."""
+    """The complete payload for integer latents (finest first) and a quantized decoder."""
     network = pack_network(decoder)
     stream = encode_latents(latents, decoder, spec)
     return _HEAD.pack(PAYLOAD_VERSION, payload_checksum(network, latents), len(network)) + network + stream

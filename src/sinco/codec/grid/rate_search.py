@@ -39,7 +39,7 @@ def _trim_to_budget(target: torch.Tensor, result: GridFitResult, *, budget_bits:
     """The same latents with coarser network weights (step sizes chosen with a larger rate weight), if that
     brings the file within ``budget_bits``; None otherwise. The weight is the smallest that fits among
     :data:`_TRIM_WEIGHTS`, then narrowed by bisection in log scale (the less coarse, the less distortion).
-    Costs a quantisation and a coding per weight tried."""
+    Costs a quantization and a coding per weight tried."""
     if result.state is None or result.payload_bits + 8 * header_bytes > (1 + _TRIM_REACH) * budget_bits:
         return None
 

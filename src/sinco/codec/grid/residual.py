@@ -1,4 +1,4 @@
-"""The residual layer: the grid's prediction error, scalar-quantised and range-coded, for rates the grids cannot reach.
+"""The residual layer: the grid's prediction error, scalar-quantized and range-coded, for rates the grids cannot reach.
 
 Latent grids stop spending bits near 1 bpp on BraTS slices (the synthesis, not lambda, limits them) while JPEG 2000
 keeps gaining ~16 dB per bpp. Above that ceiling the file codes ``x - p``, the error of the grid's decoded image
@@ -11,9 +11,9 @@ LGG FLAIR slice, 656 for a BraTS slice). On its own lattice a step of one level 
 
 Everything the decoder computes here is integer arithmetic on ``B = round(K P / 2^16)``, ``P = 2^16 p`` the grid's
 fixed-point output, so it is bit-exact like the latents. The residual ``q = round((K x - B) / step)`` is coded
-with a discretised Laplace of mean 0 whose scale depends on a context bucket the decoder derives from ``B`` alone
+with a discretized Laplace of mean 0 whose scale depends on a context bucket the decoder derives from ``B`` alone
 (local activity of the prediction relative to the step, and whether the prediction is background-dark): the
-bucket's scale is sent, and symbols are coded bucket by bucket, so decoding is a few vectorised range-coder calls.
+bucket's scale is sent, and symbols are coded bucket by bucket, so decoding is a few vectorized range-coder calls.
 The image is ``clip(B + q step, 0, K) / K``.
 
 Section layout (little-endian; it ends the payload)::
@@ -144,7 +144,7 @@ def _best_scale(magnitudes: np.ndarray) -> tuple[int, float]:
 
 @functools.lru_cache(maxsize=32)  # at most 1 MB each (step 1)
 def _table(scale_index: int, reach: int) -> np.ndarray:
-    """Probabilities of ``q`` in ``[-reach, reach]`` (index ``q + reach``): discretised Laplace, tails folded into the
+    """Probabilities of ``q`` in ``[-reach, reach]`` (index ``q + reach``): discretized Laplace, tails folded into the
     ends. Computed with correctly rounded ``decimal`` exponentials and IEEE products only: the same on every machine."""
     with localcontext() as ctx:
         ctx.prec = 40
@@ -195,8 +195,8 @@ def encode(target: np.ndarray, prediction: np.ndarray, *, levels: int, step: int
         target: the image.
         prediction: the grid's reconstruction, a multiple of ``2^-16``.
         levels: the lattice ``K``, ``1..ONE`` (:func:`image_levels`, or ``ONE``).
-        step: quantisation step in levels, ``1..min(K, MAX_STEP)``.
-        rounding: the quantiser's rounding offset (:func:`quantize`).
+        step: quantization step in levels, ``1..min(K, MAX_STEP)``.
+        rounding: the quantizer's rounding offset (:func:`quantize`).
 
     Returns:
         The :class:`ResidualLayer`.

@@ -42,11 +42,11 @@ class GridSpec:
             :data:`CONTEXT_OFFSETS`); the co-located latent of the coarser grid is always read too.
         arm_hidden: widths of the entropy model's hidden layers (ReLU).
         latent_bound: latents are integers in ``[-latent_bound, latent_bound]``.
-        input_shift: the synthesis sees latents divided by ``2^input_shift``: a finer effective quantisation step,
+        input_shift: the synthesis sees latents divided by ``2^input_shift``: a finer effective quantization step,
             which images coded at high PSNR need (unit steps at the synthesis input cap the fit near 38 dB).
         linear_skip: the synthesis output adds a linear map ``(L -> 1)`` of the upsampled latents, so the latents
             code the image directly, as a pyramid, besides through the ReLU layers (without it fits stalled near
-            41 dB even with unquantised latents; docs/grid-codec.md).
+            41 dB even with unquantized latents; docs/grid-codec.md).
 
     Raises:
         InputError: on construction, if a value is out of its range.

@@ -49,7 +49,7 @@ class GridFitResult:
     """One image's fit.
 
     Args:
-        payload: the entropy-coded payload (quantised networks and latents).
+        payload: the entropy-coded payload (quantized networks and latents).
         spec: the decoder spec.
         config: the fit settings (``lambda_rd`` the one used for this payload).
         reconstruction: the decoder's output ``(H, W)`` float32, exactly what ``decode_grid(payload)`` returns.
@@ -57,10 +57,10 @@ class GridFitResult:
             exact network bits, coder overhead).
         payload_bits: ``8 * len(payload)``.
         latent_bits_estimate: the latent part of ``estimated_bits``.
-        network_bits: the bits of the quantised networks.
+        network_bits: the bits of the quantized networks.
         loss: best training loss (hard-rounded latents).
         mse: MSE of ``reconstruction`` against the target.
-        steps: optimisation steps run for this result (all trials of a rate search).
+        steps: optimization steps run for this result (all trials of a rate search).
         seconds: wall time of the fit(s).
         trials: fits run (1 unless from a rate search).
         network_rate_weight: the factor on ``lambda_rd`` with which the network step sizes were chosen (1; larger
@@ -138,7 +138,7 @@ def _train(
     target: torch.Tensor, state: GridState, *, spec: GridSpec, config: GridFitConfig, regularizer: Regularizer | None,
     lam: float, progress: bool, start: TrainCheckpoint | None = None, keep_at: int | None = None, stop_at: int | None = None,
 ) -> _TrainOutcome:  # fmt: skip
-    """Optimise ``state``'s parameters (its network tensors in place, its latents as one flat copy) from step 0, or
+    """Optimize ``state``'s parameters (its network tensors in place, its latents as one flat copy) from step 0, or
     from ``start`` (whose parameters ``state`` holds), up to the end of the schedule or to ``stop_at``; with
     ``stop_at``, the checkpoint returned is the one there (training resumes from it as it would have gone on).
     """
@@ -277,7 +277,7 @@ def per_image(regularizer: Regularizer | None, index: int, count: int) -> Regula
     if regularizer is None or count == 1:
         return regularizer
     if not hasattr(regularizer, "subset"):
-        raise InputError("regularizer: several images need a regulariser with subset(index) (StructuralRegularizer)")
+        raise InputError("regularizer: several images need a regularizer with subset(index) (StructuralRegularizer)")
     return regularizer.subset(index)
 
 
@@ -286,7 +286,7 @@ def fit_grid(
     regularizer: Regularizer | None = None, lam: torch.Tensor | None = None, progress: bool = False,
     branch_from: list[TrainCheckpoint] | None = None, keep_checkpoint: bool = False,
 ) -> list[GridFitResult]:  # fmt: skip
-    """Fit latent grids and a decoder to each image, quantise, and entropy-code them.
+    """Fit latent grids and a decoder to each image, quantize, and entropy-code them.
 
     Args:
         targets: float32 ``(S, H, W)`` in ``[0, 1]``; one independent fit per image.
@@ -295,7 +295,7 @@ def fit_grid(
         device: where to train (the payload and reconstruction are computed on the CPU).
         regularizer: maps reconstructions ``(S, 1, H, W)`` to values ``(S,)``; gradients reach the latents and
             networks only (the project's ``StructuralRegularizer`` freezes its U-Net).
-        lam: ``(S,)`` regulariser weights (required with ``regularizer``).
+        lam: ``(S,)`` regularizer weights (required with ``regularizer``).
         progress: show a progress bar.
         branch_from: optional checkpoints per image: each fit resumes there (same schedule, this ``config``'s
             ``lambda_rd``) instead of starting from scratch; what the rate search's later trials do.
@@ -309,7 +309,7 @@ def fit_grid(
     """
     check_targets(targets, spec, lam)
     if regularizer is not None and lam is None:
-        raise InputError("--lam: a regulariser needs its weights")
+        raise InputError("--lam: a regularizer needs its weights")
     results = []
     for index in range(targets.shape[0]):
         started = time.perf_counter()

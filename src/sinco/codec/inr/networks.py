@@ -19,7 +19,7 @@ from sinco.errors import InputError
 
 
 class SineLayer(nn.Module):
-    """``sin(w0 * (W x + b))`` with the SIREN initialisation (Sitzmann et al., 2020).
+    """``sin(w0 * (W x + b))`` with the SIREN initialization (Sitzmann et al., 2020).
 
     Args:
         in_features: input size.
@@ -107,7 +107,7 @@ class PEMLP(nn.Module):
         for index, layer in enumerate(self.layers):
             if index in self._skips:
                 # [x, feats] W^T + b computed as x W1^T + feats W2^T + b: the same layer without
-                # materialising the (N, width + 4 Lf) concatenation, a tenth of a CPU step.
+                # materializing the (N, width + 4 Lf) concatenation, a tenth of a CPU step.
                 width = x.shape[-1]
                 weight = layer.weight
                 x = torch.relu(torch.addmm(torch.addmm(layer.bias, x, weight[:, :width].t()), feats, weight[:, width:].t()))
@@ -130,7 +130,7 @@ def build_inr(spec: INRSpec) -> INR:
         spec: the architecture.
 
     Returns:
-        A freshly initialised :class:`Siren` or :class:`PEMLP`; the torch RNG state decides the
+        A freshly initialized :class:`Siren` or :class:`PEMLP`; the torch RNG state decides the
         initial weights, so seed it first for reproducible results.
     """
     return Siren(spec) if spec.arch == "siren" else PEMLP(spec)

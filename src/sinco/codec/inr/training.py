@@ -7,7 +7,7 @@ step count and learning-rate scale, so a slice fitted in a batch follows the sam
 when fitted alone (up to floating-point summation order). Fitting one image is the case ``S = 1``.
 
 No step reads a value back to the host: divergence checks and best-state bookkeeping are tensor
-operations, so CUDA runs without a per-step synchronisation.
+operations, so CUDA runs without a per-step synchronization.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class StackedFit:
         self.reg_every = config.reg_every if self.regularized else 1
         self.names = [name for name, _ in models[0].named_parameters()]
         self.shapes = [p.shape for _, p in models[0].named_parameters()]
-        # All weights of a slice in one row of one tensor (S, P): the optimiser and the bookkeeping
+        # All weights of a slice in one row of one tensor (S, P): the optimizer and the bookkeeping
         # are then a handful of whole-tensor operations per step instead of a handful per layer.
         self.flat = torch.stack([flatten_parameters(m) for m in models]).to(device).requires_grad_()
         self._call_names = ["model." + k for k in self.names]  # parameter names inside the shell

@@ -1,4 +1,4 @@
-"""Issue 14: the data term, the regulariser's variants (self target, ensemble, perturbations), the judge, lambda sweeps."""
+"""Issue 14: the data term, the regularizer's variants (self target, ensemble, perturbations), the judge, lambda sweeps."""
 
 import json
 import shutil
@@ -187,7 +187,7 @@ def test_compress_cli_self_target_with_judge_reports_dice_eval(nifti_volume, tmp
     assert sidecar["eval_seg_model"]["path"] == str(b)
 
 
-def test_regularised_fits_default_to_the_sum_of_squared_errors(nifti_volume, tmp_path, capsys):
+def test_regularized_fits_default_to_the_sum_of_squared_errors(nifti_volume, tmp_path, capsys):
     """The SINCO methods and compress --seg-model use sse unless told otherwise; plain fits keep mse."""
     methods = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "grid", "sinco-grid")
     config = BenchmarkConfig(data=str(tmp_path), seg_model="unused.pt", methods=methods)
@@ -225,8 +225,8 @@ def test_library_fits_resolve_the_auto_data_term(nets):
                                device=torch.device("cpu"), seg_model=seg_model, masks=None if seg_model is None else list(masks))[0].data  # fmt: skip
 
     assert INRFitConfig().data_term == "auto" and INRFitConfig().resolved(regularized=True).data_term == "sse"
-    regularised = file_of(None, nets[0])
-    assert regularised == file_of("sse", nets[0]) and regularised != file_of("mse", nets[0])
+    regularized = file_of(None, nets[0])
+    assert regularized == file_of("sse", nets[0]) and regularized != file_of("mse", nets[0])
     assert file_of(None, None) == file_of("mse", None)
     with pytest.raises(InputError, match="--data-term 'mean'"):
         INRFitConfig(data_term="mean")

@@ -1,4 +1,4 @@
-"""The structural regulariser study (issue 14): every variant against lambda 0, judged independently.
+"""The structural regularizer study (issue 14): every variant against lambda 0, judged independently.
 
 Runs ``sinco benchmark`` once per (variant, dataset, rate), several at a time (``--parallel``), each into
 its own folder under ``--out`` (a rerun resumes: the benchmark keeps finished records), then pools the
@@ -6,15 +6,15 @@ records of all datasets and prints, per variant and rate, the paired difference 
 lambda 0 over the same slices: the independent judge's Dice, PSNR and the loss network's Dice, with
 the Wilcoxon signed-rank and paired t-test p-values (``sinco.benchmark.frontier.paired_comparison``).
 
-Usage (from the repository root; the networks are ``sinco train-seg`` checkpoints, see docs/regulariser.md):
+Usage (from the repository root; the networks are ``sinco train-seg`` checkpoints, see docs/regularizer.md):
 
-    python benchmarks/regulariser_study.py run --lgg ../shared/data/lgg --lgg-cases $TEST \\
+    python benchmarks/regularizer_study.py run --lgg ../shared/data/lgg --lgg-cases $TEST \\
         --brats ../shared/data/brats2013 --brats-case brats_2013_pat0004_1 \\
         --seg-model lossnet5.pt --second-seg-model lossnet.pt --judge judge.pt \\
-        --device cuda --parallel 8 --out runs/regulariser-study
-    python benchmarks/regulariser_study.py summarise --out runs/regulariser-study
+        --device cuda --parallel 8 --out runs/regularizer-study
+    python benchmarks/regularizer_study.py summarize --out runs/regularizer-study
 
-``summarise`` writes ``summary.md`` and ``summary.json`` beside the runs; ``run`` ends with it.
+``summarize`` writes ``summary.md`` and ``summary.json`` beside the runs; ``run`` ends with it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Variant:
-    """One regulariser setting: a benchmark method, data term, lambdas and extra benchmark flags."""
+    """One regularizer setting: a benchmark method, data term, lambdas and extra benchmark flags."""
 
     name: str
     method: str
@@ -201,7 +201,7 @@ _HEADER = [
 _JUDGE2_HEADER = (" Dice (second judge) vs lambda 0 (p Wilcoxon, p t-test) |", " --- |")
 
 
-def summarise(root: Path, *, second_judge: str | None = None) -> str:
+def summarize(root: Path, *, second_judge: str | None = None) -> str:
     """Markdown tables of every variant against its family's lambda 0: pooled over datasets, then per dataset;
     writes ``summary.md`` and ``summary.json``. With ``second_judge`` (a checkpoint of another architecture)
     the tables add its Dice (see :func:`add_decoded_metrics`)."""
@@ -327,7 +327,7 @@ def _baseline_lines(records: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the benchmarks, then summarise")
+    run = sub.add_parser("run", help="run the benchmarks, then summarize")
     run.add_argument("--lgg", required=True)
     run.add_argument("--lgg-cases", required=True, help="held-out LGG patients, comma-separated")
     run.add_argument("--lgg-images", type=int, default=16)
@@ -345,7 +345,7 @@ def main() -> None:
     run.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
     run.add_argument("--extra", default="", help="more benchmark flags, space-separated (e.g. '--steps 20' for a dry run)")
     run.add_argument("--out", required=True)
-    summary = sub.add_parser("summarise", help="pool the finished records and print the paired table")
+    summary = sub.add_parser("summarize", help="pool the finished records and print the paired table")
     summary.add_argument("--out", required=True)
     for command in (run, summary):
         command.add_argument("--second-judge", default=None, metavar="J2.pt",
@@ -365,7 +365,7 @@ def main() -> None:
                              extra=tuple(args.extra.split()))  # fmt: skip
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         run_study(config, root)
-    print(summarise(root, second_judge=args.second_judge))
+    print(summarize(root, second_judge=args.second_judge))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The regulariser study's pooling (benchmarks/regulariser_study.py) on two tiny benchmark runs."""
+"""The regularizer study's pooling (benchmarks/regularizer_study.py) on two tiny benchmark runs."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from sinco.codec.files import decode_file
 from sinco.metrics import dice
 from sinco.seg.network import UNetConfig, build_unet, load_seg_model, save_checkpoint
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "regulariser_study.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "regularizer_study.py"
 
 
 def _study_module():
-    spec = importlib.util.spec_from_file_location("regulariser_study", SCRIPT)
+    spec = importlib.util.spec_from_file_location("regularizer_study", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
@@ -47,7 +47,7 @@ def test_summary_pairs_each_lambda_with_lambda_0_and_adds_a_second_judge(benchma
         run_benchmark(config, outdir=study / folder, device=torch.device("cpu"), progress=False)
 
     module = _study_module()
-    text = module.summarise(study, second_judge=str(second))
+    text = module.summarize(study, second_judge=str(second))
     summary = json.loads((study / "summary.json").read_text())
     row, l2_row = sorted((r for r in summary["rows"] if r["subset"] == "pooled"), key=lambda r: r["variant"] != "siren-sse")
     assert (row["variant"], row["lam"], row["d_dice_eval"]["n"]) == ("siren-sse", 10.0, 2) and l2_row["variant"] == "siren-l2"
