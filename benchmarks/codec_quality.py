@@ -23,7 +23,7 @@ import torch
 
 from sinco.codec.config import CodecConfig
 from sinco.codec.inr.config import INRFitConfig
-from sinco.compress.image import compress_image
+from sinco.compression.image import compress_image
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_slice
 from sinco.utils.atomic import atomic_write_bytes

@@ -23,7 +23,7 @@ from sinco.benchmark.selection import select_test_slices
 from sinco.codec.config import CodecConfig
 from sinco.codec.inr.config import INRFitConfig
 from sinco.codec.registry import get_family
-from sinco.compress.image import compress_image
+from sinco.compression.image import compress_image
 from sinco.data.datasets import discover_cases
 from sinco.data.intensity import normalize_minmax
 from sinco.data.io import load_slice

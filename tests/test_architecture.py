@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sinco"
 #: Packages the codecs and compression must not import: they sit above the core.
 UPPER = ("sinco.benchmark", "sinco.cli")
-CORE = ("sinco.codec", "sinco.compress", "sinco.classical", "sinco.regularizer", "sinco.seg", "sinco.data", "sinco.metrics",
+CORE = ("sinco.codec", "sinco.compression", "sinco.classical", "sinco.regularizer", "sinco.seg", "sinco.data", "sinco.metrics",
         "sinco.utils", "sinco.errors", "sinco.version")  # fmt: skip
 
 

@@ -65,7 +65,7 @@ def _run_in_process(inputs: list[str], out: Path, client, *extra: str) -> tuple[
     """The command's library path (plan, run) on ``client``."""
     from sinco.cli import build_parser
     from sinco.cli.options import codec_and_fit_config
-    from sinco.compress.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
+    from sinco.compression.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
 
     args = build_parser().parse_args(["compress-batch", *inputs, "--out", str(out), *extra])
     codec, fit = codec_and_fit_config(args)  # as the command does (e.g. the regularized default data term)
@@ -125,7 +125,7 @@ def test_a_slice_failing_twice_is_reported_and_the_rest_completes(tmp_path, clie
     from sinco.cli import build_parser
     from sinco.codec.config import CodecConfig
     from sinco.codec.inr.config import INRFitConfig
-    from sinco.compress.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
+    from sinco.compression.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
 
     args = build_parser().parse_args(["compress-batch", str(good), "--out", str(out)])
     config = BatchConfig(codec=CodecConfig(arch="siren"), fit_config=INRFitConfig(steps=20), device="cpu", axis=args.axis)
@@ -274,7 +274,7 @@ def test_an_existing_output_is_not_replaced_without_force(tmp_path, capsys):
 
 
 def test_mask_glob_finds_one_file_per_input(tmp_path):
-    from sinco.compress.batch import find_mask
+    from sinco.compression.batch import find_mask
     from sinco.errors import InputError
 
     for name in ("a.nii.gz", "a_seg.nii.gz", "b.nii.gz", "b_seg.nii.gz", "b_seg2.nii.gz"):

@@ -68,7 +68,7 @@ def test_tiny_benchmark_schema_table_and_figures(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_benchmark_resumes_without_redoing_records(dataset, tmp_path, monkeypatch):
-    import sinco.compress.image as inr_codec
+    import sinco.compression.image as inr_codec
 
     config = _config(dataset, methods=("coin", "sinco-inr", "jpeg"))
     out = tmp_path / "out"

@@ -9,7 +9,7 @@ import torch
 from sinco.cli import main
 from sinco.codec.config import CodecConfig
 from sinco.codec.inr.config import INRFitConfig
-from sinco.compress.image import compress_image
+from sinco.compression.image import compress_image
 from sinco.data.intensity import normalize_minmax, restore_intensity
 from sinco.data.io import load_slice
 from sinco.metrics import psnr

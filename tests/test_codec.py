@@ -5,7 +5,7 @@ import torch
 from sinco.codec.config import CodecConfig
 from sinco.codec.files import decode_file
 from sinco.codec.inr.config import INRFitConfig
-from sinco.compress.image import compress_image
+from sinco.compression.image import compress_image
 from sinco.data.intensity import normalize_minmax
 from sinco.errors import InputError
 from sinco.metrics import psnr

@@ -11,8 +11,8 @@ import torch
 
 from sinco.codec.config import CodecConfig
 from sinco.codec.files import decode_file
-from sinco.compress.image import compress_images
-from sinco.compress.measure import measure
+from sinco.compression.image import compress_images
+from sinco.compression.measure import measure
 from sinco.seg.network import SegModel, UNetConfig, build_unet, freeze
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

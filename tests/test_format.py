@@ -68,7 +68,7 @@ def test_same_seed_gives_the_v1_payload_bytes(arch, phantom):
 
     from sinco.codec.config import CodecConfig
     from sinco.codec.inr.config import INRFitConfig
-    from sinco.compress.image import compress_image
+    from sinco.compression.image import compress_image
     from sinco.data.intensity import normalize_minmax
 
     img, vmin, vmax = normalize_minmax(phantom(16, 16))

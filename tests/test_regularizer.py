@@ -18,7 +18,7 @@ from sinco.codec.inr.config import INRFitConfig
 from sinco.codec.inr.networks import build_inr
 from sinco.codec.inr.sizing import size_for_bpp
 from sinco.codec.inr.training import StackedFit, fit_inr
-from sinco.compress.image import compress_images
+from sinco.compression.image import compress_images
 from sinco.data.datasets import Case, split_cases
 from sinco.errors import InputError
 from sinco.regularizer.judge import load_judge

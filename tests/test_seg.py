@@ -14,7 +14,7 @@ from sinco.codec.inr.config import INRFitConfig
 from sinco.codec.inr.networks import build_inr
 from sinco.codec.inr.spec import INRSpec
 from sinco.codec.inr.training import fit_inr
-from sinco.compress.image import compress_image
+from sinco.compression.image import compress_image
 from sinco.data.datasets import discover_cases, load_slices, split_cases
 from sinco.data.intensity import normalize_minmax
 from sinco.errors import InputError
@@ -255,7 +255,7 @@ def test_compress_cli_with_regularizer_and_errors(tmp_path, capsys, tiny_seg_mod
 
 
 def test_volume_regularizes_only_the_slices_with_tumour(tiny_seg_model):
-    from sinco.compress.volume import compress_volume
+    from sinco.compression.volume import compress_volume
 
     rows, cols = np.meshgrid(np.linspace(-1, 1, SIZE), np.linspace(-1, 1, SIZE), indexing="ij")
     volume = np.stack([np.exp(-(rows**2 + cols**2) * (2 + k)) * 100 for k in range(3)])

@@ -5,7 +5,7 @@ The Python API (:mod:`sinco.api`) is reachable from here: :func:`compress`, :fun
 them is first used.
 
 Packages: :mod:`sinco.codec` (the ``.sinco`` container, the codec families and their registry),
-:mod:`sinco.compress` (compressing images, volumes and archives, measured on the decoded file),
+:mod:`sinco.compression` (compressing images, volumes and archives, measured on the decoded file),
 :mod:`sinco.classical` (the codecs sinco is compared with), :mod:`sinco.benchmark`, :mod:`sinco.regularizer`
 (the SINCO structural regularizer), :mod:`sinco.seg` (its segmentation network), :mod:`sinco.data`,
 :mod:`sinco.metrics`, :mod:`sinco.cli`.

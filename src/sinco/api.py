@@ -88,7 +88,7 @@ def compress(
         data = sinco.compress(image, bpp=0.6, preset="quality")
         len(data) * 8 / image.size  # <= 0.6
     """
-    from sinco.compress.image import compress_images
+    from sinco.compression.image import compress_images
     from sinco.data.intensity import normalize_minmax
 
     array = _as_array(image, name="image", ndim=2)
@@ -130,7 +130,7 @@ def compress_volume(
         data = sinco.compress_volume(np.stack(slices), bpp=1.0)
         sinco.decompress(data).shape  # (S, H, W)
     """
-    from sinco.compress.volume import compress_volume as compress_slices
+    from sinco.compression.volume import compress_volume as compress_slices
 
     array = _as_array(volume, name="volume", ndim=3).astype(np.float32)
     codec, fit_config = _configs(arch=arch, bpp=bpp, preset=preset, seed=seed, options=options, fit_options=fit_options)

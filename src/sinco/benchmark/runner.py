@@ -32,7 +32,7 @@ from sinco.utils.progress import progress_bar
 if TYPE_CHECKING:
     import torch
 
-# What every record carries from sinco.compress.measure.measure (Dice too, with a segmentation model).
+# What every record carries from sinco.compression.measure.measure (Dice too, with a segmentation model).
 _RECORD_METRICS = ("bpp_file", "psnr", "ssim", "ms_ssim", "ms_ssim_scales", "psnr_roi", "ssim_roi", "roi", "roi_fraction")
 # The independent judge's (sinco.regularizer.judge.judge_metrics), when there is one.
 _JUDGE_METRICS = ("dice_self", "dice_eval", "dice_eval_reference", "dice_eval_target")
@@ -83,7 +83,7 @@ class _Run:
         return [ref for ref in self.slices if (ref.image_id, method, float(bpp), float(lam)) not in self.done]
 
     def record(self, ref: Any, method: str, bpp: float, setting: float, *, metrics: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
-        """The one record builder: identity, the metrics of the decoded file (see :func:`sinco.compress.measure.measure`;
+        """The one record builder: identity, the metrics of the decoded file (see :func:`sinco.compression.measure.measure`;
         Dice only with a segmentation model, the judge's with one), then the runner's own fields. ``setting`` is the
         regularizer weight the method was asked for (one of :meth:`BenchmarkConfig.lams_of`)."""
         record = {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method, "target_bpp": float(bpp),
@@ -197,7 +197,7 @@ def _prepare(slices: list, *, config: BenchmarkConfig, done: set, seg_model: Any
 def _run_codec_method(run: _Run, method: str, bpp: float, lam: float, *, device: torch.device, progress: bool) -> None:
     """A codec family's method: fit the slices still to do, ``batch_slices`` at a time, and store each file."""
     from sinco.codec.files import decode_file
-    from sinco.compress.image import compress_images
+    from sinco.compression.image import compress_images
 
     config = run.config
     fit_config, codec = config.fit_config(method, lam=lam), config.codec_config(method, bpp=bpp)
@@ -235,7 +235,7 @@ def _run_classical_method(run: _Run, method: str, bpp: float, lam: float, *, dev
     """A classical codec: the highest quality within the rate, found by bisection on the real file size."""
     from sinco.classical.base import encode_at_bpp
     from sinco.classical.registry import get_codec
-    from sinco.compress.measure import measure
+    from sinco.compression.measure import measure
     from sinco.regularizer.judge import judge_metrics
 
     codec = get_codec(method)

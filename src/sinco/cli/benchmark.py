@@ -87,7 +87,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from sinco.benchmark.config import BenchmarkConfig
     from sinco.benchmark.runner import run_benchmark
     from sinco.codec.family import COMMON_FIT_OPTIONS
-    from sinco.compress.volume import default_batch_slices
+    from sinco.compression.volume import default_batch_slices
     from sinco.utils.device import resolve_device
 
     device = resolve_device(args.device)

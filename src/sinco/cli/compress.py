@@ -72,8 +72,8 @@ def _check_regularizer_flags(args: argparse.Namespace, *, mask_optional: bool = 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     """``sinco compress``: fit, store, decode, measure."""
-    from sinco.compress.image import compress_images
-    from sinco.compress.records import sidecar_record
+    from sinco.compression.image import compress_images
+    from sinco.compression.records import sidecar_record
     from sinco.data.intensity import normalize_minmax
     from sinco.data.io import load_slice
     from sinco.regularizer.judge import load_networks
@@ -162,8 +162,8 @@ def rate_search_phrase(details: dict[str, Any], *, file_bytes: int) -> str:
 
 def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, codec: Any, fit_config: Any, device: Any) -> int:
     """``sinco compress --slices``: every slice of a range, fitted in batches, into one volume file."""
-    from sinco.compress.records import finite, sidecar_record
-    from sinco.compress.volume import compress_volume, default_batch_slices
+    from sinco.compression.records import finite, sidecar_record
+    from sinco.compression.volume import compress_volume, default_batch_slices
     from sinco.data.io import load_affine, load_array, select_slices
     from sinco.seg.network import load_seg_model
     from sinco.utils.atomic import atomic_write_bytes
@@ -209,7 +209,7 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
 
 def cmd_compress_batch(args: argparse.Namespace) -> int:
     """``sinco compress-batch``: every slice of every input is a Dask task; one volume file per input."""
-    from sinco.compress.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
+    from sinco.compression.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
     from sinco.errors import DeviceError
     from sinco.utils.device import resolve_device
 

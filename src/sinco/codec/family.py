@@ -3,7 +3,7 @@
 A codec family is one kind of codec: how its hyper-parameters (its *spec*) are chosen for a
 target rate and written into the file's family block, how an image is fitted, how the result is
 turned into payload bytes, and how those bytes decode back to an image. The container around
-block and payload (:mod:`sinco.codec.format`), compression (:mod:`sinco.compress`), the CLI and
+block and payload (:mod:`sinco.codec.format`), compression (:mod:`sinco.compression`), the CLI and
 the benchmark are the same for every family; they reach a family only through the registry
 (:mod:`sinco.codec.registry`).
 

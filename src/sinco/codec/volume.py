@@ -20,7 +20,7 @@ container around version-1 ``.sinco`` records, and is still read)::
     end-4   4     CRC-32 (zlib) of every byte before it
 
 A constant slice (empty background at the ends of a scan) costs 9 bytes and no fit; a fitted
-slice costs its ``.sinco`` file plus 5 bytes. Compressing volumes is :func:`sinco.compress.volume.compress_volume`;
+slice costs its ``.sinco`` file plus 5 bytes. Compressing volumes is :func:`sinco.compression.volume.compress_volume`;
 this module reads and writes the bytes.
 """
 

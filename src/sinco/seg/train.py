@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from torch import nn
 from sinco.data.datasets import SliceSet
 from sinco.errors import InputError
 from sinco.seg.network import UNetConfig, build_unet, seg_logits
+from sinco.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -168,9 +168,7 @@ def train_segmentation(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.epochs * batches, desc="train-seg", unit="batch", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(total=config.epochs * batches, desc="train-seg", unit="batch", leave=True)
     history: list[dict[str, float]] = []
     best_state, best_epoch, best_score = None, 0, -math.inf
     for epoch in range(1, config.epochs + 1):

@@ -15,7 +15,7 @@ LOG_INTERVAL = 10.0
 TERMINAL_INTERVAL = 0.5
 
 
-def progress_bar(*, total: int | None, desc: str, unit: str = "it", leave: bool = False, initial: int = 0) -> Any:
+def progress_bar(*, total: int | None, desc: str, unit: str = "it", leave: bool = False, initial: int = 0, bar_format: str | None = None) -> Any:
     """A ``tqdm`` bar on stderr, throttled when stderr is not a terminal.
 
     Args:
@@ -24,6 +24,7 @@ def progress_bar(*, total: int | None, desc: str, unit: str = "it", leave: bool 
         unit: what is counted.
         leave: keep the finished bar on screen.
         initial: the count already done (a resumed run).
+        bar_format: tqdm's format string (``None``: tqdm's default).
 
     Returns:
         The bar; call ``update(n)`` and ``close()``.
@@ -38,4 +39,5 @@ def progress_bar(*, total: int | None, desc: str, unit: str = "it", leave: bool 
 
     interactive = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=leave, initial=initial, dynamic_ncols=interactive,
-                mininterval=TERMINAL_INTERVAL if interactive else LOG_INTERVAL, maxinterval=max(LOG_INTERVAL, 10.0))  # fmt: skip
+                mininterval=TERMINAL_INTERVAL if interactive else LOG_INTERVAL, maxinterval=max(LOG_INTERVAL, 10.0),
+                bar_format=bar_format)  # fmt: skip

@@ -29,7 +29,7 @@ class INRFitConfig:
         data_term: the objective's data term: ``"mse"`` (mean squared error), ``"sse"`` (sum of
             squared errors, the squared l2 norm), ``"l2"`` (the l2 norm) or ``"auto"``: ``"sse"``
             when the fit has a segmentation network, else ``"mse"`` (:func:`resolve_data_term`,
-            applied by :func:`sinco.compress.image.compress_images` and the fitting loop; the CLI and the
+            applied by :func:`sinco.compression.image.compress_images` and the fitting loop; the CLI and the
             benchmark resolve it first, so saved configurations name the term used); see
             :func:`sinco.regularizer.loss.data_term`. It sets the data term's scale against ``lam``; PSNR
             and the MSE reported are the same whichever is chosen.

@@ -12,7 +12,7 @@ import torch
 
 from sinco.codec.config import CodecConfig
 from sinco.codec.volume import SliceRecord, VolumeHeader, decode_volume_file, encode_volume
-from sinco.compress.image import CompressResult, compress_images
+from sinco.compression.image import CompressResult, compress_images
 from sinco.data.intensity import normalize_minmax
 from sinco.errors import InputError
 from sinco.seg.network import SegModel
@@ -79,7 +79,7 @@ def compress_volume(
     """Compress consecutive slices of a volume, fitting ``batch_slices`` of them at a time as one batch.
 
     Every non-constant slice is scaled to ``[0, 1]`` on its own and fitted from the same seeded
-    initialization as :func:`~sinco.compress.image.compress_image` uses, so its record matches a single-slice
+    initialization as :func:`~sinco.compression.image.compress_image` uses, so its record matches a single-slice
     compression up to floating-point summation order. With ``seg_model`` and ``masks`` the SINCO
     regularizer applies (weight ``fit_config.lam``) on the slices whose mask is not empty; the others
     are fitted on the MSE alone.

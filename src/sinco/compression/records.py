@@ -25,7 +25,7 @@ def sidecar_record(*, input: dict[str, Any], codec: CodecConfig, fit_config: Any
         codec: the codec configuration.
         fit_config: the fitting configuration (with the seed).
         device: the ``--device`` asked for.
-        result: the measured result (:meth:`~sinco.compress.image.CompressResult.to_dict` or a volume's metrics).
+        result: the measured result (:meth:`~sinco.compression.image.CompressResult.to_dict` or a volume's metrics).
         regularizer: the regularizer's inputs, if any.
         slices: per-slice rows of a volume.
 

@@ -19,8 +19,8 @@ from sinco.codec.config import CodecConfig
 from sinco.codec.family import FitReport
 from sinco.codec.files import SincoFile, decode_file, write_file
 from sinco.codec.registry import get_family
-from sinco.compress.measure import measure
-from sinco.compress.records import finite
+from sinco.compression.measure import measure
+from sinco.compression.records import finite
 from sinco.errors import InputError
 from sinco.seg.network import SegModel
 

@@ -2,7 +2,7 @@
 
 Every non-constant slice of every input is one task. A worker fits it exactly as
 ``sinco compress --slices all --batch-slices 1`` would (the same call of
-:func:`~sinco.compress.image.compress_images`), then saves the slice's ``.sinco`` file atomically as a
+:func:`~sinco.compression.image.compress_images`), then saves the slice's ``.sinco`` file atomically as a
 record in the work folder ``OUT/.sinco-work/``. When every slice of an input has its record, the
 client assembles the records into the input's volume file with :func:`~sinco.codec.volume.encode_volume`,
 so the output holds the same bytes as the sequential command run with the same settings and the
@@ -483,7 +483,7 @@ def fit_slice(task: SliceTask) -> dict[str, Any]:
 def _fit_and_save(task: SliceTask, *, record: Path, meta: Path) -> dict[str, Any]:
     import torch
 
-    from sinco.compress.image import compress_images
+    from sinco.compression.image import compress_images
     from sinco.data.intensity import normalize_minmax
     from sinco.utils.atomic import atomic_write_bytes
 
@@ -733,12 +733,12 @@ class _BatchState:
 
 
 def _progress_bar(state: _BatchState) -> Any:
-    from tqdm.auto import tqdm
+    from sinco.utils.progress import progress_bar
 
     total = sum(plan.n_slices for plan in state.plans)
     # Slices per minute (this run's fits only) go in the postfix; tqdm's own rate would be per second.
-    return tqdm(total=total, initial=total - len(state.todo), desc="compress-batch", unit="slice", file=sys.stderr, dynamic_ncols=True,
-                mininterval=1.0, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} slices [{elapsed}<{remaining}{postfix}]")  # fmt: skip
+    return progress_bar(total=total, initial=total - len(state.todo), desc="compress-batch", unit="slice", leave=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} slices [{elapsed}<{remaining}{postfix}]")  # fmt: skip
 
 
 def _submit(client: Any, state: _BatchState, *, log: Path, token: str) -> dict[Any, tuple[int, int]]:
