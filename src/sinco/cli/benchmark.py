@@ -99,7 +99,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     config = BenchmarkConfig(
         data=str(args.data), seg_model=None if args.seg_model is None else str(args.seg_model[0]), layout=args.layout,
         image_glob=image_glob, label_glob=label_glob, channel=args.channel, cases=cases, roi_glob=args.roi_glob,
-        methods=_methods(args), bpps=options.parse_numbers(args.bpp, arg="--bpp"), images=args.images,
+        methods=_methods(args), bpps=options.parse_list(args.bpp, arg="--bpp"), images=args.images,
         min_tumour=args.min_tumour, preset=args.preset, steps=args.steps, lr=args.lr, lam=lams[0],
         lams=lams if len(lams) > 1 else None, eval_seg_model=args.eval_seg_model,
         ensemble=tuple(str(p) for p in (args.seg_model or [])[1:]), seg_target=args.seg_target, seg_perturb=args.seg_perturb,

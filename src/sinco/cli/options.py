@@ -172,28 +172,17 @@ def parse_lams(text: str | float, *, allow_list: bool) -> tuple[float, ...]:
     return values
 
 
-def parse_numbers(text: str, *, arg: str) -> tuple[float, ...]:
-    """Comma-separated numbers (``--bpp 0.3,0.6``).
+def parse_list(text: str, *, arg: str, cast: type = float) -> tuple:
+    """Comma-separated values of one type (``--bpp 0.3,0.6`` as floats, ``--channels 8,16,32`` as ints).
 
     Raises:
         InputError: naming ``arg`` and the text.
     """
     try:
-        return tuple(float(part) for part in text.split(","))
+        return tuple(cast(part) for part in text.split(","))
     except ValueError:
-        raise InputError(f"{arg} {text!r}: expected comma-separated numbers") from None
-
-
-def parse_integers(text: str, *, arg: str) -> tuple[int, ...]:
-    """Comma-separated integers (``--channels 8,16,32``).
-
-    Raises:
-        InputError: naming ``arg`` and the text.
-    """
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise InputError(f"{arg} {text!r}: expected comma-separated integers") from None
+        kind = "integers" if cast is int else "numbers"
+        raise InputError(f"{arg} {text!r}: expected comma-separated {kind}") from None
 
 
 def regularizer_options(args: argparse.Namespace, *, seed: int) -> Any:

@@ -53,7 +53,7 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
     from sinco.version import __version__
 
     out = check_output_path(args.output, inputs=[], force=args.force)
-    channels = options.parse_integers(args.channels, arg="--channels")
+    channels = options.parse_list(args.channels, arg="--channels", cast=int)
     unet = UNetConfig(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=args.res_units, net=args.net)
     config = TrainSegConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_cases=args.val_cases, seed=args.seed,
