@@ -18,7 +18,7 @@ import numpy as np
 from sinco.codec.family import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome, FitReport
 from sinco.codec.format import OVERHEAD_BYTES
 from sinco.codec.grid.config import GRID_PRESETS
-from sinco.codec.grid.spec import UPSAMPLING_KINDS, GridSpec
+from sinco.codec.grid.spec import DEFAULT_WARM_START, UPSAMPLING_KINDS, GridSpec
 from sinco.errors import BitstreamError, InputError
 from sinco.regularizer.terms import AUTO_DATA_TERM, resolve_data_term
 
@@ -84,6 +84,8 @@ class GridFamily(CodecFamily):
     options = (
         FamilyOption("upsampling", "--upsampling", str, "how the latent grids reach full resolution: learned (a kernel per "
                      "2x stage, fitted and coded with the decoder) or bicubic (fixed) (default: learned)", "learned|bicubic"),
+        FamilyOption("warm_start", "--warm-start", str, "start the fit from the packaged decoder weights and code the weights "
+                     "as differences from them (on), or from random weights coded as they are (off) (default: on)", "on|off"),
     )  # fmt: skip
     fit_options = (
         FamilyOption("lambda_rd", "--lambda-rd", float,
@@ -110,7 +112,11 @@ class GridFamily(CodecFamily):
     def decode_spec(self, block: bytes, *, version: int) -> Any:
         if version < 2:
             raise BitstreamError("corrupted .sinco file: a grid codec in a version-1 file")
-        return GridSpec.from_bytes(block)
+        from sinco.codec.grid.warm_start import load_warm_start
+
+        spec = GridSpec.from_bytes(block)
+        load_warm_start(spec)  # an unknown warm start, or one of another decoder spec, is refused before the payload is read
+        return spec
 
     def make_spec(self, options: Mapping[str, Any]) -> Any:
         """The decoder spec of a fit: the default ``GridSpec`` with the options given.
@@ -118,12 +124,13 @@ class GridFamily(CodecFamily):
         Raises:
             InputError: on an option this family does not read or an unknown upsampling kind.
         """
-        upsampling = options.get("upsampling")
-        if upsampling is None:
-            return GridSpec()
+        upsampling = options.get("upsampling") or "learned"
         if upsampling not in UPSAMPLING_KINDS:
             raise InputError(f"--upsampling {upsampling!r}: expected one of {', '.join(UPSAMPLING_KINDS)}")
-        return GridSpec(upsampling=upsampling)
+        warm = _on_off(options.get("warm_start") or "on", flag="--warm-start")
+        spec = GridSpec(upsampling=upsampling)
+        # The packaged warm start serves the default decoder spec only; another spec starts from random weights.
+        return dataclasses.replace(spec, warm_start=DEFAULT_WARM_START) if warm and spec == GridSpec() else spec
 
     def check_rate(self, *, bpp: float, height: int, width: int, options: Mapping[str, Any]) -> None:
         self.make_spec(options)

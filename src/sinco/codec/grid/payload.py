@@ -42,6 +42,7 @@ from sinco.codec.grid.residual import decode as decode_residual
 from sinco.codec.grid.spec import CONTEXT_OFFSETS, GridSpec
 from sinco.codec.grid.synthesis import fixed_image, run_synthesis
 from sinco.codec.grid.upsampling import upsample_grids
+from sinco.codec.grid.warm_start import load_warm_start
 from sinco.errors import BitstreamError
 
 PAYLOAD_VERSION = 1
@@ -156,7 +157,7 @@ def synthesize(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: GridS
 
 def build_payload(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: GridSpec) -> bytes:
     """The complete payload for integer latents (finest first) and a quantized decoder."""
-    network = pack_network(decoder)
+    network = pack_network(decoder, warm=load_warm_start(spec))
     stream = encode_latents(latents, decoder, spec)
     return _HEAD.pack(PAYLOAD_VERSION, payload_checksum(network, latents), len(network)) + network + stream
 
@@ -245,7 +246,7 @@ def decode_grid(payload: bytes, *, spec: GridSpec, height: int, width: int) -> n
     payload = bytes(payload)
     head = _parse_head(payload)
     network = payload[head.network]
-    decoder = unpack_network(network, spec)
+    decoder = unpack_network(network, spec, warm=load_warm_start(spec))
     latents = decode_latents(payload[head.latents], decoder, spec, spec.grid_shapes(height, width))
     found = payload_checksum(network, latents)
     if head.residual is None:

@@ -14,6 +14,7 @@ from sinco.codec.grid.numerics import MAX_EXPONENT, WEIGHT_LIMIT
 from sinco.codec.grid.spec import GridSpec
 from sinco.codec.grid.synthesis import run_synthesis
 from sinco.codec.grid.upsampling import upsample_grids
+from sinco.codec.grid.warm_start import WarmStart
 from sinco.errors import BitstreamError
 
 _MAX_ZEROS = 24  # exp-Golomb prefix cap: values stay below WEIGHT_LIMIT anyway
@@ -34,13 +35,13 @@ def round_latents(latents: list[torch.Tensor], bound: int) -> list[torch.Tensor]
 
 # ------------------------------------------------------------------------------------------------ weights
 def choose_network_steps(
-    target: torch.Tensor, state: GridState, *, spec: GridSpec, lambda_rd: float
+    target: torch.Tensor, state: GridState, *, spec: GridSpec, lambda_rd: float, warm: WarmStart | None = None
 ) -> tuple[QuantizedDecoder, float]:
     """Choose a step exponent per tensor of the float ``state`` by a greedy descent on ``MSE + lambda_rd * bits / pixels``.
 
     Entropy-model tensors change only the latent rate, synthesis and upsampling tensors only the distortion, so
-    each is scored on its own term (plus its own exact exp-Golomb bits). Returns the decoder and the latent-bit
-    estimate.
+    each is scored on its own term (plus its own exact exp-Golomb bits, as differences from ``warm``'s integers when
+    the spec names a warm start). Returns the decoder and the latent-bit estimate.
     """
     pixels = target.numel()
     shape = tuple(target.shape)
@@ -64,8 +65,7 @@ def choose_network_steps(
 
     def score(index: int, exponent: int) -> float:
         tensors = current(index, exponent)
-        bits = QuantizedDecoder((quantize_tensor(floats[index], exponent),), (exponent,))
-        own = network_bits(bits)
+        own = 7 + best_order(coded_values(quantize_tensor(floats[index], exponent), index=index, exponent=exponent, warm=warm))[1]
         with torch.no_grad():
             if index < n_arm:
                 term = lambda_rd * float(latent_bits(values, shapes, tensors, spec)) / pixels
@@ -113,18 +113,25 @@ def best_order(values: np.ndarray) -> tuple[int, int]:
     return order, costs[order]
 
 
-def network_bits(decoder: QuantizedDecoder) -> int:
+def coded_values(tensor: np.ndarray, *, index: int, exponent: int, warm: WarmStart | None) -> np.ndarray:
+    """What the network block codes for tensor ``index`` at step ``2^-exponent``: its integers, less the warm start's."""
+    return tensor if warm is None else tensor - warm.reference(index, exponent)
+
+
+def network_bits(decoder: QuantizedDecoder, *, warm: WarmStart | None = None) -> int:
     """Exact size in bits of the network block's content (before byte padding)."""
-    return sum(7 + best_order(t)[1] for t in decoder.tensors)
+    return sum(7 + best_order(coded_values(t, index=i, exponent=e, warm=warm))[1]
+               for i, (t, e) in enumerate(zip(decoder.tensors, decoder.exponents, strict=True)))  # fmt: skip
 
 
-def pack_network(decoder: QuantizedDecoder) -> bytes:
-    """The network block."""
+def pack_network(decoder: QuantizedDecoder, *, warm: WarmStart | None = None) -> bytes:
+    """The network block (each tensor's integers less ``warm``'s, when the spec names a warm start)."""
     parts = []
-    for tensor, exponent in zip(decoder.tensors, decoder.exponents, strict=True):
-        order, _ = best_order(tensor)
+    for index, (tensor, exponent) in enumerate(zip(decoder.tensors, decoder.exponents, strict=True)):
+        values = coded_values(tensor, index=index, exponent=exponent, warm=warm)
+        order, _ = best_order(values)
         parts.append(f"{exponent:04b}{order:03b}")
-        for u in _zigzag(tensor.reshape(-1)).tolist():
+        for u in _zigzag(values.reshape(-1)).tolist():
             x = u + (1 << order)
             parts.append("0" * (x.bit_length() - order - 1) + format(x, "b"))
     bits = "".join(parts)
@@ -132,8 +139,8 @@ def pack_network(decoder: QuantizedDecoder) -> bytes:
     return int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
 
 
-def unpack_network(block: bytes, spec: GridSpec) -> QuantizedDecoder:
-    """Parse a network block for ``spec``.
+def unpack_network(block: bytes, spec: GridSpec, *, warm: WarmStart | None = None) -> QuantizedDecoder:
+    """Parse a network block for ``spec`` (adding ``warm``'s integers back when the spec names a warm start).
 
     Raises:
         BitstreamError: if it is truncated, has an exponent or value out of range, or trailing data.
@@ -141,7 +148,7 @@ def unpack_network(block: bytes, spec: GridSpec) -> QuantizedDecoder:
     bits = "".join(format(b, "08b") for b in block)
     pos = 0
     tensors, exponents = [], []
-    for shape in tensor_shapes(spec):
+    for index, shape in enumerate(tensor_shapes(spec)):
         if pos + 7 > len(bits):
             raise BitstreamError("grid payload: network block truncated")
         exponent, order = int(bits[pos : pos + 4], 2), int(bits[pos + 4 : pos + 7], 2)
@@ -161,6 +168,8 @@ def unpack_network(block: bytes, spec: GridSpec) -> QuantizedDecoder:
             u = int(bits[one:end], 2) - (1 << order)
             pos = end
             values[n] = u // 2 if u % 2 == 0 else -(u + 1) // 2
+        if warm is not None:
+            values = values + warm.reference(index, exponent).reshape(-1)
         if np.abs(values).max(initial=0) > WEIGHT_LIMIT:
             raise BitstreamError(f"grid payload: network weight beyond +-{WEIGHT_LIMIT}")
         tensors.append(values.reshape(shape))

@@ -7,8 +7,14 @@ from dataclasses import dataclass
 
 from sinco.errors import BitstreamError, InputError
 
-#: Version 2 added the ``linear_skip`` byte; version-1 blocks (files written before it) still parse, without the skip.
-SPEC_VERSION = 2
+#: Version 2 added the ``linear_skip`` byte; version 3 the ``warm_start`` byte. Every spec is written in the oldest
+#: version that can hold it (a spec without the skip as version 1, one without a warm start as version 2), so files
+#: that do not use a newer field stay readable by older decoders.
+SPEC_VERSION = 3
+#: Warm starts a spec can name (0: none); :mod:`sinco.codec.grid.warm_start` holds their weights.
+MAX_WARM_START = 1
+#: The warm start of new fits of the default spec (``--warm-start on``).
+DEFAULT_WARM_START = 1
 UPSAMPLING_KINDS = ("bicubic", "learned")
 #: Causal neighbours of a latent in its own grid, ``(dy, dx)``, most informative first. Every offset satisfies
 #: ``2 * dy + dx < 0`` so latents on one anti-diagonal wave ``2 i + j = t`` can be decoded together.
@@ -47,6 +53,9 @@ class GridSpec:
         linear_skip: the synthesis output adds a linear map ``(L -> 1)`` of the upsampled latents, so the latents
             code the image directly, as a pyramid, besides through the ReLU layers (without it fits stalled near
             41 dB even with unquantized latents; docs/grid-codec.md).
+        warm_start: the packaged decoder weights the fit starts from and the payload codes the networks' weights as
+            differences from (:mod:`sinco.codec.grid.warm_start`); 0: none (random initialization, weights coded as
+            they are).
 
     Raises:
         InputError: on construction, if a value is out of its range.
@@ -62,6 +71,7 @@ class GridSpec:
     latent_bound: int = 31
     input_shift: int = 3
     linear_skip: bool = True
+    warm_start: int = 0
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -82,7 +92,9 @@ class GridSpec:
             (1 <= self.latent_bound <= MAX_LATENT_BOUND, f"latent_bound {self.latent_bound}: expected 1..{MAX_LATENT_BOUND}"),
             (0 <= self.input_shift <= MAX_INPUT_SHIFT, f"input_shift {self.input_shift}: expected 0..{MAX_INPUT_SHIFT}"),
             (isinstance(self.linear_skip, bool), f"linear_skip {self.linear_skip!r}: expected True or False"),
-        )
+            (isinstance(self.warm_start, int) and 0 <= self.warm_start <= MAX_WARM_START,
+             f"warm_start {self.warm_start!r}: expected 0..{MAX_WARM_START}"),
+        )  # fmt: skip
         return next((message for ok, message in checks if not ok), None)
 
     # ----------------------------------------------------------------------------------------------- geometry
@@ -110,13 +122,17 @@ class GridSpec:
     def to_bytes(self) -> bytes:
         """The family block: a version byte then one byte per value (every value is below 256).
 
-        A spec without ``linear_skip`` is written as a version-1 block, which decoders older than the skip read too.
+        The version is the oldest that holds the spec: 3 with a warm start (then the skip byte, 0 or 1, and the warm
+        start's id), else 2 with the skip (its byte, 1), else 1.
         """
-        skip = [1] if self.linear_skip else []
+        if self.warm_start:
+            version, tail = 3, [int(self.linear_skip), self.warm_start]
+        else:
+            version, tail = (2, [1]) if self.linear_skip else (1, [])
         return bytes(
-            [SPEC_VERSION if skip else 1, self.levels, UPSAMPLING_KINDS.index(self.upsampling), len(self.synthesis_widths),
-             *self.synthesis_widths, self.residual_layers, self.kernel, self.arm_context, len(self.arm_hidden), *self.arm_hidden,
-             self.latent_bound, self.input_shift, *skip]
+            [version, self.levels, UPSAMPLING_KINDS.index(self.upsampling), len(self.synthesis_widths), *self.synthesis_widths,
+             self.residual_layers, self.kernel, self.arm_context, len(self.arm_hidden), *self.arm_hidden, self.latent_bound,
+             self.input_shift, *tail]
         )  # fmt: skip
 
     @classmethod
@@ -138,8 +154,8 @@ class GridSpec:
             return tuple(data[pos - count : pos])
 
         (version,) = take(1)
-        if version not in (1, SPEC_VERSION):
-            raise BitstreamError(f"grid spec block: version {version} is not supported (expected 1 or {SPEC_VERSION})")
+        if version not in (1, 2, SPEC_VERSION):
+            raise BitstreamError(f"grid spec block: version {version} is not supported (expected 1 to {SPEC_VERSION})")
         levels, kind, n_widths = take(3)
         if kind >= len(UPSAMPLING_KINDS) or not 1 <= n_widths <= MAX_LAYERS:
             raise BitstreamError(f"grid spec block: invalid upsampling kind {kind} or layer count {n_widths}")
@@ -150,16 +166,19 @@ class GridSpec:
         hidden = take(n_hidden)
         bound, shift = take(2)
         (skip,) = take(1) if version >= 2 else (0,)
-        if version >= 2 and skip != 1:
-            # A spec without the skip is always written as version 1: one spelling per spec.
+        (warm_start,) = take(1) if version >= 3 else (0,)
+        # One spelling per spec: the skip is always 1 in a version-2 block, a version-3 block always names a warm start.
+        if skip > 1 or (version == 2 and skip != 1):
             raise BitstreamError(f"grid spec block: invalid linear-skip flag {skip} in a version-{version} block")
+        if version == 3 and warm_start == 0:
+            raise BitstreamError("grid spec block: a version-3 block without a warm start")
         if pos != len(data):
             raise BitstreamError(f"grid spec block: {len(data) - pos} unexpected trailing bytes")
         try:
             return cls(
                 levels=levels, upsampling=UPSAMPLING_KINDS[kind], synthesis_widths=widths, residual_layers=residual,
                 kernel=kernel, arm_context=context, arm_hidden=hidden, latent_bound=bound, input_shift=shift,
-                linear_skip=bool(skip),
+                linear_skip=bool(skip), warm_start=warm_start,
             )  # fmt: skip
         except InputError as exc:
             raise BitstreamError(f"grid spec block: {exc}".replace("grid spec: ", "")) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -17,6 +17,7 @@ from sinco.codec.grid.networks import init_tensors
 from sinco.codec.grid.payload import HEAD_BYTES, build_payload, synthesize
 from sinco.codec.grid.quantizer import choose_network_steps, network_bits, round_latents, soft_round
 from sinco.codec.grid.spec import GridSpec
+from sinco.codec.grid.warm_start import load_warm_start
 from sinco.errors import InputError
 from sinco.utils.progress import progress_bar
 
@@ -112,9 +113,11 @@ class GridFitResult:
 
 
 def _init_state(spec: GridSpec, shape: tuple[int, int], seed: int, device: torch.device) -> GridState:
-    generator = torch.Generator().manual_seed(seed)
+    """Zero latents and the decoder's starting weights: the spec's warm start, or a random draw from ``seed``."""
     latents = [torch.zeros(s, device=device) for s in spec.grid_shapes(*shape)]
-    return GridState(latents, [t.to(device) for t in init_tensors(spec, generator)])
+    warm = load_warm_start(spec)
+    tensors = warm.floats() if warm is not None else init_tensors(spec, torch.Generator().manual_seed(seed))
+    return GridState(latents, [t.to(device) for t in tensors])
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -246,12 +249,13 @@ def encode_state(
     target: torch.Tensor, best: GridState, *, spec: GridSpec, config: GridFitConfig, loss: float, steps: int, started: float,
     network_rate_weight: float = 1.0,
 ) -> GridFitResult:  # fmt: skip
-    decoder, latent_estimate = choose_network_steps(target, best, spec=spec, lambda_rd=config.lambda_rd * network_rate_weight)
+    warm = load_warm_start(spec)
+    decoder, latent_estimate = choose_network_steps(target, best, spec=spec, lambda_rd=config.lambda_rd * network_rate_weight, warm=warm)
     latents = [g.cpu().numpy().astype(np.int64) for g in round_latents(best.latents, spec.latent_bound)]
     payload = build_payload(latents, decoder, spec)
     height, width = target.shape
     reconstruction = synthesize(latents, decoder, spec, height, width)
-    net_bits = network_bits(decoder)
+    net_bits = network_bits(decoder, warm=warm)
     estimated = latent_estimate + net_bits + 8 * HEAD_BYTES + _CODER_OVERHEAD_BITS
     mse = float(np.mean((reconstruction.astype(np.float64) - target.cpu().double().numpy()) ** 2))
     return GridFitResult(
@@ -344,3 +348,46 @@ def branch_step(config: GridFitConfig) -> int:
     return int(round(config.branch_at * (config.steps - config.ste_steps)))
 
 
+
+
+def train_warm_start(
+    images: Sequence[np.ndarray], *, spec: GridSpec, config: GridFitConfig, lambdas: Sequence[float], step_size: float = 1.0,
+    device: torch.device, progress: bool = False,
+) -> list[torch.Tensor]:  # fmt: skip
+    """Decoder weights fitted to several images one after another: a warm start (:mod:`sinco.codec.grid.warm_start`).
+
+    Each image is fitted with fresh zero latents from the current weights, with ``config`` at the next of
+    ``lambdas`` (cycled, so the weights serve several rates); the current weights then move ``step_size`` of the
+    way to the fitted ones (1: sequential fine-tuning; below 1: Reptile's interpolation).
+
+    Args:
+        images: ``(H, W)`` arrays in ``[0, 1]`` (any sizes).
+        spec: the decoder spec, ``warm_start`` 0 (the first image starts from a random draw from ``config.seed``).
+        config: the fit of each image.
+        lambdas: the rate weights, one per image, cycled.
+        step_size: in ``(0, 1]``.
+        device: where to fit.
+        progress: progress bars.
+
+    Returns:
+        The float decoder tensors.
+
+    Raises:
+        InputError: for a spec that names a warm start, no images or lambdas, or a step size outside ``(0, 1]``.
+    """
+    if spec.warm_start or not images or not lambdas or not 0 < step_size <= 1:
+        raise InputError(f"train_warm_start: needs a spec without a warm start, images, lambdas and 0 < step_size <= 1 (got "
+                         f"warm_start {spec.warm_start}, {len(images)} images, {len(lambdas)} lambdas, step_size {step_size})")  # fmt: skip
+    current: list[torch.Tensor] | None = None
+    for index, image in enumerate(images):
+        target = torch.from_numpy(np.asarray(image, dtype=np.float32)).to(device)
+        check_targets(target[None], spec, None)
+        state = _init_state(spec, tuple(target.shape), config.seed, device)
+        if current is not None:
+            state = GridState(state.latents, [t.clone() for t in current])
+        image_config = replace(config, lambda_rd=float(lambdas[index % len(lambdas)]))
+        outcome = _train(target, state, spec=spec, config=image_config, regularizer=None, lam=0.0, progress=progress)
+        fitted = [t.detach() for t in outcome.best.tensors]
+        current = fitted if current is None else [c + step_size * (f - c) for c, f in zip(current, fitted, strict=True)]
+    assert current is not None
+    return [t.cpu() for t in current]

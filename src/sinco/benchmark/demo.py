@@ -1,0 +1,65 @@
+"""``sinco demo``: a short benchmark on the MNI152 template that nilearn ships (nothing downloaded).
+
+The default demo codes one slice of the template's held-out slab with the default codec (``grid``, its one-minute
+``fast`` preset) beside the classical codecs, at the rates of :data:`DEMO_RATES`; ``paper=True`` runs the SINCO
+paper's four INR methods instead (SIREN and PE-MLP, plain and with the structural regularizer, 500 steps). The
+white matter is the structure the regularizer preserves, segmented by the small U-Net the package ships
+(``sinco/assets/demo_seg.pt``, made by ``scripts/make-demo-seg``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+from sinco.benchmark.config import BenchmarkConfig
+from sinco.benchmark.methods import all_methods
+
+#: The default demo's rates (bits per pixel of the whole file).
+DEMO_RATES = (0.6, 1.2)
+#: The classical codecs of the default demo, where this installation has them.
+DEMO_CLASSICAL = ("jpeg2000", "vvc", "hevc", "avif12", "jpegxl", "jpeg")
+#: The paper's methods (``--paper``), at the paper's rate.
+PAPER_METHODS = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "jpeg2000", "jpeg")
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What a demo runs: its benchmark configuration and the sentence that says what it shows."""
+
+    config: BenchmarkConfig
+    caption: str
+
+
+def plan_demo(data: str | os.PathLike[str], *, paper: bool, images: int | None = None, steps: int | None = None) -> DemoPlan:
+    """The demo's benchmark on the dataset ``data`` (written by :func:`sinco.data.demo.write_demo_dataset`).
+
+    Args:
+        data: the demo dataset's folder.
+        paper: the paper's INR methods at 1.2 bpp instead of the default codec against the classical ones.
+        images: test slices (default: 1, or 2 with ``paper``).
+        steps: the neural codecs' steps (default: the ``fast`` preset's for ``grid``, 500 for the paper's methods).
+
+    Returns:
+        The :class:`DemoPlan`.
+    """
+    from sinco.data.demo import IMAGE_NAME, LABEL_NAME
+
+    known = all_methods()
+    common: dict[str, Any] = dict(data=str(data), seg_model=str(files("sinco") / "assets" / "demo_seg.pt"), layout="folders",
+                                  image_glob=IMAGE_NAME, label_glob=LABEL_NAME, cases="val", min_tumour=0.01, reg_every=1)  # fmt: skip
+    if paper:
+        methods = tuple(m for m in PAPER_METHODS if m in known)
+        config = BenchmarkConfig(**common, methods=methods, bpps=(1.2,), images=images or 2, steps=steps or 500)
+        caption = ("The SINCO paper's four methods at 1.2 bpp, 500 steps each instead of the paper's 50,000: a check of the "
+                   "machinery in a few minutes, not the paper's figures.")  # fmt: skip
+        return DemoPlan(config=config, caption=caption)
+    methods = ("grid", *(m for m in DEMO_CLASSICAL if m in known))
+    anchor = "vvc" if "vvc" in methods else "jpeg2000"
+    config = BenchmarkConfig(**common, methods=methods, bpps=DEMO_RATES, images=images or 1, preset="fast", steps=steps, anchor=anchor)
+    caption = ("The default codec (grid) with its one-minute preset `fast`, beside the classical codecs, on one slice of the "
+               "template's held-out slab. Longer presets code better: `--preset quality` (about ten minutes a slice on two "
+               "CPU cores) and `--preset long` (meant for GPUs); docs/results.md has their figures.")  # fmt: skip
+    return DemoPlan(config=config, caption=caption)
