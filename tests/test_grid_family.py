@@ -71,7 +71,7 @@ def test_upsampling_is_the_users_choice_and_recorded(grid_file, run):
 def test_candidates_are_the_users_choice_and_recorded(grid_file, run):
     folder, _ = grid_file
     out = folder / "cand.sinco"
-    code, stdout, err = run(["compress", folder / "img.npy", "-o", out, "--arch", "grid", "--steps", 60, "--quiet",
+    code, stdout, err = run(["compress", folder / "img.npy", "-o", out, "--arch", "grid", "--steps", 60, "--quiet", "--warm-start", "off",
                              "--lambda-rd", "1e-3", "--candidates", 3, "--seed", 5, "--json"])  # fmt: skip
     assert code == 0, err
     sidecar = json.loads(out.with_name("cand.sinco.json").read_text())
@@ -79,6 +79,21 @@ def test_candidates_are_the_users_choice_and_recorded(grid_file, run):
     assert (fit["candidates"], fit["candidate_steps"], fit["seed"]) == (3, 4, 5)  # 1/15 of the 60 steps
     assert sidecar["result"]["candidate_seed"] in (5, 6, 7)
     assert json.loads(stdout)["candidate_seed"] == sidecar["result"]["candidate_seed"]
+
+
+def test_a_warm_started_fit_has_no_candidates_and_a_random_start_costs_more_network_bits(grid_file, run):
+    folder, _ = grid_file
+    results = {}
+    for name, extra in (("warm", []), ("random", ["--warm-start", "off"])):
+        out = folder / f"{name}.sinco"
+        code, stdout, err = run(["compress", folder / "img.npy", "-o", out, "--arch", "grid", "--steps", 60, "--quiet", *extra,
+                                 "--lambda-rd", "1e-3", "--candidates", 3, "--json"])  # fmt: skip
+        assert code == 0, err
+        results[name] = (json.loads(stdout), parse_file(out.read_bytes()).spec)
+    assert results["warm"][0]["candidate_seed"] is None and results["warm"][1].warm_start == 1
+    assert results["random"][0]["candidate_seed"] is not None and results["random"][1].warm_start == 0
+    # The decoder's weights coded as differences from where they started: fewer bits than coded as they are.
+    assert results["warm"][0]["network_bits"] < results["random"][0]["network_bits"]
 
 
 def test_the_long_preset_is_a_choice_of_compress(grid_file, run):

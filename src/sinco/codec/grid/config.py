@@ -54,10 +54,11 @@ class GridFitConfig:
             grows as they shed bits; offline on a BraTS slice the best grid file lay at 4-6 times it); 0: a branch
             at the estimate, as after a later trial (branches shed bits badly: at 4 times the estimate they lost
             0.05-0.34 dB at 0.3 bpp, and a third full fit would cost a `fast` search a third more time).
-        candidates: a fit from scratch first trains this many candidates (seeds ``seed``, ``seed + 1``, ...) for
-            ``candidate_steps`` steps of its schedule and goes on with the one of least mean training loss over its
-            last 100 of them (1: one fit from ``seed``). Seeds alone moved a ``quality`` fit by about 1 dB at equal
-            rate, and the early loss ranks them nearly as their files (docs/grid-codec.md).
+        candidates: a fit from random weights first trains this many candidates (seeds ``seed``, ``seed + 1``, ...)
+            for ``candidate_steps`` steps of its schedule and goes on with the one of least mean training loss over its
+            last 100 of them (1: one fit from ``seed``). Seeds alone moved a ``quality`` fit from random weights by
+            about 1 dB at equal rate, and the early loss ranks them nearly as their files (docs/grid-codec.md). A fit
+            from a warm start (the default) has no candidates: they would all start from the same weights.
         candidate_steps: how far each candidate trains before the choice; within the soft phase, and before the
             rate search's branch point (``branch_at``) where there is one.
 

@@ -324,7 +324,8 @@ def fit_grid(
         start = branch_from[index] if branch_from is not None else None
         fresh, steps = start is None, 0
         seed = None if start is None else start.candidate_seed
-        if fresh and config.candidates > 1:
+        # Candidates differ by their random starting weights: from a warm start they would all begin alike.
+        if fresh and config.candidates > 1 and not spec.warm_start:
             start, seed = _best_candidate(target, spec=spec, config=config, regularizer=image_regularizer, lam=image_lam,
                                           progress=progress)  # fmt: skip
             steps = config.candidates * config.candidate_steps
