@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import NoReturn
 
-from sinco.cli import benchmark, compress, files, seg
+from sinco.cli import benchmark, compress, demo, files, seg
 from sinco.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OS_ERROR
 from sinco.errors import SincoError
 from sinco.version import __version__
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sinco", description="Compress medical images with overfitted neural codecs.")
     parser.add_argument("--version", action="version", version=f"sinco {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for group in (compress, files, benchmark, seg):
+    for group in (compress, files, benchmark, demo, seg):
         group.add_parsers(sub)
     return parser
 

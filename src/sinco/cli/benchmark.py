@@ -1,9 +1,8 @@
-"""``sinco benchmark`` (neural and classical codecs on a dataset) and ``sinco demo`` (a short one on embedded data)."""
+"""``sinco benchmark``: neural and classical codecs on a dataset."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from sinco.cli import options
@@ -11,7 +10,7 @@ from sinco.cli.common import EXIT_OK
 
 
 def add_parsers(sub: Any) -> None:
-    """Register ``benchmark`` and ``demo``."""
+    """Register ``benchmark``."""
     from sinco.benchmark.methods import DEFAULT_METHODS, all_methods
 
     p = sub.add_parser("benchmark", help="compare the neural codecs and classical codecs on a dataset (the paper's Table 1)")
@@ -44,16 +43,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder; rerunning resumes an interrupted run")
     options.add_quiet(p)
     p.set_defaults(func=cmd_benchmark)
-
-    p = sub.add_parser("demo", help="short benchmark on embedded real brain MRI (no download)")
-    p.add_argument("--out", default="sinco-demo", metavar="DIR", help="output folder (default: ./sinco-demo)")
-    p.add_argument("--quick", action="store_true", help="one slice, 150 steps (about a minute)")
-    p.add_argument("--steps", type=int, default=None, help="INR steps (default: 500; --quick 150)")
-    p.add_argument("--images", type=int, default=None, help="test slices (default: 2; --quick 1)")
-    options.add_device(p)
-    p.add_argument("--export-data", default=None, metavar="DIR", help="only write the demo dataset to DIR and exit")
-    options.add_quiet(p)
-    p.set_defaults(func=cmd_demo)
 
 
 def print_summary(result: dict) -> None:
@@ -109,32 +98,4 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         anchor=args.anchor,
     )  # fmt: skip
     print_summary(run_benchmark(config, outdir=args.out, device=device, progress=not args.quiet))
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """``sinco demo``: a short benchmark on the embedded MNI152 data."""
-    from importlib.resources import files
-
-    from sinco.benchmark.config import BenchmarkConfig
-    from sinco.benchmark.methods import all_methods, codec_methods
-    from sinco.benchmark.runner import run_benchmark
-    from sinco.data.demo import IMAGE_NAME, LABEL_NAME, write_demo_dataset
-    from sinco.utils.device import resolve_device
-
-    if args.export_data:
-        root = write_demo_dataset(args.export_data)
-        print(f"{root}: demo dataset (folders layout: --image-glob {IMAGE_NAME} --label-glob {LABEL_NAME})")
-        return EXIT_OK
-    out = Path(args.out)
-    data = write_demo_dataset(out / "data")
-    steps = args.steps if args.steps is not None else (150 if args.quick else 500)
-    images = args.images if args.images is not None else (1 if args.quick else 2)
-    config = BenchmarkConfig(
-        data=str(data), seg_model=str(files("sinco") / "assets" / "demo_seg.pt"), layout="folders", image_glob=IMAGE_NAME,
-        label_glob=LABEL_NAME, cases="val", bpps=(1.2,), images=images, min_tumour=0.01, steps=steps,
-        methods=tuple(m for m in all_methods() if m not in codec_methods() or codec_methods()[m][1].in_demo),
-        reg_every=1,
-    )  # fmt: skip
-    print_summary(run_benchmark(config, outdir=out, device=resolve_device(args.device), progress=not args.quiet))
     return EXIT_OK
