@@ -1,0 +1,173 @@
+"""Fitting the context coder's networks (:mod:`sinco.codec.grid.context`) to one image: float training in torch on
+every pixel at once (the true levels are every context), then a step exponent per tensor chosen for the fewest bits
+of image plus networks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sinco.codec.grid.context import (
+    ERROR_NEIGHBOURS,
+    NEIGHBOURS,
+    ContextModel,
+    check_levels,
+    network_shapes,
+    quantize_networks,
+    scale_shift,
+)
+from sinco.codec.grid.entropy import LOG2_SCALE_MIN
+from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, MAX_EXPONENT
+from sinco.codec.grid.quantizer import golomb_bits
+
+_LIMIT = ACT_LIMIT / (1 << FRAC_BITS)
+
+
+@dataclass(frozen=True)
+class ContextFitConfig:
+    """How the context model is fitted.
+
+    Args:
+        hidden: hidden width of both networks (each has two hidden layers).
+        steps: Adam steps on the whole image.
+        lr: peak learning rate (cosine decay to zero).
+        seed: seed of the initialization.
+    """
+
+    hidden: int = 16
+    steps: int = 600
+    lr: float = 3e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.hidden <= 64 and self.steps >= 0 and math.isfinite(self.lr) and self.lr > 0 and self.seed >= 0):
+            raise ValueError(f"context fit: hidden {self.hidden} (1..64), steps {self.steps} (>= 0), lr {self.lr} (> 0), seed {self.seed} (>= 0)")
+
+
+def _shifted(padded: torch.Tensor, offsets: Sequence[tuple[int, int]], *, pad: int, height: int, width: int) -> torch.Tensor:
+    return torch.stack([padded[pad + dy : pad + dy + height, pad + dx : pad + dx + width] for dy, dx in offsets])
+
+
+class _FloatModel:
+    """The two networks in float, on every pixel of one image at once (teacher forcing: the true levels)."""
+
+    def __init__(self, levels: np.ndarray, planes: Sequence[np.ndarray], *, top: int, near: int, hidden: int, seed: int) -> None:
+        self.top, self.near, self.shift = top, near, scale_shift(top)
+        self.unit = float(1 << self.shift)
+        height, width = levels.shape
+        x = torch.from_numpy(levels.astype(np.float64))
+        padded = F.pad(x[None, None], (2, 2, 2, 0))[0, 0]
+        neighbours = _shifted(padded, NEIGHBOURS, pad=2, height=height, width=width)
+        w, n, nw = neighbours[0], neighbours[1], neighbours[2]
+        high, low = torch.maximum(w, n), torch.minimum(w, n)
+        self.ref = torch.where(nw >= high, low, torch.where(nw <= low, high, w + n - nw))
+        columns = [(neighbours - self.ref) / self.unit, (torch.floor(self.ref * (1 << FRAC_BITS) / top) / (1 << FRAC_BITS) - 0.5)[None]]
+        for plane in planes:
+            p = F.pad(torch.from_numpy(np.asarray(plane, np.float64))[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+            columns.append((_shifted(p, [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], pad=1, height=height, width=width) - self.ref) / self.unit)
+        self.inputs = torch.cat(columns).clamp(-_LIMIT, _LIMIT).reshape(-1, height * width).T.float()
+        self.x, self.shape = x.float(), (height, width)
+        self.ref = self.ref.float()
+        generator = torch.Generator().manual_seed(seed)
+        self.tensors = []
+        for index, shape in enumerate(network_shapes(hidden=hidden, planes=len(planes))):
+            fan_in = shape[1] if len(shape) == 2 else network_shapes(hidden=hidden, planes=len(planes))[index - 1][1]
+            bound = 1.0 / math.sqrt(fan_in)
+            tensor = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+            if index in (4, 5, 10, 11):  # output layers start at zero: the median predictor, scale 2^(s - 4)
+                tensor = torch.zeros(shape)
+            self.tensors.append(tensor.requires_grad_(True))
+
+    @staticmethod
+    def _mlp(x: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        for k in range(0, len(tensors) - 2, 2):
+            x = torch.relu(torch.addmm(tensors[k + 1], x, tensors[k].T))
+        return torch.addmm(tensors[-1], x, tensors[-2].T)
+
+    def bits(self, tensors: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Code length (bits) of every pixel ``(H W,)`` under the networks ``tensors`` (default: the trained ones)."""
+        tensors = self.tensors if tensors is None else tensors
+        height, width = self.shape
+        first_mean = self.ref.reshape(-1) + self._mlp(self.inputs, tensors[:6])[:, 0] * self.unit
+        errors = ((self.x.reshape(-1) - first_mean) / self.unit).clamp(-_LIMIT, _LIMIT).reshape(height, width)
+        padded = F.pad(errors[None, None], (2, 2, 2, 0))[0, 0]
+        around = _shifted(padded, NEIGHBOURS[:ERROR_NEIGHBOURS], pad=2, height=height, width=width).reshape(ERROR_NEIGHBOURS, -1).T
+        out = self._mlp(torch.cat([self.inputs, around, around.abs()], dim=1), tensors[6:])
+        mean = first_mean + out[:, 0] * self.unit
+        step = 2 * self.near + 1
+        log2_scale = (self.shift - 4 + out[:, 1]).clamp_min(LOG2_SCALE_MIN + math.log2(step))
+        scale = torch.exp2(log2_scale)
+        target = self.x.reshape(-1)
+
+        def cdf(z: torch.Tensor) -> torch.Tensor:
+            return 0.5 + 0.5 * torch.sign(z) * -torch.expm1(-z.abs() / scale)
+
+        upper = torch.where(target + self.near >= self.top, torch.ones_like(target), cdf(target + step / 2 - mean))
+        lower = torch.where(target - self.near <= 0, torch.zeros_like(target), cdf(target - step / 2 - mean))
+        return -torch.log2((upper - lower).clamp_min(2.0**-24))
+
+
+def fit_context(levels: np.ndarray, *, top: int, near: int = 0, planes: Sequence[np.ndarray] = (),
+                config: ContextFitConfig = ContextFitConfig()) -> ContextModel:  # fmt: skip
+    """Fit the context coder's networks to ``levels`` and quantize them.
+
+    Args:
+        levels: ``(H, W)`` integers in ``0..top``.
+        top: the largest level.
+        near: the largest error allowed (``0``: lossless).
+        planes: side planes ``(H, W)`` the decoder will have (a prediction, a previous slice).
+        config: the fitting settings.
+
+    Returns:
+        The :class:`~sinco.codec.grid.context.ContextModel` to :func:`~sinco.codec.grid.context.encode` with.
+
+    Raises:
+        ValueError: on levels outside ``0..top`` or a bound out of range.
+    """
+    check_levels(levels, top=top, near=near)
+    model = _FloatModel(levels, planes, top=top, near=near, hidden=config.hidden, seed=config.seed)
+    if config.steps:
+        optimizer = torch.optim.Adam(model.tensors, lr=config.lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+        for _ in range(config.steps):
+            optimizer.zero_grad()
+            model.bits().mean().backward()
+            optimizer.step()
+            schedule.step()
+    floats = [t.detach().double().numpy() for t in model.tensors]
+    exponents = _choose_exponents(model, floats)
+    return ContextModel(top=top, near=near, shift=model.shift, hidden=config.hidden, planes=len(planes),
+                        networks=quantize_networks(floats, exponents))  # fmt: skip
+
+
+def _choose_exponents(model: _FloatModel, floats: list[np.ndarray]) -> list[int]:
+    """A step exponent per tensor by greedy descent on image bits (the float model with those weights) plus the
+    tensors' exp-Golomb bits. Layers feeding the fixed point keep at least 4 bits of fraction."""
+    exps = [8] * len(floats)
+
+    def cost(index: int, exponent: int) -> float:
+        trial = [*exps[:index], exponent, *exps[index + 1 :]]
+        networks = quantize_networks(floats, trial)
+        tensors = [torch.from_numpy(t * 2.0**-e).float() for t, e in zip(networks.tensors, networks.exponents, strict=True)]
+        with torch.no_grad():
+            image = float(model.bits(tensors).sum())
+        return image + sum(7 + min(golomb_bits(t, k) for k in range(8)) for t in networks.tensors)
+
+    for index in range(len(floats)):
+        best_e, best = exps[index], cost(index, exps[index])
+        for direction in (-1, 1):
+            e = best_e + direction
+            while 2 <= e <= MAX_EXPONENT:
+                value = cost(index, e)
+                if value >= best:
+                    break
+                best_e, best = e, value
+                e += direction
+        exps[index] = best_e
+    return exps
