@@ -221,7 +221,10 @@ def rate_search_phrase(details: dict[str, Any], *, file_bytes: int) -> str:
     band = "within 3% below the target" if details["within_band"] else "below the 3% band: the best file within the target"
     if details.get("network_rate_weight", 1.0) > 1.0:
         band += f", networks coarsened (rate weight x{details['network_rate_weight']:.3g}) to fit"
-    if details.get("residual_step") is not None:
+    if details.get("context_coded"):
+        near = (details["residual_step"] - 1) // 2
+        band += "; context-coded levels, " + ("lossless" if near == 0 else f"every pixel within {near} of {details['residual_levels']} levels")
+    elif details.get("residual_step") is not None:
         step, lattice = details["residual_step"], lattice_phrase(details["residual_levels"], step=details["residual_step"])
         band += f"; residual layer {details['residual_bits'] / file_bytes / 8:.0%} of the file, step {step} x {lattice}"
     return f" lambda_rd={details['lambda_rd']:.3g} ({details['rate_trials']} trials, {band})"

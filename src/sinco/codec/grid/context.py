@@ -179,10 +179,17 @@ class _Buffers:
         return cls(levels=np.zeros(shape, np.int64), errors=np.zeros(shape, np.int64), planes=padded)
 
 
+@functools.lru_cache(maxsize=8)
+def _offsets(width: int, count: int) -> np.ndarray:
+    """Flat offsets of the first ``count`` neighbours in a padded buffer of ``width + 2 _PAD`` columns."""
+    return np.array([dy * (width + 2 * _PAD) + dx for dy, dx in NEIGHBOURS[:count]])
+
+
 def _stage1_inputs(buffers: _Buffers, i: np.ndarray, j: np.ndarray, *, model: ContextModel) -> tuple[np.ndarray, np.ndarray]:
     """``(ref (N,), stage 1 inputs (N, I))`` of the pixels ``(i, j)``, inputs integer-valued float64 at ``2^-FRAC_BITS``."""
-    rows, cols = i + _PAD, j + _PAD
-    neighbours = np.stack([buffers.levels[rows + dy, cols + dx] for dy, dx in NEIGHBOURS], axis=1)
+    width = buffers.levels.shape[1]
+    flat = (i + _PAD) * width + j + _PAD
+    neighbours = buffers.levels.reshape(-1)[flat[:, None] + _offsets(width - 2 * _PAD, len(NEIGHBOURS))]
     ref = median_predictor(neighbours[:, 0], neighbours[:, 1], neighbours[:, 2])
     unit = FRAC_BITS - model.shift
     columns = [(neighbours - ref[:, None]) << unit, (((ref << FRAC_BITS) // model.top) - _HALF)[:, None]]
@@ -192,8 +199,9 @@ def _stage1_inputs(buffers: _Buffers, i: np.ndarray, j: np.ndarray, *, model: Co
 
 
 def _stage2_inputs(buffers: _Buffers, i: np.ndarray, j: np.ndarray, first: np.ndarray) -> np.ndarray:
-    rows, cols = i + _PAD, j + _PAD
-    errors = np.stack([buffers.errors[rows + dy, cols + dx] for dy, dx in NEIGHBOURS[:ERROR_NEIGHBOURS]], axis=1).astype(np.float64)
+    width = buffers.errors.shape[1]
+    flat = (i + _PAD) * width + j + _PAD
+    errors = buffers.errors.reshape(-1)[flat[:, None] + _offsets(width - 2 * _PAD, ERROR_NEIGHBOURS)].astype(np.float64)
     return np.concatenate([first, errors, np.abs(errors)], axis=1)
 
 

@@ -205,5 +205,5 @@ def _report(result: Any, *, lam: float) -> FitReport:
                "network_rate_weight": result.network_rate_weight, "residual_levels": result.residual_levels,
                "residual_step": result.residual_step, "residual_bits": result.residual_bits, "candidate_seed": result.candidate_seed,
                "estimated_bits": result.estimated_bits, "latent_bits_estimate": result.latent_bits_estimate,
-               "network_bits": result.network_bits}  # fmt: skip
+               "network_bits": result.network_bits, "context_coded": result.payload[:1] == b"\x03"}  # fmt: skip
     return FitReport(steps=result.steps, evaluations=result.steps, seconds=result.seconds, lam=lam, details=details)

@@ -14,7 +14,7 @@ The file is an ordinary ``.sinco`` file of the grid family whose payload is of v
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -353,3 +353,62 @@ def exact_volume(data: bytes) -> np.ndarray | None:
     # Constant slices are float records: integral volumes are those whose every slice holds integers.
     integral = all(s.dtype.kind == "i" or np.array_equal(s, np.rint(s)) for s in slices) and any(s.dtype.kind == "i" for s in slices)
     return volume.astype(np.int64) if integral else volume.astype(np.float64)
+
+
+#: Fitting steps of the context model inside a lossy rate search (a share of the search's time; the bound is then
+#: chosen by coding only).
+SEARCH_STEPS = 200
+
+
+@dataclass(frozen=True)
+class BudgetFile:
+    """A context-coded payload that fits a bit budget: the payload, the decoded levels, the lattice and the bound."""
+
+    payload: bytes
+    levels: np.ndarray
+    top: int
+    max_error: int
+
+
+def fit_to_budget(image: np.ndarray, *, budget_bits: float, seed: int = 0, steps: int = SEARCH_STEPS) -> BudgetFile | None:
+    """The context-coded payload of least error bound within ``budget_bits`` (payload bits) for an image in ``[0, 1]``.
+
+    The image is taken on its own lattice (:func:`~sinco.codec.grid.residual.image_levels`), or on ``0..65535`` when it
+    has none. The networks are fitted once, lossless; the bound is then the smallest whose coding fits (bisection:
+    the file shrinks as the bound grows).
+
+    Args:
+        image: ``(H, W)`` in ``[0, 1]``.
+        budget_bits: bits the payload may take.
+        seed: the fit's seed.
+        steps: the fit's steps.
+
+    Returns:
+        The :class:`BudgetFile`, or None when even the coarsest bound does not fit.
+    """
+    from sinco.codec.grid.payload import context_payload
+    from sinco.codec.grid.residual import ONE, image_levels
+
+    lattice = image_levels(image)
+    top = MAX_TOP if lattice >= ONE else lattice
+    levels = np.clip(np.rint(image.astype(np.float64) * top), 0, top).astype(np.int64)
+    if levels.min() == levels.max():
+        return None
+    model = fit_context(levels, top=top, config=ContextFitConfig(steps=steps, seed=seed))
+
+    def coded(near: int) -> BudgetFile:
+        section, decoded = encode(levels, replace(model, near=near))
+        return BudgetFile(payload=context_payload(section), levels=decoded, top=top, max_error=near)
+
+    best = coded(0)
+    if 8 * len(best.payload) <= budget_bits:
+        return best
+    low, high = 0, top // 2  # low: too big; high: fits, if anything does
+    found = coded(high)
+    if 8 * len(found.payload) > budget_bits:
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        candidate = coded(middle)
+        low, high, found = (low, middle, candidate) if 8 * len(candidate.payload) <= budget_bits else (middle, high, found)
+    return found
