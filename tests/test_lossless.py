@@ -3,6 +3,7 @@
 import json
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,24 @@ def test_each_option_changes_what_it_claims():
     longer = encode_levels(levels, top=255, config=ContextFitConfig(hidden=6, steps=60))
     wider = encode_levels(levels, top=255, config=ContextFitConfig(hidden=8, steps=30))
     assert len({lossless, longer, wider}) == 3
+
+
+def test_a_rate_target_above_the_lossless_rate_gives_an_exact_file_and_context_off_does_not():
+    """The lossy rate search offers the context-coded file: at a generous target the file is exact (payload v3)."""
+    import torch
+
+    from sinco.codec.grid.config import GridFitConfig
+    from sinco.codec.grid.payload import decode_grid
+    from sinco.codec.grid.rate_search import fit_grid_at_bpp
+    from sinco.codec.grid.spec import GridSpec
+
+    image = _image(8, 11, 24, 24)
+    target = torch.from_numpy(((image - image.min()) / (image.max() - image.min())).astype(np.float32))[None]
+    spec = GridSpec(levels=3, synthesis_widths=(8, 4), residual_layers=1, arm_hidden=(8,), arm_context=6)
+    config = GridFitConfig(steps=30, ste_steps=10, seed=0, max_rate_trials=1, residual=False)
+    common = dict(spec=spec, target_bpp=16.0, header_bytes=40, device=torch.device("cpu"), start_lambda=1e-4)
+    coded = fit_grid_at_bpp(target, config=config, **common)[0]
+    assert coded.payload[0] == 3 and coded.mse == 0 and coded.payload_bits + 8 * 40 <= 16 * 24 * 24
+    assert np.array_equal(decode_grid(coded.payload, spec=spec, height=24, width=24), target[0].numpy())
+    plain = fit_grid_at_bpp(target, config=replace(config, context=False), **common)[0]
+    assert plain.payload[0] != 3 and plain.mse > 0

@@ -92,6 +92,9 @@ class GridFamily(CodecFamily):
                      "default: sse with the regularizer, else mse)", "mse|sse"),
         FamilyOption("residual", "--residual", str, "with --bpp, may code the grid's error in a residual layer with the "
                      "bits the grids leave below the target (default: on)", "on|off"),
+        FamilyOption("context", "--context", str, "with --bpp, may code the image's grey levels by the context coder "
+                     "alone: exact when --bpp reaches the lossless rate, else within the least error bound that fits "
+                     "(default: on)", "on|off"),
         FamilyOption("candidates", "--candidates", int, "a fit from scratch trains N seeds (--seed, --seed + 1, ...) for "
                      "1/15 of its steps and goes on with the one of least loss (default: the preset's, fast 1, quality and long 4)", "N"),
     )  # fmt: skip
@@ -147,6 +150,8 @@ class GridFamily(CodecFamily):
         grid = dataclasses.replace(grid, **{k: given[k] for k in ("seed", "lambda_rd") if k in given})
         if "residual" in given:
             grid = dataclasses.replace(grid, residual=_on_off(given["residual"], flag="--residual"))
+        if "context" in given:
+            grid = dataclasses.replace(grid, context=_on_off(given["context"], flag="--context"))
         if "candidates" in given:
             grid = grid.with_candidates(given["candidates"])
         lam = given.get("lam", 1.0)
@@ -189,6 +194,7 @@ class GridFamily(CodecFamily):
         grid = config.grid
         rate = f"lambda_rd {grid.lambda_rd:g}" if config.fixed_lambda else f"lambda_rd searched (at most {grid.max_rate_trials} fits)"
         layer = ", residual layer where it pays" if grid.residual and not config.fixed_lambda else ""
+        layer += ", context-coded levels where they pay" if grid.context and not config.fixed_lambda else ""
         picks = f", best of {grid.candidates} seeds after {grid.candidate_steps} steps" if grid.candidates > 1 else ""
         return f"{grid.steps} steps ({grid.ste_steps} straight-through){picks}, {rate}{layer}"
 

@@ -243,6 +243,7 @@ def _search_image(
             hybrid = _with_residual(image, result, budget_bits=search.budget - search.bits(result), levels=levels)
             if hybrid is not None:
                 search.offer(hybrid)
+    if config.context:
         template = search.best or search.closest_above
         if template is not None:
             coded = _context_coded(image, template, budget_bits=search.budget - 8 * search.header_bytes, seed=config.seed)
@@ -334,8 +335,11 @@ class _RateSearch:
         return result.payload_bits + 8 * self.header_bytes
 
     def offer(self, result: GridFitResult) -> None:
-        """Keep ``result`` if it is within the target with less distortion than the best so far."""
-        if self.bits(result) <= self.budget and (self.best is None or result.mse < self.best.mse):
+        """Keep ``result`` if it is within the target with less distortion than the best so far (or as much, and smaller)."""
+        if self.bits(result) > self.budget:
+            return
+        # Equal error (two exact files: a residual at step 1, context-coded levels): the smaller file.
+        if self.best is None or result.mse < self.best.mse or (result.mse == self.best.mse and self.bits(result) < self.bits(self.best)):
             self.best = result
 
     def in_band(self) -> bool:
