@@ -64,8 +64,10 @@ MAX_HIDDEN = 64
 TABLE_BOUND = 32
 REACH = 2 * TABLE_BOUND
 SPLIT_LOG2 = 3
-#: Escape lengths ``n`` of the Elias-gamma code of ``|h| - REACH + 1``.
-MAX_ESCAPE_BITS = 24
+#: Escape lengths ``n`` of the Elias-gamma code of ``|h| - REACH + 1`` (a high part is below 2^17).
+MAX_ESCAPE_BITS = 20
+#: The most low bits a residual's split sends uniformly (levels are below 2^16).
+MAX_SPLIT = 16
 _HEAD = struct.Struct("<BHHBBBII")
 _PAD = 2
 _ONE = 1 << FRAC_BITS
@@ -233,13 +235,14 @@ def _predict(buffers: _Buffers, i: np.ndarray, j: np.ndarray, *, model: ContextM
     first_mean = (ref << FRAC_BITS) + (first << model.shift)
     out = _mlp(_stage2_inputs(buffers, i, j, inputs), layers[1]).astype(np.int64)
     mean = first_mean + (out[:, 0] << model.shift)
-    log2_scale = ((model.shift - 4) << FRAC_BITS) + out[:, 1] - log2_fixed(model.step)
+    # At most the range (as the fit's model): a wider Laplace would only spend uniform low bits on levels that cannot occur.
+    log2_scale = np.minimum(((model.shift - 4) << FRAC_BITS) + out[:, 1], log2_fixed(model.top + 1)) - log2_fixed(model.step)
     m = np.minimum(np.maximum((mean + _HALF) >> FRAC_BITS, 0), model.top)
     offset = np.minimum(np.maximum(mean - (m << FRAC_BITS), -_HALF), _HALF)
     fraction = np.minimum(np.maximum((((offset * MEAN_STEPS) // model.step + _HALF) >> FRAC_BITS) + MEAN_STEPS // 2, 0), MEAN_STEPS - 1)
     total = ((log2_scale - (LOG2_SCALE_MIN << FRAC_BITS)) * SCALE_STEPS + _HALF) >> FRAC_BITS
     top_index = (SPLIT_LOG2 - LOG2_SCALE_MIN) * SCALE_STEPS
-    split = np.maximum(0, -((top_index - total) // SCALE_STEPS))
+    split = np.minimum(np.maximum(0, -((top_index - total) // SCALE_STEPS)), MAX_SPLIT)
     scale = np.minimum(np.maximum(total - SCALE_STEPS * split, 0), N_SCALES - 1)
     return _Prediction(first_mean=first_mean, mean=m, fraction=np.where(split > 0, MEAN_STEPS // 2, fraction), scale=scale, split=split)
 
@@ -276,9 +279,25 @@ class _Coder:
         self.table = laplace_table(TABLE_BOUND)
         self.escape = constriction.stream.model.Categorical(_escape_table(), perfect=False)
 
-    def encode(self, encoder: constriction.stream.queue.RangeEncoder, values: np.ndarray, p: _Prediction) -> None:
+    def rows(self, p: _Prediction, *, top: int, near: int) -> np.ndarray:
+        """The table's rows ``(N, 2 REACH + 1)`` with the mass of high parts no level can have folded into the first
+        and last possible ones (a mean below level 0 or above ``top``: the background of a scan). Integer counts:
+        the sums are exact."""
+        step = 2 * near + 1
+        rows = self.table[p.fraction, p.scale]
+        lowest, _ = _split_symbols(-((p.mean + near) // step), p.split)
+        highest, _ = _split_symbols((top - p.mean + near) // step, p.split)
+        first = np.minimum(np.maximum(lowest + REACH, 0), 2 * REACH)[:, None]
+        last = np.minimum(np.maximum(highest + REACH, 0), 2 * REACH)[:, None]
+        index = np.arange(2 * REACH + 1)[None, :]
+        below = np.where(index < first, rows, 0.0).sum(axis=1, keepdims=True)
+        above = np.where(index > last, rows, 0.0).sum(axis=1, keepdims=True)
+        folded = np.where((index >= first) & (index <= last), rows, 0.0)
+        return folded + np.where(index == first, below, 0.0) + np.where(index == last, above, 0.0)
+
+    def encode(self, encoder: constriction.stream.queue.RangeEncoder, values: np.ndarray, p: _Prediction, *, top: int, near: int) -> None:
         high, low = _split_symbols(values, p.split)
-        encoder.encode((np.clip(high, -REACH, REACH) + REACH).astype(np.int32), self.family, self.table[p.fraction, p.scale])
+        encoder.encode((np.clip(high, -REACH, REACH) + REACH).astype(np.int32), self.family, self.rows(p, top=top, near=near))
         escaped = np.abs(high) >= REACH
         if escaped.any():
             excess = np.abs(high[escaped]) - REACH + 1
@@ -293,8 +312,8 @@ class _Coder:
         if wide.any():
             encoder.encode(low[wide].astype(np.int32), self.uniform, (1 << p.split[wide]).astype(np.int32))
 
-    def decode(self, decoder: constriction.stream.queue.RangeDecoder, p: _Prediction) -> np.ndarray:
-        high = decoder.decode(self.family, self.table[p.fraction, p.scale]).astype(np.int64) - REACH
+    def decode(self, decoder: constriction.stream.queue.RangeDecoder, p: _Prediction, *, top: int, near: int) -> np.ndarray:
+        high = decoder.decode(self.family, self.rows(p, top=top, near=near)).astype(np.int64) - REACH
         escaped = np.abs(high) >= REACH
         if escaped.any():
             lengths = decoder.decode(self.escape, int(escaped.sum())).astype(np.int64)
@@ -346,7 +365,7 @@ def encode(levels: np.ndarray, model: ContextModel, *, planes: Sequence[np.ndarr
     for i, j in wave_positions(height, width):
         p = _predict(buffers, i, j, model=model, layers=layers)
         values = quantize_residual(source[i, j] - p.mean, near=model.near)
-        coder.encode(encoder, values, p)
+        coder.encode(encoder, values, p, top=model.top, near=model.near)
         _store(buffers, i, j, np.minimum(np.maximum(p.mean + values * model.step, 0), model.top), p.first_mean, model.shift)
     decoded = buffers.levels[_PAD:, _PAD : _PAD + width].copy()
     network = pack_network(model.networks)
@@ -382,7 +401,7 @@ def decode(section: bytes, *, height: int, width: int, planes: Sequence[np.ndarr
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(stream, "<u4").astype(np.uint32))
         for i, j in wave_positions(height, width):
             p = _predict(buffers, i, j, model=model, layers=layers)
-            values = p.mean + coder.decode(decoder, p) * model.step
+            values = p.mean + coder.decode(decoder, p, top=model.top, near=model.near) * model.step
             if model.near == 0 and (values.min() < 0 or values.max() > model.top):
                 raise BitstreamError(f"context section: a decoded level outside 0..{model.top} (corrupted stream)")
             _store(buffers, i, j, np.minimum(np.maximum(values, 0), model.top), p.first_mean, model.shift)

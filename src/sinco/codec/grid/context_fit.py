@@ -99,9 +99,10 @@ class _FloatModel:
         padded = F.pad(errors[None, None], (2, 2, 2, 0))[0, 0]
         around = _shifted(padded, NEIGHBOURS[:ERROR_NEIGHBOURS], pad=2, height=height, width=width).reshape(ERROR_NEIGHBOURS, -1).T
         out = self._mlp(torch.cat([self.inputs, around, around.abs()], dim=1), tensors[6:])
-        mean = first_mean + out[:, 0] * self.unit
+        # The coder's mean is an integer level in 0..top and a fraction within half a level of it.
+        mean = (first_mean + out[:, 0] * self.unit).clamp(-0.5, self.top + 0.5)
         step = 2 * self.near + 1
-        log2_scale = (self.shift - 4 + out[:, 1]).clamp_min(LOG2_SCALE_MIN + math.log2(step))
+        log2_scale = (self.shift - 4 + out[:, 1]).clamp(LOG2_SCALE_MIN + math.log2(step), math.log2(self.top + 1))
         scale = torch.exp2(log2_scale)
         target = self.x.reshape(-1)
 
