@@ -6,10 +6,16 @@ Per slice (an LGG FLAIR slice, a BraTS FLAIR slice on its integer lattice, the M
 seconds, and the error bound K (JPEG-LS's NEAR; JPEG 2000 and JPEG XL only at K = 0). Every sinco file is decoded
 and checked (exact, or within K). The data is read from /work/shared/data (not shipped).
 
-Run (about 20 minutes on 2 cores)::
+With ``--what lossy``: the lossy rate search's high end on a BraTS slice (pat0003 slice 85, the slice of
+``benchmarks/grid_rd.py``): ``--preset fast`` at 0.6 .. 2 bpp with ``--context off`` (grids and the residual layer
+alone) and ``--context on`` (the context-coded file offered too), PSNR of the decoded files, and the BD-rate of on
+against off over the points with finite PSNR (an exact file is listed apart).
+
+Run (about 20 minutes on 2 cores for slices and volumes, 15 for lossy)::
 
     flock /tmp/sinco-cpu.lock python benchmarks/lossless.py
     python benchmarks/lossless.py --what slices --max-errors 0     # the lossless slices only
+    flock /tmp/sinco-cpu.lock python benchmarks/lossless.py --what lossy
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import numpy as np
 
 LGG = "/work/shared/data/lgg/TCGA_CS_5397_20010315/flair.nii.gz"
 BRATS = "/work/shared/data/brats2013/brats_2013_pat0005_1/Flair_subtrMeanDivStd.nii.gz"
+LOSSY_SLICE = ("/work/shared/data/brats2013/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz", 85)
+LOSSY_RATES = (0.6, 0.9, 1.2, 1.6, 2.0)
 
 
 @dataclass
@@ -83,7 +91,7 @@ def classical(levels: np.ndarray, *, max_error: int) -> list[tuple[str, float, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--what", choices=("slices", "volumes", "all"), default="all")
+    parser.add_argument("--what", choices=("slices", "volumes", "all", "lossy"), default="all")
     parser.add_argument("--max-errors", default="0,1,2,4", help="bounds K of the slices (volumes: K = 0)")
     parser.add_argument("--volume-slices", type=int, default=8, help="consecutive slices of each volume, centred (default 8)")
     parser.add_argument("--steps", type=int, default=None, help="fitting steps of the context model (default: its own)")
@@ -95,6 +103,9 @@ def main() -> None:
     from sinco.codec.grid.lossless import compress_exact, compress_exact_volume
 
     torch.manual_seed(0)
+    if args.what == "lossy":
+        lossy()
+        return
     config = ContextFitConfig(**({} if args.steps is None else {"steps": args.steps}))
     bounds = [int(k) for k in args.max_errors.split(",")]
     rows: list[Row] = []
@@ -130,6 +141,35 @@ def main() -> None:
             for method, (bits, enc, dec) in totals.items():
                 rows.append(Row(label, method, 0, bits, slab.size, depth, enc, dec))
                 print(rows[-1].line(), flush=True)
+
+
+def lossy() -> None:
+    """``--preset fast`` at :data:`LOSSY_RATES` with the context-coded file offered or not; BD-rate of on against off."""
+    from sinco.api import compress
+    from sinco.benchmark.bjontegaard import bd_rate
+    from sinco.codec.files import decode_file, parse_file
+    from sinco.data.intensity import normalize_minmax
+
+    path, index = LOSSY_SLICE
+    image = _volume(path)[index].astype(np.float64)
+    scaled, _, _ = normalize_minmax(image)
+    curves: dict[str, list[tuple[float, float]]] = {}
+    print("| --context | target bpp | bpp | PSNR dB | payload | seconds |\n|---|---|---|---|---|---|")
+    for context in ("off", "on"):
+        for rate in LOSSY_RATES:
+            started = time.perf_counter()
+            data = compress(image, bpp=rate, preset="fast", device="cpu", fit_options={"context": context})
+            seconds = time.perf_counter() - started
+            decoded = decode_file(data)[1]  # [0, 1] on the file's range: the input's minimum and maximum
+            mse = float(np.mean((decoded.astype(np.float64) - scaled) ** 2))
+            value = math.inf if mse == 0 else 10 * math.log10(1 / mse)
+            bpp = 8 * len(data) / image.size
+            curves.setdefault(context, []).append((bpp, value))
+            print(f"| {context} | {rate} | {bpp:.3f} | {value:.2f} | v{parse_file(data).payload[0]} | {seconds:.0f} |", flush=True)
+    finite = {k: [(r, p) for r, p in v if math.isfinite(p)] for k, v in curves.items()}
+    delta = bd_rate(anchor_rate=[r for r, _ in finite["off"]], anchor_psnr=[p for _, p in finite["off"]],
+                    test_rate=[r for r, _ in finite["on"]], test_psnr=[p for _, p in finite["on"]])  # fmt: skip
+    print(f"BD-rate of --context on against off (finite points): {delta}")
 
 
 if __name__ == "__main__":
