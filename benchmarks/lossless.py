@@ -1,7 +1,8 @@
 """Lossless and near-lossless: sinco's context coder against JPEG-LS, JPEG 2000 (reversible) and JPEG XL (effort 9).
 
 Per slice (an LGG FLAIR slice, a BraTS FLAIR slice on its integer lattice, the MNI152 demo slice) and per volume
-(a slab of consecutive slices of each scan): bits per pixel of the whole file, the ratio against the stored bit depth
+(a slab of consecutive slices of each scan; one context model for the slab, without and with the previous slice as
+context): bits per pixel of the whole file, the ratio against the stored bit depth
 (8 bits for LGG and MNI152; for BraTS, whose z-scores are float32, the bits its lattice needs), encode and decode
 seconds, and the error bound K (JPEG-LS's NEAR; JPEG 2000 and JPEG XL only at K = 0). Every sinco file is decoded
 and checked (exact, or within K). The data is read from /work/shared/data (not shipped).
@@ -127,10 +128,11 @@ def main() -> None:
             first = centre - args.volume_slices // 2
             slab = volume[first : first + args.volume_slices]
             label = f"{name} slices {first}..{first + len(slab) - 1}"
-            result = compress_exact_volume(slab, config=config, first_index=first)
-            assert result.measured_error == 0
-            rows.append(Row(label, "sinco", 0, 8.0 * len(result.data), slab.size, depth, result.encode_seconds, result.decode_seconds))
-            print(rows[-1].line(), flush=True)
+            for previous, method in ((False, "sinco (one model)"), (True, "sinco (one model, previous slice)")):
+                result = compress_exact_volume(slab, config=config, first_index=first, previous_slice=previous)
+                assert result.measured_error == 0
+                rows.append(Row(label, method, 0, 8.0 * len(result.data), slab.size, depth, result.encode_seconds, result.decode_seconds))
+                print(rows[-1].line(), flush=True)
             totals: dict[str, list[float]] = {}
             for plane in slab:
                 for method, bits, enc, dec in classical(plane - slab.min(), max_error=0):

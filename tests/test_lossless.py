@@ -85,8 +85,10 @@ def test_a_side_plane_is_read_and_must_match():
     model = fit_context(levels, top=255, planes=[plane], config=QUICK)
     section, _ = C.encode(levels, model, planes=[plane])
     assert np.array_equal(C.decode(section, height=16, width=16, planes=[plane])[0], levels)
-    with pytest.raises(BitstreamError, match="side planes"):
+    with pytest.raises(BitstreamError, match="side plane"):
         C.decode(section, height=16, width=16)
+    with pytest.raises(BitstreamError, match="side planes"):
+        C.decode(section, height=16, width=16, planes=[plane, plane])
     try:  # another plane: refused by the checksum, or (if the networks ignore it) the same levels
         assert np.array_equal(C.decode(section, height=16, width=16, planes=[plane // 2])[0], levels)
     except BitstreamError:
@@ -283,3 +285,27 @@ def test_a_rate_target_above_the_lossless_rate_gives_an_exact_file_and_context_o
     assert np.array_equal(decode_grid(coded.payload, spec=spec, height=24, width=24), target[0].numpy())
     plain = fit_grid_at_bpp(target, config=replace(config, context=False), **common)[0]
     assert plain.payload[0] != 3 and plain.mse > 0
+
+
+def test_a_volume_shares_one_model_and_reads_the_previous_slice():
+    """One model for the volume (networks in the first fitted record only), each slice reading the one before: the
+    volume decodes exactly (near-lossless: within the bound); a record alone refuses to decode in one line."""
+    from sinco.api import decompress
+    from sinco.codec.grid.lossless import compress_exact_volume, exact_levels_of_volume
+    from sinco.codec.volume import decode_volume_file
+
+    slices = [_image(12, 20, 14, 16) + 30 * k for k in range(3)]
+    volume = np.stack([np.full((14, 16), 7), *slices]).astype(np.uint16)
+    result = compress_exact_volume(volume, config=QUICK)
+    assert result.measured_error == 0 and result.fitted_slices == 3
+    assert np.array_equal(decompress(result.data), volume) and decompress(result.data).dtype == np.int64
+    _, records = decode_volume_file(result.data)
+    sizes = [C.section_summary(r.data[r.data.index(b"\x03\x00\x00\x00\x00") + 5 :])["network_bytes"] for r in records[1:]]
+    assert sizes[0] > 0 and sizes[1:] == [0, 0]
+    for record in records[1:]:
+        with pytest.raises(BitstreamError, match="decode the volume file"):
+            decode_levels(record.data)
+    near = compress_exact_volume(volume, max_error=2, config=QUICK)
+    assert 0 < near.measured_error <= 2 and np.abs(exact_levels_of_volume(near.data) - (volume - 7)).max() <= 2
+    alone = compress_exact_volume(volume, config=QUICK, previous_slice=False)
+    assert alone.data != result.data and np.array_equal(decompress(alone.data), volume)

@@ -28,7 +28,7 @@ Section layout (little-endian)::
     u8   hidden width of both networks
     u8   side planes P (0..MAX_PLANES)
     u32  CRC-32 of the decoded levels (uint32, row-major)
-    u32  n, length of the network block
+    u32  n, length of the network block (0: the networks of the volume's first context-coded slice)
     n    network block (exp-Golomb, :func:`~sinco.codec.grid.quantizer.pack_network`): stage 1 then stage 2
     ...  range-coded symbols, wave by wave (u32 words)
 """
@@ -340,13 +340,16 @@ def levels_checksum(levels: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(levels, dtype="<u4").tobytes())
 
 
-def encode(levels: np.ndarray, model: ContextModel, *, planes: Sequence[np.ndarray] = ()) -> tuple[bytes, np.ndarray]:
+def encode(levels: np.ndarray, model: ContextModel, *, planes: Sequence[np.ndarray] = (),
+           with_networks: bool = True) -> tuple[bytes, np.ndarray]:  # fmt: skip
     """Code integer levels with a fitted model.
 
     Args:
         levels: ``(H, W)`` integers in ``0..model.top``.
         model: the fitted :class:`ContextModel` (its networks quantized).
         planes: ``model.planes`` side planes ``(H, W)`` of integers the decoder has too.
+        with_networks: write the networks (False: an empty block; the decoder gets them from an earlier section of
+            the same volume, :func:`decode`'s ``shared``).
 
     Returns:
         ``(section, reconstruction)``: the section's bytes and the decoded levels ``(H, W)`` int64 (``levels`` itself
@@ -368,12 +371,13 @@ def encode(levels: np.ndarray, model: ContextModel, *, planes: Sequence[np.ndarr
         coder.encode(encoder, values, p, top=model.top, near=model.near)
         _store(buffers, i, j, np.minimum(np.maximum(p.mean + values * model.step, 0), model.top), p.first_mean, model.shift)
     decoded = buffers.levels[_PAD:, _PAD : _PAD + width].copy()
-    network = pack_network(model.networks)
+    network = pack_network(model.networks) if with_networks else b""
     head = _HEAD.pack(CODER_VERSION, model.top, model.near, model.shift, model.hidden, model.planes, levels_checksum(decoded), len(network))
     return head + network + encoder.get_compressed().astype("<u4").tobytes(), decoded
 
 
-def decode(section: bytes, *, height: int, width: int, planes: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, ContextModel]:
+def decode(section: bytes, *, height: int, width: int, planes: Sequence[np.ndarray] = (),
+           shared: QuantizedDecoder | None = None) -> tuple[np.ndarray, ContextModel]:  # fmt: skip
     """Decode a section to its levels ``(H, W)`` int64, checked against the section's CRC-32.
 
     Args:
@@ -381,6 +385,7 @@ def decode(section: bytes, *, height: int, width: int, planes: Sequence[np.ndarr
         height: image rows.
         width: image columns.
         planes: the side planes the encoder used (as many as the section announces).
+        shared: the networks of an earlier section of the same volume, for a section written without them.
 
     Returns:
         ``(levels, model)``.
@@ -390,7 +395,7 @@ def decode(section: bytes, *, height: int, width: int, planes: Sequence[np.ndarr
             parse, a stream that does not decode or decodes outside the levels, or a checksum mismatch.
     """
     data = bytes(section)
-    model, checksum, stream = parse_section(data)
+    model, checksum, stream = parse_section(data, shared=shared)
     _check_planes(planes, (height, width), model.planes, error=BitstreamError)
     if len(stream) % 4:
         raise BitstreamError(f"context section: stream of {len(stream)} bytes is not whole 32-bit words")
@@ -415,11 +420,12 @@ def decode(section: bytes, *, height: int, width: int, planes: Sequence[np.ndarr
     return levels, model
 
 
-def parse_section(section: bytes) -> tuple[ContextModel, int, bytes]:
-    """``(model, checksum, stream)`` of a section, every head field checked.
+def parse_section(section: bytes, *, shared: QuantizedDecoder | None = None) -> tuple[ContextModel, int, bytes]:
+    """``(model, checksum, stream)`` of a section, every head field checked; an empty network block takes ``shared``.
 
     Raises:
-        BitstreamError: on a truncated head, a field out of range, or a network block that does not parse.
+        BitstreamError: on a truncated head, a field out of range, a network block that does not parse, or an empty
+            one without ``shared`` networks of its shapes.
     """
     if len(section) < _HEAD.size:
         raise BitstreamError(f"context section: {len(section)} bytes, shorter than its {_HEAD.size}-byte head")
@@ -430,9 +436,14 @@ def parse_section(section: bytes) -> tuple[ContextModel, int, bytes]:
         raise BitstreamError(f"context section: head out of range (top {top}, near {near}, shift {shift}, hidden {hidden}, planes {planes})")
     if n_network > len(section) - _HEAD.size:
         raise BitstreamError(f"context section: network block of {n_network} bytes runs past the end ({len(section)} bytes)")
-    block = section[_HEAD.size : _HEAD.size + n_network]
-    tensors, exponents = unpack_tensors(block, network_shapes(hidden=hidden, planes=planes), what="context section")
-    networks = QuantizedDecoder(tensors=tuple(tensors), exponents=tuple(exponents))
+    shapes = network_shapes(hidden=hidden, planes=planes)
+    if n_network == 0:
+        if shared is None or [t.shape for t in shared.tensors] != shapes:
+            raise BitstreamError("context section: its networks are those of an earlier slice of its volume; decode the volume file")
+        networks = shared
+    else:
+        tensors, exponents = unpack_tensors(section[_HEAD.size : _HEAD.size + n_network], shapes, what="context section")
+        networks = QuantizedDecoder(tensors=tuple(tensors), exponents=tuple(exponents))
     model = ContextModel(top=top, near=near, shift=shift, hidden=hidden, planes=planes, networks=networks)
     return model, checksum, section[_HEAD.size + n_network :]
 
@@ -450,6 +461,8 @@ def section_summary(section: bytes) -> dict[str, int]:
 
 
 def _check_planes(planes: Sequence[np.ndarray], shape: tuple[int, int], count: int, *, error: type[Exception]) -> None:
+    if count and not planes:
+        raise error(f"context coder: the section reads {count} side plane(s) (the previous slice of its volume); decode the volume file")
     if len(planes) != count or any(np.shape(p) != tuple(shape) for p in planes):
         raise error(f"context coder: {count} side planes of shape {tuple(shape)} expected, got {[np.shape(p) for p in planes]}")
 

@@ -57,7 +57,8 @@ def _shifted(padded: torch.Tensor, offsets: Sequence[tuple[int, int]], *, pad: i
 class _FloatModel:
     """The two networks in float, on every pixel of one image at once (teacher forcing: the true levels)."""
 
-    def __init__(self, levels: np.ndarray, planes: Sequence[np.ndarray], *, top: int, near: int, hidden: int, seed: int) -> None:
+    def __init__(self, levels: np.ndarray, planes: Sequence[np.ndarray], *, top: int, near: int, hidden: int, seed: int,
+                 tensors: list[torch.Tensor] | None = None) -> None:  # fmt: skip
         self.top, self.near, self.shift = top, near, scale_shift(top)
         self.unit = float(1 << self.shift)
         height, width = levels.shape
@@ -74,6 +75,9 @@ class _FloatModel:
         self.inputs = torch.cat(columns).clamp(-_LIMIT, _LIMIT).reshape(-1, height * width).T.float()
         self.x, self.shape = x.float(), (height, width)
         self.ref = self.ref.float()
+        if tensors is not None:  # another image's networks: one model for the slices of a volume
+            self.tensors = tensors
+            return
         generator = torch.Generator().manual_seed(seed)
         self.tensors = []
         for index, shape in enumerate(network_shapes(hidden=hidden, planes=len(planes))):
@@ -158,17 +162,63 @@ def _fit(levels: np.ndarray, *, top: int, near: int, planes: Sequence[np.ndarray
                         networks=quantize_networks(floats, exponents))  # fmt: skip
 
 
-def _choose_exponents(model: _FloatModel, floats: list[np.ndarray]) -> list[int]:
+def fit_shared(slices: Sequence[np.ndarray], *, top: int, near: int = 0, previous: bool = False,
+               config: ContextFitConfig = ContextFitConfig()) -> ContextModel:  # fmt: skip
+    """One context model for the slices of a volume (sent once), each step on one slice in a seeded order.
+
+    Args:
+        slices: ``S`` levels ``(H, W)`` in ``0..top``, in coding order.
+        top: the largest level of the volume.
+        near: the largest error allowed.
+        previous: each slice reads the one before it as a side plane (the first reads zeros).
+        config: ``config.steps`` steps per four slices (at least ``config.steps``).
+
+    Returns:
+        The :class:`~sinco.codec.grid.context.ContextModel`.
+
+    Raises:
+        ValueError: on levels outside ``0..top`` or a bound out of range.
+    """
+    for levels in slices:
+        check_levels(levels, top=top, near=near)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        planes = [[np.zeros_like(slices[0]) if k == 0 else slices[k - 1]] if previous else [] for k in range(len(slices))]
+        first = _FloatModel(slices[0], planes[0], top=top, near=near, hidden=config.hidden, seed=config.seed)
+        models = [first] + [_FloatModel(s, p, top=top, near=near, hidden=config.hidden, seed=config.seed, tensors=first.tensors)
+                            for s, p in zip(slices[1:], planes[1:], strict=True)]  # fmt: skip
+        steps = config.steps * max(1, -(-len(slices) // 4))
+        order = np.random.default_rng(config.seed).integers(0, len(models), steps)
+        optimizer = torch.optim.Adam(first.tensors, lr=config.lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
+        for index in order:
+            optimizer.zero_grad()
+            models[index].bits().mean().backward()
+            optimizer.step()
+            schedule.step()
+        floats = [t.detach().double().numpy() for t in first.tensors]
+        # The exponents on three slices (first, middle, last): the choice is a sum over pixels, and three suffice.
+        picks = sorted({0, len(models) // 2, len(models) - 1})
+        exponents = _choose_exponents([models[k] for k in picks], floats)
+        return ContextModel(top=top, near=near, shift=first.shift, hidden=config.hidden, planes=int(previous),
+                            networks=quantize_networks(floats, exponents))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _choose_exponents(model: _FloatModel | Sequence[_FloatModel], floats: list[np.ndarray]) -> list[int]:
     """A step exponent per tensor by greedy descent on image bits (the float model with those weights) plus the
     tensors' exp-Golomb bits. Layers feeding the fixed point keep at least 4 bits of fraction."""
     exps = [8] * len(floats)
+    models = [model] if isinstance(model, _FloatModel) else list(model)
 
     def cost(index: int, exponent: int) -> float:
         trial = [*exps[:index], exponent, *exps[index + 1 :]]
         networks = quantize_networks(floats, trial)
         tensors = [torch.from_numpy(t * 2.0**-e).float() for t, e in zip(networks.tensors, networks.exponents, strict=True)]
         with torch.no_grad():
-            image = float(model.bits(tensors).sum())
+            image = sum(float(m.bits(tensors).sum()) for m in models)
         return image + sum(7 + min(golomb_bits(t, k) for k in range(8)) for t in networks.tensors)
 
     for index in range(len(floats)):

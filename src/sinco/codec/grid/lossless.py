@@ -290,15 +290,32 @@ class ExactVolume:
 
 
 def compress_exact_volume(volume: np.ndarray, *, max_error: int = 0, config: ContextFitConfig | None = None, first_index: int = 0,
-                          axis: int = 2, affine: np.ndarray | None = None) -> ExactVolume:  # fmt: skip
-    """Compress the slices ``(S, H, W)`` of a volume, each on the volume's lattice, into a ``.sinco`` volume file.
+                          axis: int = 2, affine: np.ndarray | None = None, previous_slice: bool = True) -> ExactVolume:  # fmt: skip
+    """Compress the slices ``(S, H, W)`` of a volume on the volume's lattice into a ``.sinco`` volume file.
 
-    The lattice is the whole volume's (a float volume's step is found once); each slice is its own file (levels
-    relative to the slice's minimum), a constant slice a 9-byte record.
+    One context model serves every slice (:func:`~sinco.codec.grid.context_fit.fit_shared`): its networks are sent
+    once, with the first fitted slice; with ``previous_slice`` each slice also reads the decoded slice before it.
+    Such records decode only inside their volume (:func:`exact_volume`). A constant slice is a 9-byte record.
+
+    Args:
+        volume: ``(S, H, W)`` integers or floats on an integer lattice.
+        max_error: the largest error allowed in levels.
+        config: the fitting settings (its steps per four slices).
+        first_index: the source index of ``volume[0]``.
+        axis: the source's slicing axis.
+        affine: the source's voxel-to-world matrix (identity if None).
+        previous_slice: whether each slice reads the previous one.
+
+    Returns:
+        The :class:`ExactVolume`.
 
     Raises:
         InputError: as :func:`compress_exact`.
     """
+    from sinco.codec.files import write_file
+    from sinco.codec.grid.context_fit import fit_shared
+    from sinco.codec.grid.payload import context_payload
+    from sinco.codec.grid.spec import GridSpec
     from sinco.codec.volume import SliceRecord, VolumeHeader, encode_volume
 
     array = np.asarray(volume)
@@ -306,53 +323,90 @@ def compress_exact_volume(volume: np.ndarray, *, max_error: int = 0, config: Con
         raise InputError(f"volume: expected slices (S, H, W), got shape {array.shape}")
     lattice = find_lattice(array, name="volume")
     check_max_error(max_error, top=lattice.top)
-    records, error, fitted, encode_s, decode_s = [], 0, 0, 0.0, 0.0
-    for plane in array:
-        levels = to_levels(plane, lattice)
-        low, high = int(levels.min()), int(levels.max())
-        if low == high:
-            records.append(SliceRecord(constant=float(lattice.offset + low * lattice.step)))
+    levels = to_levels(array, lattice)
+    fitted = [k for k in range(len(levels)) if levels[k].min() != levels[k].max()]
+    started = time.perf_counter()
+    if not fitted:
+        raise InputError("volume: every slice is constant; nothing to fit (the volume is one value per slice)")
+    model = fit_shared([levels[k] for k in fitted], top=lattice.top, near=max_error, previous=previous_slice, config=config or ContextFitConfig())
+    records, decoded_previous = [], np.zeros_like(levels[0])
+    for k, plane in enumerate(levels):
+        if k not in fitted:
+            records.append(SliceRecord(constant=float(lattice.offset + int(plane.flat[0]) * lattice.step)))
+            decoded_previous = plane
             continue
-        started = time.perf_counter()
-        bound = min(max_error, (high - low) // 2)
-        data = encode_levels(levels - low, top=high - low, max_error=bound, offset=lattice.offset + low * lattice.step,
-                             step=lattice.step, config=config)  # fmt: skip
-        encoded = time.perf_counter()
-        error = max(error, int(np.abs(decode_levels(data) + low - levels).max()))
-        decode_s += time.perf_counter() - encoded
-        encode_s += encoded - started
-        fitted += 1
+        section, decoded_previous = encode(plane, model, planes=[decoded_previous] if previous_slice else [], with_networks=k == fitted[0])
+        data = write_file(family="grid", spec=GridSpec(), payload=context_payload(section), height=plane.shape[0], width=plane.shape[1],
+                          vmin=lattice.offset, vmax=lattice.vmax)  # fmt: skip
         records.append(SliceRecord(data=data))
-    height, width = array.shape[1:]
-    header = VolumeHeader(axis=axis, height=height, width=width, n_slices=array.shape[0], first_index=first_index,
+    encoded = time.perf_counter()
+    header = VolumeHeader(axis=axis, height=array.shape[1], width=array.shape[2], n_slices=array.shape[0], first_index=first_index,
                           affine=np.eye(4) if affine is None else np.asarray(affine, np.float64))  # fmt: skip
-    return ExactVolume(data=encode_volume(header, records), max_error=max_error, measured_error=error, fitted_slices=fitted,
-                       encode_seconds=encode_s, decode_seconds=decode_s)  # fmt: skip
+    data = encode_volume(header, records)
+    decoded = exact_levels_of_volume(data)
+    error = int(np.abs(decoded - levels).max())
+    if error > max_error:
+        raise RuntimeError(f"internal error: the decoded volume is {error} levels off, above --max-error {max_error}")
+    return ExactVolume(data=data, max_error=max_error, measured_error=error, fitted_slices=len(fitted),
+                       encode_seconds=encoded - started, decode_seconds=time.perf_counter() - encoded)  # fmt: skip
 
 
-def exact_volume(data: bytes) -> np.ndarray | None:
-    """The restored values ``(S, H, W)`` of a volume whose fitted slices are all lossless or near-lossless files (int64
-    when every slice is integral, else float64), or None for another volume.
+def exact_levels_of_volume(data: bytes) -> np.ndarray | None:
+    """The levels ``(S, H, W)`` int64 of a volume whose fitted slices are all context-coded (slice by slice in order:
+    a slice may read the networks of the volume's first one and the slice before it), or None for another volume.
 
     Raises:
         BitstreamError: if the file is invalid or corrupted.
     """
+    decoded = _decode_volume_levels(data)
+    return None if decoded is None else decoded[0]
+
+
+def _decode_volume_levels(data: bytes) -> tuple[np.ndarray, float, float, int] | None:
+    from sinco.codec.files import parse_file
+    from sinco.codec.grid.context import section_summary
+    from sinco.codec.grid.payload import context_section
     from sinco.codec.volume import decode_volume_file
+    from sinco.errors import BitstreamError
 
     header, records = decode_volume_file(data)
-    slices = []
-    for record in records:
-        if record.data is None:
-            slices.append(np.full((header.height, header.width), record.constant))
-            continue
-        values = exact_values(record.data)
-        if values is None:
-            return None
-        slices.append(values)
-    volume = np.stack(slices)
-    # Constant slices are float records: integral volumes are those whose every slice holds integers.
-    integral = all(s.dtype.kind == "i" or np.array_equal(s, np.rint(s)) for s in slices) and any(s.dtype.kind == "i" for s in slices)
-    return volume.astype(np.int64) if integral else volume.astype(np.float64)
+    parsed = [None if r.data is None else parse_file(r.data) for r in records]
+    sections = [None if f is None else (context_section(f.payload) if f.family == "grid" else None) for f in parsed]
+    if any(f is not None and s is None for f, s in zip(parsed, sections, strict=True)) or all(f is None for f in parsed):
+        return None
+    first = next(f for f in parsed if f is not None)
+    vmin, vmax, top = first.vmin, first.vmax, section_summary(next(s for s in sections if s is not None))["top"]
+    if any(f is not None and (f.vmin, f.vmax) != (vmin, vmax) for f in parsed):
+        return None  # slices on their own lattices: not one volume's levels
+    step = (vmax - vmin) / top
+    volume = np.empty((header.n_slices, header.height, header.width), np.int64)
+    previous, shared = np.zeros((header.height, header.width), np.int64), None
+    for k, (record, section) in enumerate(zip(records, sections, strict=True)):
+        if section is None:
+            level = round((record.constant - vmin) / step)
+            if not 0 <= level <= top:
+                raise BitstreamError(f"corrupted .sinco volume file: constant slice {k} off its volume's levels")
+            volume[k] = level
+        else:
+            planes = [previous] if section_summary(section)["planes"] else []
+            volume[k], model = decode(section, height=header.height, width=header.width, planes=planes, shared=shared)
+            shared = model.networks if shared is None else shared
+        previous = volume[k]
+    return volume, vmin, vmax, top
+
+
+def exact_volume(data: bytes) -> np.ndarray | None:
+    """The restored values ``(S, H, W)`` of a volume whose fitted slices are all context-coded (int64 when the levels
+    are integers, else float64), or None for another volume.
+
+    Raises:
+        BitstreamError: if the file is invalid or corrupted.
+    """
+    decoded = _decode_volume_levels(data)
+    if decoded is None:
+        return None
+    levels, vmin, vmax, top = decoded
+    return restore_levels(levels, vmin=vmin, vmax=vmax, top=top)
 
 
 #: Fitting steps of the context model inside a lossy rate search (a share of the search's time; the bound is then
