@@ -287,13 +287,19 @@ class _Coder:
         rows = self.table[p.fraction, p.scale]
         lowest, _ = _split_symbols(-((p.mean + near) // step), p.split)
         highest, _ = _split_symbols((top - p.mean + near) // step, p.split)
-        first = np.minimum(np.maximum(lowest + REACH, 0), 2 * REACH)[:, None]
-        last = np.minimum(np.maximum(highest + REACH, 0), 2 * REACH)[:, None]
-        index = np.arange(2 * REACH + 1)[None, :]
-        below = np.where(index < first, rows, 0.0).sum(axis=1, keepdims=True)
-        above = np.where(index > last, rows, 0.0).sum(axis=1, keepdims=True)
-        folded = np.where((index >= first) & (index <= last), rows, 0.0)
-        return folded + np.where(index == first, below, 0.0) + np.where(index == last, above, 0.0)
+        first = np.minimum(np.maximum(lowest + REACH, 0), 2 * REACH)
+        last = np.minimum(np.maximum(highest + REACH, 0), 2 * REACH)
+        fold = np.flatnonzero((first > 0) | (last < 2 * REACH))
+        if fold.size:
+            part, first, last = rows[fold], first[fold], last[fold]
+            cumulative = np.cumsum(part, axis=1)
+            index = np.arange(2 * REACH + 1)[None, :]
+            kept = np.where((index >= first[:, None]) & (index <= last[:, None]), part, 0.0)
+            lines = np.arange(fold.size)
+            kept[lines, first] += np.where(first > 0, cumulative[lines, np.maximum(first - 1, 0)], 0.0)
+            kept[lines, last] += cumulative[:, -1] - cumulative[lines, last]
+            rows[fold] = kept
+        return rows
 
     def encode(self, encoder: constriction.stream.queue.RangeEncoder, values: np.ndarray, p: _Prediction, *, top: int, near: int) -> None:
         high, low = _split_symbols(values, p.split)
