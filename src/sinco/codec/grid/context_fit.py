@@ -36,13 +36,15 @@ class ContextFitConfig:
     Args:
         hidden: hidden width of both networks (each has two hidden layers).
         steps: Adam steps on the whole image.
-        lr: peak learning rate (cosine decay to zero).
+        lr: peak learning rate (cosine decay to zero). On a BraTS slice (float code lengths): 5e-3, 1e-2, 2e-2,
+            4e-2, 8e-2 gave 1.859, 1.692, 1.421, 1.442, 1.601 bpp in 200 steps; 2e-2 gave 1.328 in 400 and 1.286 in
+            800 (1e-2: 1.322). 600 steps fit the 60 s a slice on two cores.
         seed: seed of the initialization.
     """
 
     hidden: int = 16
-    steps: int = 400
-    lr: float = 5e-3
+    steps: int = 600
+    lr: float = 2e-2
     seed: int = 0
 
     def __post_init__(self) -> None:
