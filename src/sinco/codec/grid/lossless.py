@@ -428,8 +428,8 @@ def fit_to_budget(image: np.ndarray, *, budget_bits: float, seed: int = 0, steps
     """The context-coded payload of least error bound within ``budget_bits`` (payload bits) for an image in ``[0, 1]``.
 
     The image is taken on its own lattice (:func:`~sinco.codec.grid.residual.image_levels`), or on ``0..65535`` when it
-    has none. The networks are fitted once, lossless; the bound is then the smallest whose coding fits (bisection:
-    the file shrinks as the bound grows).
+    has none. The networks are fitted lossless, the bound is the smallest whose coding fits (bisection: the file
+    shrinks as the bound grows), then networks fitted for that bound try it and the one below.
 
     Args:
         image: ``(H, W)`` in ``[0, 1]``.
@@ -465,4 +465,11 @@ def fit_to_budget(image: np.ndarray, *, budget_bits: float, seed: int = 0, steps
         middle = (low + high) // 2
         candidate = coded(middle)
         low, high, found = (low, middle, candidate) if 8 * len(candidate.payload) <= budget_bits else (middle, high, found)
+    # Networks fitted for that bound (on the contexts its decoder sees) code it in fewer bits: then perhaps a finer one.
+    model = fit_context(levels, top=top, near=found.max_error, config=ContextFitConfig(steps=steps, seed=seed))
+    for near in (found.max_error - 1, found.max_error):
+        if near >= 0:
+            candidate = coded(near)
+            if 8 * len(candidate.payload) <= budget_bits:
+                return candidate
     return found
