@@ -296,7 +296,7 @@ def test_a_volume_shares_one_model_and_reads_the_previous_slice():
 
     slices = [_image(12, 20, 14, 16) + 30 * k for k in range(3)]
     volume = np.stack([np.full((14, 16), 7), *slices]).astype(np.uint16)
-    result = compress_exact_volume(volume, config=QUICK)
+    result = compress_exact_volume(volume, config=QUICK, previous_slice=True)
     assert result.measured_error == 0 and result.fitted_slices == 3
     assert np.array_equal(decompress(result.data), volume) and decompress(result.data).dtype == np.int64
     _, records = decode_volume_file(result.data)
@@ -305,7 +305,16 @@ def test_a_volume_shares_one_model_and_reads_the_previous_slice():
     for record in records[1:]:
         with pytest.raises(BitstreamError, match="decode the volume file"):
             decode_levels(record.data)
-    near = compress_exact_volume(volume, max_error=2, config=QUICK)
+    near = compress_exact_volume(volume, max_error=2, config=QUICK, previous_slice=True)
     assert 0 < near.measured_error <= 2 and np.abs(exact_levels_of_volume(near.data) - (volume - 7)).max() <= 2
     alone = compress_exact_volume(volume, config=QUICK, previous_slice=False)
     assert alone.data != result.data and np.array_equal(decompress(alone.data), volume)
+
+
+def test_the_previous_slice_is_read_where_slices_are_alike():
+    from sinco.codec.grid.lossless import slices_alike
+
+    base = _image(8, 3, 20, 20)
+    assert slices_alike(np.stack([base, base + 1, base]))
+    noise = np.random.default_rng(0).integers(0, 256, (3, 20, 20))
+    assert not slices_alike(np.stack([base, noise[0], base])) and not slices_alike(base[None])

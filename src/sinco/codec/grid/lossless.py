@@ -290,7 +290,7 @@ class ExactVolume:
 
 
 def compress_exact_volume(volume: np.ndarray, *, max_error: int = 0, config: ContextFitConfig | None = None, first_index: int = 0,
-                          axis: int = 2, affine: np.ndarray | None = None, previous_slice: bool = True) -> ExactVolume:  # fmt: skip
+                          axis: int = 2, affine: np.ndarray | None = None, previous_slice: bool | None = None) -> ExactVolume:  # fmt: skip
     """Compress the slices ``(S, H, W)`` of a volume on the volume's lattice into a ``.sinco`` volume file.
 
     One context model serves every slice (:func:`~sinco.codec.grid.context_fit.fit_shared`): its networks are sent
@@ -304,7 +304,7 @@ def compress_exact_volume(volume: np.ndarray, *, max_error: int = 0, config: Con
         first_index: the source index of ``volume[0]``.
         axis: the source's slicing axis.
         affine: the source's voxel-to-world matrix (identity if None).
-        previous_slice: whether each slice reads the previous one.
+        previous_slice: whether each slice reads the previous one (None: when :func:`slices_alike`).
 
     Returns:
         The :class:`ExactVolume`.
@@ -328,6 +328,8 @@ def compress_exact_volume(volume: np.ndarray, *, max_error: int = 0, config: Con
     started = time.perf_counter()
     if not fitted:
         raise InputError("volume: every slice is constant; nothing to fit (the volume is one value per slice)")
+    if previous_slice is None:
+        previous_slice = slices_alike(levels)
     model = fit_shared([levels[k] for k in fitted], top=lattice.top, near=max_error, previous=previous_slice, config=config or ContextFitConfig())
     records, decoded_previous = [], np.zeros_like(levels[0])
     for k, plane in enumerate(levels):
@@ -349,6 +351,25 @@ def compress_exact_volume(volume: np.ndarray, *, max_error: int = 0, config: Con
         raise RuntimeError(f"internal error: the decoded volume is {error} levels off, above --max-error {max_error}")
     return ExactVolume(data=data, max_error=max_error, measured_error=error, fitted_slices=len(fitted),
                        encode_seconds=encoded - started, decode_seconds=time.perf_counter() - encoded)  # fmt: skip
+
+
+#: Consecutive slices that differ by more than this times the in-slice median predictor's error are too far apart
+#: for the previous slice to pay (an LGG slab: 3.5, 1.9% more bits with it; a 1 mm BraTS slab: 1.8, 3.1% fewer).
+SLICE_LIKENESS = 2.5
+
+
+def slices_alike(levels: np.ndarray) -> bool:
+    """Whether the slices ``(S, H, W)`` are close enough for each to read the previous one: the mean absolute
+    difference of consecutive slices within :data:`SLICE_LIKENESS` times that of LOCO-I's median predictor in-slice."""
+    from sinco.codec.grid.context import median_predictor
+
+    if len(levels) < 2:
+        return False
+    values = levels.astype(np.int64)
+    padded = np.pad(values, ((0, 0), (1, 0), (1, 0)))
+    intra = np.abs(values - median_predictor(padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, :-1, :-1])).mean()
+    inter = np.abs(np.diff(values, axis=0)).mean()
+    return bool(inter <= SLICE_LIKENESS * max(intra, 1e-9))
 
 
 def exact_levels_of_volume(data: bytes) -> np.ndarray | None:
