@@ -17,6 +17,7 @@ Run (about 20 minutes on 2 cores for slices and volumes, 15 for lossy)::
     flock /tmp/sinco-cpu.lock python benchmarks/lossless.py
     python benchmarks/lossless.py --what slices --max-errors 0     # the lossless slices only
     flock /tmp/sinco-cpu.lock python benchmarks/lossless.py --what lossy
+    flock /tmp/sinco-cpu.lock python benchmarks/lossless.py --what grid-plane   # the grid's prediction as context
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def classical(levels: np.ndarray, *, max_error: int) -> list[tuple[str, float, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--what", choices=("slices", "volumes", "all", "lossy"), default="all")
+    parser.add_argument("--what", choices=("slices", "volumes", "all", "lossy", "grid-plane"), default="all")
     parser.add_argument("--max-errors", default="0,1,2,4", help="bounds K of the slices (volumes: K = 0)")
     parser.add_argument("--volume-slices", type=int, default=8, help="consecutive slices of each volume, centred (default 8)")
     parser.add_argument("--steps", type=int, default=None, help="fitting steps of the context model (default: its own)")
@@ -106,6 +107,9 @@ def main() -> None:
     torch.manual_seed(0)
     if args.what == "lossy":
         lossy()
+        return
+    if args.what == "grid-plane":
+        grid_plane()
         return
     config = ContextFitConfig(**({} if args.steps is None else {"steps": args.steps}))
     bounds = [int(k) for k in args.max_errors.split(",")]
@@ -143,6 +147,31 @@ def main() -> None:
             for method, (bits, enc, dec) in totals.items():
                 rows.append(Row(label, method, 0, bits, slab.size, depth, enc, dec))
                 print(rows[-1].line(), flush=True)
+
+
+def grid_plane(lambdas: tuple[float, ...] = (1e-2, 3e-3)) -> None:
+    """Does the grid's prediction pay as a side plane of the context coder? The LGG slice lossless: the context coder
+    alone, and with the decoded image of a grid file (one fit of ``--preset fast`` at each lambda_rd, no residual, no
+    context coder) as a side plane, the grid file's bits counted."""
+    from sinco.api import compress, decompress
+    from sinco.codec.grid.context import encode
+    from sinco.codec.grid.context_fit import fit_context
+
+    levels = _volume(LGG)[11].astype(np.int64)
+    levels -= levels.min()
+    top = int(levels.max())
+
+    def context_bits(planes: list[np.ndarray]) -> float:
+        model = fit_context(levels, top=top, planes=planes)
+        return 8.0 * len(encode(levels, model, planes=planes)[0]) / levels.size
+
+    print(f"context coder alone: {context_bits([]):.3f} bpp", flush=True)
+    for lambda_rd in lambdas:
+        data = compress(levels.astype(np.float32), device="cpu", fit_options={"lambda_rd": lambda_rd, "residual": "off", "context": "off"})
+        plane = np.clip(np.rint(decompress(data).astype(np.float64)), 0, top).astype(np.int64)
+        grid = 8.0 * len(data) / levels.size
+        coded = context_bits([plane])
+        print(f"grid at lambda_rd {lambda_rd:g}: file {grid:.3f} bpp + context coder with its image {coded:.3f} = {grid + coded:.3f} bpp", flush=True)
 
 
 def lossy() -> None:
