@@ -417,7 +417,7 @@ def test_when_every_trial_is_too_big_a_rescue_trial_further_out_comes_before_tri
         return [replace(fitted, payload_bits=int(next(sizes) * budget), config=config)]
 
     monkeypatch.setattr(grid_fit, "fit_grid", fake_fit)
-    config = replace(CONFIG, max_rate_trials=3, residual=False)  # fake trial files: no residual on them
+    config = replace(CONFIG, max_rate_trials=3, residual=False, context=False)  # fake trial files: no residual, no context coder
     result = fit_grid_at_bpp(target_image()[None], spec=SPEC, config=config, target_bpp=6.0, header_bytes=0, device=torch.device("cpu"))[0]
     assert result.trials == 4 and result.payload_bits == int(0.90 * budget) and result.config.lambda_rd == lambdas[-1]
     assert lambdas[-1] > 4 * lambdas[-2]  # further out than the next step of the search
@@ -432,7 +432,7 @@ def test_rate_search_keeps_the_least_distorted_file_within_the_target(fitted, mo
                    replace(fitted, payload_bits=int(0.90 * budget), mse=4e-4),  # more bits, worse image
                    replace(fitted, payload_bits=int(1.50 * budget), mse=1e-5)])  # over the target  # fmt: skip
     monkeypatch.setattr(grid_fit, "fit_grid", lambda *args, **kwargs: [next(trials)])
-    config = replace(CONFIG, max_rate_trials=3, residual=False)  # fake trial files: no residual on them
+    config = replace(CONFIG, max_rate_trials=3, residual=False, context=False)  # fake trial files: no residual, no context coder
     result = fit_grid_at_bpp(target_image()[None], spec=SPEC, config=config, target_bpp=6.0, header_bytes=0, device=torch.device("cpu"))[0]
     assert result.mse == 1e-4 and result.trials == 3 and result.within_band is False
 

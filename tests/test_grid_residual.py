@@ -173,7 +173,7 @@ def test_rate_search_fills_the_target_with_a_residual_where_the_grids_stop():
     """A target above what these tiny grids spend: the residual layer fills it; without it the file stays far below."""
     spec = SPEC
     target = torch.from_numpy(_pair(32, 32)[0])[None]
-    config = GridFitConfig(steps=80, ste_steps=20, seed=0, max_rate_trials=2)
+    config = GridFitConfig(steps=80, ste_steps=20, seed=0, max_rate_trials=2, context=False)
     common = dict(spec=spec, target_bpp=12.0, header_bytes=40, device=torch.device("cpu"), start_lambda=1e-6)
     plain = fit_grid_at_bpp(target, config=replace(config, residual=False), **common)[0]
     layered = fit_grid_at_bpp(target, config=config, **common)[0]
@@ -276,7 +276,7 @@ def phantom(tmp_path_factory):
 def test_cli_residual_on_and_off(phantom, run):
     from sinco.codec.files import parse_file
 
-    args = ["compress", phantom / "img.npy", "--arch", "grid", "--steps", 60, "--bpp", 10, "--json", "--quiet"]
+    args = ["compress", phantom / "img.npy", "--arch", "grid", "--steps", 60, "--bpp", 10, "--json", "--quiet", "--context", "off"]
     code, stdout, err = run([*args, "-o", phantom / "on.sinco"])
     assert code == 0, err
     on = json.loads(stdout)
@@ -309,7 +309,7 @@ def test_hostile_files_with_a_residual_fail_with_one_line(phantom, run):
     from sinco.codec.files import parse_file
 
     out = phantom / "fuzz.sinco"
-    code, _, err = run(["compress", phantom / "img.npy", "-o", out, "--arch", "grid", "--steps", 40, "--bpp", 8, "--quiet"])
+    code, _, err = run(["compress", phantom / "img.npy", "-o", out, "--arch", "grid", "--steps", 40, "--bpp", 8, "--quiet", "--context", "off"])
     assert code == 0, err
     data = out.read_bytes()
     assert parse_file(data).payload[0] == RESIDUAL_PAYLOAD_VERSION  # the fuzzed file does carry a residual layer

@@ -151,7 +151,8 @@ def decompress(data: bytes) -> np.ndarray:
         data: the whole file.
 
     Returns:
-        float32 ``(H, W)`` for an image file, ``(S, H, W)`` for a volume file, in the original intensity units.
+        float32 ``(H, W)`` for an image file, ``(S, H, W)`` for a volume file, in the original intensity units; a
+        lossless or near-lossless file gives its exact values instead (int64 integers, or float64 on a float lattice).
 
     Raises:
         BitstreamError: if ``data`` is not a valid ``.sinco`` file (see SECURITY.md).
@@ -162,6 +163,7 @@ def decompress(data: bytes) -> np.ndarray:
         restored = sinco.decompress(open("slice.sinco", "rb").read())
     """
     from sinco.codec.files import decode_file
+    from sinco.codec.grid.lossless import exact_values, exact_volume
     from sinco.codec.volume import decode_volume, is_volume_file
     from sinco.data.intensity import restore_intensity
 
@@ -169,7 +171,11 @@ def decompress(data: bytes) -> np.ndarray:
         raise InputError(f"data: expected the bytes of a .sinco file, got {type(data).__name__}")
     data = bytes(data)
     if is_volume_file(data):
-        return decode_volume(data)[1]
+        exact = exact_volume(data)  # lossless and near-lossless volumes: their slices decode in order, as levels
+        return decode_volume(data)[1] if exact is None else exact
+    exact = exact_values(data)
+    if exact is not None:
+        return exact
     parsed, image = decode_file(data)
     return restore_intensity(image, vmin=parsed.vmin, vmax=parsed.vmax)
 

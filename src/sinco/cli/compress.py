@@ -12,6 +12,9 @@ from sinco.cli import options
 from sinco.cli.common import EXIT_OK, EXIT_SLICES_FAILED, json_text, write_sidecar
 from sinco.errors import InputError
 
+#: ``--bpp`` when neither it nor --lossless / --max-error is given.
+DEFAULT_BPP = 1.2
+
 
 def add_parsers(sub: Any) -> None:
     """Register ``compress`` and ``compress-batch``."""
@@ -20,6 +23,11 @@ def add_parsers(sub: Any) -> None:
                    help="NIfTI (.nii/.nii.gz), .npy, PNG or TIFF image, or DICOM: a file or a folder holding one series")  # fmt: skip
     options.add_output(p, metavar="OUT.sinco", help="output file (a JSON record goes to OUT.sinco.json)")
     options.add_rate(p, arch_help=True)
+    p.set_defaults(bpp=None)  # given or not: --lossless and --max-error refuse a target rate
+    p.add_argument("--lossless", action="store_true",
+                   help="store the image's grey levels exactly (integer images; floats on an integer lattice), no --bpp [grid]")  # fmt: skip
+    p.add_argument("--max-error", type=int, default=None, metavar="K",
+                   help="near-lossless: every decoded pixel within K grey levels of the input (JPEG-LS's NEAR), no --bpp [grid]")  # fmt: skip
     p.add_argument("--slice", type=int, default=None, metavar="K", help="slice index of a 3-D/4-D volume")
     p.add_argument("--slices", default=None, metavar="all|A:B",
                    help="compress consecutive slices (A:B half-open, 0-based) of a volume into one volume file")  # fmt: skip
@@ -82,6 +90,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     out = check_output_path(args.output, inputs=[args.input], force=args.force)
     sidecar = out.with_name(out.name + ".json")
+    if args.lossless or args.max_error is not None:
+        return _compress_exact(args, out=out, sidecar=sidecar)
+    args.bpp = DEFAULT_BPP if args.bpp is None else args.bpp
     codec, fit_config = options.codec_and_fit_config(args)
     regularizer = options.regularizer_options(args, seed=fit_config.seed)
     # With --seg-target self the loss network's own mask is the target: --mask only adds ground-truth metrics.
@@ -140,6 +151,62 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _exact_flags(args: argparse.Namespace) -> tuple[int, str]:
+    """The bound of ``--lossless`` / ``--max-error`` and the mode's name, or a one-line refusal of what goes against them."""
+    mode = "--lossless" if args.lossless else "--max-error"
+    if args.max_error is not None and args.max_error < 0:
+        raise InputError(f"--max-error {args.max_error}: must be a non-negative integer (grey levels of error allowed)")
+    if args.lossless and args.max_error not in (None, 0):
+        raise InputError(f"--lossless and --max-error {args.max_error}: give one (--lossless is --max-error 0)")
+    if args.bpp is not None:
+        raise InputError(f"{mode} and --bpp: the file's size follows from the image (and the error bound); give one")
+    if args.arch != "grid":
+        raise InputError(f"{mode}: --arch grid only (its context coder), not --arch {args.arch}")
+    for flag, value in (("--seg-model", args.seg_model), ("--mask", args.mask), ("--roi", args.roi), ("--preset", args.preset),
+                        ("--lambda-rd", getattr(args, "lambda_rd", None)), ("--batch-slices", args.batch_slices)):  # fmt: skip
+        if value is not None:
+            raise InputError(f"{mode} and {flag}: {flag} applies to lossy fits only")
+    return (0 if args.max_error is None else args.max_error), mode
+
+
+def _compress_exact(args: argparse.Namespace, *, out: Path, sidecar: Path) -> int:
+    """``sinco compress --lossless`` / ``--max-error K``: the image's levels by the context coder, checked by decoding."""
+    from sinco.codec.grid.context_fit import ContextFitConfig
+    from sinco.codec.grid.lossless import compress_exact, compress_exact_volume
+    from sinco.data.io import load_array, load_slice, select_slices
+    from sinco.utils.atomic import atomic_write_bytes
+    from sinco.version import __version__
+
+    max_error, mode = _exact_flags(args)
+    config = ContextFitConfig(seed=args.seed, **({} if args.steps is None else {"steps": args.steps}))
+    if args.slices is not None:
+        if args.slice is not None:
+            raise InputError("--slice and --slices: give one (--slice K for one slice, --slices all|A:B for a volume)")
+        from sinco.data.io import load_affine
+
+        stack, indices = select_slices(load_array(args.input), slices=args.slices, axis=args.axis, channel=args.channel)
+        result = compress_exact_volume(stack, max_error=max_error, config=config, first_index=indices.start, axis=args.axis,
+                                       affine=load_affine(args.input))  # fmt: skip
+        pixels, what = stack.size, f"{stack.shape[0]} slices ({result.fitted_slices} fitted)"
+    else:
+        raw = load_slice(args.input, slice_index=args.slice, axis=args.axis, channel=args.channel)
+        result = compress_exact(raw, max_error=max_error, config=config, name=f"INPUT {args.input!r}")
+        pixels, what = raw.size, f"{raw.shape[0]}x{raw.shape[1]}"
+    atomic_write_bytes(out, result.data)
+    summary = {"output": str(out), "mode": "lossless" if max_error == 0 else "near-lossless", "max_error": max_error,
+               "measured_max_error": result.measured_error, "file_bytes": len(result.data), "bpp_file": 8 * len(result.data) / pixels,
+               "encode_seconds": result.encode_seconds, "decode_seconds": result.decode_seconds}  # fmt: skip
+    write_sidecar(sidecar, {"sinco_version": __version__, "input": {"path": str(args.input), "slice": args.slice, "slices": args.slices, "axis": args.axis,
+                                          "channel": args.channel}, "coder": {"mode": mode, **config.__dict__}, "result": summary})  # fmt: skip
+    if args.json:
+        print(json_text(summary))
+        return EXIT_OK
+    bound = "exact" if max_error == 0 else f"max error {result.measured_error} <= {max_error} levels"
+    print(f"{out}: {what} {bound}, bpp_file={summary['bpp_file']:.4f} ({len(result.data)} bytes) "
+          f"encode={result.encode_seconds:.1f}s decode={result.decode_seconds:.2f}s")  # fmt: skip
+    return EXIT_OK
+
+
 def lattice_phrase(levels: int, *, step: int) -> str:
     """A grid residual layer's lattice in words (``levels`` 2^16: the fine one; else the image's own grey levels)."""
     if levels == 1 << 16:
@@ -154,7 +221,10 @@ def rate_search_phrase(details: dict[str, Any], *, file_bytes: int) -> str:
     band = "within 3% below the target" if details["within_band"] else "below the 3% band: the best file within the target"
     if details.get("network_rate_weight", 1.0) > 1.0:
         band += f", networks coarsened (rate weight x{details['network_rate_weight']:.3g}) to fit"
-    if details.get("residual_step") is not None:
+    if details.get("context_coded"):
+        near = (details["residual_step"] - 1) // 2
+        band += "; context-coded levels, " + ("lossless" if near == 0 else f"every pixel within {near} of {details['residual_levels']} levels")
+    elif details.get("residual_step") is not None:
         step, lattice = details["residual_step"], lattice_phrase(details["residual_levels"], step=details["residual_step"])
         band += f"; residual layer {details['residual_bits'] / file_bytes / 8:.0%} of the file, step {step} x {lattice}"
     return f" lambda_rd={details['lambda_rd']:.3g} ({details['rate_trials']} trials, {band})"

@@ -26,10 +26,13 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     """``sinco decompress``: decode a ``.sinco`` file to an image file."""
+    import numpy as np
+
     from sinco.codec.files import decode_file
     from sinco.codec.format import read_file
-    from sinco.codec.volume import decode_volume, is_volume_file
-    from sinco.data.io import OUTPUT_SUFFIXES, VOLUME_SUFFIXES, image_suffix, save_image, save_volume
+    from sinco.codec.grid.lossless import exact_values, exact_volume
+    from sinco.codec.volume import decode_volume, decode_volume_file, is_volume_file
+    from sinco.data.io import OUTPUT_SUFFIXES, VOLUME_SUFFIXES, image_suffix, save_exact, save_image, save_volume
     from sinco.utils.atomic import check_output_path
 
     if image_suffix(args.output) not in OUTPUT_SUFFIXES:
@@ -39,11 +42,22 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         if image_suffix(args.output) not in VOLUME_SUFFIXES:
             raise InputError(f"-o {args.output!r}: {args.input!r} is a volume; write it as {', '.join(VOLUME_SUFFIXES)}")
         out = check_output_path(args.output, inputs=[args.input], force=args.force)
+        exact = exact_volume(data)
+        if exact is not None:
+            header, _ = decode_volume_file(data)
+            what = save_exact(out, np.moveaxis(exact, 0, header.axis), affine=header.affine)
+            print(f"{out}: {header.n_slices} slices of {header.height}x{header.width} ({what})")
+            return EXIT_OK
         header, volume, _ = decode_volume(data)
         what = save_volume(out, volume, axis=header.axis, affine=header.affine)
         print(f"{out}: {header.n_slices} slices of {header.height}x{header.width} ({what})")
         return EXIT_OK
     out = check_output_path(args.output, inputs=[args.input], force=args.force)
+    exact = exact_values(data)
+    if exact is not None:
+        what = save_exact(out, exact)
+        print(f"{out}: {exact.shape[0]}x{exact.shape[1]} ({what})")
+        return EXIT_OK
     parsed, image = decode_file(data)
     what = save_image(out, scaled=image, vmin=parsed.vmin, vmax=parsed.vmax)
     print(f"{out}: {parsed.height}x{parsed.width} ({what})")
@@ -118,6 +132,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     if "network_bytes" in info:
         rows.append(("parts", f"payload v{info['payload_version']}: decoder networks {info['network_bytes']} bytes, "
                               f"latents {info['latent_bytes']} bytes"))  # fmt: skip
+    if "context" in info:
+        coded = info["context"]
+        bound = "lossless (exact levels)" if coded["max_error"] == 0 else f"near-lossless, every pixel within {coded['max_error']} levels"
+        rows.append(("levels", f"payload v{info['payload_version']}: context coder, {bound}; levels 0..{coded['top']}, "
+                               f"networks {coded['network_bytes']} bytes of {coded['bytes']}"))  # fmt: skip
     if "residual" in info:
         layer = info["residual"]
         rows.append(("residual", f"{layer['bytes']} bytes of coded error, step {layer['step']} x "

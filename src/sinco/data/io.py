@@ -348,3 +348,56 @@ def save_mask(path: str | os.PathLike[str], mask: np.ndarray) -> None:
             import nibabel as nib
 
             nib.save(nib.Nifti1Image(binary, affine=np.eye(4)), str(tmp))
+
+
+def exact_dtype(values: np.ndarray) -> np.dtype:
+    """The smallest of uint8, uint16, int16, int32 holding integer ``values`` (float64 for non-integers)."""
+    if values.dtype.kind == "f":
+        return np.dtype(np.float64)
+    low, high = int(values.min()), int(values.max())
+    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def save_exact(path: str | os.PathLike[str], values: np.ndarray, *, affine: np.ndarray | None = None) -> str:
+    """Write the values of a lossless or near-lossless file atomically: integers in the smallest integer type that
+    holds them (PNG: 8 or 16 bits), float lattices as float32 (``.png`` refuses them).
+
+    Args:
+        path: output file (``.npy``, ``.png``, ``.tif``/``.tiff``, ``.nii``/``.nii.gz``).
+        values: ``(H, W)`` or a volume ``(S, H, W)`` already in the source's layout.
+        affine: voxel-to-world matrix of NIfTI output (identity if None).
+
+    Returns:
+        A short description of what was written.
+
+    Raises:
+        InputError: for an unsupported suffix, or float values to PNG.
+    """
+    suffix = image_suffix(path)
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"-o {str(path)!r}: unsupported output format {suffix!r} (expected one of {', '.join(OUTPUT_SUFFIXES)})")
+    dtype = exact_dtype(values)
+    array = values.astype(np.float32 if dtype.kind == "f" else dtype)
+    if suffix == ".png" and (array.ndim != 2 or dtype.kind == "f" or dtype not in (np.uint8, np.uint16)):
+        raise InputError(f"-o {str(path)!r}: PNG holds 8/16-bit unsigned images; these levels are {array.dtype}: write .npy, .tif or NIfTI")
+    with atomic_path(path) as tmp:
+        if suffix == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, array)
+        elif suffix in (".nii", ".nii.gz"):
+            import nibabel as nib
+
+            nib.save(nib.Nifti1Image(array, affine=np.eye(4) if affine is None else affine), str(tmp))
+        elif suffix in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(tmp, array)
+        else:
+            from PIL import Image
+
+            Image.fromarray(array).save(tmp, format="PNG")
+    return f"exact levels, {array.dtype}"

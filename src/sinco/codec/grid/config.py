@@ -49,6 +49,9 @@ class GridFitConfig:
             image around the target (:func:`~sinco.codec.grid.prior.classical_slope`); 0: ``rate_prior`` alone.
         residual: the rate search may add a residual layer (:mod:`sinco.codec.grid.residual`) to a trial's file,
             coding the grid's error with the bits the grids left below the target; the file of least MSE wins.
+        context: the rate search may code the image's levels by the context coder alone
+            (:func:`sinco.codec.grid.lossless.fit_to_budget`): exact when the target reaches the lossless rate, else
+            within the smallest error bound that fits; the file of least MSE wins.
         pivot_refit: where the first trial's grids are past the balance with a residual layer, the second trial is
             a fit from scratch at this times the balance estimated from the first (a lower bound: the grids' error
             grows as they shed bits; offline on a BraTS slice the best grid file lay at 4-6 times it); 0: a branch
@@ -80,6 +83,7 @@ class GridFitConfig:
     rate_prior: tuple[tuple[float, float], ...] = FAST_RATE_PRIOR
     prior_slope_factor: float = 0.0
     residual: bool = True
+    context: bool = True
     pivot_refit: float = 4.0
     candidates: int = 1
     candidate_steps: int = 0
@@ -105,6 +109,8 @@ class GridFitConfig:
             raise InputError(f"pivot_refit {self.pivot_refit}: must be 0 (off) or a finite number >= 1")
         if not isinstance(self.residual, bool):
             raise InputError(f"--residual {self.residual!r}: expected on or off")
+        if not isinstance(self.context, bool):
+            raise InputError(f"--context {self.context!r}: expected on or off")
         if not (isinstance(self.candidates, int) and 1 <= self.candidates <= 16):
             raise InputError(f"candidates {self.candidates!r}: expected an integer 1..16")
         if self.candidates > 1 and not 1 <= self.candidate_steps < self._candidate_limit():

@@ -94,6 +94,9 @@ class GridFamily(CodecFamily):
                      "default: sse with the regularizer, else mse)", "mse|sse"),
         FamilyOption("residual", "--residual", str, "with --bpp, may code the grid's error in a residual layer with the "
                      "bits the grids leave below the target (default: on)", "on|off"),
+        FamilyOption("context", "--context", str, "with --bpp, may code the image's grey levels by the context coder "
+                     "alone: exact when --bpp reaches the lossless rate, else within the least error bound that fits "
+                     "(default: on)", "on|off"),
         FamilyOption("candidates", "--candidates", int, "a fit from scratch trains N seeds (--seed, --seed + 1, ...) for "
                      "1/15 of its steps and goes on with the one of least loss (default: the preset's, fast 1, quality and long 4)", "N"),
     )  # fmt: skip
@@ -154,6 +157,8 @@ class GridFamily(CodecFamily):
         grid = dataclasses.replace(grid, **{k: given[k] for k in ("seed", "lambda_rd") if k in given})
         if "residual" in given:
             grid = dataclasses.replace(grid, residual=_on_off(given["residual"], flag="--residual"))
+        if "context" in given:
+            grid = dataclasses.replace(grid, context=_on_off(given["context"], flag="--context"))
         if "candidates" in given:
             grid = grid.with_candidates(given["candidates"])
         lam = given.get("lam", 1.0)
@@ -196,6 +201,7 @@ class GridFamily(CodecFamily):
         grid = config.grid
         rate = f"lambda_rd {grid.lambda_rd:g}" if config.fixed_lambda else f"lambda_rd searched (at most {grid.max_rate_trials} fits)"
         layer = ", residual layer where it pays" if grid.residual and not config.fixed_lambda else ""
+        layer += ", context-coded levels where they pay" if grid.context and not config.fixed_lambda else ""
         picks = f", best of {grid.candidates} seeds after {grid.candidate_steps} steps" if grid.candidates > 1 else ""
         return f"{grid.steps} steps ({grid.ste_steps} straight-through){picks}, {rate}{layer}"
 
@@ -212,5 +218,5 @@ def _report(result: Any, *, lam: float) -> FitReport:
                "network_rate_weight": result.network_rate_weight, "residual_levels": result.residual_levels,
                "residual_step": result.residual_step, "residual_bits": result.residual_bits, "candidate_seed": result.candidate_seed,
                "estimated_bits": result.estimated_bits, "latent_bits_estimate": result.latent_bits_estimate,
-               "network_bits": result.network_bits}  # fmt: skip
+               "network_bits": result.network_bits, "context_coded": result.payload[:1] == b"\x03"}  # fmt: skip
     return FitReport(steps=result.steps, evaluations=result.steps, seconds=result.seconds, lam=lam, details=details)

@@ -19,6 +19,14 @@ Version 2 adds a residual layer (:mod:`sinco.codec.grid.residual`) after the lat
     ...  residual section
 
 A payload without a residual is always written as version 1 (one spelling per file; older decoders read it).
+
+Version 3 holds integer grey levels coded by the context coder (:mod:`sinco.codec.grid.context`): a lossless or
+near-lossless file (:mod:`sinco.codec.grid.lossless`)::
+
+    u8   payload version (3)
+    u32  n, length of a grid payload whose decoded image the context coder reads as a side plane (0: none)
+    n    that grid payload (reserved: this version writes and reads n = 0 only)
+    ...  context section (its own CRC-32 of the decoded levels)
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ from sinco.errors import BitstreamError
 
 PAYLOAD_VERSION = 1
 RESIDUAL_PAYLOAD_VERSION = 2
+CONTEXT_PAYLOAD_VERSION = 3
+_HEAD_V3 = struct.Struct("<BI")
 _HEAD = struct.Struct("<BII")
 _HEAD_V2 = struct.Struct("<BIII")
 HEAD_BYTES = _HEAD.size
@@ -183,6 +193,28 @@ class _Head:
     residual: slice | None
 
 
+def context_payload(section: bytes) -> bytes:
+    """A version-3 payload holding a context section alone (no grid prediction)."""
+    return _HEAD_V3.pack(CONTEXT_PAYLOAD_VERSION, 0) + section
+
+
+def context_section(payload: bytes) -> bytes | None:
+    """The context section of a version-3 payload, or None for a payload of another version.
+
+    Raises:
+        BitstreamError: on a version-3 payload shorter than its head or announcing a grid prediction.
+    """
+    payload = bytes(payload)
+    if not payload or payload[0] != CONTEXT_PAYLOAD_VERSION:
+        return None
+    if len(payload) < _HEAD_V3.size:
+        raise BitstreamError(f"grid payload: {len(payload)} bytes, shorter than its {_HEAD_V3.size}-byte head")
+    _, n_grid = _HEAD_V3.unpack_from(payload)
+    if n_grid:
+        raise BitstreamError(f"grid payload: version 3 with a {n_grid}-byte grid prediction is not supported by this sinco")
+    return payload[_HEAD_V3.size :]
+
+
 def _parse_head(payload: bytes) -> _Head:
     """Parse a version-1 or version-2 head, every length checked against the payload's size.
 
@@ -191,7 +223,7 @@ def _parse_head(payload: bytes) -> _Head:
     """
     if not payload or payload[0] not in (PAYLOAD_VERSION, RESIDUAL_PAYLOAD_VERSION):
         found = payload[0] if payload else "missing"
-        raise BitstreamError(f"grid payload: version {found} is not supported (expected {PAYLOAD_VERSION} or {RESIDUAL_PAYLOAD_VERSION})")
+        raise BitstreamError(f"grid payload: version {found} is not supported (expected {PAYLOAD_VERSION}, {RESIDUAL_PAYLOAD_VERSION} or {CONTEXT_PAYLOAD_VERSION})")
     head = _HEAD if payload[0] == PAYLOAD_VERSION else _HEAD_V2
     if len(payload) < head.size:
         raise BitstreamError(f"grid payload: {len(payload)} bytes, shorter than its {head.size}-byte head")
@@ -212,6 +244,12 @@ def payload_layout(payload: bytes) -> dict:
         BitstreamError: if the head is malformed (:func:`_parse_head`).
     """
     payload = bytes(payload)
+    section = context_section(payload)
+    if section is not None:
+        from sinco.codec.grid.context import section_summary
+
+        summary = section_summary(section)
+        return {"payload_version": CONTEXT_PAYLOAD_VERSION, "context": {"bytes": len(section), **summary}}
     head = _parse_head(payload)
     layout = {"payload_version": head.version, "network_bytes": head.network.stop - head.network.start,
               "latent_bytes": head.latents.stop - head.latents.start}  # fmt: skip
@@ -231,7 +269,8 @@ def decode_grid(payload: bytes, *, spec: GridSpec, height: int, width: int) -> n
     Deterministic and bit-exact on any machine and thread count (integer arithmetic throughout).
 
     Args:
-        payload: the bytes written by :func:`build_payload` (via ``fit_grid``), or :func:`with_residual`.
+        payload: the bytes written by :func:`build_payload` (via ``fit_grid``), :func:`with_residual` or
+            :func:`context_payload`.
         spec: the family block's spec.
         height: image rows (from the file header).
         width: image columns.
@@ -244,6 +283,12 @@ def decode_grid(payload: bytes, *, spec: GridSpec, height: int, width: int) -> n
     """
     spec.validate_for(height, width, error=BitstreamError)
     payload = bytes(payload)
+    section = context_section(payload)
+    if section is not None:
+        from sinco.codec.grid.context import decode as decode_context
+
+        levels, model = decode_context(section, height=height, width=width)
+        return (levels / model.top).astype(np.float32)
     head = _parse_head(payload)
     network = payload[head.network]
     decoder = unpack_network(network, spec, warm=load_warm_start(spec))

@@ -145,35 +145,48 @@ def unpack_network(block: bytes, spec: GridSpec, *, warm: WarmStart | None = Non
     Raises:
         BitstreamError: if it is truncated, has an exponent or value out of range, or trailing data.
     """
+    tensors, exponents = unpack_tensors(block, tensor_shapes(spec), warm=warm)
+    return QuantizedDecoder(tensors=tuple(tensors), exponents=tuple(exponents))
+
+
+def unpack_tensors(
+    block: bytes, shapes: list[tuple[int, ...]], *, what: str = "grid payload", warm: WarmStart | None = None
+) -> tuple[list[np.ndarray], list[int]]:
+    """Parse a block of :func:`pack_network` holding tensors of ``shapes``: ``(tensors, step exponents)`` (with ``warm``'s
+    integers added back when the block codes differences from a warm start).
+
+    Raises:
+        BitstreamError: (naming ``what``) if it is truncated, has an exponent or value out of range, or trailing data.
+    """
     bits = "".join(format(b, "08b") for b in block)
     pos = 0
     tensors, exponents = [], []
-    for index, shape in enumerate(tensor_shapes(spec)):
+    for index, shape in enumerate(shapes):
         if pos + 7 > len(bits):
-            raise BitstreamError("grid payload: network block truncated")
+            raise BitstreamError(f"{what}: network block truncated")
         exponent, order = int(bits[pos : pos + 4], 2), int(bits[pos + 4 : pos + 7], 2)
         pos += 7
         if exponent > MAX_EXPONENT:
-            raise BitstreamError(f"grid payload: network step exponent {exponent} above {MAX_EXPONENT}")
+            raise BitstreamError(f"{what}: network step exponent {exponent} above {MAX_EXPONENT}")
         count = int(np.prod(shape))
         values = np.empty(count, np.int64)
         for n in range(count):
             one = bits.find("1", pos, pos + _MAX_ZEROS + 1)
             if one < 0:
-                raise BitstreamError("grid payload: network block truncated or corrupted (bad exp-Golomb code)")
+                raise BitstreamError(f"{what}: network block truncated or corrupted (bad exp-Golomb code)")
             width = one - pos + order + 1
             end = one + width
             if end > len(bits):
-                raise BitstreamError("grid payload: network block truncated")
+                raise BitstreamError(f"{what}: network block truncated")
             u = int(bits[one:end], 2) - (1 << order)
             pos = end
             values[n] = u // 2 if u % 2 == 0 else -(u + 1) // 2
         if warm is not None:
             values = values + warm.reference(index, exponent).reshape(-1)
         if np.abs(values).max(initial=0) > WEIGHT_LIMIT:
-            raise BitstreamError(f"grid payload: network weight beyond +-{WEIGHT_LIMIT}")
+            raise BitstreamError(f"{what}: network weight beyond +-{WEIGHT_LIMIT}")
         tensors.append(values.reshape(shape))
         exponents.append(exponent)
     if len(bits) - pos >= 8 or "1" in bits[pos:]:
-        raise BitstreamError("grid payload: unexpected data after the network block")
-    return QuantizedDecoder(tensors=tuple(tensors), exponents=tuple(exponents))
+        raise BitstreamError(f"{what}: unexpected data after the network block")
+    return tensors, exponents

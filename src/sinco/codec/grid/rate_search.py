@@ -243,7 +243,37 @@ def _search_image(
             hybrid = _with_residual(image, result, budget_bits=search.budget - search.bits(result), levels=levels)
             if hybrid is not None:
                 search.offer(hybrid)
+    if config.context:
+        template = search.best or search.closest_above
+        if template is not None:
+            coded = _context_coded(image, template, budget_bits=search.budget - 8 * search.header_bytes, seed=config.seed,
+                                   error_to_beat=None if search.best is None else search.best.mse)
+            if coded is not None:
+                search.offer(coded)
     return steps, trials
+
+
+def _context_coded(
+    image: np.ndarray, template: GridFitResult, *, budget_bits: float, seed: int, error_to_beat: float | None
+) -> GridFitResult | None:
+    """The image's levels by the context coder alone (:func:`~sinco.codec.grid.lossless.fit_to_budget`) within
+    ``budget_bits``, as a result of the search (``template`` lends its spec and settings): exact when the budget
+    reaches the lossless rate, else within the smallest bound that fits.
+
+    At high rates this beats grids plus a residual layer by far (on an 8-bit LGG slice the lossless file is about
+    1.8 bpp): the search keeps whichever file has the least MSE.
+    """
+    from sinco.codec.grid.lossless import fit_to_budget
+
+    coded = fit_to_budget(image, budget_bits=budget_bits, seed=seed, error_to_beat=error_to_beat)
+    if coded is None:
+        return None
+    reconstruction = (coded.levels / coded.top).astype(np.float32)
+    mse = float(np.mean((reconstruction.astype(np.float64) - image.astype(np.float64)) ** 2))
+    bits = 8 * len(coded.payload)
+    return replace(template, payload=coded.payload, payload_bits=bits, reconstruction=reconstruction, mse=mse, estimated_bits=float(bits),
+                   latent_bits_estimate=0.0, network_bits=0, residual_levels=coded.top, residual_step=2 * coded.max_error + 1,
+                   residual_bits=bits, network_rate_weight=1.0, state=None, checkpoint=None)  # fmt: skip
 
 
 def _residual_pivot(image: np.ndarray, result: GridFitResult, search: _RateSearch) -> float | None:
@@ -308,8 +338,11 @@ class _RateSearch:
         return result.payload_bits + 8 * self.header_bytes
 
     def offer(self, result: GridFitResult) -> None:
-        """Keep ``result`` if it is within the target with less distortion than the best so far."""
-        if self.bits(result) <= self.budget and (self.best is None or result.mse < self.best.mse):
+        """Keep ``result`` if it is within the target with less distortion than the best so far (or as much, and smaller)."""
+        if self.bits(result) > self.budget:
+            return
+        # Equal error (two exact files: a residual at step 1, context-coded levels): the smaller file.
+        if self.best is None or result.mse < self.best.mse or (result.mse == self.best.mse and self.bits(result) < self.bits(self.best)):
             self.best = result
 
     def in_band(self) -> bool:
