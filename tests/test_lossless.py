@@ -318,3 +318,13 @@ def test_the_previous_slice_is_read_where_slices_are_alike():
     assert slices_alike(np.stack([base, base + 1, base]))
     noise = np.random.default_rng(0).integers(0, 256, (3, 20, 20))
     assert not slices_alike(np.stack([base, noise[0], base])) and not slices_alike(base[None])
+
+
+def test_the_rate_search_gate_takes_16_bit_images_with_coarse_bounds():
+    """A 16-bit image whose best lossy error is large asks the JPEG-LS proxy for a bound above CharLS's NEAR limit
+    of 255: the proxy takes 255 for it, and the gate answers instead of raising."""
+    from sinco.codec.grid.lossless import fit_to_budget
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 65536, size=(24, 24)).astype(np.float64) / 65535
+    assert fit_to_budget(image, budget_bits=64, error_to_beat=0.01) is None

@@ -446,12 +446,17 @@ def _bound_to_beat(mse_levels: float) -> int:
     return bound
 
 
+#: The largest NEAR CharLS accepts.
+JPEGLS_MAX_NEAR = 255
+
+
 def _jpegls_bytes(levels: np.ndarray, *, near: int) -> int:
     """Bytes of JPEG-LS (CharLS) at ``NEAR = near`` on the levels: the context coder's cheap proxy."""
     import imagecodecs
 
     dtype = np.uint8 if levels.max() < 256 else np.uint16
-    return len(imagecodecs.jpegls_encode(levels.astype(dtype), level=near))
+    # CharLS takes NEAR up to 255; coarser bounds only shrink the file further, so 255's size stands for them.
+    return len(imagecodecs.jpegls_encode(levels.astype(dtype), level=min(near, JPEGLS_MAX_NEAR)))
 
 
 @dataclass(frozen=True)
