@@ -23,6 +23,8 @@ class Codec(ABC):
         quality_range: lowest and highest quality; higher is better.
         integer_quality: whether quality takes integer values only.
         library: what does the coding, for reports.
+        ndim: 2 for an image codec (:meth:`encode` takes ``(H, W)``), 3 for a volume codec (``(D, H, W)``, the slices
+            coded together, e.g. as the frames of a video).
     """
 
     name: str
@@ -32,6 +34,7 @@ class Codec(ABC):
     quality_range: tuple[float, float]
     integer_quality: bool = True
     library: str = ""
+    ndim: int = 2
 
     def to_samples(self, image: np.ndarray) -> np.ndarray:
         """Quantize ``(H, W)`` in ``[0, 1]`` to unsigned integers of :attr:`bit_depth` bits."""
@@ -82,15 +85,16 @@ class RateMatch:
 
 
 def encode_at_bpp(codec: Codec, image: np.ndarray, *, target_bpp: float, tolerance: float = 0.01) -> RateMatch:
-    """Highest quality whose real file rate does not exceed ``target_bpp``, by bisection.
+    """Highest quality whose real file rate (bits per pixel, or per voxel for a volume codec) does not exceed
+    ``target_bpp``, by bisection.
 
     The rate is assumed to grow with quality (true of these codecs up to small wobbles; the
     answer is always a file within budget when one exists among the qualities tried).
 
     Args:
         codec: the codec.
-        image: ``(H, W)`` in ``[0, 1]``.
-        target_bpp: the rate budget (bits per pixel, whole file).
+        image: ``(H, W)`` in ``[0, 1]``, or ``(D, H, W)`` for a volume codec.
+        target_bpp: the rate budget (bits per pixel or voxel, whole file).
         tolerance: stop once the quality interval is this narrow (continuous qualities only).
 
     Returns:
@@ -101,7 +105,9 @@ def encode_at_bpp(codec: Codec, image: np.ndarray, *, target_bpp: float, toleran
     """
     if not (math.isfinite(target_bpp) and target_bpp > 0):
         raise InputError(f"--bpp {target_bpp}: must be a positive number")
-    pixels = image.shape[0] * image.shape[1]
+    if image.ndim != codec.ndim:
+        raise InputError(f"{codec.name} codes {codec.ndim}-D arrays, got shape {tuple(image.shape)}")
+    pixels = image.size
     trials = 0
 
     def attempt(q: float) -> tuple[bytes, float]:

@@ -6,8 +6,11 @@ from sinco.classical.base import Codec
 from sinco.classical.images import AVIF, JPEG, JPEG2000, JPEGXL, WebP
 from sinco.errors import InputError
 
-#: Every classical codec of the slice benchmark.
+#: Every classical image codec of the slice benchmark (``ndim`` 2).
 CLASSICAL_CODECS: dict[str, type[Codec]] = {c.name: c for c in (JPEG, JPEG2000, JPEGXL, AVIF, WebP)}
+
+#: Every classical volume codec (``ndim`` 3: the slices of a slab coded together) of the volume benchmark.
+VOLUME_CODECS: dict[str, type[Codec]] = {}
 
 
 def get_codec(name: str) -> Codec:
