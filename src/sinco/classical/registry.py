@@ -22,3 +22,11 @@ def get_codec(name: str) -> Codec:
     if name not in CLASSICAL_CODECS:
         raise InputError(f"codec {name!r}: expected one of {', '.join(CLASSICAL_CODECS)}")
     return CLASSICAL_CODECS[name]()
+
+
+# Lossless and near-lossless codecs (``sinco benchmark --lossless``): a registry of their own, since they code integer
+# levels at their own depth rather than an image in [0, 1] at a quality.
+from sinco.classical.lossless import FFV1, HTJ2K, JPEGLS, JPEG2000Reversible, JPEGXLLossless, LosslessCodec  # noqa: E402
+
+#: Every lossless classical codec of ``sinco benchmark --lossless``, in the order tables list them.
+LOSSLESS_CODECS: dict[str, type[LosslessCodec]] = {c.name: c for c in (JPEGLS, JPEG2000Reversible, HTJ2K, JPEGXLLossless, FFV1)}
