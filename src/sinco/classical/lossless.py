@@ -94,6 +94,10 @@ class LosslessCodec(ABC):
             raise InputError(f"{self.name}: max_error {max_error}: this codec is lossless only")
         return array.astype(np.uint8 if self.container_bits(bits) == 8 else np.uint16)
 
+    def coded_bits(self, bits: int) -> int:
+        """The sample depth the codec codes levels of ``bits`` bits at (the depth it is told, or its container's)."""
+        return bits
+
     @abstractmethod
     def encode(self, levels: np.ndarray, *, bits: int, max_error: int = 0) -> bytes:
         """Compress integer levels.
@@ -121,6 +125,10 @@ class JPEGLS(LosslessCodec):
     name, label, extension, library = "jpegls", "JPEG-LS", ".jls", "imagecodecs/CharLS"
     supports_max_error = True
 
+    def coded_bits(self, bits: int) -> int:
+        """CharLS codes the container's depth: imagecodecs gives it no other (levels of 9..16 bits as 16-bit samples)."""
+        return self.container_bits(bits)
+
     def encode(self, levels: np.ndarray, *, bits: int, max_error: int = 0) -> bytes:  # noqa: D102
         import imagecodecs
 
@@ -144,7 +152,7 @@ class JPEG2000Reversible(LosslessCodec):
         import imagecodecs
 
         samples = self.check(levels, bits=bits, max_error=max_error)
-        return bytes(imagecodecs.jpeg2k_encode(samples, level=0, reversible=True, codecformat="J2K", bitspersample=max(bits, 1)))
+        return bytes(imagecodecs.jpeg2k_encode(samples, level=0, reversible=True, codecformat="J2K", bitspersample=bits))
 
     def decode(self, data: bytes) -> np.ndarray:  # noqa: D102
         import imagecodecs
@@ -232,6 +240,10 @@ class FFV1(LosslessCodec):
     def pixel_format(bits: int) -> str:
         """The grey pixel format of levels of ``bits`` bits."""
         return FFV1_FORMATS[min(b for b in FFV1_FORMATS if b >= bits)]
+
+    def coded_bits(self, bits: int) -> int:
+        """The depth of :meth:`pixel_format`."""
+        return min(b for b in FFV1_FORMATS if b >= bits)
 
     def encode(self, levels: np.ndarray, *, bits: int, max_error: int = 0) -> bytes:  # noqa: D102
         samples = self.check(levels, bits=bits, max_error=max_error)

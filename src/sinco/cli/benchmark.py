@@ -27,7 +27,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated, from: {', '.join(all_methods())} (default: {','.join(DEFAULT_METHODS)}; without "
                         "--seg-model the unregularized ones)")  # fmt: skip
-    p.add_argument("--bpp", default="1.2", help="target rate(s), comma-separated (default: 1.2)")
+    p.add_argument("--bpp", default=None, help="target rate(s), comma-separated (default: 1.2)")
     p.add_argument("--anchor", default="jpeg2000", metavar="METHOD",
                    help="with several --bpp rates: the method of --methods every other is compared with by BD-rate and "
                         "BD-PSNR in table.md and results.json (default: jpeg2000)")  # fmt: skip
@@ -41,6 +41,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--batch-slices", type=int, default=None, metavar="N",
                    help="test slices of one INR method fitted together (default: 1 on the CPU, 16 on CUDA)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder; rerunning resumes an interrupted run")
+    lossless = p.add_argument_group("lossless and near-lossless comparison")
+    lossless.add_argument("--lossless", action="store_true",
+                          help="compare lossless coding instead: sinco's own (grid) against JPEG-LS, reversible JPEG 2000 and "
+                               "HTJ2K, lossless JPEG XL and FFV1 on each test slice's integer grey levels; prints bits per pixel, "
+                               "the ratio against the stored bit depth, encode and decode seconds, and checks every decode")  # fmt: skip
+    lossless.add_argument("--max-error", default=None, metavar="K[,K...]",
+                          help="with --lossless: near-lossless bounds too (every decoded level within K; sinco and JPEG-LS)")  # fmt: skip
     options.add_quiet(p)
     p.set_defaults(func=cmd_benchmark)
 
@@ -73,6 +80,8 @@ def _methods(args: argparse.Namespace) -> tuple[str, ...]:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """``sinco benchmark``: the paper's comparison on a dataset."""
+    if args.lossless or args.max_error is not None:
+        return _cmd_lossless(args)
     from sinco.benchmark.config import BenchmarkConfig
     from sinco.benchmark.runner import run_benchmark
     from sinco.codec.family import COMMON_FIT_OPTIONS
@@ -88,7 +97,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     config = BenchmarkConfig(
         data=str(args.data), seg_model=None if args.seg_model is None else str(args.seg_model[0]), layout=args.layout,
         image_glob=image_glob, label_glob=label_glob, channel=args.channel, cases=cases, roi_glob=args.roi_glob,
-        methods=_methods(args), bpps=options.parse_list(args.bpp, arg="--bpp"), images=args.images,
+        methods=_methods(args), bpps=options.parse_list(args.bpp or "1.2", arg="--bpp"), images=args.images,
         min_tumour=args.min_tumour, preset=args.preset, steps=args.steps, lr=args.lr, lam=lams[0],
         lams=lams if len(lams) > 1 else None, eval_seg_model=args.eval_seg_model,
         ensemble=tuple(str(p) for p in (args.seg_model or [])[1:]), seg_target=args.seg_target, seg_perturb=args.seg_perturb,
@@ -98,4 +107,29 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         anchor=args.anchor,
     )  # fmt: skip
     print_summary(run_benchmark(config, outdir=args.out, device=device, progress=not args.quiet))
+    return EXIT_OK
+
+
+def _cmd_lossless(args: argparse.Namespace) -> int:
+    """``sinco benchmark --lossless [--max-error K,...]``: the lossless and near-lossless comparison."""
+    from sinco.benchmark.lossless import LosslessConfig, run_lossless_benchmark
+    from sinco.errors import InputError
+
+    if not args.lossless:
+        raise InputError("--max-error: needs --lossless (the near-lossless bounds of the lossless comparison)")
+    lossy = {"--seg-model": args.seg_model, "--eval-seg-model": args.eval_seg_model, "--bpp": args.bpp, "--preset": args.preset,
+             "--roi-glob": args.roi_glob}  # fmt: skip
+    given = [flag for flag, value in lossy.items() if value is not None]
+    if given:
+        raise InputError(f"--lossless: takes no {', '.join(given)} (lossless files have no target rate and no segmentation)")
+    bounds = (0,) if args.max_error is None else options.parse_list(args.max_error, arg="--max-error", cast=int)
+    image_glob, label_glob = options.dataset_globs(args)
+    config = LosslessConfig(
+        data=str(args.data), layout=args.layout, image_glob=image_glob, label_glob=label_glob, channel=args.channel,
+        cases=args.cases or "all", methods=tuple(m for m in (args.methods or "").split(",") if m),
+        max_errors=tuple(sorted({0, *bounds})), images=args.images, min_tumour=args.min_tumour, steps=args.steps, seed=args.seed,
+    )  # fmt: skip
+    result = run_lossless_benchmark(config, outdir=args.out, progress=not args.quiet)
+    print(result["table"])
+    print(f"results: {result['outdir']}/results.json, {result['outdir']}/table.md")
     return EXIT_OK
