@@ -47,6 +47,12 @@ def test_eight_bit_levels_go_in_eight_bit_samples_and_deeper_ones_declare_their_
     for levels, bits, precision in ((eight, 8, 8), (ten, 10, 16)):
         data = jpegls.encode(levels, bits=bits)
         assert data[data.index(b"\xff\xf7") + 4] == precision
+    # JPEG 2000 declares the levels' depth (the SIZ marker's Ssiz + 1); HTJ2K the container's.
+    for name, precision in (("jpeg2000", 10), ("htj2k", 16)):
+        codec = LOSSLESS_CODECS[name]()
+        data = codec.encode(ten, bits=10)
+        siz = data.index(b"\xff\x51")
+        assert data[siz + 2 + int.from_bytes(data[siz + 2 : siz + 4], "big") - 3] + 1 == precision == codec.coded_bits(10)
     # FFV1 codes 10-bit levels as gray10le: the same file as for those levels declared as 10 bits.
     assert FFV1.pixel_format(10) == "gray10le" and FFV1().coded_bits(11) == 12 and FFV1.pixel_format(8) == "gray"
 

@@ -2,8 +2,8 @@
 
 They code integer grey levels ``0..2**bits - 1`` as they are, at the levels' own bit depth: levels of at most 8 bits
 as 8-bit samples, deeper ones in 16-bit containers with the depth declared where the codec takes it (JPEG 2000 and
-JPEG XL ``bitspersample``, FFV1 ``gray10le``/``gray12le``/...; CharLS through imagecodecs takes the container's 16
-bits). :func:`image_levels` puts an image on its levels (its lattice, :func:`~sinco.codec.grid.lossless.find_lattice`)
+JPEG XL ``bitspersample``, FFV1 ``gray10le``/``gray12le``/...; CharLS and OpenJPH through imagecodecs take the
+container's 16 bits: :meth:`LosslessCodec.coded_bits` says which). :func:`image_levels` puts an image on its levels (its lattice, :func:`~sinco.codec.grid.lossless.find_lattice`)
 and refuses, in one line, data on no integer lattice.
 
 Example::
@@ -164,6 +164,10 @@ class HTJ2K(LosslessCodec):
     """High-throughput JPEG 2000 (Part 15) via OpenJPH (imagecodecs), reversible."""
 
     name, label, extension, library = "htj2k", "HTJ2K (reversible)", ".j2c", "imagecodecs/OpenJPH"
+
+    def coded_bits(self, bits: int) -> int:
+        """The container's depth: imagecodecs' HTJ2K encoder declares the sample type's bits (8 or 16)."""
+        return self.container_bits(bits)
 
     def encode(self, levels: np.ndarray, *, bits: int, max_error: int = 0) -> bytes:  # noqa: D102
         import imagecodecs
