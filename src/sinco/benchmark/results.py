@@ -14,7 +14,8 @@ from sinco.version import __version__
 
 RESULTS_FORMAT = 3
 # Configuration that only changes the summaries: a run may be resumed (or summarized again) with another value.
-_NOT_RECORDS = ("anchor",)
+# Records are keyed by method and rate, so a run may also be extended with more methods or rates.
+_NOT_RECORDS = ("anchor", "methods", "bpps")
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, str, float, float]:
@@ -27,7 +28,8 @@ def file_name(image_id: str, method: str, bpp: float, extension: str, lam: float
 
 
 def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
-    """Records of an earlier run of the same configuration in ``outdir`` (empty if none).
+    """Records of an earlier run of the same configuration in ``outdir`` (empty if none); it may have run other methods
+    or rates (see :func:`with_recorded_methods`).
 
     Raises:
         InputError: if ``outdir`` holds results of another configuration, or an unreadable file.
@@ -48,6 +50,17 @@ def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
             "use another --out to start a new run"
         )
     return list(records)
+
+
+def with_recorded_methods(config: BenchmarkConfig, records: list[dict[str, Any]]) -> BenchmarkConfig:
+    """``config`` with the methods and rates of ``records`` it does not name (an earlier run extended by this one)
+    added, so that summaries cover every record: methods after the configured ones, rates in increasing order."""
+    from dataclasses import replace
+
+    methods = list(config.methods)
+    methods += [m for m in dict.fromkeys(r["method"] for r in records) if m not in methods]
+    bpps = sorted({float(b) for b in config.bpps} | {float(r["target_bpp"]) for r in records})
+    return replace(config, methods=tuple(methods), bpps=tuple(bpps))
 
 
 def save_results(outdir: Path, config: BenchmarkConfig, records: list[dict[str, Any]], *, slices: list[dict[str, Any]],

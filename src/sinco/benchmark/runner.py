@@ -23,7 +23,7 @@ from sinco.benchmark.config import BenchmarkConfig
 from sinco.benchmark.figures import make_figures
 from sinco.benchmark.frontier import make_frontier
 from sinco.benchmark.methods import codec_methods, is_regularized
-from sinco.benchmark.results import file_name, load_results, record_key, save_results
+from sinco.benchmark.results import file_name, load_results, record_key, save_results, with_recorded_methods
 from sinco.benchmark.selection import select_test_slices
 from sinco.benchmark.tables import make_table
 from sinco.errors import InputError, RateUnreachableError
@@ -136,6 +136,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
                 runner(run, method, bpp, lam, device=device, progress=progress)
     if run.bar is not None:
         run.bar.close()
+    config = with_recorded_methods(config, run.records)
     deltas = bjontegaard_section(run.records, config)
     save_results(run.out, config, run.records, slices=run.slice_info, bjontegaard=deltas)
     table = make_table(run.records, config, bjontegaard=deltas)

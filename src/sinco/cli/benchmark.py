@@ -51,6 +51,12 @@ def add_parsers(sub: Any) -> None:
     options.add_quiet(p)
     p.set_defaults(func=cmd_benchmark)
 
+    p = sub.add_parser("report", help="redraw benchmark tables and a rate-distortion figure from results.json files alone")
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="results.json files (or benchmark output folders)")
+    p.add_argument("--anchor", default=None, metavar="METHOD", help="the Bjontegaard anchor of every table (default: each run's)")
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder: NAME.md per run and rate_distortion.png")
+    p.set_defaults(func=cmd_report)
+
 
 def print_summary(result: dict) -> None:
     """The table, then where the results and figures are."""
@@ -132,4 +138,13 @@ def _cmd_lossless(args: argparse.Namespace) -> int:
     result = run_lossless_benchmark(config, outdir=args.out, progress=not args.quiet)
     print(result["table"])
     print(f"results: {result['outdir']}/results.json, {result['outdir']}/table.md")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``sinco report``: tables and the rate-distortion figure of saved benchmark runs."""
+    from sinco.benchmark.report import write_report
+
+    for path in write_report(args.results, outdir=args.out, anchor=args.anchor):
+        print(path)
     return EXIT_OK
