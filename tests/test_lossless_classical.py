@@ -151,6 +151,9 @@ def test_cli_benchmark_lossless_table_results_and_resume(tmp_path, run):
     assert code == 0, stderr
     assert json.loads((out / "results.json").read_text())["records"] == records
     assert not any((out / "files").iterdir()) and (out / "results.json").stat().st_mtime_ns >= stamp
+    # `sinco report` draws lossy runs: a lossless one is refused in one line.
+    code, _, stderr = run(["report", out, "--out", tmp_path / "report"])
+    assert code != 0 and "a lossless benchmark's results" in stderr and stderr.count("\n") <= 2
     # Another configuration in the same folder is refused in one line.
     code, _, stderr = run([*args[:-3], "--images", "1", "--out", out, "--quiet"])
     assert code != 0 and "another configuration" in stderr and stderr.count("\n") == 1

@@ -60,6 +60,8 @@ def load_run(path: str | os.PathLike[str], *, anchor: str | None = None) -> Save
         records = list(saved["records"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{str(path)!r}: not a benchmark's results.json ({exc})") from None
+    if saved["config"].get("mode") == "lossless":
+        raise InputError(f"{str(path)!r}: a lossless benchmark's results (no rates to draw); its table.md is its report")
     if not records:
         raise InputError(f"{str(path)!r}: holds no records")
     config = with_recorded_methods(BenchmarkConfig(**settings), records)
