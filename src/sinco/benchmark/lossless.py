@@ -314,7 +314,7 @@ def make_lossless_table(records: list[dict[str, Any]], config: LosslessConfig) -
             bits = sum(8 * r["file_bytes"] for r in rows)
             stored = sum(r["stored_bits"] * r["pixels"] for r in rows)
             lines.append(f"| {method_label(method)} | {bound} | {len(rows)} | {bits / pixels:.3f} | {stored / bits:.2f} | "
-                         f"{np.mean([r['encode_seconds'] for r in rows]):.2f} | {np.mean([r['decode_seconds'] for r in rows]):.3f} | "
+                         f"{np.mean([r['encode_seconds'] for r in rows]):.3f} | {np.mean([r['decode_seconds'] for r in rows]):.3f} | "
                          f"{max(r['measured_max_error'] for r in rows)} | {failed} |")  # fmt: skip
     columns = [(m, k) for m in config.methods for k in config.bounds_of(m)]
     lines += ["", "Bits per pixel of each slice (levels, stored bits):", "",
