@@ -188,3 +188,37 @@ def test_benchmark_lossless_records_off_lattice_slices_as_failed_and_retries_the
 def test_cli_lossless_bad_flags_are_one_line_errors(tmp_path, run, extra, message):
     code, _, stderr = run(["benchmark", "--data", tmp_path, "--out", tmp_path / "out", *extra])
     assert code != 0 and message in stderr and stderr.count("\n") == 1
+
+
+def test_codec_files_are_those_of_direct_imagecodecs_calls_at_the_documented_settings():
+    import imagecodecs
+
+    eight, ten = _texture((32, 48), bits=8, seed=7), _texture((32, 48), bits=10, seed=8)
+    assert LOSSLESS_CODECS["jpegls"]().encode(ten, bits=10, max_error=2) == bytes(imagecodecs.jpegls_encode(ten.astype(np.uint16), level=2))
+    assert LOSSLESS_CODECS["jpeg2000"]().encode(eight, bits=8) == bytes(
+        imagecodecs.jpeg2k_encode(eight.astype(np.uint8), level=0, reversible=True, codecformat="J2K", bitspersample=8))
+    assert LOSSLESS_CODECS["jpegxl"]().encode(ten, bits=10) == bytes(
+        imagecodecs.jpegxl_encode(ten.astype(np.uint16), lossless=True, effort=9, bitspersample=10))
+    assert LOSSLESS_CODECS["htj2k"]().encode(ten, bits=10) == bytes(imagecodecs.htj2k_encode(ten.astype(np.uint16), reversible=True))
+
+
+def test_a_decode_off_its_bound_is_a_failed_record_not_a_figure(tmp_path, monkeypatch, run):
+    data = _integer_dataset(tmp_path / "ints")
+    jpegls = LOSSLESS_CODECS["jpegls"]
+    real = jpegls.decode
+
+    def broken(self, payload):  # a decoder two levels off at one pixel
+        decoded = real(self, payload).copy()
+        decoded[3, 5] += 2 if decoded[3, 5] < 2 else -2
+        return decoded
+
+    monkeypatch.setattr(jpegls, "decode", broken)
+    out = tmp_path / "out"
+    code, stdout, stderr = run(["benchmark", "--lossless", "--max-error", "1", "--methods", "jpegls,jpegxl", "--data", data,
+                                "--image-glob", "Flair.nii.gz", "--images", "1", "--out", out, "--quiet"])  # fmt: skip
+    assert code == 0
+    records = {(r["method"], r["max_error"]): r for r in json.loads((out / "results.json").read_text())["records"]}
+    assert records["jpegls", 0]["error"] == "the decoded file is 2 levels off, above the bound 0: not counted"
+    assert records["jpegls", 1]["error"].endswith("levels off, above the bound 1: not counted") and "bpp_file" not in records["jpegls", 1]
+    assert records["jpegxl", 0]["measured_max_error"] == 0  # the other method goes on
+    assert "| JPEG-LS | 0 | 0 |" in stdout and not list((out / "files").glob("*jpegls*"))
