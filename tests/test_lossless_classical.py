@@ -207,9 +207,9 @@ def test_a_decode_off_its_bound_is_a_failed_record_not_a_figure(tmp_path, monkey
     jpegls = LOSSLESS_CODECS["jpegls"]
     real = jpegls.decode
 
-    def broken(self, payload):  # a decoder two levels off at one pixel
+    def broken(self, payload):  # a decoder three levels off at one pixel (at least 2 beyond K = 1)
         decoded = real(self, payload).copy()
-        decoded[3, 5] += 2 if decoded[3, 5] < 2 else -2
+        decoded[3, 5] += 3 if decoded[3, 5] < 3 else -3
         return decoded
 
     monkeypatch.setattr(jpegls, "decode", broken)
@@ -218,7 +218,7 @@ def test_a_decode_off_its_bound_is_a_failed_record_not_a_figure(tmp_path, monkey
                                 "--image-glob", "Flair.nii.gz", "--images", "1", "--out", out, "--quiet"])  # fmt: skip
     assert code == 0
     records = {(r["method"], r["max_error"]): r for r in json.loads((out / "results.json").read_text())["records"]}
-    assert records["jpegls", 0]["error"] == "the decoded file is 2 levels off, above the bound 0: not counted"
+    assert records["jpegls", 0]["error"] == "the decoded file is 3 levels off, above the bound 0: not counted"
     assert records["jpegls", 1]["error"].endswith("levels off, above the bound 1: not counted") and "bpp_file" not in records["jpegls", 1]
     assert records["jpegxl", 0]["measured_max_error"] == 0  # the other method goes on
     assert "| JPEG-LS | 0 | 0 |" in stdout and not list((out / "files").glob("*jpegls*"))
