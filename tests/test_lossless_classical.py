@@ -126,7 +126,10 @@ def test_cli_benchmark_lossless_table_results_and_resume(tmp_path, run):
     saved = json.loads((out / "results.json").read_text())
     records = saved["records"]
     # Every method at K = 0 on both slices; sinco (grid) and JPEG-LS at K = 2 too.
-    assert {(r["method"], r["max_error"]) for r in records} == {(m, 0) for m in ("grid", *LOSSLESS_CODECS)} | {("grid", 2), ("jpegls", 2)}
+    assert {(r["method"], r["max_error"]) for r in records} == {(m, 0) for m in ("grid", *LOSSLESS_CODECS)} | {
+        ("grid", 2),
+        ("jpegls", 2),
+    }
     assert len(records) == 2 * (len(LOSSLESS_CODECS) + 1 + 2) and not any("error" in r for r in records)
     for r in records:
         assert r["measured_max_error"] <= r["max_error"]
@@ -194,12 +197,18 @@ def test_codec_files_are_those_of_direct_imagecodecs_calls_at_the_documented_set
     import imagecodecs
 
     eight, ten = _texture((32, 48), bits=8, seed=7), _texture((32, 48), bits=10, seed=8)
-    assert LOSSLESS_CODECS["jpegls"]().encode(ten, bits=10, max_error=2) == bytes(imagecodecs.jpegls_encode(ten.astype(np.uint16), level=2))
+    assert LOSSLESS_CODECS["jpegls"]().encode(ten, bits=10, max_error=2) == bytes(
+        imagecodecs.jpegls_encode(ten.astype(np.uint16), level=2)
+    )
     assert LOSSLESS_CODECS["jpeg2000"]().encode(eight, bits=8) == bytes(
-        imagecodecs.jpeg2k_encode(eight.astype(np.uint8), level=0, reversible=True, codecformat="J2K", bitspersample=8))
+        imagecodecs.jpeg2k_encode(eight.astype(np.uint8), level=0, reversible=True, codecformat="J2K", bitspersample=8)
+    )
     assert LOSSLESS_CODECS["jpegxl"]().encode(ten, bits=10) == bytes(
-        imagecodecs.jpegxl_encode(ten.astype(np.uint16), lossless=True, effort=9, bitspersample=10))
-    assert LOSSLESS_CODECS["htj2k"]().encode(ten, bits=10) == bytes(imagecodecs.htj2k_encode(ten.astype(np.uint16), reversible=True))
+        imagecodecs.jpegxl_encode(ten.astype(np.uint16), lossless=True, effort=9, bitspersample=10)
+    )
+    assert LOSSLESS_CODECS["htj2k"]().encode(ten, bits=10) == bytes(
+        imagecodecs.htj2k_encode(ten.astype(np.uint16), reversible=True)
+    )
 
 
 def test_a_decode_off_its_bound_is_a_failed_record_not_a_figure(tmp_path, monkeypatch, run):
@@ -219,6 +228,9 @@ def test_a_decode_off_its_bound_is_a_failed_record_not_a_figure(tmp_path, monkey
     assert code == 0
     records = {(r["method"], r["max_error"]): r for r in json.loads((out / "results.json").read_text())["records"]}
     assert records["jpegls", 0]["error"] == "the decoded file is 3 levels off, above the bound 0: not counted"
-    assert records["jpegls", 1]["error"].endswith("levels off, above the bound 1: not counted") and "bpp_file" not in records["jpegls", 1]
+    assert (
+        records["jpegls", 1]["error"].endswith("levels off, above the bound 1: not counted")
+        and "bpp_file" not in records["jpegls", 1]
+    )
     assert records["jpegxl", 0]["measured_max_error"] == 0  # the other method goes on
     assert "| JPEG-LS | 0 | 0 |" in stdout and not list((out / "files").glob("*jpegls*"))

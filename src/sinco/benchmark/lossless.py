@@ -95,11 +95,17 @@ class LosslessConfig:
             object.__setattr__(self, "methods", known)
         unknown = [m for m in self.methods if m not in known]
         if unknown:
-            raise InputError(f"--methods {','.join(self.methods)!r}: unknown with --lossless {unknown}; expected names from {', '.join(known)}")
+            raise InputError(
+                f"--methods {','.join(self.methods)!r}: unknown with --lossless {unknown}; expected names from {', '.join(known)}"
+            )
         if len(set(self.methods)) != len(self.methods):
             raise InputError(f"--methods {','.join(self.methods)!r}: a method is listed twice")
         bounds = self.max_errors
-        if not bounds or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in bounds) or len(set(bounds)) != len(bounds):
+        if (
+            not bounds
+            or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in bounds)
+            or len(set(bounds)) != len(bounds)
+        ):
             raise InputError(f"--max-error {','.join(map(str, bounds))!r}: expected distinct non-negative integers")
         if self.images < 1:
             raise InputError(f"--images {self.images}: must be at least 1")
@@ -108,7 +114,9 @@ class LosslessConfig:
         if self.seed < 0:
             raise InputError(f"--seed {self.seed}: must be a non-negative integer")
         if self.cases == "val":
-            raise InputError("--cases val: the validation cases come from --seg-model, which --lossless does not take; use --cases all or ID,...")
+            raise InputError(
+                "--cases val: the validation cases come from --seg-model, which --lossless does not take; use --cases all or ID,..."
+            )
 
     def bounds_of(self, method: str) -> tuple[int, ...]:
         """The bounds a method runs at: every one of :attr:`max_errors` if it has a near-lossless mode, else 0 alone."""
@@ -144,7 +152,13 @@ def _load(out: Path, config: LosslessConfig) -> list[dict[str, Any]]:
 def _save(out: Path, config: LosslessConfig, records: list[dict[str, Any]], slices: list[dict[str, Any]]) -> None:
     from sinco.utils.atomic import atomic_write_bytes
 
-    payload = {"format": LOSSLESS_RESULTS_FORMAT, "sinco_version": __version__, "config": config.to_dict(), "slices": slices, "records": records}
+    payload = {
+        "format": LOSSLESS_RESULTS_FORMAT,
+        "sinco_version": __version__,
+        "config": config.to_dict(),
+        "slices": slices,
+        "records": records,
+    }
     atomic_write_bytes(out / "results.json", (json.dumps(payload, indent=1, allow_nan=False) + "\n").encode())
 
 
@@ -202,9 +216,15 @@ def run_lossless_benchmark(config: LosslessConfig, *, outdir: str | os.PathLike[
     records = [r for r in _load(out, config) if "error" not in r]  # failed records are tried again
     done = {record_key(r) for r in records}
     slices = select_test_slices(cases, n_images=config.images, min_tumour=config.min_tumour)
-    slice_info = [{"image_id": s.image_id, "case": s.case.case_id, "slice": s.index, "source": s.case.source(s.index)} for s in slices]
+    slice_info = [
+        {"image_id": s.image_id, "case": s.case.case_id, "slice": s.index, "source": s.case.source(s.index)} for s in slices
+    ]
     jobs = [(s.image_id, m, k) for s in slices for m in config.methods for k in config.bounds_of(m)]
-    bar = progress_bar(total=len(jobs), initial=sum(j in done for j in jobs), desc="lossless", unit="record", leave=True) if progress else None
+    bar = (
+        progress_bar(total=len(jobs), initial=sum(j in done for j in jobs), desc="lossless", unit="record", leave=True)
+        if progress
+        else None
+    )
     loaded: tuple[str, np.ndarray, int | None] | None = None
     for ref in slices:
         todo = [(m, k) for m in config.methods for k in config.bounds_of(m) if (ref.image_id, m, k) not in done]
@@ -218,32 +238,45 @@ def run_lossless_benchmark(config: LosslessConfig, *, outdir: str | os.PathLike[
                 bar.set_postfix_str(f"{ref.image_id} {method} K={bound}")
             record = _run_one(config, ref, method, bound, volume=loaded[1], stored=loaded[2], out=out)
             if "error" in record:
-                print(f"sinco: warning: {method} on {ref.image_id} (K={bound}): {record['error']}; recorded as failed", file=sys.stderr)
+                print(
+                    f"sinco: warning: {method} on {ref.image_id} (K={bound}): {record['error']}; recorded as failed",
+                    file=sys.stderr,
+                )
             records.append(record)
             _save(out, config, records, slice_info)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    records.sort(key=lambda r: (jobs.index(record_key(r)) if record_key(r) in jobs else len(jobs)))
+    records.sort(key=lambda r: jobs.index(record_key(r)) if record_key(r) in jobs else len(jobs))
     _save(out, config, records, slice_info)
     table = make_lossless_table(records, config)
     atomic_write_bytes(out / "table.md", table.encode())
     return {"records": records, "table": table, "outdir": str(out)}
 
 
-def _run_one(config: LosslessConfig, ref: Any, method: str, bound: int, *, volume: np.ndarray, stored: int | None, out: Path) -> dict[str, Any]:
+def _run_one(
+    config: LosslessConfig, ref: Any, method: str, bound: int, *, volume: np.ndarray, stored: int | None, out: Path
+) -> dict[str, Any]:
     """One method on one slice at one bound: the record (with ``error`` for a refusal or a failed check)."""
     from sinco.classical.lossless import image_levels
     from sinco.codec.grid.lossless import check_max_error
     from sinco.data.io import select_slice
     from sinco.utils.atomic import atomic_write_bytes
 
-    record: dict[str, Any] = {"image_id": ref.image_id, "case": ref.case.case_id, "slice": ref.index, "method": method, "max_error": bound}
+    record: dict[str, Any] = {
+        "image_id": ref.image_id,
+        "case": ref.case.case_id,
+        "slice": ref.index,
+        "method": method,
+        "max_error": bound,
+    }
     try:
         levels, lattice, bits = image_levels(select_slice(volume, slice_index=ref.index), name=ref.image_id)
         check_max_error(bound, top=lattice.top)
-        data, coded_bits, library, extension, encode_seconds = _encode(config, method, levels, bits=bits, top=lattice.top, bound=bound)
+        data, coded_bits, library, extension, encode_seconds = _encode(
+            config, method, levels, bits=bits, top=lattice.top, bound=bound
+        )
         started = time.perf_counter()
         decoded = _decode(method, data)
         decode_seconds = time.perf_counter() - started
@@ -263,7 +296,9 @@ def _run_one(config: LosslessConfig, ref: Any, method: str, bound: int, *, volum
             "encode_seconds": encode_seconds, "decode_seconds": decode_seconds, "library": library, "file": f"files/{name}"}  # fmt: skip
 
 
-def _encode(config: LosslessConfig, method: str, levels: np.ndarray, *, bits: int, top: int, bound: int) -> tuple[bytes, int, str, str, float]:
+def _encode(
+    config: LosslessConfig, method: str, levels: np.ndarray, *, bits: int, top: int, bound: int
+) -> tuple[bytes, int, str, str, float]:
     """``(file, the sample depth the coder saw, library, file suffix, encode seconds)``."""
     if method == SINCO_METHOD:
         from sinco.codec.grid.context_fit import ContextFitConfig
@@ -330,6 +365,7 @@ def make_lossless_table(records: list[dict[str, Any]], config: LosslessConfig) -
         lines.append(f"| {head} | " + " | ".join(cells) + " |")
     failures = [r for r in records if "error" in r]
     if failures:
-        lines += ["", "Failed records:", ""] + [f"- {r['method']} on {r['image_id']} (K={r['max_error']}): {r['error']}" for r in failures]
+        lines += ["", "Failed records:", ""] + [
+            f"- {r['method']} on {r['image_id']} (K={r['max_error']}): {r['error']}" for r in failures
+        ]
     return "\n".join(lines) + "\n"
-

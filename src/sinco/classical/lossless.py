@@ -82,9 +82,13 @@ class LosslessCodec(ABC):
         if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= MAX_BITS:
             raise InputError(f"{self.name}: bits {bits!r}: expected an integer in 1..{MAX_BITS}")
         if array.ndim not in ((2, 3) if self.ndim == 3 else (2,)) or array.size == 0:
-            raise InputError(f"{self.name}: expected {'(H, W) or (D, H, W)' if self.ndim == 3 else '(H, W)'} levels, got shape {array.shape}")
+            raise InputError(
+                f"{self.name}: expected {'(H, W) or (D, H, W)' if self.ndim == 3 else '(H, W)'} levels, got shape {array.shape}"
+            )
         if array.dtype.kind not in "biu":
-            raise InputError(f"{self.name}: expected integer levels, got {array.dtype}; put the image on its levels first (image_levels)")
+            raise InputError(
+                f"{self.name}: expected integer levels, got {array.dtype}; put the image on its levels first (image_levels)"
+            )
         low, high = int(array.min()), int(array.max())
         if low < 0 or high >= 1 << bits:
             raise InputError(f"{self.name}: levels {low}..{high} outside 0..{(1 << bits) - 1} of {bits} bits")
@@ -266,7 +270,20 @@ class FFV1(LosslessCodec):
 
         # The frame size and pixel format come from the NUT stream header, which ffmpeg reports at the info level; the
         # frames come out in that format (no conversion: gray10le stays 10-bit values in 16-bit words).
-        command = [ffmpeg_executable(), "-hide_banner", "-nostdin", "-loglevel", "info", "-f", "nut", "-i", "pipe:", "-f", "rawvideo", "pipe:"]
+        command = [
+            ffmpeg_executable(),
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "info",
+            "-f",
+            "nut",
+            "-i",
+            "pipe:",
+            "-f",
+            "rawvideo",
+            "pipe:",
+        ]
         try:
             done = subprocess.run(command, input=data, capture_output=True, check=False, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as exc:
