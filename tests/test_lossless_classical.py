@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import _bench_case
 
-from sinco.classical.lossless import FFV1, image_levels
+from sinco.classical.lossless import FFV1, depth_jpegls, image_levels
 from sinco.classical.registry import LOSSLESS_CODECS
 from sinco.errors import InputError
 
@@ -42,11 +42,12 @@ def test_every_codec_round_trips_levels_exactly(name, bits):
 def test_eight_bit_levels_go_in_eight_bit_samples_and_deeper_ones_declare_their_depth():
     eight, ten = _texture((32, 32), bits=8, seed=1), _texture((32, 32), bits=10, seed=2)
     jpegls = LOSSLESS_CODECS["jpegls"]()
-    assert jpegls.coded_bits(8) == 8 and jpegls.coded_bits(10) == 16  # CharLS: the container's depth
+    # CharLS codes 10-bit levels at 10 bits through pyjpegls, at the container's 16 through imagecodecs.
+    assert jpegls.coded_bits(8) == 8 and jpegls.coded_bits(10) == (10 if depth_jpegls() is not None else 16)
     # The JPEG-LS frame header's precision byte (SOF55, marker FFF7) is what CharLS coded.
-    for levels, bits, precision in ((eight, 8, 8), (ten, 10, 16)):
+    for levels, bits in ((eight, 8), (ten, 10)):
         data = jpegls.encode(levels, bits=bits)
-        assert data[data.index(b"\xff\xf7") + 4] == precision
+        assert data[data.index(b"\xff\xf7") + 4] == jpegls.coded_bits(bits)
     # JPEG 2000 declares the levels' depth (the SIZ marker's Ssiz + 1); HTJ2K the container's.
     for name, precision in (("jpeg2000", 10), ("htj2k", 16)):
         codec = LOSSLESS_CODECS[name]()
@@ -55,6 +56,18 @@ def test_eight_bit_levels_go_in_eight_bit_samples_and_deeper_ones_declare_their_
         assert data[siz + 2 + int.from_bytes(data[siz + 2 : siz + 4], "big") - 3] + 1 == precision == codec.coded_bits(10)
     # FFV1 codes 10-bit levels as gray10le: the same file as for those levels declared as 10 bits.
     assert FFV1.pixel_format(10) == "gray10le" and FFV1().coded_bits(11) == 12 and FFV1.pixel_format(8) == "gray"
+
+
+@pytest.mark.skipif(depth_jpegls() is None, reason="pyjpegls (CharLS at the levels' depth) is not installed")
+def test_jpegls_at_the_levels_depth_is_smaller_than_in_16_bit_samples_and_imagecodecs_decodes_it():
+    import imagecodecs
+
+    ten = _texture((48, 48), bits=10, seed=9)
+    codec = LOSSLESS_CODECS["jpegls"]()
+    for bound in (0, 2):
+        data = codec.encode(ten, bits=10, max_error=bound)
+        assert codec.library == "pyjpegls/CharLS" and np.abs(codec.decode(data) - ten).max() <= bound
+        assert len(data) < len(imagecodecs.jpegls_encode(ten.astype(np.uint16), level=bound))
 
 
 def test_ffv1_codes_a_tiny_volume_exactly_as_frames():
@@ -144,6 +157,7 @@ def test_cli_benchmark_lossless_table_results_and_resume(tmp_path, run):
         assert by[image_id, "jpegls", 2]["bpp_file"] < by[image_id, "jpegls", 0]["bpp_file"]
     table = (out / "table.md").read_text()
     assert "| JPEG-LS | 2 | 2 |" in table and "| FFV1 | 0 | 2 |" in table and table.strip() in stdout
+    assert "| 12 |" in table.split("| FFV1 | 0 | 2 |")[1].split("\n")[0]  # 4,001 levels: FFV1 codes gray12le
     assert saved["config"]["max_errors"] == [0, 2]
 
     # A rerun does no work: every record is kept as it was (and a removed file stays removed).
@@ -197,9 +211,13 @@ def test_codec_files_are_those_of_direct_imagecodecs_calls_at_the_documented_set
     import imagecodecs
 
     eight, ten = _texture((32, 48), bits=8, seed=7), _texture((32, 48), bits=10, seed=8)
-    assert LOSSLESS_CODECS["jpegls"]().encode(ten, bits=10, max_error=2) == bytes(
+    jpeg_ls = depth_jpegls()
+    direct = (
         imagecodecs.jpegls_encode(ten.astype(np.uint16), level=2)
+        if jpeg_ls is None
+        else jpeg_ls.encode_buffer(ten.astype("<u2").tobytes(), 32, 48, 1, 10, lossy_error=2)
     )
+    assert LOSSLESS_CODECS["jpegls"]().encode(ten, bits=10, max_error=2) == bytes(direct)
     assert LOSSLESS_CODECS["jpeg2000"]().encode(eight, bits=8) == bytes(
         imagecodecs.jpeg2k_encode(eight.astype(np.uint8), level=0, reversible=True, codecformat="J2K", bitspersample=8)
     )

@@ -333,22 +333,25 @@ def make_lossless_table(records: list[dict[str, Any]], config: LosslessConfig) -
     good = [r for r in records if "error" not in r]
     lines = [
         f"Lossless and near-lossless benchmark: {len({r['image_id'] for r in records})} slice(s) of {config.data}; every decoded file "
-        "checked against its bound K (0 = exact). Bits per pixel from the files' bytes; ratio = stored bits per pixel / bits per pixel.",
+        "checked against its bound K (0 = exact). Bits per pixel from the files' bytes; ratio = stored bits per pixel / bits per pixel; "
+        "sample bits = the depth the coder was given (the levels need the depth of the slice table's levels).",
         "",
-        "| method | K | N | bits per pixel | ratio | encode s | decode s | max error | failed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | K | N | bits per pixel | ratio | sample bits | encode s | decode s | max error | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for method in config.methods:
         for bound in config.bounds_of(method):
             rows = [r for r in good if r["method"] == method and r["max_error"] == bound]
             failed = sum(1 for r in records if "error" in r and r["method"] == method and r["max_error"] == bound)
             if not rows:
-                lines.append(f"| {method_label(method)} | {bound} | 0 | | | | | | {failed} |")
+                lines.append(f"| {method_label(method)} | {bound} | 0 | | | | | | | {failed} |")
                 continue
             pixels = sum(r["pixels"] for r in rows)
             bits = sum(8 * r["file_bytes"] for r in rows)
             stored = sum(r["stored_bits"] * r["pixels"] for r in rows)
-            lines.append(f"| {method_label(method)} | {bound} | {len(rows)} | {bits / pixels:.3f} | {stored / bits:.2f} | "
+            depths = sorted({r["coded_bits"] for r in rows})
+            sample = str(depths[0]) if len(depths) == 1 else f"{depths[0]}-{depths[-1]}"
+            lines.append(f"| {method_label(method)} | {bound} | {len(rows)} | {bits / pixels:.3f} | {stored / bits:.2f} | {sample} | "
                          f"{np.mean([r['encode_seconds'] for r in rows]):.3f} | {np.mean([r['decode_seconds'] for r in rows]):.3f} | "
                          f"{max(r['measured_max_error'] for r in rows)} | {failed} |")  # fmt: skip
     columns = [(m, k) for m in config.methods for k in config.bounds_of(m)]
