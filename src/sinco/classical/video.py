@@ -27,7 +27,6 @@ this ffmpeg lacks, or a failing ffmpeg raises :class:`~sinco.errors.EncoderError
 from __future__ import annotations
 
 import functools
-import math
 import re
 import subprocess
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sinco.classical.base import Codec
+from sinco.classical.base import Codec, psnr_ceiling
 from sinco.errors import EncoderError, InputError
 
 #: Intra period of the random-access codecs, in frames (slices): at most this many slices share one intra frame.
@@ -70,21 +69,6 @@ def ffmpeg_encoders(exe: str) -> frozenset[str]:
     except (OSError, subprocess.SubprocessError) as exc:
         raise EncoderError(f"ffmpeg at {exe!r} cannot be run: {exc}") from None
     return frozenset(m.group(1) for m in re.finditer(r"^\s*V\S*\s+(\S+)", listing, flags=re.MULTILINE))
-
-
-def psnr_ceiling(bit_depth: int) -> float:
-    """The PSNR (dB, on the ``[0, 1]`` range) of rounding uniformly spread values to ``bit_depth``-bit samples.
-
-    The step is ``1 / (2**b - 1)`` and the rounding error is uniform over one step, so MSE = ``1 / (12 (2**b - 1)**2)``
-    and PSNR = ``20 log10(2**b - 1) + 10 log10(12)``: 58.9 dB at 8 bits, 71.0 at 10, 83.0 at 12, 107.1 at 16. A codec
-    that sees ``b``-bit samples of a continuous image cannot exceed it on average.
-
-    Raises:
-        InputError: if ``bit_depth`` is not a positive integer.
-    """
-    if isinstance(bit_depth, bool) or not isinstance(bit_depth, int) or bit_depth < 1:
-        raise InputError(f"bit_depth {bit_depth!r}: must be a positive integer")
-    return 20 * math.log10((1 << bit_depth) - 1) + 10 * math.log10(12)
 
 
 class FFmpegCodec(Codec):
@@ -135,11 +119,6 @@ class FFmpegCodec(Codec):
         return {"encoder": self.encoder, "pix_fmt": self.pix_fmt, "bit_depth": self.bit_depth,
                 "psnr_ceiling": round(psnr_ceiling(self.bit_depth), 2), "settings": self.settings,
                 "bitstream": f"raw {self.muxer} stream"}  # fmt: skip
-
-    @property
-    def psnr_ceiling(self) -> float:
-        """See :func:`psnr_ceiling` of :attr:`bit_depth`."""
-        return psnr_ceiling(self.bit_depth)
 
     # -- samples ------------------------------------------------------------------------------------------------------
 
@@ -260,6 +239,7 @@ class HEVC(FFmpegCodec):
     encoder, pix_fmt, y4m_colorspace, muxer, max_qp, quality_range = "libx265", "gray12le", "mono12", "hevc", 51, (0, 51)
     min_size = 16
     settings = "x265 -preset slow, tune=psnr, all intra (keyint=1), constant QP, info=0"
+    rate_model = (31, 0.94, 17)  # QP 20 gives about 0.94 bpp on a BraTS FLAIR slice; 17 QP halve the rate
     _params = "keyint=1"
 
     def check_size(self, height: int, width: int) -> None:  # noqa: D102
@@ -277,6 +257,7 @@ class VVC(FFmpegCodec):
     encoder, pix_fmt, y4m_colorspace, muxer, max_qp, quality_range = "libvvenc", "yuv420p10le", "420p10", "vvc", 63, (0, 63)
     min_size, size_multiple = 32, 8  # VVenC refuses pictures below 32 x 32 and odd chroma sizes
     settings = "VVenC -preset medium, all intra (IntraPeriod=1), constant QP, grey in luma, chroma flat at 512"
+    rate_model = (43, 0.68, 11)  # QP 20: about 0.68 bpp on a BraTS FLAIR slice; 11 QP halve the rate
     preset = "medium"
     _params = "IntraPeriod=1"
 
@@ -292,6 +273,7 @@ class VVC(FFmpegCodec):
 class _AV1(FFmpegCodec):
     encoder, muxer, max_qp, quality_range, library, extension = "libaom-av1", "obu", 63, (0, 63), "ffmpeg/libaom", ".obu"
     cpu_used = 4
+    rate_model = (53, 0.56, 17)  # CRF 10: about 0.56 bpp on a BraTS FLAIR slice; 17 CRF steps halve the rate
     settings = f"libaom -cpu-used {cpu_used}, one still picture, monochrome, constant quality (crf), one thread"
 
     def encoder_args(self, qp: int, *, pad: tuple[int, int]) -> list[str]:  # noqa: D102
@@ -318,6 +300,7 @@ class HEVCRandomAccess(HEVC):
     settings = (f"x265 -preset slow, tune=psnr, random access: intra period {INTRA_PERIOD} (keyint=min-keyint, no scene cuts), "
                 "closed GOPs, default B-frames, one frame thread, constant QP, info=0")  # fmt: skip
     _params = f"keyint={INTRA_PERIOD}:min-keyint={INTRA_PERIOD}:scenecut=0:open-gop=0:frame-threads=1"
+    rate_model = (26, 0.26, 10)  # QP 25: about 0.26 bits per voxel on a BraTS FLAIR slab
     intra_period = INTRA_PERIOD
 
     @property
@@ -332,6 +315,7 @@ class VVCRandomAccess(VVC):
     settings = (f"VVenC -preset medium, random access (GOP 32): intra period {INTRA_PERIOD}, closed GOPs (IDR), constant QP, "
                 "grey in luma, chroma flat at 512")  # fmt: skip
     _params = f"IntraPeriod={INTRA_PERIOD}:DecodingRefreshType=idr"
+    rate_model = (36, 0.28, 10)  # QP 27: about 0.28 bits per voxel on a BraTS FLAIR slab
     intra_period = INTRA_PERIOD
 
     @property
