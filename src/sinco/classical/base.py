@@ -72,6 +72,11 @@ class Codec(ABC):
         """The highest PSNR the codec's :attr:`bit_depth`-bit samples allow on average (see :func:`psnr_ceiling`)."""
         return psnr_ceiling(self.bit_depth)
 
+    @property
+    def details(self) -> dict[str, object]:
+        """What a benchmark record states of the codec: its library, bit depth and PSNR ceiling (codecs add settings)."""
+        return {"library": self.library, "bit_depth": self.bit_depth, "psnr_ceiling": round(self.psnr_ceiling, 2)}
+
     def to_samples(self, image: np.ndarray) -> np.ndarray:
         """Quantize ``(H, W)`` in ``[0, 1]`` to unsigned integers of :attr:`bit_depth` bits."""
         peak = (1 << self.bit_depth) - 1

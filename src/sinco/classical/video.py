@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sinco.classical.base import Codec, psnr_ceiling
+from sinco.classical.base import Codec
 from sinco.errors import EncoderError, InputError
 
 #: Intra period of the random-access codecs, in frames (slices): at most this many slices share one intra frame.
@@ -116,8 +116,7 @@ class FFmpegCodec(Codec):
     @property
     def details(self) -> dict[str, object]:
         """What a record states of this codec: encoder, sample format, bit depth, PSNR ceiling, settings."""
-        return {"encoder": self.encoder, "pix_fmt": self.pix_fmt, "bit_depth": self.bit_depth,
-                "psnr_ceiling": round(psnr_ceiling(self.bit_depth), 2), "settings": self.settings,
+        return {**super().details, "encoder": self.encoder, "pix_fmt": self.pix_fmt, "settings": self.settings,
                 "bitstream": f"raw {self.muxer} stream"}  # fmt: skip
 
     # -- samples ------------------------------------------------------------------------------------------------------
