@@ -102,7 +102,8 @@ def test_bits_and_psnr_equal_a_direct_ffmpeg_run(name, tmp_path):
     match = encode_at_bpp(codec, image, target_bpp=1.0)
     data, decoded = _direct_encode(name, image, int(match.quality), tmp_path)
     assert match.data == data  # the same bitstream, byte for byte
-    assert _psnr(codec.decode(match.data), image) == pytest.approx(_psnr(decoded, image), abs=1e-9)
+    assert np.array_equal(codec.decode(match.data), decoded.astype(np.float32))  # the same picture (float32 [0, 1])
+    assert _psnr(codec.decode(match.data), image) == pytest.approx(_psnr(decoded, image), abs=1e-6)
 
 
 def test_sizes_the_encoders_cannot_take():
@@ -145,12 +146,26 @@ def test_missing_encoder_ffmpeg_or_failing_ffmpeg_is_one_line_naming_the_method(
         CLASSICAL_CODECS["hevc"]().decode(b"\x00\x00\x01")
 
 
-def _irap_pictures(data: bytes, name: str) -> int:
-    """Intra random-access pictures of an Annex B stream (IDR or CRA NAL units; one slice a picture here)."""
-    units = data.split(b"\x00\x00\x01")[1:]
-    if name == "hevc-ra":  # nal_unit_type = bits 1..6 of the first header byte; IDR_W_RADL 19 .. CRA 21
-        return sum(16 <= (u[0] >> 1) & 0x3F <= 21 for u in units if u)
-    return sum(7 <= (u[1] >> 3) & 0x1F <= 9 for u in units if len(u) > 1)  # VVC: second header byte; IDR 7, 8, CRA 9
+def _intra_frames(data: bytes, name: str) -> tuple[list[int], set[int]]:
+    """The frames (display order) ffmpeg's decoder reports as key frames, and the NAL unit types of the stream's intra
+    random-access pictures (Annex B; HEVC: bits 1..6 of the header's first byte, IDR 19/20, CRA 21; VVC: bits 3..7 of
+    its second, IDR 7/8, CRA 9)."""
+    import re
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/stream"
+        with open(path, "wb") as f:
+            f.write(data)
+        log = subprocess.run([video.ffmpeg_exe(), "-hide_banner", "-f", name[:-3], "-i", path, "-vf", "showinfo", "-f", "null", "-"],
+                             capture_output=True, text=True, check=True).stderr  # fmt: skip
+    keys = [int(m.group(1)) for m in re.finditer(r" n:\s*(\d+) .*?iskey:1", log)]
+    units = [u for u in data.split(b"\x00\x00\x01")[1:] if len(u) > 1]
+    if name == "hevc-ra":
+        types = {(u[0] >> 1) & 0x3F for u in units} & {16, 17, 18, 19, 20, 21}
+    else:
+        types = {(u[1] >> 3) & 0x1F for u in units} & {7, 8, 9}
+    return keys, types
 
 
 @pytest.mark.parametrize("name", sorted(VOLUME_CODECS))
@@ -163,9 +178,13 @@ def test_volume_round_trip_and_intra_period(name):
     assert decoded.shape == volume.shape and decoded.dtype == np.float32 and _psnr(decoded, volume) > 25
     with pytest.raises(InputError, match=f"{name} codes 3-D arrays"):
         encode_at_bpp(codec, volume[0], target_bpp=0.5)
-    # 40 slices: an intra picture every 32 (slices 0 and 32), none more.
-    small = np.repeat(volume[:, :32, :32], 5, axis=0)
-    assert _irap_pictures(codec.encode(small, quality=30), name) == 2
+    # 70 slices: every slice within 32 of an intra picture, and every intra picture an IDR (closed groups: a slice needs
+    # no picture before its group's intra picture). x265 starts each group with it, VVenC ends its first group with it.
+    slab = np.repeat(volume[:, :32, :32], 9, axis=0)[:70]
+    keys, types = _intra_frames(codec.encode(slab, quality=30), name)
+    assert keys and keys[0] < 32 and all(b - a <= 32 for a, b in zip(keys, keys[1:], strict=False)) and 69 - keys[-1] < 32
+    assert len(keys) == 3 if name == "hevc-ra" else len(keys) == 2  # x265: 0, 32, 64; VVenC: 31, 63
+    assert types <= ({19, 20} if name == "hevc-ra" else {7, 8}) and types
 
 
 def test_the_benchmark_goes_on_when_a_method_fails(benchmark_dataset, monkeypatch, capsys, tmp_path):
@@ -175,9 +194,9 @@ def test_the_benchmark_goes_on_when_a_method_fails(benchmark_dataset, monkeypatc
     real = video.ffmpeg_encoders
     monkeypatch.setattr(video, "ffmpeg_encoders", lambda exe: real(exe) - {"libvvenc"})
     config = BenchmarkConfig(data=str(benchmark_dataset[0]), seg_model=None, label_glob=None, image_glob="Flair.nii.gz", cases="all",
-                             images=1, methods=("avif", "hevc", "vvc", "jpeg2000"), bpps=(3.0, 6.0))  # fmt: skip
+                             images=1, methods=("hevc", "vvc", "jpeg2000"), bpps=(3.0, 6.0))  # fmt: skip
     result = run_benchmark(config, outdir=tmp_path / "out", device=torch.device("cpu"), progress=False)
-    assert sorted({r["method"] for r in result["records"]}) == ["avif", "hevc", "jpeg2000"]
+    assert sorted({r["method"] for r in result["records"]}) == ["hevc", "jpeg2000"]
     err = capsys.readouterr().err
     assert err.count("sinco: warning: vvc on ") == 2 and "has no libvvenc encoder; not recorded" in err
     hevc = next(r for r in result["records"] if r["method"] == "hevc")
@@ -188,9 +207,21 @@ def test_the_benchmark_goes_on_when_a_method_fails(benchmark_dataset, monkeypatc
     assert saved["bjontegaard"]["anchor"] == "jpeg2000" and saved["bjontegaard"]["missing"] == ["vvc"]
     assert "VVC intra (VVenC, 10-bit) ran no record here" in result["table"]
     assert "## Bjontegaard deltas against JPEG 2000" in result["table"]
-    # 8-bit AVIF at 6 bpp reaches what its 8-bit samples allow, and the table marks it.
-    avif = [r for r in result["records"] if r["method"] == "avif" and r["target_bpp"] == 6.0]
-    assert avif[0]["psnr"] > psnr_ceiling(8) - 3 and "AVIF (8-bit) (at the 8-bit ceiling)" in result["table"]
+    assert "ceiling" not in result["table"]  # no row near what its bit depth allows
+
+
+def test_the_table_marks_rows_at_their_bit_depth_ceiling(tmp_path):
+    from sinco.benchmark.config import BenchmarkConfig
+    from sinco.benchmark.tables import make_table
+
+    config = BenchmarkConfig(data=str(tmp_path), seg_model=None, label_glob=None, cases="all", methods=("vvc", "hevc"), bpps=(2.0,))
+    ceiling10, ceiling12 = psnr_ceiling(10), psnr_ceiling(12)
+    common = {"image_id": "a:1", "target_bpp": 2.0, "lam_setting": 0.0, "bpp_file": 1.9, "bpp_params": None, "ssim": 1.0}
+    records = [{**common, "method": "vvc", "psnr": ceiling10 - 1.0, "bit_depth": 10, "psnr_ceiling": round(ceiling10, 2)},
+               {**common, "method": "hevc", "psnr": ceiling10 - 1.0, "bit_depth": 12, "psnr_ceiling": round(ceiling12, 2)}]  # fmt: skip
+    table = make_table(records, config, bjontegaard=None)
+    assert "| VVC intra (VVenC, 10-bit) (at the 10-bit ceiling) |" in table and "| HEVC intra (x265, 12-bit) |" in table
+    assert "10-bit 71.0 dB" in table and "12-bit 83.0 dB" not in table
 
 
 def test_tables_give_bd_rate_against_vvc_and_jpeg2000(benchmark_dataset, tmp_path):

@@ -16,8 +16,11 @@ Settings (the encoders' documented best for PSNR at a stated speed):
   (``-still-picture 1``), ``-cpu-used 4``, constant quality (``-crf``), one thread (libaom's output depends on its
   thread count).
 - ``hevc-ra``, ``vvc-ra``: the same encoders on a ``(D, H, W)`` slab, the slices as frames, random access with an
-  intra period of :data:`INTRA_PERIOD` frames and closed groups (any slice decodes from the intra frame before it);
-  x265 with its default B-frames and one frame thread (its output depends on the frame-thread count).
+  intra period of :data:`INTRA_PERIOD` frames and closed groups (IDR pictures only: a slice needs no picture of an
+  earlier group). x265 (``keyint=min-keyint=32``, no scene cuts, ``open-gop=0``, its default B-frames, one frame
+  thread: its output depends on the frame-thread count) puts the intra picture first in each group (slices 0, 32,
+  ...); VVenC (its random-access configuration, GOP 32, ``IntraPeriod=32``, ``DecodingRefreshType=idr``) ends its
+  first group with it (slices 31, 63, ...; the slices before it are its leading pictures).
 
 Images below an encoder's minimum size are padded by repeating the edge, and the padding is signalled in the
 bitstream as a conformance window (VVenC), so the decoder returns the original size. A missing ffmpeg, an encoder
