@@ -215,11 +215,16 @@ def test_one_rate_has_no_bjontegaard_section(dataset, tmp_path):
 
 def test_anchor_must_be_a_benchmarked_method(tmp_path):
     dataset = (tmp_path, tmp_path / "seg.pt")  # only validated here, never read
-    with pytest.raises(InputError, match="^--anchor 'jpeg2000': .*--methods 'coin,jpeg'"):
+    with pytest.raises(InputError, match="^--anchor 'vvc': .*--methods 'coin,jpeg'"):
         _config(dataset, methods=("coin", "jpeg"), bpps=(1.0, 2.0))
+    with pytest.raises(InputError, match="^--anchor 'jpeg': .*--methods 'coin,jpeg2000'"):  # only the default falls back
+        _config(dataset, methods=("coin", "jpeg2000"), bpps=(1.0, 2.0), anchor="jpeg")
+    # The default anchor, VVC, falls back to JPEG 2000 where it does not run; both where both run.
+    assert _config(dataset, methods=("coin", "jpeg2000"), bpps=(1.0, 2.0)).bd_references() == ("jpeg2000",)
+    assert _config(dataset, methods=("jpeg2000", "vvc"), bpps=(1.0, 2.0)).bd_references() == ("vvc", "jpeg2000")
     with pytest.raises(InputError, match="^--anchor 'png'"):
         _config(dataset, methods=("coin", "jpeg"), anchor="png")
-    assert _config(dataset, methods=("coin", "jpeg"), bpps=(1.0,)).anchor == "jpeg2000"  # one rate: no deltas, no anchor needed
+    assert _config(dataset, methods=("coin", "jpeg"), bpps=(1.0,)).anchor == "vvc"  # one rate: no deltas, no anchor needed
 
 
 def test_cli_bad_anchor_is_one_line_and_exit_2(tmp_path, run):
