@@ -267,6 +267,6 @@ def test_report_redraws_the_table_and_figure_from_results_json_alone(dataset, tm
     # The same rows as the run's own table; the deltas now against JPEG, which is 0 against itself.
     rows = [line for line in result["table"].splitlines() if line.startswith("| JPEG")]
     assert rows and all(row in table for row in rows[:2])
-    assert "against JPEG" in table and "against JPEG 2000" not in table
+    assert "## Bjontegaard deltas against JPEG\n" in table and "## Bjontegaard deltas against JPEG 2000" not in table
     code, _, err = run(["report", tmp_path / "missing.json", "--out", tmp_path / "r2"])
     assert code == 2 and "not a benchmark's results.json" in err and len(err.strip().splitlines()) == 1
