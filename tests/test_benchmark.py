@@ -238,15 +238,18 @@ def test_a_finished_run_extends_with_more_methods_and_rates(dataset, tmp_path):
     """Records are keyed by method and rate: rerunning with more of either codes only the new records, keeps the
     earlier ones byte for byte, and summarizes them all."""
     out = tmp_path / "out"
-    first = run_benchmark(_config(dataset, methods=("jpeg",), bpps=(2.0,)), outdir=out, device=torch.device("cpu"), progress=False)
+    first = run_benchmark(_config(dataset, methods=("coin", "jpeg"), bpps=(2.0,)), outdir=out, device=torch.device("cpu"), progress=False)
     kept = {(r["image_id"], r["method"], r["target_bpp"]): (out / r["file"]).read_bytes() for r in first["records"]}
     extended = run_benchmark(_config(dataset, methods=("jpeg2000",), bpps=(1.0, 3.0), anchor="jpeg2000"), outdir=out,
                              device=torch.device("cpu"), progress=False)  # fmt: skip
     keys = {(r["image_id"], r["method"], r["target_bpp"]) for r in extended["records"]}
-    assert len(extended["records"]) == 6 and set(kept) <= keys
+    assert len(extended["records"]) == 8 and set(kept) <= keys
     assert all((out / r["file"]).read_bytes() == kept[k] for r in extended["records"] if (k := (r["image_id"], r["method"], r["target_bpp"])) in kept)
     saved = json.loads((out / "results.json").read_text())["config"]
-    assert saved["methods"] == ["jpeg2000", "jpeg"] and saved["bpps"] == [1.0, 2.0, 3.0]
+    assert saved["methods"] == ["jpeg2000", "coin", "jpeg"] and saved["bpps"] == [1.0, 2.0, 3.0]
+    # A codec method both runs name must be fitted as before.
+    with pytest.raises(InputError, match="another configuration .*fit"):
+        run_benchmark(_config(dataset, methods=("coin",), steps=5), outdir=out, device=torch.device("cpu"), progress=False)
     rows = [line.split("|")[1].strip() for line in extended["table"].splitlines() if line.startswith("| JPEG")]
     assert "JPEG" in rows and "JPEG 2000" in rows
 
