@@ -43,6 +43,10 @@ def load_results(outdir: Path, config: BenchmarkConfig) -> list[dict[str, Any]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"--out {str(outdir)!r}: unreadable results.json ({exc}); use another --out") from None
     mine = json.loads(json.dumps(config.to_dict()))
+    # The resolved fitting configurations must agree for the methods both runs name (the others add or keep records).
+    common = set(mine.get("fit", {})) & set(saved_config.get("fit", {}))
+    mine["fit"] = {m: mine["fit"][m] for m in common}
+    saved_config = {**saved_config, "fit": {m: saved_config["fit"][m] for m in common}}
     differs = sorted(k for k in (set(mine) | set(saved_config)) - set(_NOT_RECORDS) if mine.get(k) != saved_config.get(k))
     if differs:
         raise InputError(

@@ -243,13 +243,14 @@ def ffmpeg_executable() -> str:
     """The ffmpeg of the ``imageio-ffmpeg`` wheel.
 
     Raises:
-        InputError: if imageio-ffmpeg is not installed.
+        InputError: if imageio-ffmpeg or its binary is missing (one line naming FFV1).
     """
     try:
         import imageio_ffmpeg
-    except ImportError:
-        raise InputError("ffv1: needs the imageio-ffmpeg package (pip install imageio-ffmpeg)") from None
-    return imageio_ffmpeg.get_ffmpeg_exe()
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise InputError(f"ffv1: ffmpeg (from imageio-ffmpeg) is not available: {exc}") from None
 
 
 def _ffmpeg(arguments: list[str], *, data: bytes, what: str) -> bytes:

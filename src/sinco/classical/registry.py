@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from sinco.classical.base import Codec
 from sinco.classical.images import AVIF, JPEG, JPEG2000, JPEGXL, WebP
+from sinco.classical.video import AVIF10, AVIF12, HEVC, VVC, HEVCRandomAccess, VVCRandomAccess
 from sinco.errors import InputError
 
 #: Every classical image codec of the slice benchmark (``ndim`` 2).
-CLASSICAL_CODECS: dict[str, type[Codec]] = {c.name: c for c in (JPEG, JPEG2000, JPEGXL, AVIF, WebP)}
+CLASSICAL_CODECS: dict[str, type[Codec]] = {c.name: c for c in (JPEG, JPEG2000, JPEGXL, AVIF, AVIF10, AVIF12, WebP, HEVC, VVC)}
 
 #: Every classical volume codec (``ndim`` 3: the slices of a slab coded together) of the volume benchmark.
-VOLUME_CODECS: dict[str, type[Codec]] = {}
+VOLUME_CODECS: dict[str, type[Codec]] = {c.name: c for c in (HEVCRandomAccess, VVCRandomAccess)}
 
 
 def get_codec(name: str) -> Codec:

@@ -11,7 +11,7 @@ from sinco.cli.common import EXIT_OK
 
 def add_parsers(sub: Any) -> None:
     """Register ``benchmark``."""
-    from sinco.benchmark.methods import DEFAULT_METHODS, all_methods
+    from sinco.benchmark.methods import DEFAULT_ANCHOR, DEFAULT_METHODS, SECOND_ANCHOR, all_methods
 
     p = sub.add_parser("benchmark", help="compare the neural codecs and classical codecs on a dataset (the paper's Table 1)")
     options.add_dataset(p)
@@ -28,9 +28,10 @@ def add_parsers(sub: Any) -> None:
                    help=f"comma-separated, from: {', '.join(all_methods())} (default: {','.join(DEFAULT_METHODS)}; without "
                         "--seg-model the unregularized ones)")  # fmt: skip
     p.add_argument("--bpp", default=None, help="target rate(s), comma-separated (default: 1.2)")
-    p.add_argument("--anchor", default="jpeg2000", metavar="METHOD",
+    p.add_argument("--anchor", default=DEFAULT_ANCHOR, metavar="METHOD",
                    help="with several --bpp rates: the method of --methods every other is compared with by BD-rate and "
-                        "BD-PSNR in table.md and results.json (default: jpeg2000)")  # fmt: skip
+                        f"BD-PSNR in table.md and results.json; the tables add the deltas against {SECOND_ANCHOR} (default: "
+                        f"{DEFAULT_ANCHOR}, or {SECOND_ANCHOR} where {DEFAULT_ANCHOR} is not among --methods)")  # fmt: skip
     p.add_argument("--images", type=int, default=10, help="test slices (default: 10)")
     p.add_argument("--min-tumour", type=float, default=0.01,
                    help="minimum tumour fraction of a test slice, with labels only (default: 0.01)")  # fmt: skip
