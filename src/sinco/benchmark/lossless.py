@@ -275,7 +275,7 @@ def _run_one(
         levels, lattice, bits = image_levels(select_slice(volume, slice_index=ref.index), name=ref.image_id)
         check_max_error(bound, top=lattice.top)
         data, coded_bits, library, extension, encode_seconds = _encode(
-            config, method, levels, bits=bits, top=lattice.top, bound=bound
+            config, method, levels, bits=bits, lattice=lattice, bound=bound
         )
         started = time.perf_counter()
         decoded = _decode(method, data)
@@ -297,16 +297,17 @@ def _run_one(
 
 
 def _encode(
-    config: LosslessConfig, method: str, levels: np.ndarray, *, bits: int, top: int, bound: int
+    config: LosslessConfig, method: str, levels: np.ndarray, *, bits: int, lattice: Any, bound: int
 ) -> tuple[bytes, int, str, str, float]:
-    """``(file, the sample depth the coder saw, library, file suffix, encode seconds)``."""
+    """``(file, the sample depth the coder saw, library, file suffix, encode seconds)``; sinco's file carries the
+    slice's lattice (its header's range), so it decodes to the slice's values, as ``sinco compress --lossless`` writes."""
     if method == SINCO_METHOD:
         from sinco.codec.grid.context_fit import ContextFitConfig
         from sinco.codec.grid.lossless import encode_levels
 
         fit = ContextFitConfig(seed=config.seed, **({} if config.steps is None else {"steps": config.steps}))
         started = time.perf_counter()
-        data = encode_levels(levels, top=top, max_error=bound, config=fit)
+        data = encode_levels(levels, top=lattice.top, max_error=bound, offset=lattice.offset, step=lattice.step, config=fit)
         return data, bits, "sinco", ".sinco", time.perf_counter() - started
     from sinco.classical.registry import LOSSLESS_CODECS
 
