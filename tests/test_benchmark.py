@@ -273,3 +273,11 @@ def test_report_redraws_the_table_and_figure_from_results_json_alone(dataset, tm
     assert "## Bjontegaard deltas against JPEG\n" in table and "## Bjontegaard deltas against JPEG 2000" not in table
     code, _, err = run(["report", tmp_path / "missing.json", "--out", tmp_path / "r2"])
     assert code == 2 and "not a benchmark's results.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_table_psnr_of_exact_files_is_counted_not_averaged():
+    from sinco.benchmark.tables import _psnr_cell
+
+    assert _psnr_cell([999.0, 40.0, 42.0], 2) == "41.00 ± 1.00 (1 lossless)"
+    assert _psnr_cell([999.0, 160.5], 2) == "lossless"
+    assert _psnr_cell([40.0, 42.0], 2) == "41.00 ± 1.00"

@@ -130,7 +130,8 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
 METRIC_LABELS = {"psnr": "PSNR (dB)", "psnr_roi": "PSNR ROI (dB)", "dice": "Dice", "ssim": "SSIM"}
 
 
-def plot_rate_distortion(ax: Any, records: list[dict[str, Any]], *, config: Any, metric: str = "psnr") -> None:
+def plot_rate_distortion(ax: Any, records: list[dict[str, Any]], *, config: Any, metric: str = "psnr",
+                         order: list[str] | None = None) -> None:  # fmt: skip
     """One curve per method (and per lambda in a sweep) of ``metric`` against the mean file rate, on a matplotlib axis.
 
     A rate where one of a method's files is lossless is left out: its 999 dB (or ~160 dB within float32 rounding) would
@@ -141,10 +142,15 @@ def plot_rate_distortion(ax: Any, records: list[dict[str, Any]], *, config: Any,
         records: benchmark records.
         config: their :class:`~sinco.benchmark.config.BenchmarkConfig`.
         metric: the record field on the vertical axis (a key of :data:`METRIC_LABELS`).
+        order: labels in the order that picks their colour and marker, so that several panels draw a method alike
+            (default: the rows' order).
     """
     # More methods than the colour cycle: marker and line style keep every curve apart.
     styles = [(m, s) for s in ("-", "--", ":") for m in "os^vDP*X"]
-    for k, (method, lam, group) in enumerate(rows_by_method(config, records)):
+    rows = rows_by_method(config, records)
+    order = order if order is not None else [method_label(method, lam) for method, lam, _ in rows]
+    for method, lam, group in rows:
+        k = order.index(method_label(method, lam))
         points = []
         for b in config.bpps:
             rs = [r for r in group if float(r["target_bpp"]) == float(b)]
@@ -153,7 +159,7 @@ def plot_rate_distortion(ax: Any, records: list[dict[str, Any]], *, config: Any,
         if points:
             x, y = zip(*sorted(points), strict=True)
             marker, line = styles[k % len(styles)]
-            ax.plot(x, y, marker=marker, linestyle=line, label=method_label(method, lam))
+            ax.plot(x, y, marker=marker, linestyle=line, color=f"C{k % 10}", label=method_label(method, lam))
     ax.set(xlabel="bpp (file)", ylabel=METRIC_LABELS.get(metric, metric))
 
 

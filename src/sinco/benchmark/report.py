@@ -16,7 +16,8 @@ from typing import Any
 from sinco.benchmark.bjontegaard import bjontegaard_section
 from sinco.benchmark.config import BenchmarkConfig
 from sinco.benchmark.figures import plot_rate_distortion, save_figure
-from sinco.benchmark.results import with_recorded_methods
+from sinco.benchmark.methods import method_label
+from sinco.benchmark.results import rows_by_method, with_recorded_methods
 from sinco.benchmark.tables import make_table
 from sinco.errors import InputError
 
@@ -112,9 +113,10 @@ def write_report(paths: list[str | os.PathLike[str]], *, outdir: str | os.PathLi
         name = out / f"{run.path.parent.name or 'results'}.md"
         atomic_write_bytes(name, f"{table}\nMade by sinco {run.version}; redrawn from `{run.path}`.\n".encode())
         written.append(name)
+    order = list(dict.fromkeys(method_label(m, lam) for run in runs for m, lam, _ in rows_by_method(run.config, run.records)))
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.2), squeeze=False)
     for ax, run in zip(axes[0], runs, strict=True):
-        plot_rate_distortion(ax, run.records, config=run.config)
+        plot_rate_distortion(ax, run.records, config=run.config, order=order)
         images = len({r["image_id"] for r in run.records})
         ax.set_title(f"{run.path.parent.name}: {images} slice(s)", fontsize=9)
         ax.grid(alpha=0.3)

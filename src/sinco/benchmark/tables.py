@@ -34,6 +34,16 @@ def _stat(values: list[float | None], digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _psnr_cell(values: list[float | None], digits: int) -> str:
+    """:func:`_stat` of the lossy files' PSNR, with the count of exact ones (their 999 dB, or float32 rounding's
+    ~160 dB, would make a mean of nothing): "lossless" when every file is exact."""
+    exact = sum(1 for v in values if v is not None and v >= LOSSLESS_PSNR)
+    lossy = [v for v in values if v is None or v < LOSSLESS_PSNR]
+    if not exact:
+        return _stat(values, digits)
+    return "lossless" if not lossy else f"{_stat(lossy, digits)} ({exact} lossless)"
+
+
 def _describe_fits(config: Any) -> str:
     described: dict[str, str] = {}
     for method in config.methods:
@@ -119,8 +129,8 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
             paper_cells = [f"{v:g}" for v in paper] if paper else ["", "", ""]
             cells = [
                 label, str(len(rs)), _stat([r["bpp_file"] for r in rs], 3), _stat(params, 3) if params else "-",
-                _stat([r["psnr"] for r in rs], 2), paper_cells[0], _stat([r["ssim"] for r in rs], 3), paper_cells[1],
-                _stat([r.get("ms_ssim") for r in rs], 3), _stat([r.get("psnr_roi") for r in rs], 2),
+                _psnr_cell([r["psnr"] for r in rs], 2), paper_cells[0], _stat([r["ssim"] for r in rs], 3), paper_cells[1],
+                _stat([r.get("ms_ssim") for r in rs], 3), _psnr_cell([r.get("psnr_roi") for r in rs], 2),
                 _stat([r.get("ssim_roi") for r in rs], 3),
             ] + ([_stat([r.get("dice") for r in rs], 3), _stat([r.get("dice_eval") for r in rs], 3) if judge else "no judge",
                   paper_cells[2]] if with_dice else [])  # fmt: skip
