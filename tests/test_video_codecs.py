@@ -239,3 +239,30 @@ def test_tables_give_bd_rate_against_vvc_and_jpeg2000(benchmark_dataset, tmp_pat
     assert against_j2k is not None and against_vvc is not None and against_j2k != against_vvc
     table = result["table"]
     assert "## Bjontegaard deltas against VVC intra (VVenC, 10-bit)" in table and "BD-rate vs JPEG 2000 per image (%)" in table
+
+
+class _Counted(video.Codec):
+    """A codec whose file of quality q has a given length: the rate search's logic without an encoder."""
+
+    name, label, extension, bit_depth, quality_range, library = "counted", "counted", ".bin", 8, (0, 63), "test"
+
+    def __init__(self, lengths, rate_model):
+        self.lengths, self.rate_model = lengths, rate_model
+
+    def encode(self, image, *, quality):
+        return bytes(self.lengths[int(quality)])
+
+    def decode(self, data):
+        return np.zeros((8, 8), np.float32)
+
+
+@pytest.mark.parametrize("model", [(40, 0.5, 11), (5, 8.0, 3), (60, 0.01, 30)], ids=["good", "too-high", "too-low"])
+def test_the_guided_rate_search_finds_what_bisection_finds(model):
+    # Rates growing with quality (with plateaus): the guided search must end at the same boundary as bisection.
+    lengths = [int(2 + 3 * 1.08**q) for q in range(64)]
+    image = np.zeros((8, 8))
+    for target in [8 * n / 64 for n in (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 500)]:
+        guided = encode_at_bpp(_Counted(lengths, model), image, target_bpp=target)
+        plain = encode_at_bpp(_Counted(lengths, None), image, target_bpp=target)
+        assert (guided.quality, guided.within_budget, guided.data) == (plain.quality, plain.within_budget, plain.data), target
+        assert guided.trials <= 12
