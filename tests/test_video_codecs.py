@@ -109,8 +109,14 @@ def test_bits_and_psnr_equal_a_direct_ffmpeg_run(name, tmp_path):
 def test_sizes_the_encoders_cannot_take():
     odd = _image(None)[:, :37]
     vvc = CLASSICAL_CODECS["vvc"]()
-    with pytest.raises(InputError, match=r"^vvc: 4:2:0 pictures need an even height and width, got 64 x 37$"):
-        vvc.encode(odd, quality=30)
+    # An odd width is padded by one edge column, dropped again by the decoder: the file is the padded image's
+    # bitstream after the byte that says so, and decodes to the padded image's decode without that column.
+    data, even = vvc.encode(odd, quality=30), vvc.encode(np.pad(odd, ((0, 0), (0, 1)), mode="edge"), quality=30)
+    assert data == bytes([2]) + even and np.array_equal(vvc.decode(data), vvc.decode(even)[:, :37])
+    odd_both = _image(None, size=65)[:, :37]
+    assert vvc.decode(vvc.encode(odd_both, quality=30)).shape == (65, 37)
+    with pytest.raises(EncoderError, match="not a VVC bitstream"):
+        vvc.decode(b"\x07" + even)
     small = _image(None)[:30, :34]  # below VVenC's 32 x 32: padded, and the padding cropped by the bitstream's window
     assert vvc.decode(vvc.encode(small, quality=40)).shape == (30, 34)
     with pytest.raises(InputError, match=r"^hevc: pictures of at least 16 x 16 pixels, got 8 x 64$"):

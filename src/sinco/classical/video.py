@@ -264,13 +264,29 @@ class VVC(FFmpegCodec):
     preset = "medium"
     _params = "IntraPeriod=1"
 
-    def check_size(self, height: int, width: int) -> None:  # noqa: D102
-        if height % 2 or width % 2:  # a 4:2:0 picture's conformance window crops whole chroma samples only
-            raise InputError(f"{self.name}: 4:2:0 pictures need an even height and width, got {height} x {width}")
-
     def encoder_args(self, qp: int, *, pad: tuple[int, int]) -> list[str]:  # noqa: D102
         params = self._params + (f":ConfWinBottom={pad[0]}:ConfWinRight={pad[1]}" if any(pad) else "")
         return ["-c:v", "libvvenc", "-preset", self.preset, "-qp", str(qp), "-vvenc-params", params]
+
+    # A 4:2:0 conformance window crops whole chroma samples only, so an odd height or width cannot be signalled in the
+    # bitstream. Such an image is padded by one edge row or column, and its file is the bitstream after one byte that
+    # says which (bit 0: a row, bit 1: a column). An Annex B stream starts with a zero byte, so the two never mix, and
+    # files of even-sized images stay the encoder's bitstream exactly.
+    def encode(self, image: np.ndarray, *, quality: float) -> bytes:  # noqa: D102
+        height, width = image.shape[-2:]
+        crop = (height % 2) | (width % 2) << 1
+        if not crop:
+            return super().encode(image, quality=quality)
+        padding = [(0, 0)] * (image.ndim - 2) + [(0, height % 2), (0, width % 2)]
+        return bytes([crop]) + super().encode(np.pad(image, padding, mode="edge"), quality=quality)
+
+    def decode(self, data: bytes) -> np.ndarray:  # noqa: D102
+        if not data or data[0] == 0:
+            return super().decode(data)
+        if data[0] > 3:
+            raise EncoderError(f"{self.name}: not a VVC bitstream (first byte {data[0]})")
+        decoded = super().decode(data[1:])
+        return decoded[..., : decoded.shape[-2] - (data[0] & 1), : decoded.shape[-1] - (data[0] >> 1)]
 
 
 class _AV1(FFmpegCodec):
