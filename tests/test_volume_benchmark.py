@@ -35,6 +35,7 @@ class TallJPEG2000(Codec):
         tall = JPEG2000().decode(data[2:])
         return tall.reshape(depth, tall.shape[0] // depth, tall.shape[1])
 
+    @property
     def details(self):
         return {"frames_per_picture": "all"}
 
@@ -100,6 +101,7 @@ def test_records_are_measured_on_the_files_within_the_budget(benchmark_dataset, 
     # One quality for every slice of JPEG 2000: a little higher breaks the slab's budget (the search's tolerance is 0.01).
     for r in (r for r in records if r["method"] == "jpeg2000"):
         q = r["details"]["quality"]
+        assert r["kind"] == "image-codec" and r["details"]["rate_control"] == "one quality for every slice"
         slab = load_slab(_case(root, r["case"]), slices="1:5")
         assert 8 * len(SliceBySlice(JPEG2000()).encode(slab.voxels, quality=q + 0.02)) / slab.voxels.size > r["target_bpp"]
     tall = [r for r in records if r["method"] == "tall-j2k"]

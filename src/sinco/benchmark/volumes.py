@@ -14,8 +14,8 @@ How a method codes a slab ``(S, H, W)`` depends on its kind (:func:`method_kind`
   (:class:`~sinco.classical.slices.SliceBySlice` under :func:`~sinco.classical.base.encode_at_bpp`). That is what a
   user with a budget for the volume does with a codec that has one quality knob.
 - ``volume-codec``: a classical volume codec (:data:`~sinco.classical.registry.VOLUME_CODECS`, e.g. a video codec
-  with the slices as frames) on the whole slab, its quality searched the same way. A volume codec may describe its
-  settings (intra period, bit depth seen) with a ``details()`` method returning a JSON-ready dict; the record keeps it.
+  with the slices as frames) on the whole slab, its quality searched the same way. A codec's ``details`` (a JSON-ready
+  dict of its settings: intra period, bit depth seen, ...) go into the record.
 
 A new kind, e.g. a neural volume family fitting the whole slab: give :func:`method_kind` its rule and :data:`KINDS` an
 entry ``(coder, decoder)``. The coder takes the slab and returns a :class:`Coded` (the file's bytes and what the
@@ -251,7 +251,12 @@ def _decode_family(method: str, data: bytes) -> np.ndarray:
 
 
 def _search_details(codec: Any, match: Any) -> dict[str, Any]:
-    return {"quality": match.quality, "search_trials": match.trials, "bit_depth": codec.bit_depth, "library": codec.library}
+    """The quality found, the encodings the search ran, and what the codec states of itself (its ``details``: a
+    dict, or a method returning one; at least its library and bit depth)."""
+    own = getattr(codec, "details", None)
+    own = own() if callable(own) else own
+    return {"library": codec.library, "bit_depth": codec.bit_depth, **dict(own or {}), "quality": match.quality,
+            "search_trials": match.trials}  # fmt: skip
 
 
 def _code_slice_by_slice(slab: Slab, method: str, bpp: float, *, config: VolumeBenchmarkConfig, device: torch.device,
@@ -261,7 +266,7 @@ def _code_slice_by_slice(slab: Slab, method: str, bpp: float, *, config: VolumeB
 
     codec = _slice_codec(method)
     match = encode_at_bpp(codec, slab.voxels, target_bpp=bpp)
-    return Coded(match.data, codec.extension, {**_search_details(codec, match), "rate_control": "one quality for every slice"})
+    return Coded(match.data, codec.extension, _search_details(codec, match))
 
 
 def _slice_codec(method: str) -> Any:
@@ -278,8 +283,7 @@ def _code_volume(slab: Slab, method: str, bpp: float, *, config: VolumeBenchmark
 
     codec = VOLUME_CODECS[method]()
     match = encode_at_bpp(codec, slab.voxels, target_bpp=bpp)
-    own = codec.details() if callable(getattr(codec, "details", None)) else {}
-    return Coded(match.data, codec.extension, {**_search_details(codec, match), **own})
+    return Coded(match.data, codec.extension, _search_details(codec, match))
 
 
 def _decode_volume_codec(method: str, data: bytes) -> np.ndarray:

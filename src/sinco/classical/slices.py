@@ -56,6 +56,13 @@ class SliceBySlice(Codec):
         self.bit_depth, self.quality_range = image_codec.bit_depth, image_codec.quality_range
         self.integer_quality = image_codec.integer_quality
 
+    @property
+    def details(self) -> dict[str, object]:
+        """What a benchmark record states: the image codec's own details (where it states any) and the rate control."""
+        own = getattr(self.image_codec, "details", None)
+        own = own() if callable(own) else own
+        return {**dict(own or {}), "rate_control": "one quality for every slice"}
+
     def encode(self, image: np.ndarray, *, quality: float) -> bytes:
         """Code every slice of ``(D, H, W)`` in ``[0, 1]`` at ``quality``; returns the container's bytes."""
         if image.ndim != 3:
