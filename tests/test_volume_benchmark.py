@@ -237,3 +237,13 @@ def test_cli_volumes_and_its_one_line_errors(benchmark_dataset, tmp_path, run):
         code, _, err = run([*common, *args, "--out", tmp_path / "bad"])
         assert code == 2 and err.count("\n") == 1 and err.startswith(message), err
         assert not (tmp_path / "bad").exists()
+
+
+def test_cli_volumes_of_a_dataset_without_labels(nifti_volume, tmp_path, run):
+    case = tmp_path / "data" / "caseA"
+    case.mkdir(parents=True)
+    nifti_volume.rename(case / "Flair.nii.gz")
+    code, out, err = run(["benchmark", "--volumes", "--data", tmp_path / "data", "--methods", "jpeg2000", "--bpp", "2",
+                          "--out", tmp_path / "o", "--quiet"])  # fmt: skip
+    assert code == 0, err
+    assert "`caseA:0:5` 5 x 32 x 32" in out and json.loads((tmp_path / "o" / "results.json").read_text())["config"]["label_glob"] is None

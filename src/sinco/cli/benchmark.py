@@ -96,6 +96,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.slices is not None and not args.volumes:
         raise InputError(f"--slices {args.slices!r}: a slab of each volume is benchmarked with --volumes")
     kind, extra = (VolumeBenchmarkConfig, {"slices": args.slices or "all"}) if args.volumes else (BenchmarkConfig, {})
+    if args.volumes and args.label_glob is None:
+        label_glob = None  # the volume benchmark reads no labels: a dataset without them needs no --label-glob none
     config = kind(
         data=str(args.data), seg_model=None if args.seg_model is None else str(args.seg_model[0]), layout=args.layout,
         image_glob=image_glob, label_glob=label_glob, channel=args.channel, cases=cases, roi_glob=args.roi_glob,
