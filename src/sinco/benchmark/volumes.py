@@ -440,13 +440,29 @@ _KIND_TEXT = {
 
 
 def _details_cell(rs: list[dict[str, Any]]) -> str:
-    """The settings worth a glance: the quality chosen, the slices fitted, a volume codec's own details."""
+    """The settings worth a glance per row: the quality each volume got, the bit depth the codec saw (and the PSNR
+    ceiling it implies), the intra period; or the slices a family fitted and their target. The rest is in
+    ``results.json`` and, once per method, above the tables."""
     first = rs[0]["details"]
     if rs[0]["kind"] == "family":
         return f"{first.get('fitted_slices', '?')} fitted + {first.get('constant_slices', 0)} constant slices, {first['slice_bpp']:.3f} bpp each"
-    own = {k: v for k, v in first.items() if k not in ("quality", "search_trials", "library", "rate_control")}
-    quality = ", ".join(f"{r['details']['quality']:.4g}" for r in rs)
-    return "; ".join([f"quality {quality}", *(f"{k} {v}" for k, v in own.items())])
+    parts = ["quality " + ", ".join(f"{r['details']['quality']:.4g}" for r in rs)]
+    if "bit_depth" in first:
+        ceiling = f" (PSNR ceiling {first['psnr_ceiling']:.1f} dB)" if "psnr_ceiling" in first else ""
+        parts.append(f"{first['bit_depth']}-bit{ceiling}")
+    if "intra_period" in first:
+        parts.append(f"intra period {first['intra_period']}")
+    return "; ".join(parts)
+
+
+def _settings_lines(records: list[dict[str, Any]], config: VolumeBenchmarkConfig) -> list[str]:
+    """One line per codec that states its settings (``details["settings"]``), and its library."""
+    lines = []
+    for method in config.methods:
+        first = next((r["details"] for r in records if r["method"] == method), None)
+        if first and ("settings" in first or first.get("library")):
+            lines.append(f"- {method_label(method)}: " + "; ".join(str(first[k]) for k in ("library", "settings") if first.get(k)))
+    return ["Codec settings:", "", *lines, ""] if lines else []
 
 
 def make_volume_table(records: list[dict[str, Any]], config: VolumeBenchmarkConfig, *, deltas: dict[str, Any], anchor_note: str,
@@ -472,6 +488,7 @@ def make_volume_table(records: list[dict[str, Any]], config: VolumeBenchmarkConf
         "",
         "How each method codes a volume: " + "; ".join(f"{method_label(m)}: {_KIND_TEXT.get(k, k)}" for m, k in kinds.items()) + ".",
         "",
+        *_settings_lines(records, config),
     ]
     by_rate: dict[float, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
