@@ -168,7 +168,7 @@ def test_a_rerun_resumes_and_never_redoes_a_record(benchmark_dataset, tmp_path, 
         run_volume_benchmark(_config(benchmark_dataset, methods=("jpeg", "jpeg2000"), slices="0:4"), outdir=out, device=CPU)
 
 
-def test_a_failing_method_is_listed_and_the_run_goes_on(benchmark_dataset, codecs, tmp_path, capsys):
+def test_a_failing_method_is_listed_and_the_run_goes_on(benchmark_dataset, codecs, tmp_path, capsys, monkeypatch):
     config = _config(benchmark_dataset, methods=("broken", "jpeg2000"), bpps=(1.0, 2.0), anchor="broken", cases="case0")
     out = tmp_path / "out"
     result = run_volume_benchmark(config, outdir=out, device=CPU, progress=False)
@@ -181,6 +181,11 @@ def test_a_failing_method_is_listed_and_the_run_goes_on(benchmark_dataset, codec
     # The anchor asked for has no records: the deltas fall back to JPEG 2000, and the table says so.
     assert saved["bjontegaard"]["anchor"] == "jpeg2000"
     assert "## Failures" in result["table"] and "The anchor broken codec has no records in this run" in result["table"]
+    # A rerun tries the failed records again (here the codec works by then) and keeps the others.
+    monkeypatch.setattr(BrokenCodec, "encode", TallJPEG2000.encode)
+    again = run_volume_benchmark(config, outdir=out, device=CPU, progress=False)
+    assert [r["method"] for r in again["records"]] == ["jpeg2000", "jpeg2000", "broken", "broken"] and again["failures"] == []
+    assert again["records"][:2] == result["records"] and "## Failures" not in again["table"]
 
 
 def test_a_neural_family_codes_the_slab_slice_by_slice_into_one_volume_file(benchmark_dataset, tmp_path):
