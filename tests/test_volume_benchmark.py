@@ -108,7 +108,7 @@ def test_records_are_measured_on_the_files_within_the_budget(benchmark_dataset, 
     assert all(r["kind"] == "volume-codec" and r["details"]["frames_per_picture"] == "all" for r in tall)
     table = (out / "table.md").read_text()
     assert "JPEG (2 over budget)" in table and "# Volume benchmark" in table and "tall JPEG 2000" in table and "## Bjontegaard deltas against JPEG 2000" in table
-    assert "bjontegaard_jpeg2000" not in saved and saved["bjontegaard"]["anchor"] == "jpeg2000"
+    assert saved["bjontegaard"]["anchor"] == "jpeg2000" and saved["bjontegaard"]["also"] == {}
     assert sorted(p.split("/")[-1] for p in result["figures"]) == ["rate_distortion.png", "slab_case0_1_5.png", "slab_case1_1_5.png"]
 
 
@@ -180,7 +180,8 @@ def test_a_failing_method_is_listed_and_the_run_goes_on(benchmark_dataset, codec
     assert err[0] == "sinco: warning: broken on case0:1:5 at 1 bpp failed: RuntimeError: encoder crashed with a second line; not recorded"
     # The anchor asked for has no records: the deltas fall back to JPEG 2000, and the table says so.
     assert saved["bjontegaard"]["anchor"] == "jpeg2000"
-    assert "## Failures" in result["table"] and "The anchor broken codec has no records in this run" in result["table"]
+    assert saved["bjontegaard"]["missing"] == ["broken"]
+    assert "## Failures" in result["table"] and "broken codec ran no record here" in result["table"]
     # A rerun tries the failed records again (here the codec works by then) and keeps the others.
     monkeypatch.setattr(BrokenCodec, "encode", TallJPEG2000.encode)
     again = run_volume_benchmark(config, outdir=out, device=CPU, progress=False)

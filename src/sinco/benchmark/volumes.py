@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sinco.benchmark.bjontegaard import LOSSLESS_PSNR, benchmark_deltas
+from sinco.benchmark.bjontegaard import LOSSLESS_PSNR, bjontegaard_section
 from sinco.benchmark.config import BenchmarkConfig
 from sinco.benchmark.methods import all_methods, codec_methods, is_regularized, method_label, volume_methods
-from sinco.benchmark.results import file_name, load_results, record_key, rows_by_method, save_results
+from sinco.benchmark.results import file_name, load_results, record_key, rows_by_method, save_results, with_recorded_methods
 from sinco.benchmark.runner import resolve_cases
-from sinco.benchmark.tables import _bjontegaard_lines, _stat
+from sinco.benchmark.tables import CEILING_MARGIN, _bjontegaard_lines, _ceiling_note, _psnr_cell, _stat
 from sinco.errors import InputError, SincoError
 from sinco.utils.progress import progress_bar
 
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 
 #: The PSNR stored for an exact reconstruction (JSON has no infinity), as the slice benchmark stores it.
 EXACT_PSNR = 999.0
-#: The anchor of the Bjontegaard deltas when the one asked for has no records (it did not run, or failed).
-FALLBACK_ANCHOR = "jpeg2000"
 
 
 def parse_slab(text: str) -> tuple[int, int | None]:
@@ -339,6 +337,7 @@ def code_slab(slab: Slab, method: str, bpp: float, *, config: VolumeBenchmarkCon
               "method": method, "kind": kind, "target_bpp": float(bpp), "lam_setting": 0.0, "bpp_file": bpp_file,
               "file_bytes": len(coded.data), "within_budget": bpp_file <= bpp, **volume_metrics(decoded, target=slab.voxels),
               "encode_seconds": encode_seconds, "decode_seconds": decode_seconds, "details": coded.details}  # fmt: skip
+    record.update({k: coded.details[k] for k in ("bit_depth", "psnr_ceiling") if k in coded.details})
     return record, coded
 
 
@@ -358,7 +357,8 @@ def run_volume_benchmark(config: VolumeBenchmarkConfig, *, outdir: str | os.Path
 
     Returns:
         ``{"records", "failures", "table", "figures", "outdir"}``; with several rates ``results.json`` also holds the
-        Bjontegaard deltas (``bjontegaard``, and ``bjontegaard_jpeg2000`` when the anchor is another method).
+        Bjontegaard deltas of :func:`~sinco.benchmark.bjontegaard.bjontegaard_section` (against ``config.anchor``, or
+        ``jpeg2000`` where the anchor has no record, and against ``jpeg2000`` too), one curve per volume.
 
     Raises:
         InputError: for bad inputs (cases, ``--slices`` outside a volume, another configuration in ``outdir``).
@@ -397,39 +397,18 @@ def run_volume_benchmark(config: VolumeBenchmarkConfig, *, outdir: str | os.Path
             bar.update(1)
     if bar is not None:
         bar.close()
-    deltas, anchor_note = volume_deltas(records, config)
-    second = {} if deltas["bjontegaard_jpeg2000"] is None else {"bjontegaard_jpeg2000": deltas["bjontegaard_jpeg2000"]}
-    save_results(out, config, records, slices=None, bjontegaard=deltas["bjontegaard"], extra={**extra, **second})
-    table = make_volume_table(records, config, deltas=deltas, anchor_note=anchor_note, failures=extra["failures"], slabs=slabs)
+    # Summaries cover every record of the folder (an earlier run may have named other methods or rates).
+    summarized = with_recorded_methods(config, records)
+    deltas = bjontegaard_section(records, summarized)
+    save_results(out, config, records, slices=None, bjontegaard=deltas, extra=extra)
+    table = make_volume_table(records, summarized, deltas=deltas, failures=extra["failures"], slabs=slabs)
     atomic_write_bytes(out / "table.md", table.encode())
-    figures = make_volume_figures(out, records, config=config, slabs=slabs)
+    figures = make_volume_figures(out, records, config=summarized, slabs=slabs)
     return {"records": records, "failures": extra["failures"], "table": table, "figures": [str(f) for f in figures], "outdir": str(out)}
 
 
 def _key(slab: Slab, method: str, bpp: float) -> tuple[str, str, float, float]:
     return slab.volume_id, method, float(bpp), 0.0
-
-
-def volume_deltas(records: list[dict[str, Any]], config: VolumeBenchmarkConfig) -> tuple[dict[str, Any], str]:
-    """The Bjontegaard deltas of a volume run (volume PSNR against ``bpp_file``), one curve per volume and method.
-
-    The anchor is ``config.anchor``; when it has no records (it did not run, or failed everywhere), JPEG 2000's.
-    Against an anchor other than JPEG 2000, the deltas against JPEG 2000 come too.
-
-    Returns:
-        ``({"bjontegaard": ... or None, "bjontegaard_jpeg2000": ... or None}, a sentence on the anchor or "")``.
-    """
-    if len(config.bpps) < 2:
-        return {"bjontegaard": None, "bjontegaard_jpeg2000": None}, ""
-    ran = {r["method"] for r in records}
-    anchor = config.anchor if config.anchor in ran else (FALLBACK_ANCHOR if FALLBACK_ANCHOR in ran else None)
-    note = "" if anchor == config.anchor else (
-        f"The anchor {method_label(config.anchor)} has no records in this run: "
-        + (f"the deltas are against {method_label(anchor)}." if anchor else "no Bjontegaard deltas.")
-    )  # fmt: skip
-    primary = None if anchor is None else benchmark_deltas(records, methods=config.methods, anchor=anchor)
-    second = benchmark_deltas(records, methods=config.methods, anchor=FALLBACK_ANCHOR) if anchor not in (None, FALLBACK_ANCHOR) and FALLBACK_ANCHOR in ran else None
-    return {"bjontegaard": primary, "bjontegaard_jpeg2000": second}, note
 
 
 _KIND_TEXT = {
@@ -465,7 +444,7 @@ def _settings_lines(records: list[dict[str, Any]], config: VolumeBenchmarkConfig
     return ["Codec settings:", "", *lines, ""] if lines else []
 
 
-def make_volume_table(records: list[dict[str, Any]], config: VolumeBenchmarkConfig, *, deltas: dict[str, Any], anchor_note: str,
+def make_volume_table(records: list[dict[str, Any]], config: VolumeBenchmarkConfig, *, deltas: dict[str, Any] | None,
                       failures: list[dict[str, Any]], slabs: list[Slab]) -> str:  # fmt: skip
     """Markdown table of a volume run: per rate and method, the means over the volumes; then the failures and the
     Bjontegaard deltas.
@@ -494,12 +473,14 @@ def make_volume_table(records: list[dict[str, Any]], config: VolumeBenchmarkConf
     for r in records:
         by_rate[float(r["target_bpp"])].append(r)
     header = ["method", "n", "bpp (file)", "PSNR (dB)", "slice PSNR (dB)", "SSIM", "encode (s)", "decode (s)", "settings"]
+    binding: dict[int, float] = {}  # bit depth -> PSNR ceiling, of the rows it binds
     for bpp in sorted(by_rate):
         lines += [f"## Target {bpp:g} bpp", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for method, _, rs in rows_by_method(config, by_rate[bpp]):
             over = sum(1 for r in rs if not r["within_budget"])
-            cells = [method_label(method) + (f" ({over} over budget)" if over else ""), str(len(rs)), _stat([r["bpp_file"] for r in rs], 3),
-                     _stat([r["psnr"] for r in rs], 2), _stat([r["psnr_slice_mean"] for r in rs], 2), _stat([r["ssim"] for r in rs], 4),
+            label = method_label(method) + (f" ({over} over budget)" if over else "") + _ceiling_note(rs, binding)
+            cells = [label, str(len(rs)), _stat([r["bpp_file"] for r in rs], 3),
+                     _psnr_cell([r["psnr"] for r in rs], 2), _psnr_cell([r["psnr_slice_mean"] for r in rs], 2), _stat([r["ssim"] for r in rs], 4),
                      _stat([r["encode_seconds"] for r in rs], 1), _stat([r["decode_seconds"] for r in rs], 2), _details_cell(rs)]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -508,13 +489,13 @@ def make_volume_table(records: list[dict[str, Any]], config: VolumeBenchmarkConf
                   "| volume | method | target bpp | error |", "| --- | --- | --- | --- |"]  # fmt: skip
         lines += [f"| `{f['image_id']}` | {method_label(f['method'])} | {f['target_bpp']:g} | {f['error']} |" for f in failures]
         lines.append("")
-    if anchor_note:
-        lines += [anchor_note, ""]
-    if len(config.bpps) > 1:
+    if binding:
+        ceilings = ", ".join(f"{depth}-bit {value:.1f} dB" for depth, value in sorted(binding.items()))
+        lines += [f"Rows marked `(at the b-bit ceiling)` have a mean PSNR within {CEILING_MARGIN:g} dB of the PSNR their codec's "
+                  f"b-bit samples allow ({ceilings}): more rate buys them little PSNR.", ""]  # fmt: skip
+    if deltas is not None:
         lines += ["In the Bjontegaard sections an image is a volume: each curve is one volume's records of one method.", ""]
-    lines += _bjontegaard_lines(deltas["bjontegaard"]) if deltas["bjontegaard"] or len(config.bpps) < 2 else []
-    if deltas.get("bjontegaard_jpeg2000"):
-        lines += _bjontegaard_lines(deltas["bjontegaard_jpeg2000"])
+    lines += _bjontegaard_lines(deltas)
     return "\n".join(lines)
 
 
