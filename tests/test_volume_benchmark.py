@@ -253,3 +253,14 @@ def test_cli_volumes_of_a_dataset_without_labels(nifti_volume, tmp_path, run):
                           "--out", tmp_path / "o", "--quiet"])  # fmt: skip
     assert code == 0, err
     assert "`caseA:0:5` 5 x 32 x 32" in out and json.loads((tmp_path / "o" / "results.json").read_text())["config"]["label_glob"] is None
+
+
+def test_report_redraws_a_volume_run_from_its_results(benchmark_dataset, tmp_path):
+    from sinco.benchmark.report import write_report
+
+    config = _config(benchmark_dataset, methods=("jpeg2000", "jpeg"), bpps=(1.0, 3.0), cases="case0", anchor="jpeg2000")
+    result = run_volume_benchmark(config, outdir=tmp_path / "run", device=CPU, progress=False)
+    written = write_report([tmp_path / "run" / "results.json"], outdir=tmp_path / "report")
+    table = (tmp_path / "report" / "run.md").read_text()
+    assert [p.name for p in written] == ["run.md", "rate_distortion.png"]
+    assert table.startswith(result["table"]) and "`case0:1:5` 4 x 48 x 48" in table

@@ -401,7 +401,7 @@ def run_volume_benchmark(config: VolumeBenchmarkConfig, *, outdir: str | os.Path
     summarized = with_recorded_methods(config, records)
     deltas = bjontegaard_section(records, summarized)
     save_results(out, config, records, slices=None, bjontegaard=deltas, extra=extra)
-    table = make_volume_table(records, summarized, deltas=deltas, failures=extra["failures"], slabs=slabs)
+    table = make_volume_table(records, summarized, deltas=deltas, failures=extra["failures"], volumes=extra["volumes"])
     atomic_write_bytes(out / "table.md", table.encode())
     figures = make_volume_figures(out, records, config=summarized, slabs=slabs)
     return {"records": records, "failures": extra["failures"], "table": table, "figures": [str(f) for f in figures], "outdir": str(out)}
@@ -445,9 +445,10 @@ def _settings_lines(records: list[dict[str, Any]], config: VolumeBenchmarkConfig
 
 
 def make_volume_table(records: list[dict[str, Any]], config: VolumeBenchmarkConfig, *, deltas: dict[str, Any] | None,
-                      failures: list[dict[str, Any]], slabs: list[Slab]) -> str:  # fmt: skip
+                      failures: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> str:  # fmt: skip
     """Markdown table of a volume run: per rate and method, the means over the volumes; then the failures and the
-    Bjontegaard deltas.
+    Bjontegaard deltas (``deltas`` from :func:`~sinco.benchmark.bjontegaard.bjontegaard_section`; ``volumes``: the
+    :meth:`Slab.info` of each volume, as ``results.json`` keeps them).
 
     Returns:
         The Markdown text.
@@ -456,8 +457,8 @@ def make_volume_table(records: list[dict[str, Any]], config: VolumeBenchmarkConf
     lines = [
         "# Volume benchmark",
         "",
-        f"Data `{config.data}`, cases `{config.cases}`, {len(slabs)} volume(s), slices `{config.slices}` of each (axial; "
-        + ", ".join(f"`{s.volume_id}` {s.voxels.shape[0]} x {s.voxels.shape[1]} x {s.voxels.shape[2]}" for s in slabs)
+        f"Data `{config.data}`, cases `{config.cases}`, {len(volumes)} volume(s), slices `{config.slices}` of each (axial; "
+        + ", ".join(f"`{v['image_id']}` {v['n_slices']} x {v['height']} x {v['width']}" for v in volumes)
         + f"); seed {config.seed}.",
         "",
         "Every method codes each volume as one whole, on one intensity range: the volume's own minimum and maximum. "
