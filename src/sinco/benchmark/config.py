@@ -8,7 +8,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sinco.benchmark.methods import DEFAULT_ANCHOR, DEFAULT_METHODS, SECOND_ANCHOR, all_methods, codec_methods, is_regularized
+from sinco.benchmark.methods import (
+    DEFAULT_ANCHOR,
+    DEFAULT_METHODS,
+    SECOND_ANCHOR,
+    all_methods,
+    codec_methods,
+    is_regularized,
+    volume_methods,
+)
 from sinco.errors import InputError
 
 
@@ -104,9 +112,16 @@ class BenchmarkConfig:
 
         return RegularizerOptions(target=self.seg_target, perturb=self.seg_perturb, seed=self.seed)
 
+    def known_methods(self) -> tuple[str, ...]:
+        """The methods this kind of benchmark runs (the slice benchmark: :func:`all_methods`)."""
+        return all_methods()
+
     def __post_init__(self) -> None:
-        known = all_methods()
+        known = self.known_methods()
         unknown = [m for m in self.methods if m not in known]
+        volume_codecs = [m for m in unknown if m in volume_methods()]
+        if volume_codecs:
+            raise InputError(f"--methods {','.join(volume_codecs)}: volume codecs code whole slabs; run them with --volumes")
         if unknown or not self.methods:
             raise InputError(f"--methods {','.join(self.methods)!r}: unknown {unknown}; expected names from {', '.join(known)}")
         if len(set(self.methods)) != len(self.methods):

@@ -28,6 +28,13 @@ def classical_methods() -> tuple[str, ...]:
     return tuple(CLASSICAL_CODECS)
 
 
+def volume_methods() -> tuple[str, ...]:
+    """The classical volume codecs' method names (:data:`sinco.classical.registry.VOLUME_CODECS`): ``--volumes`` only."""
+    from sinco.classical.registry import VOLUME_CODECS
+
+    return tuple(VOLUME_CODECS)
+
+
 def all_methods() -> tuple[str, ...]:
     """Every benchmark method: the codec families' (plain fits first, then the regularized ones, as the paper's
     Table 1 orders them) and the classical codecs."""
@@ -50,11 +57,12 @@ def swept_key(method: str, lam: float) -> str:
 
 def method_label(method: str, lam: float | None = None) -> str:
     """The name tables and figures show for a method (with its lambda when a sweep ran several)."""
-    from sinco.classical.registry import CLASSICAL_CODECS
+    from sinco.classical.registry import CLASSICAL_CODECS, VOLUME_CODECS
 
     if "@" in method:  # one lambda of a swept method (see swept_key)
         base, value = method.split("@", 1)
         return f"{method_label(base)}, lambda {value}"
     known = codec_methods()
-    label = known[method][1].label if method in known else (CLASSICAL_CODECS[method].label if method in CLASSICAL_CODECS else method)
+    classical = {**CLASSICAL_CODECS, **VOLUME_CODECS}
+    label = known[method][1].label if method in known else (classical[method].label if method in classical else method)
     return label if lam is None else f"{label}, lambda {lam:g}"

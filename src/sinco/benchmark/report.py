@@ -19,6 +19,7 @@ from sinco.benchmark.figures import plot_rate_distortion, save_figure
 from sinco.benchmark.methods import method_label
 from sinco.benchmark.results import rows_by_method, with_recorded_methods
 from sinco.benchmark.tables import make_table
+from sinco.benchmark.volumes import VolumeBenchmarkConfig, make_volume_table
 from sinco.errors import InputError
 
 
@@ -31,12 +32,16 @@ class SavedRun:
         config: the run's configuration.
         records: its records.
         version: the sinco version that wrote it.
+        volumes: the volumes of a volume benchmark (``benchmark --volumes``); ``None`` for slices.
+        failures: a volume benchmark's failed records.
     """
 
     path: Path
     config: BenchmarkConfig
     records: list[dict[str, Any]]
     version: str
+    volumes: list[dict[str, Any]] | None = None
+    failures: tuple[dict[str, Any], ...] = ()
 
 
 def load_run(path: str | os.PathLike[str], *, anchor: str | None = None) -> SavedRun:
@@ -56,7 +61,8 @@ def load_run(path: str | os.PathLike[str], *, anchor: str | None = None) -> Save
     path = path / "results.json" if path.is_dir() else path
     try:
         saved = json.loads(path.read_text())
-        known = {f.name for f in fields(BenchmarkConfig)}
+        kind = VolumeBenchmarkConfig if saved["config"].get("benchmark") == "volumes" else BenchmarkConfig
+        known = {f.name for f in fields(kind)}
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items() if k in known}
         records = list(saved["records"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -65,14 +71,16 @@ def load_run(path: str | os.PathLike[str], *, anchor: str | None = None) -> Save
         raise InputError(f"{str(path)!r}: a lossless benchmark's results (no rates to draw); its table.md is its report")
     if not records:
         raise InputError(f"{str(path)!r}: holds no records")
-    config = with_recorded_methods(BenchmarkConfig(**settings), records)
+    config = with_recorded_methods(kind(**settings), records)
     if anchor is not None:
         if anchor not in config.methods:
             raise InputError(f"--anchor {anchor!r}: not a method of {str(path)!r} ({', '.join(config.methods)})")
         config = replace(config, anchor=anchor)
     elif config.anchor not in config.methods:
         config = replace(config, anchor=config.methods[0])
-    return SavedRun(path=path, config=config, records=records, version=str(saved.get("sinco_version", "unknown")))
+    volumes = saved.get("volumes") if kind is VolumeBenchmarkConfig else None
+    return SavedRun(path=path, config=config, records=records, version=str(saved.get("sinco_version", "unknown")), volumes=volumes,
+                    failures=tuple(saved.get("failures", ())))  # fmt: skip
 
 
 def write_report(paths: list[str | os.PathLike[str]], *, outdir: str | os.PathLike[str], anchor: str | None = None) -> list[Path]:
@@ -109,7 +117,10 @@ def write_report(paths: list[str | os.PathLike[str]], *, outdir: str | os.PathLi
     written = []
     for run in runs:
         deltas = bjontegaard_section(run.records, run.config)
-        table = make_table(run.records, run.config, bjontegaard=deltas)
+        if run.volumes is None:
+            table = make_table(run.records, run.config, bjontegaard=deltas)
+        else:
+            table = make_volume_table(run.records, run.config, deltas=deltas, failures=list(run.failures), volumes=run.volumes)
         name = out / f"{run.path.parent.name or 'results'}.md"
         atomic_write_bytes(name, f"{table}\nMade by sinco {run.version}; redrawn from `{run.path}`.\n".encode())
         written.append(name)
@@ -118,7 +129,7 @@ def write_report(paths: list[str | os.PathLike[str]], *, outdir: str | os.PathLi
     for ax, run in zip(axes[0], runs, strict=True):
         plot_rate_distortion(ax, run.records, config=run.config, order=order)
         images = len({r["image_id"] for r in run.records})
-        ax.set_title(f"{run.path.parent.name}: {images} slice(s)", fontsize=9)
+        ax.set_title(f"{run.path.parent.name}: {images} {'slice' if run.volumes is None else 'volume'}(s)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -67,17 +67,18 @@ def with_recorded_methods(config: BenchmarkConfig, records: list[dict[str, Any]]
     return replace(config, methods=tuple(methods), bpps=tuple(bpps))
 
 
-def save_results(outdir: Path, config: BenchmarkConfig, records: list[dict[str, Any]], *, slices: list[dict[str, Any]],
-                 bjontegaard: dict[str, Any] | None = None) -> None:  # fmt: skip
+def save_results(outdir: Path, config: BenchmarkConfig, records: list[dict[str, Any]], *, slices: list[dict[str, Any]] | None,
+                 bjontegaard: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:  # fmt: skip
     """Write ``results.json`` atomically (with a ``bjontegaard`` section when given, see
-    :func:`sinco.benchmark.bjontegaard.benchmark_deltas`)."""
+    :func:`sinco.benchmark.bjontegaard.benchmark_deltas`; ``slices`` left out when ``None``; ``extra``: further
+    top-level sections, e.g. the volume benchmark's ``volumes``)."""
     import torch
 
     from sinco.utils.atomic import atomic_write_bytes
 
     payload = {
         "format": RESULTS_FORMAT, "sinco_version": __version__, "torch_version": torch.__version__,
-        "config": config.to_dict(), "slices": slices, "records": records,
+        "config": config.to_dict(), **({} if slices is None else {"slices": slices}), **(extra or {}), "records": records,
     }  # fmt: skip
     if bjontegaard is not None:
         payload["bjontegaard"] = bjontegaard

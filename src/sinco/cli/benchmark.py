@@ -11,7 +11,7 @@ from sinco.cli.common import EXIT_OK
 
 def add_parsers(sub: Any) -> None:
     """Register ``benchmark``."""
-    from sinco.benchmark.methods import DEFAULT_ANCHOR, DEFAULT_METHODS, SECOND_ANCHOR, all_methods
+    from sinco.benchmark.methods import DEFAULT_ANCHOR, DEFAULT_METHODS, SECOND_ANCHOR, all_methods, volume_methods
 
     p = sub.add_parser("benchmark", help="compare the neural codecs and classical codecs on a dataset (the paper's Table 1)")
     options.add_dataset(p)
@@ -25,7 +25,8 @@ def add_parsers(sub: Any) -> None:
                    help="region of interest for PSNR/SSIM ROI: a mask in each case folder, e.g. brainmask.nii.gz (images layout: "
                         "paired by name); default: the head found automatically")  # fmt: skip
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(all_methods())} (default: {','.join(DEFAULT_METHODS)}; without "
+                   help=f"comma-separated, from: {', '.join(all_methods())}; with --volumes also the volume codecs "
+                        f"{', '.join(volume_methods()) or '(none installed)'} (default: {','.join(DEFAULT_METHODS)}; without "
                         "--seg-model the unregularized ones)")  # fmt: skip
     p.add_argument("--bpp", default=None, help="target rate(s), comma-separated (default: 1.2)")
     p.add_argument("--anchor", default=DEFAULT_ANCHOR, metavar="METHOD",
@@ -41,6 +42,11 @@ def add_parsers(sub: Any) -> None:
     options.add_device(p)
     p.add_argument("--batch-slices", type=int, default=None, metavar="N",
                    help="test slices of one INR method fitted together (default: 1 on the CPU, 16 on CUDA)")  # fmt: skip
+    p.add_argument("--volumes", action="store_true",
+                   help="benchmark volumes as volumes: each case's volume (or --slices slab) coded as one whole by every "
+                        "method, volume codecs included; --images and --min-tumour do not apply")  # fmt: skip
+    p.add_argument("--slices", default=None, metavar="all|A:B",
+                   help="with --volumes: the axial slices of each volume (A:B 0-based, half-open; default: all)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder; rerunning resumes an interrupted run")
     lossless = p.add_argument_group("lossless and near-lossless comparison")
     lossless.add_argument("--lossless", action="store_true",
@@ -86,11 +92,16 @@ def _methods(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    """``sinco benchmark``: the paper's comparison on a dataset."""
+    """``sinco benchmark``: the paper's comparison on a dataset (``--volumes``: on whole volumes)."""
+    from sinco.errors import InputError
+
+    if args.volumes and (args.lossless or args.max_error is not None):
+        raise InputError("--volumes: the lossless comparison (--lossless) runs on slices; give one of the two")
     if args.lossless or args.max_error is not None:
         return _cmd_lossless(args)
     from sinco.benchmark.config import BenchmarkConfig
     from sinco.benchmark.runner import run_benchmark
+    from sinco.benchmark.volumes import VolumeBenchmarkConfig, run_volume_benchmark
     from sinco.codec.family import COMMON_FIT_OPTIONS
     from sinco.compression.volume import default_batch_slices
     from sinco.utils.device import resolve_device
@@ -101,7 +112,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     lams = options.parse_lams(args.lam, allow_list=True)
     image_glob, label_glob = options.dataset_globs(args)
     cases = args.cases if args.cases is not None else ("val" if args.seg_model is not None else "all")
-    config = BenchmarkConfig(
+    if args.slices is not None and not args.volumes:
+        raise InputError(f"--slices {args.slices!r}: a slab of each volume is benchmarked with --volumes")
+    kind, extra = (VolumeBenchmarkConfig, {"slices": args.slices or "all"}) if args.volumes else (BenchmarkConfig, {})
+    if args.volumes and args.label_glob is None:
+        label_glob = None  # the volume benchmark reads no labels: a dataset without them needs no --label-glob none
+    config = kind(
         data=str(args.data), seg_model=None if args.seg_model is None else str(args.seg_model[0]), layout=args.layout,
         image_glob=image_glob, label_glob=label_glob, channel=args.channel, cases=cases, roi_glob=args.roi_glob,
         methods=_methods(args), bpps=options.parse_list(args.bpp or "1.2", arg="--bpp"), images=args.images,
@@ -111,9 +127,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         reg_every=args.reg_every, seed=args.seed, batch_slices=batch,
         fit_options={k: v for k, v in overrides.items() if k not in COMMON_FIT_OPTIONS and v is not None},
         codec_options={k: v for k, v in _codec_options_by_family(args).items() if v},
-        anchor=args.anchor,
+        anchor=args.anchor, **extra,
     )  # fmt: skip
-    print_summary(run_benchmark(config, outdir=args.out, device=device, progress=not args.quiet))
+    run = run_volume_benchmark if args.volumes else run_benchmark
+    print_summary(run(config, outdir=args.out, device=device, progress=not args.quiet))
     return EXIT_OK
 
 
