@@ -202,7 +202,7 @@ class GridFamily(CodecFamily):
         rate = f"lambda_rd {grid.lambda_rd:g}" if config.fixed_lambda else f"lambda_rd searched (at most {grid.max_rate_trials} fits)"
         layer = ", residual layer where it pays" if grid.residual and not config.fixed_lambda else ""
         layer += ", context-coded levels where they pay" if grid.context and not config.fixed_lambda else ""
-        picks = f", best of {grid.candidates} seeds after {grid.candidate_steps} steps" if grid.candidates > 1 else ""
+        picks = f", best of {grid.candidates} seeds after {grid.candidate_steps} steps without a warm start" if grid.candidates > 1 else ""
         return f"{grid.steps} steps ({grid.ste_steps} straight-through){picks}, {rate}{layer}"
 
 
