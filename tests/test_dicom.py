@@ -85,10 +85,37 @@ def test_missing_pixel_data_refused(tmp_path: Path) -> None:
 
 
 def test_undecodable_transfer_syntax_refused(tmp_path: Path) -> None:
+    """JPEG-LS pixel data that are not JPEG-LS: refused in one line, whether or not a JPEG-LS handler (pyjpegls, a
+    dependency) is installed."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLSLossless
+
     path = write_jpeg_ls(tmp_path / "jls.dcm", _volume(d=1)[:, :, 0])
-    with pytest.raises(InputError, match="cannot be decoded by the installed handlers") as info:
+    handled = get_decoder(JPEGLSLossless).is_available
+    expected = "cannot decode the DICOM pixel data" if handled else "cannot be decoded by the installed handlers"
+    with pytest.raises(InputError, match=expected) as info:
         load_array(path)
-    assert "jls.dcm" in str(info.value)
+    assert "jls.dcm" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_jpeg_ls_dicom_decodes_to_its_pixels(tmp_path: Path) -> None:
+    """With pyjpegls installed, JPEG-LS lossless DICOM is read exactly."""
+    import imagecodecs
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLSLossless
+
+    if not get_decoder(JPEGLSLossless).is_available:
+        pytest.skip("no JPEG-LS handler for pydicom (pyjpegls) installed")
+    pixels = np.random.default_rng(0).integers(0, 4096, size=(16, 12)).astype(np.uint16)
+    plain = write_dicom(tmp_path / "plain.dcm", pixels)
+    ds = pydicom.dcmread(plain)
+    ds.PixelData = encapsulate([bytes(imagecodecs.jpegls_encode(ds.pixel_array))])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.save_as(tmp_path / "jls.dcm", enforce_file_format=True)
+    assert np.array_equal(load_array(tmp_path / "jls.dcm"), load_array(plain))
 
 
 def test_slices_at_one_position_refused(tmp_path: Path) -> None:

@@ -107,7 +107,8 @@ def _pixels(ds, path: Path, *, arg: str) -> np.ndarray:  # noqa: ANN001 - pydico
         array = np.asarray(ds.pixel_array)
         array = np.asarray(apply_modality_lut(array, ds))
     except Exception as exc:  # noqa: BLE001 - a decoder failure means the pixel data are unusable
-        raise InputError(f"{arg} {str(path)!r}: cannot decode the DICOM pixel data ({_reason(exc)})") from None
+        coding = f"{syntax.name}: " if syntax is not None and syntax.is_compressed else ""
+        raise InputError(f"{arg} {str(path)!r}: cannot decode the DICOM pixel data ({coding}{_reason(exc)})") from None
     if array.dtype.kind not in "biuf":
         raise InputError(f"{arg} {str(path)!r}: unsupported DICOM pixel type {array.dtype}")
     return array
