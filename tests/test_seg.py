@@ -207,6 +207,8 @@ def test_regularizer_changes_the_fit(image, tiny_seg_model):
                             device=torch.device("cpu"), seg_model=tiny_seg_model, mask=mask)
         for lam in (0.0, 1.0)
     }  # fmt: skip
+    # This untrained U-Net barely moves the fit; that lambda > 0 raises the loss network's Dice is tested per family
+    # with a loss network whose direction is visible (tests/test_regularizer_direction.py).
     assert results[0.0].data != results[1.0].data
     for r in results.values():
         assert {"dice", "dice_reference"} <= set(r.metrics)
