@@ -191,13 +191,14 @@ def test_bjontegaard_section_of_a_multi_rate_run(dataset, tmp_path):
     anchor = {float(r["target_bpp"]): r for r in saved["records"] if r["method"] == "jpeg2000"}
     usable = len({(r["bpp_file"], r["psnr"]) for r in anchor.values() if r["psnr"] < 999})
     own = deltas["methods"]["jpeg2000"]["per_image"][image]
-    if usable >= 2:  # jpeg2000 against itself: zero, from the records' real rates
-        assert own["bd_rate"]["value"] == pytest.approx(0, abs=1e-6) and own["bd_psnr"]["value"] == pytest.approx(0, abs=1e-6)
-    else:
-        assert own["bd_rate"]["value"] is None and own["bd_rate"]["reason"]
-    coin = deltas["methods"]["coin"]["per_image"][image]["bd_psnr"]
-    assert coin["points"][0] == sum(r["psnr"] < 999 for r in anchor.values())
-    assert coin["value"] is None or (np.isfinite(coin["value"]) and coin["value"] < 0)  # 4 steps of COIN are far behind
+    assert usable == 4  # four distinct lossy points of the anchor: the deltas below are defined
+    # jpeg2000 against itself: zero, from the records' real rates.
+    assert own["bd_rate"]["value"] == pytest.approx(0, abs=1e-6) and own["bd_psnr"]["value"] == pytest.approx(0, abs=1e-6)
+    coin = deltas["methods"]["coin"]["per_image"][image]
+    assert coin["bd_psnr"]["points"] == [4, 4]
+    assert np.isfinite(coin["bd_psnr"]["value"]) and coin["bd_psnr"]["value"] < -10  # 4 steps of COIN are far behind (-28 dB)
+    # Its PSNR range does not reach the anchor's: no rate delta, and the reason says so.
+    assert coin["bd_rate"]["value"] is None and coin["bd_rate"]["reason"] == "the curves do not overlap"
     table = (out / "table.md").read_text()
     assert "## Bjontegaard deltas against JPEG 2000" in table and "| COIN (SIREN) |" in table.split("Bjontegaard deltas")[1]
     # The anchor only changes the summaries: the same folder is summarized again against JPEG, nothing refitted.
