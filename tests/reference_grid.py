@@ -199,7 +199,9 @@ def grid_shapes(spec: Spec, height: int, width: int) -> list[tuple[int, int]]:
     return [(-(-height // 2**level), -(-width // 2**level)) for level in range(spec.levels)]
 
 
-def planes(latents: list[np.ndarray], spec: Spec, tensors: list[np.ndarray], exps: list[int], height: int, width: int) -> np.ndarray:
+def planes(
+    latents: list[np.ndarray], spec: Spec, tensors: list[np.ndarray], exps: list[int], height: int, width: int
+) -> np.ndarray:
     """Latents (finest first) at 2^-(16 - shift) brought to full resolution: ``(L, H, W)``, grid l through l stages."""
     shapes = grid_shapes(spec, height, width)
     n_ups = spec.levels - 1 if spec.learned else 0
@@ -246,7 +248,9 @@ def contexts(latents: list[np.ndarray], spec: Spec) -> np.ndarray:
         padded = np.pad(g.astype(np.int64), 2)
         i, j = np.divmod(np.arange(h * w), w)
         cols = [padded[i + 2 + dy, j + 2 + dx] for dy, dx in OFFSETS[: spec.context]]
-        cols.append(latents[level + 1][i // 2, j // 2].astype(np.int64) if level + 1 < len(latents) else np.zeros(h * w, np.int64))
+        cols.append(
+            latents[level + 1][i // 2, j // 2].astype(np.int64) if level + 1 < len(latents) else np.zeros(h * w, np.int64)
+        )
         rows.append(np.stack(cols, axis=1))
     return np.concatenate(rows)
 
@@ -285,7 +289,9 @@ def coding_order(shapes: list[tuple[int, int]]) -> np.ndarray:
     return np.asarray(order, np.int64)
 
 
-def decode_latents(stream: bytes, spec: Spec, tensors: list[np.ndarray], exps: list[int], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+def decode_latents(
+    stream: bytes, spec: Spec, tensors: list[np.ndarray], exps: list[int], shapes: list[tuple[int, int]]
+) -> list[np.ndarray]:
     """Decode the latents step by step in the coding order (see :func:`coding_order`): per step, the contexts of its
     positions from the latents decoded so far, the entropy model, then one symbol per position from the range decoder
     (constriction's queue decoder, ``u32`` words) with row ``(f, q)`` of the table; latent = m + symbol - 2 b."""

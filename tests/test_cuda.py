@@ -59,6 +59,7 @@ def test_a_gpu_fit_decodes_on_the_cpu_to_what_its_metrics_measured(arch):
         # Not the decoder against itself: the independent references (int64 for the grid, float64 for the MLPs).
         if arch == "grid":
             import reference_grid
+
             from sinco.codec.format import unpack
 
             container = unpack(result.data)

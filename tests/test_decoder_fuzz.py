@@ -78,7 +78,9 @@ def with_checksums(data: bytes) -> bytes:
     return _repack(header, spec, payload)
 
 
-def rebuilt(data: bytes, *, weights: list[tuple[int, int, int]], exponents: list[tuple[int, int]], latents: list[tuple[int, int, int]]) -> bytes:
+def rebuilt(
+    data: bytes, *, weights: list[tuple[int, int, int]], exponents: list[tuple[int, int]], latents: list[tuple[int, int, int]]
+) -> bytes:
     """A version-1 payload rebuilt from the file's networks and latents with some values replaced (re-coded, so the
     result is a well-formed file whose networks and latents are hostile): ``weights`` ``(tensor, flat index, value)``,
     ``exponents`` ``(tensor, exponent)``, ``latents`` ``(grid, flat index, value)``."""
@@ -87,7 +89,9 @@ def rebuilt(data: bytes, *, weights: list[tuple[int, int, int]], exponents: list
     _, _, n_net, *rest = head.unpack_from(payload)
     n_lat = rest[0] if rest else len(payload) - head.size - n_net
     decoder = unpack_network(payload[head.size : head.size + n_net], spec, warm=load_warm_start(spec))
-    grids = decode_latents(payload[head.size + n_net : head.size + n_net + n_lat], decoder, spec, spec.grid_shapes(header.height, header.width))
+    grids = decode_latents(
+        payload[head.size + n_net : head.size + n_net + n_lat], decoder, spec, spec.grid_shapes(header.height, header.width)
+    )
     tensors, exps = [t.copy() for t in decoder.tensors], list(decoder.exponents)
     for tensor, index, value in weights:
         tensors[tensor % len(tensors)].reshape(-1)[index % tensors[tensor % len(tensors)].size] = value
@@ -149,13 +153,17 @@ def value_mutations(draw):
     return rebuilt(data, weights=weights, exponents=exponents, latents=latents)
 
 
-@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(byte_mutations())
 def test_grid_payload_mutations_with_valid_checksums_are_refused_or_decode_to_a_checked_image(data):
     check_outcome(data)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(value_mutations())
 def test_hostile_grid_weights_and_latents_decode_to_the_references_image(data):
     parsed, image = decode_file(data)  # well formed by construction: it must decode
@@ -169,7 +177,12 @@ def test_the_value_fuzz_reaches_the_clamps():
     data = BASES[0]
     header, spec, _ = _parts(data)
     n = 200
-    hostile = rebuilt(data, weights=[(t, i, WEIGHT_LIMIT) for t in range(60) for i in range(n)], exponents=[(t, 0) for t in range(60)], latents=[])
+    hostile = rebuilt(
+        data,
+        weights=[(t, i, WEIGHT_LIMIT) for t in range(60) for i in range(n)],
+        exponents=[(t, 0) for t in range(60)],
+        latents=[],
+    )
     parsed, image = decode_file(hostile)
     container = unpack(hostile)
     decoded = ref.decode(container.payload, container.block, parsed.height, parsed.width)
@@ -198,7 +211,9 @@ def test_an_inr_file_announcing_a_large_image_decodes_within_bounded_memory(tmp_
     assert parse_file(data).height * parse_file(data).width <= 8000 * len(data)  # within the caps: not refused early
     path = tmp_path / "large.sinco"
     path.write_bytes(data)
-    done = subprocess.run([sys.executable, "-c", LARGE_SCRIPT, str(path)], capture_output=True, text=True, check=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", LARGE_SCRIPT, str(path)], capture_output=True, text=True, check=True, timeout=300
+    )
     height, width, low, high, finite, peak = done.stdout.split()
     assert (int(height), int(width)) == (2048, 4096) and finite == "True" and 0 <= float(low) <= float(high) <= 1
     assert int(peak) < 2048 * 4096 * 4 + (600 << 20)  # the image, plus torch and numpy: no full-size activations

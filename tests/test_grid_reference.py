@@ -83,7 +83,10 @@ def random_decoder(spec: GridSpec, rng: np.random.Generator, *, extreme: bool) -
 def random_latents(spec: GridSpec, height: int, width: int, rng: np.random.Generator, *, extreme: bool) -> list[np.ndarray]:
     bound = spec.latent_bound
     low = min(3, bound)
-    return [rng.choice([-bound, bound, 0], size=s) if extreme else rng.integers(-low, low + 1, size=s) for s in spec.grid_shapes(height, width)]
+    return [
+        rng.choice([-bound, bound, 0], size=s) if extreme else rng.integers(-low, low + 1, size=s)
+        for s in spec.grid_shapes(height, width)
+    ]
 
 
 EXTREME_SPECS = {
@@ -132,7 +135,9 @@ def test_a_payload_of_a_random_decoder_decodes_the_same_in_both(name):
 def test_the_reference_refuses_what_the_decoder_refuses():
     spec = EXTREME_SPECS["bicubic-no-skip"]
     rng = np.random.default_rng(3)
-    payload = bytearray(build_payload(random_latents(spec, 9, 9, rng, extreme=False), random_decoder(spec, rng, extreme=False), spec))
+    payload = bytearray(
+        build_payload(random_latents(spec, 9, 9, rng, extreme=False), random_decoder(spec, rng, extreme=False), spec)
+    )
     payload[1] ^= 0xFF  # the checksum
     with pytest.raises(ref.ReferenceError, match="checksum"):
         ref.decode(bytes(payload), spec.to_bytes(), 9, 9)
