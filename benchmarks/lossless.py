@@ -72,21 +72,20 @@ def scans() -> dict[str, tuple[np.ndarray, int]]:
 
 
 def classical(levels: np.ndarray, *, max_error: int) -> list[tuple[str, float, float, float]]:
-    """``(method, bits, encode s, decode s)`` of JPEG-LS (NEAR = K) and, at K = 0, JPEG 2000 and JPEG XL."""
-    import imagecodecs
+    """``(method, bits, encode s, decode s)`` of JPEG-LS (NEAR = K) and, at K = 0, JPEG 2000 (reversible) and JPEG XL
+    (effort 9): :data:`sinco.classical.registry.LOSSLESS_CODECS` on the levels at their own depth."""
+    from sinco.classical.registry import LOSSLESS_CODECS
 
-    image = levels.astype(np.uint8 if levels.max() < 256 else np.uint16)
-    codecs = [("JPEG-LS", lambda x: imagecodecs.jpegls_encode(x, level=max_error), imagecodecs.jpegls_decode)]
-    if max_error == 0:
-        codecs += [("JPEG 2000 (reversible)", lambda x: imagecodecs.jpeg2k_encode(x, level=0, reversible=True), imagecodecs.jpeg2k_decode),
-                   ("JPEG XL (e9)", lambda x: imagecodecs.jpegxl_encode(x, lossless=True, effort=9), imagecodecs.jpegxl_decode)]  # fmt: skip
+    names = {"JPEG-LS": "jpegls"} | ({"JPEG 2000 (reversible)": "jpeg2000", "JPEG XL (e9)": "jpegxl"} if max_error == 0 else {})
+    bits = max(1, int(levels.max()).bit_length())
     rows = []
-    for name, encode, decode in codecs:
+    for name, method in names.items():
+        codec = LOSSLESS_CODECS[method]()
         started = time.perf_counter()
-        data = encode(image)
+        data = codec.encode(levels, bits=bits, max_error=max_error)
         encoded = time.perf_counter()
-        decoded = decode(data)
-        assert np.abs(decoded.astype(np.int64) - image).max() <= max_error, name
+        decoded = codec.decode(data)
+        assert np.abs(decoded - levels).max() <= max_error, name
         rows.append((name, 8.0 * len(data), encoded - started, time.perf_counter() - encoded))
     return rows
 

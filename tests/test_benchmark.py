@@ -219,11 +219,16 @@ def test_one_rate_has_no_bjontegaard_section(dataset, tmp_path):
 
 def test_anchor_must_be_a_benchmarked_method(tmp_path):
     dataset = (tmp_path, tmp_path / "seg.pt")  # only validated here, never read
-    with pytest.raises(InputError, match="^--anchor 'jpeg2000': .*--methods 'coin,jpeg'"):
+    with pytest.raises(InputError, match="^--anchor 'vvc': .*--methods 'coin,jpeg'"):
         _config(dataset, methods=("coin", "jpeg"), bpps=(1.0, 2.0))
+    with pytest.raises(InputError, match="^--anchor 'jpeg': .*--methods 'coin,jpeg2000'"):  # only the default falls back
+        _config(dataset, methods=("coin", "jpeg2000"), bpps=(1.0, 2.0), anchor="jpeg")
+    # The default anchor, VVC, falls back to JPEG 2000 where it does not run; both where both run.
+    assert _config(dataset, methods=("coin", "jpeg2000"), bpps=(1.0, 2.0)).bd_references() == ("jpeg2000",)
+    assert _config(dataset, methods=("jpeg2000", "vvc"), bpps=(1.0, 2.0)).bd_references() == ("vvc", "jpeg2000")
     with pytest.raises(InputError, match="^--anchor 'png'"):
         _config(dataset, methods=("coin", "jpeg"), anchor="png")
-    assert _config(dataset, methods=("coin", "jpeg"), bpps=(1.0,)).anchor == "jpeg2000"  # one rate: no deltas, no anchor needed
+    assert _config(dataset, methods=("coin", "jpeg"), bpps=(1.0,)).anchor == "vvc"  # one rate: no deltas, no anchor needed
 
 
 def test_cli_bad_anchor_is_one_line_and_exit_2(tmp_path, run):
@@ -231,3 +236,52 @@ def test_cli_bad_anchor_is_one_line_and_exit_2(tmp_path, run):
                         "--anchor", "jpeg2000", "--out", tmp_path / "o", "--quiet"])  # fmt: skip
     assert code == 2 and err.count("\n") == 1 and err.startswith("sinco: error: --anchor 'jpeg2000'")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_finished_run_extends_with_more_methods_and_rates(dataset, tmp_path):
+    """Records are keyed by method and rate: rerunning with more of either codes only the new records, keeps the
+    earlier ones byte for byte, and summarizes them all."""
+    out = tmp_path / "out"
+    first = run_benchmark(_config(dataset, methods=("coin", "jpeg"), bpps=(2.0,)), outdir=out, device=torch.device("cpu"), progress=False)
+    kept = {(r["image_id"], r["method"], r["target_bpp"]): (out / r["file"]).read_bytes() for r in first["records"]}
+    extended = run_benchmark(_config(dataset, methods=("jpeg2000",), bpps=(1.0, 3.0), anchor="jpeg2000"), outdir=out,
+                             device=torch.device("cpu"), progress=False)  # fmt: skip
+    keys = {(r["image_id"], r["method"], r["target_bpp"]) for r in extended["records"]}
+    assert len(extended["records"]) == 8 and set(kept) <= keys
+    assert all((out / r["file"]).read_bytes() == kept[k] for r in extended["records"] if (k := (r["image_id"], r["method"], r["target_bpp"])) in kept)
+    saved = json.loads((out / "results.json").read_text())["config"]
+    assert saved["methods"] == ["jpeg2000", "coin", "jpeg"] and saved["bpps"] == [1.0, 2.0, 3.0]
+    # A codec method both runs name must be fitted as before.
+    with pytest.raises(InputError, match="another configuration .*fit"):
+        run_benchmark(_config(dataset, methods=("coin",), steps=5), outdir=out, device=torch.device("cpu"), progress=False)
+    rows = [line.split("|")[1].strip() for line in extended["table"].splitlines() if line.startswith("| JPEG")]
+    assert "JPEG" in rows and "JPEG 2000" in rows
+
+
+def test_report_redraws_the_table_and_figure_from_results_json_alone(dataset, tmp_path, run):
+    """`sinco report` needs only results.json: the data and the coded files may be gone."""
+    import shutil
+
+    out = tmp_path / "run"
+    result = run_benchmark(_config(dataset, methods=("jpeg", "jpeg2000"), bpps=(1.0, 3.0), anchor="jpeg2000"), outdir=out,
+                           device=torch.device("cpu"), progress=False)  # fmt: skip
+    shutil.rmtree(out / "files")
+    shutil.rmtree(dataset[0])
+    code, printed, _ = run(["report", out / "results.json", "--out", tmp_path / "report", "--anchor", "jpeg"])
+    assert code == 0
+    table = (tmp_path / "report" / "run.md").read_text()
+    assert (tmp_path / "report" / "rate_distortion.png").stat().st_size > 1000
+    # The same rows as the run's own table; the deltas now against JPEG, which is 0 against itself.
+    rows = [line for line in result["table"].splitlines() if line.startswith("| JPEG")]
+    assert rows and all(row in table for row in rows[:2])
+    assert "## Bjontegaard deltas against JPEG\n" in table and "## Bjontegaard deltas against JPEG 2000" not in table
+    code, _, err = run(["report", tmp_path / "missing.json", "--out", tmp_path / "r2"])
+    assert code == 2 and "not a benchmark's results.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_table_psnr_of_exact_files_is_counted_not_averaged():
+    from sinco.benchmark.tables import _psnr_cell
+
+    assert _psnr_cell([999.0, 40.0, 42.0], 2) == "41.00 ± 1.00 (1 lossless)"
+    assert _psnr_cell([999.0, 160.5], 2) == "lossless"
+    assert _psnr_cell([40.0, 42.0], 2) == "41.00 ± 1.00"

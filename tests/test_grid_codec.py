@@ -568,3 +568,13 @@ def test_sse_data_term_divides_the_regularizer_weight_by_the_pixel_count():
     assert payload("auto", 3.0 * pixels) == payload("sse", 3.0 * pixels)
     with pytest.raises(InputError, match="--data-term 'l2': --arch grid"):
         GridFamily().fit_config("fast", {"data_term": "l2"})
+
+
+def test_decoder_multiply_adds_per_pixel_by_component():
+    """Counted by hand on a small spec at 4 x 4: synthesis 2*4 + the 1x1 output conv 4 = 12; the entropy model
+    (2 -> 3 -> 2: 12 per latent) over 16 + 4 latents = 15 a pixel; one upsampling stage of one grid, 4 taps times
+    (4 x 2 + 4 x 4) samples = 96, 6 a pixel."""
+    from sinco.codec.grid.spec import GridSpec
+
+    spec = GridSpec(levels=2, synthesis_widths=(4,), residual_layers=0, kernel=1, arm_context=1, arm_hidden=(3,), linear_skip=False)
+    assert spec.decoder_macs_per_pixel(4, 4) == {"synthesis": 12.0, "entropy_model": 15.0, "upsampling": 6.0, "total": 33.0}

@@ -13,6 +13,10 @@ class RateUnreachableError(InputError):
     """A rate target that no trial of a rate search reached (the message gives the smallest file found)."""
 
 
+class EncoderError(SincoError, RuntimeError):
+    """An external encoder that is missing or failed (a classical codec run through ffmpeg); the message names the method."""
+
+
 class BitstreamError(SincoError, ValueError):
     """A ``.sinco`` file that is not valid: wrong magic, truncated, corrupted, unsupported."""
 

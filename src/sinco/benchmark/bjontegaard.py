@@ -257,15 +257,25 @@ def benchmark_deltas(records: Sequence[Mapping[str, Any]], *, methods: Sequence[
 
 
 def bjontegaard_section(records: list[dict[str, Any]], config: Any) -> dict[str, Any] | None:
-    """The Bjontegaard deltas of every method of a benchmark against ``config.anchor`` (see :func:`benchmark_deltas`),
-    or ``None`` with a single target rate (no curve). A method swept over several lambdas has one curve per lambda
-    (``method@lambda``), never one mixing them."""
+    """The Bjontegaard deltas of every method of a benchmark against its references (see :func:`benchmark_deltas`), or
+    ``None`` with a single target rate (no curve). A method swept over several lambdas has one curve per lambda
+    (``method@lambda``), never one mixing them.
+
+    The references are :meth:`~sinco.benchmark.config.BenchmarkConfig.bd_references` (``config.anchor``, then
+    ``jpeg2000``) that have records: the first is the section's ``anchor``, the deltas against each further one are under
+    ``also`` (``{reference: section}``); ``missing`` names the references that ran no record (e.g. an encoder missing
+    here). With none left the section is ``{"anchor": None, "reason": ..., "methods": {}}``."""
     if len(config.bpps) < 2:
         return None
     swept = {m: config.lams_of(m) for m in config.methods if len(config.lams_of(m)) > 1}
-    if not swept:
-        return benchmark_deltas(records, methods=config.methods, anchor=config.anchor)
     keyed = [{**r, "method": swept_key(r["method"], float(r.get("lam_setting", 0.0)))} if r["method"] in swept else r for r in records]
     methods = [k for m in config.methods for k in ([swept_key(m, lam) for lam in swept[m]] if m in swept else [m])]
-    anchor = swept_key(config.anchor, swept[config.anchor][0]) if config.anchor in swept else config.anchor
-    return benchmark_deltas(keyed, methods=methods, anchor=anchor)
+    references = [swept_key(a, swept[a][0]) if a in swept else a for a in config.bd_references()]
+    present = {r["method"] for r in keyed}
+    ran, missing = [a for a in references if a in present], [a for a in references if a not in present]
+    if not ran:
+        return {"anchor": None, "reason": f"no records of {' or '.join(references) or 'an anchor'}", "missing": missing, "methods": {}}
+    section = benchmark_deltas(keyed, methods=methods, anchor=ran[0])
+    section["also"] = {a: benchmark_deltas(keyed, methods=methods, anchor=a) for a in ran[1:]}
+    section["missing"] = missing
+    return section

@@ -8,7 +8,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sinco.benchmark.methods import DEFAULT_METHODS, all_methods, codec_methods, is_regularized
+from sinco.benchmark.methods import (
+    DEFAULT_ANCHOR,
+    DEFAULT_METHODS,
+    SECOND_ANCHOR,
+    all_methods,
+    codec_methods,
+    is_regularized,
+    volume_methods,
+)
 from sinco.errors import InputError
 
 
@@ -41,8 +49,9 @@ class BenchmarkConfig:
         batch_slices: test slices of one codec method fitted together as one batch.
         roi_glob: pattern of each case's region-of-interest mask (``brainmask.nii.gz``); ``None``:
             the head found by :func:`sinco.metrics.roi.head_mask`.
-        anchor: the method every other is compared with by Bjontegaard deltas when there are several rates
-            (it must then be among ``methods``); it does not change the records.
+        anchor: the method every other is compared with by Bjontegaard deltas when there are several rates (it must
+            then be among ``methods``, except the default ``vvc``, which falls back to ``jpeg2000``); the tables also
+            give the deltas against ``jpeg2000`` (see :meth:`bd_references`). It does not change the records.
         lams: several regularizer weights (``--lam 0,0.1,1``): the regularized methods run once per
             value, one record each (``None``: ``lam`` alone).
         eval_seg_model: the independent judge's checkpoint (``None``: no judge; tables say so).
@@ -75,7 +84,7 @@ class BenchmarkConfig:
     codec_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     batch_slices: int = 1
     roi_glob: str | None = None
-    anchor: str = "jpeg2000"
+    anchor: str = DEFAULT_ANCHOR
     lams: tuple[float, ...] | None = None
     eval_seg_model: str | None = None
     ensemble: tuple[str, ...] = ()
@@ -91,20 +100,34 @@ class BenchmarkConfig:
         """The weights a method runs with: :attr:`lam_values` for the regularized methods, ``(0.0,)`` for the others."""
         return self.lam_values if is_regularized(method) else (0.0,)
 
+    def bd_references(self) -> tuple[str, ...]:
+        """The methods Bjontegaard deltas are taken against: :attr:`anchor`, then
+        :data:`~sinco.benchmark.methods.SECOND_ANCHOR` (``jpeg2000``), those of them among :attr:`methods` (the first is
+        the tables' anchor). Empty where neither runs."""
+        return tuple(m for m in dict.fromkeys((self.anchor, SECOND_ANCHOR)) if m in self.methods)
+
     def regularizer_options(self) -> Any:
         """The :class:`~sinco.regularizer.loss.RegularizerOptions` of the regularized methods."""
         from sinco.regularizer.loss import RegularizerOptions
 
         return RegularizerOptions(target=self.seg_target, perturb=self.seg_perturb, seed=self.seed)
 
+    def known_methods(self) -> tuple[str, ...]:
+        """The methods this kind of benchmark runs (the slice benchmark: :func:`all_methods`)."""
+        return all_methods()
+
     def __post_init__(self) -> None:
-        known = all_methods()
+        known = self.known_methods()
         unknown = [m for m in self.methods if m not in known]
+        volume_codecs = [m for m in unknown if m in volume_methods()]
+        if volume_codecs:
+            raise InputError(f"--methods {','.join(volume_codecs)}: volume codecs code whole slabs; run them with --volumes")
         if unknown or not self.methods:
             raise InputError(f"--methods {','.join(self.methods)!r}: unknown {unknown}; expected names from {', '.join(known)}")
         if len(set(self.methods)) != len(self.methods):
             raise InputError(f"--methods {','.join(self.methods)!r}: a method is listed twice")
-        if self.anchor not in known or (len(self.bpps) > 1 and self.anchor not in self.methods):
+        falls_back = self.anchor == DEFAULT_ANCHOR and SECOND_ANCHOR in self.methods
+        if self.anchor not in known or (len(self.bpps) > 1 and self.anchor not in self.methods and not falls_back):
             raise InputError(f"--anchor {self.anchor!r}: the Bjontegaard anchor must be one of --methods {','.join(self.methods)!r}")
         if not self.bpps or any(not (math.isfinite(b) and b > 0) for b in self.bpps):
             raise InputError(f"--bpp {self.bpps}: need positive rates")

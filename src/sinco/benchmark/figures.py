@@ -115,31 +115,52 @@ def make_figures(outdir: Path, records: list[dict[str, Any]], *, config: Any, se
     if len(config.bpps) > 1:
         with_dice = all(r.get("dice") is not None for r in records)
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        # More methods than the colour cycle: marker and line style keep every curve apart.
-        styles = [(m, s) for s in ("-", "--", ":") for m in "os^vDP*X"]
-        for k, (method, lam, group) in enumerate(rows_by_method(config, records)):
-            points = []
-            for b in config.bpps:
-                rs = [r for r in group if float(r["target_bpp"]) == float(b)]
-                # A lossless file (stored at 999 dB, or ~160 dB within float32 rounding) would flatten every other curve.
-                if rs and all(r["psnr"] < LOSSLESS_PSNR for r in rs):
-                    points.append((np.mean([r["bpp_file"] for r in rs]), np.mean([r["psnr"] for r in rs]),
-                                   np.mean([r["dice"] for r in rs]) if with_dice else np.mean([r["psnr_roi"] for r in rs])))  # fmt: skip
-            if points:
-                x, p, d = zip(*sorted(points), strict=True)
-                marker, line = styles[k % len(styles)]
-                axes[0].plot(x, p, marker=marker, linestyle=line, label=method_label(method, lam))
-                axes[1].plot(x, d, marker=marker, linestyle=line, label=method_label(method, lam))
-        axes[0].set(xlabel="bpp (file)", ylabel="PSNR (dB)", title="rate-distortion")
-        if with_dice:
-            axes[1].set(xlabel="bpp (file)", ylabel="Dice", title="rate-segmentation")
-        else:
-            axes[1].set(xlabel="bpp (file)", ylabel="PSNR ROI (dB)", title="rate-distortion inside the ROI")
+        plot_rate_distortion(axes[0], records, config=config, metric="psnr")
+        plot_rate_distortion(axes[1], records, config=config, metric="dice" if with_dice else "psnr_roi")
+        axes[0].set_title("rate-distortion")
+        axes[1].set_title("rate-segmentation" if with_dice else "rate-distortion inside the ROI")
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         written.append(save_figure(fig, outdir / "rate_distortion.png", atomic_path))
         plt.close(fig)
     return written
+
+
+#: Axis labels of the metrics :func:`plot_rate_distortion` draws.
+METRIC_LABELS = {"psnr": "PSNR (dB)", "psnr_roi": "PSNR ROI (dB)", "dice": "Dice", "ssim": "SSIM"}
+
+
+def plot_rate_distortion(ax: Any, records: list[dict[str, Any]], *, config: Any, metric: str = "psnr",
+                         order: list[str] | None = None) -> None:  # fmt: skip
+    """One curve per method (and per lambda in a sweep) of ``metric`` against the mean file rate, on a matplotlib axis.
+
+    A rate where one of a method's files is lossless is left out: its 999 dB (or ~160 dB within float32 rounding) would
+    flatten every other curve.
+
+    Args:
+        ax: the matplotlib axis.
+        records: benchmark records.
+        config: their :class:`~sinco.benchmark.config.BenchmarkConfig`.
+        metric: the record field on the vertical axis (a key of :data:`METRIC_LABELS`).
+        order: labels in the order that picks their colour and marker, so that several panels draw a method alike
+            (default: the rows' order).
+    """
+    # More methods than the colour cycle: marker and line style keep every curve apart.
+    styles = [(m, s) for s in ("-", "--", ":") for m in "os^vDP*X"]
+    rows = rows_by_method(config, records)
+    order = order if order is not None else [method_label(method, lam) for method, lam, _ in rows]
+    for method, lam, group in rows:
+        k = order.index(method_label(method, lam))
+        points = []
+        for b in config.bpps:
+            rs = [r for r in group if float(r["target_bpp"]) == float(b)]
+            if rs and all(r["psnr"] < LOSSLESS_PSNR for r in rs) and all(r.get(metric) is not None for r in rs):
+                points.append((np.mean([r["bpp_file"] for r in rs]), np.mean([r[metric] for r in rs])))
+        if points:
+            x, y = zip(*sorted(points), strict=True)
+            marker, line = styles[k % len(styles)]
+            ax.plot(x, y, marker=marker, linestyle=line, color=f"C{k % 10}", label=method_label(method, lam))
+    ax.set(xlabel="bpp (file)", ylabel=METRIC_LABELS.get(metric, metric))
 
 
 def save_figure(fig: Any, path: Path, atomic_path: Any) -> Path:

@@ -7,6 +7,11 @@ from typing import Any
 
 #: What ``sinco benchmark`` runs when ``--methods`` is not given (the regularized ones only with ``--seg-model``).
 DEFAULT_METHODS = ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "jpeg", "jpeg2000")
+#: The Bjontegaard anchor of the tables when ``--anchor`` is not given: VVC intra, the state of the art of classical
+#: still-image coding here; where it does not run, the tables fall back to :data:`SECOND_ANCHOR`.
+DEFAULT_ANCHOR = "vvc"
+#: The anchor every table also compares with (when it ran): JPEG 2000, the usual anchor of medical image compression.
+SECOND_ANCHOR = "jpeg2000"
 
 
 def codec_methods() -> dict[str, tuple[Any, Any]]:
@@ -21,6 +26,13 @@ def classical_methods() -> tuple[str, ...]:
     from sinco.classical.registry import CLASSICAL_CODECS
 
     return tuple(CLASSICAL_CODECS)
+
+
+def volume_methods() -> tuple[str, ...]:
+    """The classical volume codecs' method names (:data:`sinco.classical.registry.VOLUME_CODECS`): ``--volumes`` only."""
+    from sinco.classical.registry import VOLUME_CODECS
+
+    return tuple(VOLUME_CODECS)
 
 
 def all_methods() -> tuple[str, ...]:
@@ -45,11 +57,12 @@ def swept_key(method: str, lam: float) -> str:
 
 def method_label(method: str, lam: float | None = None) -> str:
     """The name tables and figures show for a method (with its lambda when a sweep ran several)."""
-    from sinco.classical.registry import CLASSICAL_CODECS
+    from sinco.classical.registry import CLASSICAL_CODECS, VOLUME_CODECS
 
     if "@" in method:  # one lambda of a swept method (see swept_key)
         base, value = method.split("@", 1)
         return f"{method_label(base)}, lambda {value}"
     known = codec_methods()
-    label = known[method][1].label if method in known else (CLASSICAL_CODECS[method].label if method in CLASSICAL_CODECS else method)
+    classical = {**CLASSICAL_CODECS, **VOLUME_CODECS}
+    label = known[method][1].label if method in known else (classical[method].label if method in classical else method)
     return label if lam is None else f"{label}, lambda {lam:g}"

@@ -23,10 +23,10 @@ from sinco.benchmark.config import BenchmarkConfig
 from sinco.benchmark.figures import make_figures
 from sinco.benchmark.frontier import make_frontier
 from sinco.benchmark.methods import codec_methods, is_regularized
-from sinco.benchmark.results import file_name, load_results, record_key, save_results
+from sinco.benchmark.results import file_name, load_results, record_key, save_results, with_recorded_methods
 from sinco.benchmark.selection import select_test_slices
 from sinco.benchmark.tables import make_table
-from sinco.errors import InputError, RateUnreachableError
+from sinco.errors import EncoderError, InputError, RateUnreachableError
 from sinco.utils.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ def run_benchmark(config: BenchmarkConfig, *, outdir: str | os.PathLike[str], de
                 runner(run, method, bpp, lam, device=device, progress=progress)
     if run.bar is not None:
         run.bar.close()
+    config = with_recorded_methods(config, run.records)
     deltas = bjontegaard_section(run.records, config)
     save_results(run.out, config, run.records, slices=run.slice_info, bjontegaard=deltas)
     table = make_table(run.records, config, bjontegaard=deltas)
@@ -243,15 +244,21 @@ def _run_classical_method(run: _Run, method: str, bpp: float, lam: float, *, dev
         if run.bar is not None:
             run.bar.set_postfix_str(f"{ref.image_id} {method} {bpp:g} bpp")
         image, _, _, mask, _, roi = run.prepared[ref.image_id]
-        start = time.perf_counter()
-        match = encode_at_bpp(codec, image, target_bpp=bpp)
-        encode_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        decoded = codec.decode(match.data)
-        decode_seconds = time.perf_counter() - start
+        try:
+            start = time.perf_counter()
+            match = encode_at_bpp(codec, image, target_bpp=bpp)
+            encode_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            decoded = codec.decode(match.data)
+            decode_seconds = time.perf_counter() - start
+        except (EncoderError, InputError) as exc:
+            # A codec that cannot run here (an encoder missing from ffmpeg, ffmpeg failing) or cannot code this slice (its
+            # size): the other methods go on, and the table's N column shows the missing records.
+            print(f"sinco: warning: {method} on {ref.image_id}: {exc}; not recorded", file=sys.stderr)
+            continue
         metrics = measure(decoded, target=image, file_bytes=len(match.data), seg_model=run.seg_model, mask=mask, roi=roi)
         metrics.update(judge_metrics(decoded, image, mask=mask, seg_model=None, eval_seg_model=run.judge))
         record = run.record(ref, method, bpp, lam, metrics=metrics, bpp_params=None, encode_seconds=encode_seconds, decode_seconds=decode_seconds, quality=match.quality,
-                            within_budget=match.within_budget, bit_depth=codec.bit_depth, library=codec.library,
-                            search_trials=match.trials)  # fmt: skip
+                            within_budget=match.within_budget, bit_depth=codec.bit_depth, psnr_ceiling=round(codec.psnr_ceiling, 2),
+                            library=codec.library, codec_details=codec.details, search_trials=match.trials)  # fmt: skip
         run.store(record, match.data, codec.extension)

@@ -8,9 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from sinco.benchmark.bjontegaard import LOSSLESS_PSNR
 from sinco.benchmark.frontier import paired_table
 from sinco.benchmark.methods import codec_methods, is_regularized, method_label
 from sinco.benchmark.results import rows_by_method
+
+#: A row's PSNR this close (dB) to its codec's bit-depth ceiling is marked: the rounding to that depth is then at least
+#: half of its error (the two errors add: at the ceiling minus 3 dB they are equal).
+CEILING_MARGIN = 3.0
 
 # The paper's Table 1: means over 10 Decathlon Task01 test slices at 1.2 bpp, 50,000 steps.
 PAPER_TABLE_1 = {
@@ -27,6 +32,16 @@ def _stat(values: list[float | None], digits: int) -> str:
         return "-"
     mean, std = float(np.mean(values)), float(np.std(values))
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _psnr_cell(values: list[float | None], digits: int) -> str:
+    """:func:`_stat` of the lossy files' PSNR, with the count of exact ones (their 999 dB, or float32 rounding's
+    ~160 dB, would make a mean of nothing): "lossless" when every file is exact."""
+    exact = sum(1 for v in values if v is not None and v >= LOSSLESS_PSNR)
+    lossy = [v for v in values if v is None or v < LOSSLESS_PSNR]
+    if not exact:
+        return _stat(values, digits)
+    return "lossless" if not lossy else f"{_stat(lossy, digits)} ({exact} lossless)"
 
 
 def _describe_fits(config: Any) -> str:
@@ -90,6 +105,7 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
     ]
     with_dice = config.seg_model is not None
     judge = config.eval_seg_model
+    binding: dict[int, float] = {}  # bit depth -> PSNR ceiling, of the rows it binds
     by_rate: dict[float, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         by_rate[float(r["target_bpp"])][r["method"]].append(r)
@@ -108,18 +124,26 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
         for method, lam, rs in rows_by_method(config, [r for group in rows.values() for r in group]):
             paper = PAPER_TABLE_1.get(method) if math.isclose(bpp, 1.2) and lam is None else None
             over = sum(1 for r in rs if r.get("within_budget") is False)
-            label = method_label(method, lam) + (f" ({over} over budget)" if over else "")
+            label = method_label(method, lam) + (f" ({over} over budget)" if over else "") + _ceiling_note(rs, binding)
             params = [r["bpp_params"] for r in rs if r["bpp_params"] is not None]
             paper_cells = [f"{v:g}" for v in paper] if paper else ["", "", ""]
             cells = [
                 label, str(len(rs)), _stat([r["bpp_file"] for r in rs], 3), _stat(params, 3) if params else "-",
-                _stat([r["psnr"] for r in rs], 2), paper_cells[0], _stat([r["ssim"] for r in rs], 3), paper_cells[1],
-                _stat([r.get("ms_ssim") for r in rs], 3), _stat([r.get("psnr_roi") for r in rs], 2),
+                _psnr_cell([r["psnr"] for r in rs], 2), paper_cells[0], _stat([r["ssim"] for r in rs], 3), paper_cells[1],
+                _stat([r.get("ms_ssim") for r in rs], 3), _psnr_cell([r.get("psnr_roi") for r in rs], 2),
                 _stat([r.get("ssim_roi") for r in rs], 3),
             ] + ([_stat([r.get("dice") for r in rs], 3), _stat([r.get("dice_eval") for r in rs], 3) if judge else "no judge",
                   paper_cells[2]] if with_dice else [])  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if binding:
+        ceilings = ", ".join(f"{depth}-bit {value:.1f} dB" for depth, value in sorted(binding.items()))
+        lines += [
+            f"Rows marked `(at the b-bit ceiling)` have a mean PSNR within {CEILING_MARGIN:g} dB of the PSNR their codec's "
+            f"b-bit samples allow ({ceilings}: rounding to b bits alone gives MSE = 1 / (12 (2^b - 1)^2)): at least half of "
+            "their error is that rounding, so more rate buys them little PSNR.",
+            "",
+        ]
     lines += [
         "The `paper` columns are the SINCO paper's Table 1 (their test slices, Decathlon Task01, 1.2 bpp, 50,000 steps), "
         "printed beside ours for reference; they are not measured by this run.",
@@ -139,6 +163,20 @@ def make_table(records: list[dict[str, Any]], config: Any, *, bjontegaard: dict[
     return "\n".join(lines)
 
 
+def _ceiling_note(rows: list[dict[str, Any]], binding: dict[int, float]) -> str:
+    """`` (at the b-bit ceiling)`` where the rows' mean PSNR is within :data:`CEILING_MARGIN` of their codec's PSNR
+    ceiling (recorded by classical codecs), and the ceiling then noted in ``binding``."""
+    ceilings = {(r["bit_depth"], r["psnr_ceiling"]) for r in rows if r.get("psnr_ceiling") is not None}
+    if len(ceilings) != 1:
+        return ""
+    depth, ceiling = ceilings.pop()
+    psnrs = [r["psnr"] for r in rows]
+    if max(psnrs) >= LOSSLESS_PSNR or float(np.mean(psnrs)) < ceiling - CEILING_MARGIN:  # exact files reach no ceiling
+        return ""
+    binding[int(depth)] = float(ceiling)
+    return f" (at the {depth}-bit ceiling)"
+
+
 def _delta_cell(delta: dict[str, Any], digits: int, unit: str) -> str:
     if delta["value"] is None:
         return f"- ({delta['reason']})"
@@ -154,29 +192,42 @@ def _summary_cell(summary: dict[str, Any], digits: int, unit: str, n_images: int
 
 
 def _bjontegaard_lines(deltas: dict[str, Any] | None) -> list[str]:
-    """The Markdown section of the Bjontegaard deltas (see :func:`sinco.benchmark.bjontegaard.benchmark_deltas`)."""
+    """The Markdown section of the Bjontegaard deltas (see :func:`sinco.benchmark.bjontegaard.bjontegaard_section`): the
+    deltas against the anchor, with BD-rate columns against each further reference (``also``)."""
     if deltas is None:
         return ["No Bjontegaard deltas: this run has one target rate (give several, e.g. `--bpp 0.3,0.6,1.2,2.0`).", ""]
+    missing = [method_label(m) for m in deltas.get("missing", [])]
+    not_run = f"{' and '.join(missing)} ran no record here (see the warnings of the run). " if missing else ""
+    if deltas["anchor"] is None:
+        return [f"No Bjontegaard deltas: {not_run or deltas['reason']}", ""]
     anchor = method_label(deltas["anchor"])
+    also = deltas.get("also", {})
     lines = [
         f"## Bjontegaard deltas against {anchor}",
         "",
-        f"BD-rate: average rate change at equal PSNR (negative: fewer bits than {anchor}); BD-PSNR: average PSNR change at "
-        f"equal rate (positive: better than {anchor}). Each image's curve is its records' file bpp and PSNR; fit: "
+        f"{not_run}BD-rate: average rate change at equal PSNR (negative: fewer bits than {anchor}); BD-PSNR: average PSNR "
+        f"change at equal rate (positive: better than {anchor}). Each image's curve is its records' file bpp and PSNR; fit: "
         f"{deltas['fit']}; {deltas['excluded']}. `per image` is the mean ± standard deviation of the images' deltas, "
         "`mean curves` the delta of the method's mean curve (mean bpp and PSNR at each target rate where no image is "
-        "lossless) against the anchor's. A degree below 3 means fewer distinct points were left.",
+        "lossless) against the anchor's. A degree below 3 means fewer distinct points were left."
+        + "".join(f" The last columns give BD-rate against {method_label(a)} the same way." for a in also),
         "",
-        "| method | BD-rate per image (%) | BD-PSNR per image (dB) | BD-rate mean curves (%) | BD-PSNR mean curves (dB) |",
-        "| --- | --- | --- | --- | --- |",
     ]
+    header = ["method", "BD-rate per image (%)", "BD-PSNR per image (dB)", "BD-rate mean curves (%)", "BD-PSNR mean curves (dB)"]
+    for a in also:
+        header += [f"BD-rate vs {method_label(a)} per image (%)", f"BD-rate vs {method_label(a)} mean curves (%)"]
+    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for method, d in deltas["methods"].items():
         n = len(d["per_image"])
         cells = [method_label(method), _summary_cell(d["mean"]["bd_rate"], 1, "", n), _summary_cell(d["mean"]["bd_psnr"], 2, "", n),
                  _delta_cell(d["mean_curve"]["bd_rate"], 1, ""), _delta_cell(d["mean_curve"]["bd_psnr"], 2, "")]  # fmt: skip
+        for section in also.values():
+            other = section["methods"].get(method)
+            cells += ["-", "-"] if other is None else [_summary_cell(other["mean"]["bd_rate"], 1, "", len(other["per_image"])),
+                                                       _delta_cell(other["mean_curve"]["bd_rate"], 1, "")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     images = sorted({i for d in deltas["methods"].values() for i in d["per_image"]})
-    lines += ["", "Per image, BD-rate (%) / BD-PSNR (dB):", "", "| method | " + " | ".join(f"`{i}`" for i in images) + " |",
+    lines += ["", f"Per image, BD-rate (%) / BD-PSNR (dB) against {anchor}:", "", "| method | " + " | ".join(f"`{i}`" for i in images) + " |",
               "|" + " --- |" * (len(images) + 1)]  # fmt: skip
     for method, d in deltas["methods"].items():
         cells = [method_label(method)]

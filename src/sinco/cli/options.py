@@ -12,7 +12,7 @@ from typing import Any
 from sinco.errors import InputError
 
 #: The help of ``--preset``, for every family.
-PRESET_HELP = ("grid: fast = 900 steps (about a minute a slice on 2 CPU cores), quality = 6000 from the best of four seeds, "
+PRESET_HELP = ("grid: fast = 900 steps (about a minute a slice on 2 CPU cores), quality = 6000 steps, "
                "long = 12000 (for GPUs; see docs/grid-codec.md); siren and pe-mlp: paper = the paper's 50000 Adam steps at "
                "lr 1e-3, fast = 4000 gradient evaluations, Adam then L-BFGS (see docs/inr-codec.md)")  # fmt: skip
 

@@ -118,6 +118,31 @@ class GridSpec:
         k2 = self.kernel**2
         return macs + self.residual_layers * k2 * widths[-1] ** 2 + k2 * widths[-1] + (self.levels if self.linear_skip else 0)
 
+    def decoder_macs_per_pixel(self, height: int, width: int) -> dict[str, float]:
+        """Multiply-adds per pixel of the whole decoder on a ``height x width`` image, by component.
+
+        The entropy model runs once per latent (``sum_l h_l w_l`` of them, about 4/3 per pixel); each 2x upsampling
+        stage costs 4 taps per output sample per axis (the 8-tap kernel is polyphase) per grid it carries.
+
+        Returns:
+            ``{"synthesis", "entropy_model", "upsampling", "total"}``.
+
+        Example::
+
+            GridSpec().decoder_macs_per_pixel(240, 240)["total"]  # about 1,000
+        """
+        shapes = self.grid_shapes(height, width)
+        pixels = height * width
+        arm_widths = (self.arm_context + 1, *self.arm_hidden, 2)
+        per_latent = sum(a * b for a, b in zip(arm_widths[:-1], arm_widths[1:], strict=True))
+        entropy = per_latent * sum(h * w for h, w in shapes) / pixels
+        upsampling = 0.0
+        for level in range(self.levels - 1):  # the stage into grid ``level`` carries every coarser grid
+            (h, w), (_, w_coarse) = shapes[level], shapes[level + 1]
+            upsampling += 4 * (self.levels - 1 - level) * (h * w_coarse + h * w)
+        parts = {"synthesis": float(self.macs_per_pixel()), "entropy_model": entropy, "upsampling": upsampling / pixels}
+        return {**parts, "total": sum(parts.values())}
+
     # ------------------------------------------------------------------------------------------------ bytes
     def to_bytes(self) -> bytes:
         """The family block: a version byte then one byte per value (every value is below 256).
