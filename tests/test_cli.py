@@ -68,10 +68,23 @@ def test_decompress_is_bit_identical_to_what_compress_measured(image, tmp_path, 
     code, out, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.npy"])
     assert code == 0 and "32x32" in out
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), restore_intensity(result.reconstruction, vmin=vmin, vmax=vmax))
+    restored = restore_intensity(result.reconstruction, vmin=vmin, vmax=vmax)
     code, _, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.nii.gz"])
     assert code == 0
+    import nibabel as nib
+
+    nifti = np.asarray(nib.load(str(tmp_path / "x.nii.gz")).dataobj)
+    assert nifti.dtype == np.float32 and nifti.tobytes() == restored.tobytes()  # the same restored intensities
     code, _, _ = run(["decompress", tmp_path / "x.sinco", "-o", tmp_path / "x.png"])
     assert code == 0
+    from PIL import Image
+
+    png = np.asarray(Image.open(tmp_path / "x.png"))
+    # 16-bit: the restored intensities rounded (this range is integer), or the [0, 1] image on 0..65535.
+    expected = (np.rint(restored.astype(np.float64)) if float(vmin).is_integer() and float(vmax).is_integer()
+                else np.rint(result.reconstruction.astype(np.float64) * 65535))  # fmt: skip
+    assert png.shape == (32, 32) and png.dtype.itemsize == 2 and np.array_equal(png.astype(np.float64), expected)
+    assert png.std() > 0  # not a blank image
 
 
 def test_info(compressed, capsys, run):

@@ -491,7 +491,7 @@ def test_regularizer_gradient_reaches_latents_and_decoder_never_the_unet():
     regularized = fit_grid(
         target_image()[None], spec=SPEC, config=config, device=torch.device("cpu"), regularizer=reg, lam=torch.tensor([5.0])
     )[0]
-    assert not np.array_equal(plain.reconstruction, regularized.reconstruction)
+    assert not np.array_equal(plain.reconstruction, regularized.reconstruction)  # direction: test_regularizer_direction.py
     assert all(torch.equal(before[k], v) for k, v in seg.net.state_dict().items())
     with pytest.raises(InputError, match="--lam"):
         fit_grid(target_image()[None], spec=SPEC, config=config, device=torch.device("cpu"), regularizer=reg)

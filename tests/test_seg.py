@@ -207,6 +207,8 @@ def test_regularizer_changes_the_fit(image, tiny_seg_model):
                             device=torch.device("cpu"), seg_model=tiny_seg_model, mask=mask)
         for lam in (0.0, 1.0)
     }  # fmt: skip
+    # This untrained U-Net barely moves the fit; that lambda > 0 raises the loss network's Dice is tested per family
+    # with a loss network whose direction is visible (tests/test_regularizer_direction.py).
     assert results[0.0].data != results[1.0].data
     for r in results.values():
         assert {"dice", "dice_reference"} <= set(r.metrics)
@@ -272,3 +274,22 @@ def test_volume_regularizes_only_the_slices_with_tumour(tiny_seg_model):
     for k in (0, 2):
         assert result.slices[k]["psnr"] == pytest.approx(plain.slices[k]["psnr"], abs=1e-3)
     assert result.slices[1]["psnr"] != pytest.approx(plain.slices[1]["psnr"], abs=1e-6)
+
+
+class _Payload:
+    """A pickle that would create a file when unpickled without ``weights_only``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_runs_code_when_unpickled_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"net": _Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match="not a sinco segmentation checkpoint") as info:
+        load_seg_model(tmp_path / "evil.pt")
+    assert "\n" not in str(info.value)
+    assert not marker.exists()  # torch.load(weights_only=True) never ran the payload
