@@ -264,3 +264,10 @@ def test_report_redraws_a_volume_run_from_its_results(benchmark_dataset, tmp_pat
     table = (tmp_path / "report" / "run.md").read_text()
     assert [p.name for p in written] == ["run.md", "rate_distortion.png"]
     assert table.startswith(result["table"]) and "`case0:1:5` 4 x 48 x 48" in table
+
+
+def test_details_without_a_value_are_stored_as_null():
+    """A fit's figure that does not apply is nan in its details; results.json (JSON) stores it as null."""
+    from sinco.benchmark.volumes import _finite
+
+    assert _finite({"loss": float("nan"), "trials": [1.0, float("inf")], "name": "grid"}) == {"loss": None, "trials": [1.0, None], "name": "grid"}

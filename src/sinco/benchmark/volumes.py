@@ -316,6 +316,17 @@ def method_kind(method: str) -> str:
     raise InputError(f"--methods {method!r}: not a method of the volume benchmark")
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (a fit's figure that does not apply, kept as nan) as None: JSON has no nan."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def code_slab(slab: Slab, method: str, bpp: float, *, config: VolumeBenchmarkConfig, device: torch.device,
               progress: bool = False) -> tuple[dict[str, Any], Coded]:  # fmt: skip
     """Code one slab with one method at one rate, decode the file, and measure it.
@@ -336,7 +347,7 @@ def code_slab(slab: Slab, method: str, bpp: float, *, config: VolumeBenchmarkCon
     record = {"image_id": slab.volume_id, "case": slab.case_id, "first_slice": slab.first, "n_slices": slab.voxels.shape[0],
               "method": method, "kind": kind, "target_bpp": float(bpp), "lam_setting": 0.0, "bpp_file": bpp_file,
               "file_bytes": len(coded.data), "within_budget": bpp_file <= bpp, **volume_metrics(decoded, target=slab.voxels),
-              "encode_seconds": encode_seconds, "decode_seconds": decode_seconds, "details": coded.details}  # fmt: skip
+              "encode_seconds": encode_seconds, "decode_seconds": decode_seconds, "details": _finite(coded.details)}  # fmt: skip
     record.update({k: coded.details[k] for k in ("bit_depth", "psnr_ceiling") if k in coded.details})
     return record, coded
 
