@@ -438,7 +438,7 @@ def make_lossless_table(records: list[dict[str, Any]], config: LosslessConfig) -
     pixels), mean encode and decode seconds a slice, the largest error measured, and failed records; then each
     slice's bits per pixel. A volume run says the same of volumes and voxels."""
     good = [r for r in records if "error" not in r]
-    unit, sample = ("volume", "voxel") if config.volumes else ("slice", "pixel")
+    unit, per = ("volume", "voxel") if config.volumes else ("slice", "pixel")
     how = (
         f" (slices `{config.slices}` of each, axial, on the slab's levels), each coded as one whole: sinco with one context "
         "model for the slab, FFV1 with the slices as the frames of one file, the image codecs slice by slice with their bytes summed"
@@ -447,10 +447,10 @@ def make_lossless_table(records: list[dict[str, Any]], config: LosslessConfig) -
     )
     lines = [
         f"Lossless and near-lossless benchmark: {len({r['image_id'] for r in records})} {unit}(s) of {config.data}{how}; every decoded "
-        f"file checked against its bound K (0 = exact). Bits per {sample} from the files' bytes; ratio = stored bits per {sample} / bits "
-        f"per {sample}; sample bits = the depth the coder was given (the levels need the depth of the {unit} table's levels).",
+        f"file checked against its bound K (0 = exact). Bits per {per} from the files' bytes; ratio = stored bits per {per} / bits "
+        f"per {per}; sample bits = the depth the coder was given (the levels need the depth of the {unit} table's levels).",
         "",
-        f"| method | K | N | bits per {sample} | ratio | sample bits | encode s | decode s | max error | failed |",
+        f"| method | K | N | bits per {per} | ratio | sample bits | encode s | decode s | max error | failed |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for method in config.methods:
@@ -469,7 +469,7 @@ def make_lossless_table(records: list[dict[str, Any]], config: LosslessConfig) -
                          f"{np.mean([r['encode_seconds'] for r in rows]):.3f} | {np.mean([r['decode_seconds'] for r in rows]):.3f} | "
                          f"{max(r['measured_max_error'] for r in rows)} | {failed} |")  # fmt: skip
     columns = [(m, k) for m in config.methods for k in config.bounds_of(m)]
-    lines += ["", f"Bits per {sample} of each {unit} (levels, stored bits):", "",
+    lines += ["", f"Bits per {per} of each {unit} (levels, stored bits):", "",
               f"| {unit} | " + " | ".join(f"{m} K={k}" for m, k in columns) + " |", "|---|" + "---|" * len(columns)]  # fmt: skip
     for image_id in dict.fromkeys(r["image_id"] for r in records):
         mine = {(r["method"], r["max_error"]): r for r in records if r["image_id"] == image_id}
