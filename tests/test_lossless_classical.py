@@ -260,3 +260,51 @@ def test_a_decode_off_its_bound_is_a_failed_record_not_a_figure(tmp_path, monkey
     )
     assert records["jpegxl", 0]["measured_max_error"] == 0  # the other method goes on
     assert "| JPEG-LS | 0 | 0 |" in stdout and not list((out / "files").glob("*jpegls*"))
+
+
+def test_cli_benchmark_lossless_volumes_codes_each_slab_whole_and_resumes(tmp_path, run):
+    import nibabel as nib
+
+    from sinco.codec.grid.lossless import exact_volume
+
+    data = _integer_dataset(tmp_path / "ints")
+    out = tmp_path / "out"
+    args = ["benchmark", "--lossless", "--volumes", "--slices", "1:4", "--max-error", "2", "--cases", "case0,case1", "--data", data,
+            "--image-glob", "Flair.nii.gz", "--steps", "3", "--out", out, "--quiet"]  # fmt: skip
+    code, stdout, stderr = run(args)
+    assert code == 0, stderr
+    saved = json.loads((out / "results.json").read_text())
+    records = saved["records"]
+    assert [v["image_id"] for v in saved["volumes"]] == ["case0:1:4", "case1:1:4"] and saved["config"]["slices"] == "1:4"
+    expected = {(m, 0) for m in ("grid", *LOSSLESS_CODECS)} | {("grid", 2), ("jpegls", 2)}
+    assert {(r["method"], r["max_error"]) for r in records} == expected and len(records) == 2 * len(expected)
+    assert not any("error" in r for r in records)
+    for r in records:
+        assert r["measured_max_error"] <= r["max_error"] and r["pixels"] == 3 * 48 * 48 and r["n_slices"] == 3
+        paths = [r["file"]] if "file" in r else r["files"]
+        # The rate is that of the bytes kept: one file (sinco's volume file, FFV1's), or one a slice summed (image codecs).
+        assert len(paths) == (1 if r["method"] in ("grid", "ffv1") else 3)
+        assert r["bpp_file"] == pytest.approx(8 * sum((out / p).stat().st_size for p in paths) / (3 * 48 * 48))
+        assert r["stored_bits"] == 16 and r["ratio"] == pytest.approx(16 / r["bpp_file"])
+    assert all(r["measured_max_error"] == 0 for r in records if r["max_error"] == 0)
+    # sinco's record is one volume file of the slab (one context model), decoding to the slab's stored values.
+    first = next(r for r in records if r["method"] == "grid" and r["max_error"] == 0)
+    source = np.asarray(nib.load(str(data / first["case"] / "Flair.nii.gz")).dataobj)[:, :, 1:4]
+    np.testing.assert_array_equal(exact_volume((out / first["file"]).read_bytes()), np.moveaxis(source, 2, 0))
+    table = (out / "table.md").read_text()
+    assert "| bits per voxel |" in table and "Bits per voxel of each volume" in table and table.strip() in stdout
+    assert "| FFV1 | 0 | 2 |" in table and "| case0:1:4 (" in table
+
+    # A rerun codes nothing again: the records stay as they were and no file is written.
+    shutil.rmtree(out / "files")
+    (out / "files").mkdir()
+    code, _, stderr = run(args)
+    assert code == 0, stderr
+    assert json.loads((out / "results.json").read_text())["records"] == records
+    assert not any((out / "files").iterdir())
+
+
+def test_cli_benchmark_lossless_slices_without_volumes_is_a_one_line_error(tmp_path, run):
+    code, _, stderr = run(["benchmark", "--lossless", "--slices", "1:4", "--data", tmp_path, "--out", tmp_path / "out"])
+    assert code != 0 and stderr.count("\n") == 1
+    assert "--slices '1:4': a slab of each volume is benchmarked with --volumes" in stderr

@@ -151,14 +151,20 @@ class Slab:
                 "height": height, "width": width, "vmin": self.vmin, "vmax": self.vmax}  # fmt: skip
 
 
-def load_slab(case: Any, *, slices: str) -> Slab:
-    """The slab of a case's volume (axial axis), scaled to ``[0, 1]`` on the slab's own range.
+def read_slab(case: Any, *, slices: str) -> tuple[np.ndarray, int]:
+    """The slab of a case's volume (axial axis) as stored: its voxels ``(S, H, W)`` in the reader's type, unscaled.
+
+    Args:
+        case: the dataset case.
+        slices: ``all`` or ``A:B`` (see :func:`parse_slab`).
+
+    Returns:
+        ``(voxels, first)``: the slab and the source index of its first slice.
 
     Raises:
-        InputError: if the range leaves the volume, or the slab is constant or not finite.
+        InputError: if the range leaves the volume, or the slab is not finite.
     """
     from sinco.data.datasets import load_case_volumes
-    from sinco.metrics.image import SSIM_MIN_SIDE
 
     image, _ = load_case_volumes(case)
     start, stop = parse_slab(slices)
@@ -166,9 +172,22 @@ def load_slab(case: Any, *, slices: str) -> Slab:
     stop = depth if stop is None else stop
     if stop > depth:
         raise InputError(f"--slices {slices!r}: case {case.case_id} has {depth} slices (0..{depth - 1})")
-    stack = np.moveaxis(np.asarray(image[:, :, start:stop], dtype=np.float64), 2, 0)
+    stack = np.moveaxis(np.asarray(image[:, :, start:stop]), 2, 0)
     if not np.all(np.isfinite(stack)):
         raise InputError(f"case {case.case_id}: slices {start}:{stop} contain NaN or Inf voxels")
+    return stack, start
+
+
+def load_slab(case: Any, *, slices: str) -> Slab:
+    """The slab of a case's volume (axial axis, :func:`read_slab`), scaled to ``[0, 1]`` on the slab's own range.
+
+    Raises:
+        InputError: if the range leaves the volume, or the slab is constant or not finite.
+    """
+    from sinco.metrics.image import SSIM_MIN_SIDE
+
+    raw, start = read_slab(case, slices=slices)
+    stack, stop = raw.astype(np.float64), start + raw.shape[0]
     if min(stack.shape[1:]) < SSIM_MIN_SIDE:
         raise InputError(f"case {case.case_id}: slices of {stack.shape[1]}x{stack.shape[2]} are below the SSIM window")
     vmin, vmax = float(stack.min()), float(stack.max())

@@ -51,8 +51,9 @@ def add_parsers(sub: Any) -> None:
     lossless = p.add_argument_group("lossless and near-lossless comparison")
     lossless.add_argument("--lossless", action="store_true",
                           help="compare lossless coding instead: sinco's own (grid) against JPEG-LS, reversible JPEG 2000 and "
-                               "HTJ2K, lossless JPEG XL and FFV1 on each test slice's integer grey levels; prints bits per pixel, "
-                               "the ratio against the stored bit depth, encode and decode seconds, and checks every decode")  # fmt: skip
+                               "HTJ2K, lossless JPEG XL and FFV1 on each test slice's integer grey levels (with --volumes: on each "
+                               "volume or --slices slab, coded as one whole); prints bits per pixel (voxel), the ratio against the "
+                               "stored bit depth, encode and decode seconds, and checks every decode")  # fmt: skip
     lossless.add_argument("--max-error", default=None, metavar="K[,K...]",
                           help="with --lossless: near-lossless bounds too (every decoded level within K; sinco and JPEG-LS)")  # fmt: skip
     options.add_quiet(p)
@@ -95,8 +96,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     """``sinco benchmark``: the paper's comparison on a dataset (``--volumes``: on whole volumes)."""
     from sinco.errors import InputError
 
-    if args.volumes and (args.lossless or args.max_error is not None):
-        raise InputError("--volumes: the lossless comparison (--lossless) runs on slices; give one of the two")
     if args.lossless or args.max_error is not None:
         return _cmd_lossless(args)
     from sinco.benchmark.config import BenchmarkConfig
@@ -135,7 +134,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_lossless(args: argparse.Namespace) -> int:
-    """``sinco benchmark --lossless [--max-error K,...]``: the lossless and near-lossless comparison."""
+    """``sinco benchmark --lossless [--max-error K,...] [--volumes [--slices A:B]]``: the lossless and near-lossless
+    comparison, on test slices or on whole volumes."""
     from sinco.benchmark.lossless import LosslessConfig, run_lossless_benchmark
     from sinco.errors import InputError
 
@@ -147,11 +147,16 @@ def _cmd_lossless(args: argparse.Namespace) -> int:
     if given:
         raise InputError(f"--lossless: takes no {', '.join(given)} (lossless files have no target rate and no segmentation)")
     bounds = (0,) if args.max_error is None else options.parse_list(args.max_error, arg="--max-error", cast=int)
+    if args.slices is not None and not args.volumes:
+        raise InputError(f"--slices {args.slices!r}: a slab of each volume is benchmarked with --volumes")
     image_glob, label_glob = options.dataset_globs(args)
+    if args.volumes and args.label_glob is None:
+        label_glob = None  # volumes are taken whole: no tumour labels to select slices by
     config = LosslessConfig(
         data=str(args.data), layout=args.layout, image_glob=image_glob, label_glob=label_glob, channel=args.channel,
         cases=args.cases or "all", methods=tuple(m for m in (args.methods or "").split(",") if m),
         max_errors=tuple(sorted({0, *bounds})), images=args.images, min_tumour=args.min_tumour, steps=args.steps, seed=args.seed,
+        slices=(args.slices or "all") if args.volumes else None,
     )  # fmt: skip
     result = run_lossless_benchmark(config, outdir=args.out, progress=not args.quiet)
     print(result["table"])
