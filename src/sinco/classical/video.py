@@ -312,25 +312,31 @@ class AVIF12(_AV1):
     name, label, bit_depth, pix_fmt, y4m_colorspace = "avif12", "AVIF (AV1 intra, libaom, 12-bit)", 12, "gray12le", "mono12"
 
 
-class HEVCRandomAccess(HEVC):
-    """HEVC random access through x265 on a slab's slices as 12-bit grey frames; quality = 51 - QP."""
+class _RandomAccess:
+    """What the random-access codecs add to their intra ones: a slab's slices as frames, the intra period recorded."""
 
-    name, label, ndim = "hevc-ra", f"HEVC random access (x265, 12-bit, intra period {INTRA_PERIOD})", 3
-    settings = (f"x265 -preset slow, tune=psnr, random access: intra period {INTRA_PERIOD} (keyint=min-keyint, no scene cuts), "
-                "closed GOPs, default B-frames, one frame thread, constant QP, info=0")  # fmt: skip
-    _params = f"keyint={INTRA_PERIOD}:min-keyint={INTRA_PERIOD}:scenecut=0:open-gop=0:frame-threads=1"
-    rate_model = (31, 0.29, 10)  # QP 20: about 0.29 bits per voxel on a 32-slice BraTS FLAIR slab
+    ndim = 3
     intra_period = INTRA_PERIOD
 
     @property
     def details(self) -> dict[str, object]:  # noqa: D102
-        return {**super().details, "intra_period": self.intra_period}
+        return {**super().details, "intra_period": self.intra_period}  # type: ignore[misc]
 
 
-class VVCRandomAccess(VVC):
+class HEVCRandomAccess(_RandomAccess, HEVC):
+    """HEVC random access through x265 on a slab's slices as 12-bit grey frames; quality = 51 - QP."""
+
+    name, label = "hevc-ra", f"HEVC random access (x265, 12-bit, intra period {INTRA_PERIOD})"
+    settings = (f"x265 -preset slow, tune=psnr, random access: intra period {INTRA_PERIOD} (keyint=min-keyint, no scene cuts), "
+                "closed GOPs, default B-frames, one frame thread, constant QP, info=0")  # fmt: skip
+    _params = f"keyint={INTRA_PERIOD}:min-keyint={INTRA_PERIOD}:scenecut=0:open-gop=0:frame-threads=1"
+    rate_model = (31, 0.29, 10)  # QP 20: about 0.29 bits per voxel on a 32-slice BraTS FLAIR slab
+
+
+class VVCRandomAccess(_RandomAccess, VVC):
     """VVC random access through VVenC on a slab's slices as 10-bit frames; quality = 63 - QP."""
 
-    name, label, ndim = "vvc-ra", f"VVC random access (VVenC, 10-bit, intra period {INTRA_PERIOD})", 3
+    name, label = "vvc-ra", f"VVC random access (VVenC, 10-bit, intra period {INTRA_PERIOD})"
     settings = (f"VVenC -preset fast, random access (GOP 32): intra period {INTRA_PERIOD}, closed GOPs (IDR), constant QP, "
                 "grey in luma, chroma flat at 512")  # fmt: skip
     # fast, not medium: on a 32-slice BraTS slab at 0.3-1.2 bits per voxel, BD-rate -1.7 % against medium for a third of
@@ -338,8 +344,3 @@ class VVCRandomAccess(VVC):
     preset = "fast"
     _params = f"IntraPeriod={INTRA_PERIOD}:DecodingRefreshType=idr"
     rate_model = (42, 0.29, 10)  # QP 21: about 0.29 bits per voxel on a 32-slice BraTS FLAIR slab
-    intra_period = INTRA_PERIOD
-
-    @property
-    def details(self) -> dict[str, object]:  # noqa: D102
-        return {**super().details, "intra_period": self.intra_period}
