@@ -269,6 +269,12 @@ def _split_symbols(values: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, n
     return high, shifted - (high << split)
 
 
+@functools.lru_cache(maxsize=1)
+def _cumulative_table() -> np.ndarray:
+    """Running sums of every row of the symbol table (integer counts in float64: exact), for folding rows' ends."""
+    return np.cumsum(laplace_table(TABLE_BOUND), axis=-1)
+
+
 class _Coder:
     """The symbols of one wave, in stream order: table symbols, escape lengths, escape bits, low bits."""
 
@@ -277,6 +283,7 @@ class _Coder:
 
     def __init__(self) -> None:
         self.table = laplace_table(TABLE_BOUND)
+        self.cumulative = _cumulative_table()
         self.escape = constriction.stream.model.Categorical(_escape_table(), perfect=False)
 
     def rows(self, p: _Prediction, *, top: int, near: int) -> np.ndarray:
@@ -292,7 +299,7 @@ class _Coder:
         fold = np.flatnonzero((first > 0) | (last < 2 * REACH))
         if fold.size:
             part, first, last = rows[fold], first[fold], last[fold]
-            cumulative = np.cumsum(part, axis=1)
+            cumulative = self.cumulative[p.fraction[fold], p.scale[fold]]
             index = np.arange(2 * REACH + 1)[None, :]
             kept = np.where((index >= first[:, None]) & (index <= last[:, None]), part, 0.0)
             lines = np.arange(fold.size)
