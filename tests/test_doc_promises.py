@@ -1,0 +1,420 @@
+"""Promises of README.md, SECURITY.md and docs/ that no other test held: each test is named for the promise it checks.
+
+SECURITY.md's table "Promises and the tests named for them" lists these beside the tests of the other files. Every test
+here is small (tiny synthetic inputs, a few fitting steps at most) and asserts the behaviour the documents describe.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_phantom
+
+from sinco.codec.files import decode_file, parse_file, write_file
+from sinco.codec.inr.spec import INRSpec
+from sinco.codec.volume import SliceRecord, VolumeHeader, decode_volume, encode_volume
+from sinco.errors import BitstreamError, InputError
+
+DATA = Path(__file__).parent / "data"
+TINY = INRSpec(arch="siren", width=4, depth=2)
+
+
+def _tiny_sinco(*, height: int = 12, width: int = 10, vmin: float = 0.0, vmax: float = 1.0, seed: int = 0) -> bytes:
+    weights = np.random.default_rng(seed).normal(0, 0.3, TINY.n_params()).astype("<f2")
+    return write_file(family="siren", spec=TINY, payload=weights.tobytes(), height=height, width=width, vmin=vmin, vmax=vmax)
+
+
+def _with_crc(body: bytes | bytearray) -> bytes:
+    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+
+
+def _levels(height: int = 14, width: int = 15, seed: int = 0) -> np.ndarray:
+    """8-bit grey levels with an edge and noise, ``(H, W)`` uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:height, :width]
+    base = 40 + 3 * (x + y) + 60 * (x > width // 2)
+    return np.clip(base + rng.integers(-4, 5, base.shape), 0, 255).astype(np.uint8)
+
+
+# ============================================================================ command line: exit status, options
+def test_an_operating_system_failure_exits_1_with_one_line_and_no_traceback(tmp_path, run):
+    """docs/usage.md "Exit status": 1 is an operating-system failure, reported in one line, nothing left behind."""
+    good = tmp_path / "x.sinco"
+    good.write_bytes(_tiny_sinco())
+    out = tmp_path / ("a" * 300 + ".npy")  # longer than any file system's name limit: the write fails in the OS
+    code, _, err = run(["decompress", good, "-o", out])
+    assert code == 1 and err.startswith("sinco: error: File name too long") and err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.sinco"]
+
+
+def test_the_quantise_tail_spelling_is_accepted_as_quantize_tail(nifti_volume, tmp_path, run):
+    """docs/usage.md: "`--quantise-tail` is accepted too"; it sets the same setting as `--quantize-tail`."""
+    outs = {}
+    for flag in ("--quantize-tail", "--quantise-tail"):
+        out = tmp_path / f"{flag[2:]}.sinco"
+        code, _, err = run(["compress", nifti_volume, "--slice", 2, "-o", out, "--arch", "siren", "--depth", 2, "--bpp", 8, "--steps", 6,
+                            flag, 3, "--compile", "off", "--quiet"])  # fmt: skip
+        assert code == 0, err
+        outs[flag] = out
+        assert json.loads(out.with_name(out.name + ".json").read_text())["fit"]["quantize_tail"] == 3
+    assert outs["--quantize-tail"].read_bytes() == outs["--quantise-tail"].read_bytes()
+
+
+def test_the_presets_and_option_defaults_are_the_documented_ones():
+    """docs/usage.md "`compress` options" and docs/grid-codec.md: presets' steps and candidates, the INR presets, and the
+    defaults of --arch, --bpp, --seed, --lam, --axis, --channel, --device, --lbfgs-after."""
+    from sinco.cli import build_parser, options
+    from sinco.cli.compress import DEFAULT_BPP
+    from sinco.codec.registry import get_family
+
+    grid = get_family("grid")
+    documented = {"fast": (900, 1), "quality": (6000, 4), "long": (12000, 4)}
+    assert grid.default_preset == "fast"
+    for preset, (steps, candidates) in documented.items():
+        config = grid.fit_config(preset, {}).grid
+        assert (config.steps, config.candidates) == (steps, candidates), preset
+    for arch, adam_steps, tail in (("siren", 2000, 200), ("pe-mlp", 1000, 0)):
+        family = get_family(arch)
+        paper, fast = family.fit_config("paper", {}), family.fit_config("fast", {})
+        assert family.default_preset == "paper"
+        assert (paper.steps, paper.lr, paper.schedule, paper.optimizer) == (50_000, 1e-3, "constant", "adam")
+        assert (fast.steps, fast.lr, fast.optimizer, fast.adam_steps, fast.quantize_tail) == (
+            4000,
+            1e-3,
+            "adam+lbfgs",
+            adam_steps,
+            tail,
+        )
+    args = build_parser().parse_args(["compress", "x.npy", "-o", "y.sinco"])
+    assert (args.arch, args.seed, float(args.lam), args.axis, args.channel, args.device) == ("grid", 0, 1.0, 2, 0, "auto")
+    assert DEFAULT_BPP == 1.2
+    args = build_parser().parse_args(["compress", "x.npy", "-o", "y.sinco", "--arch", "siren", "--optimizer", "adam+lbfgs"])
+    args.bpp = DEFAULT_BPP
+    assert options.codec_and_fit_config(args)[1].lbfgs_after == 1000
+
+
+def test_at_1_2_bpp_on_240_by_240_the_default_networks_are_siren_24x8_and_pe_mlp_20x6_in_51_and_46_bytes_of_container():
+    """docs/inr-codec.md "Rate" and docs/usage.md "Rates": the widest network of the default depth within the rate
+    (SIREN 24 x 8, 4,297 parameters, w0 30; PE-MLP 20 x 6, 4,061, Lf 12, the encoding again at depth // 2), and the file
+    is `16 x params + 408` bits (SIREN) or `+ 368` (PE-MLP)."""
+    from sinco.codec.registry import get_family
+
+    siren = get_family("siren").make_spec(bpp=1.2, height=240, width=240, options={})
+    pe = get_family("pe-mlp").make_spec(bpp=1.2, height=240, width=240, options={})
+    assert (siren.width, siren.depth, siren.n_params(), siren.w0) == (24, 8, 4297, 30.0)
+    assert (pe.width, pe.depth, pe.n_params(), pe.n_freqs, pe.skips) == (20, 6, 4061, 12, (3,))
+    for spec, container_bits in ((siren, 408), (pe, 368)):
+        payload = np.zeros(spec.n_params(), "<f2").tobytes()
+        data = write_file(family=spec.arch, spec=spec, payload=payload, height=240, width=240, vmin=0.0, vmax=1.0)
+        assert 8 * len(data) == 16 * spec.n_params() + container_bits, spec.arch
+
+
+def test_progress_bars_write_at_most_a_line_every_10_seconds_when_stderr_is_not_a_terminal(monkeypatch):
+    """docs/usage.md `--quiet`: "when stderr is a file or a pipe, progress bars write at most a line every 10 seconds";
+    on a terminal the same updates redraw the bar several times."""
+    from sinco.utils.progress import progress_bar
+
+    class Stream(io.StringIO):
+        def __init__(self, tty: bool) -> None:
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    written = {}
+    for tty in (False, True):
+        stream = Stream(tty)
+        monkeypatch.setattr(sys, "stderr", stream)
+        bar = progress_bar(total=14, desc="fit", unit="step")
+        for _ in range(14):  # 1.4 s of updates
+            time.sleep(0.1)
+            bar.update(1)
+        bar.close()
+        written[tty] = stream.getvalue().count("\r") + stream.getvalue().count("\n")
+    monkeypatch.undo()
+    assert written[False] <= 3  # the bar's first line, its last, and its closing
+    assert written[True] > written[False]
+
+
+# ============================================================================ regularizer options
+def test_reg_every_applies_the_regularizer_on_every_kth_step_only():
+    """docs/usage.md `--reg-every K`: the regularizer applies on every K-th step (SIREN, PE-MLP)."""
+    import torch
+
+    from sinco.codec.inr.config import INRFitConfig
+    from sinco.codec.inr.networks import build_inr
+    from sinco.codec.inr.training import fit_inr
+
+    calls = []
+
+    def regularizer(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x.mean(dim=(1, 2, 3))
+
+    target = torch.tensor(make_phantom(12, 12) / 180.0, dtype=torch.float32).clamp(0, 1)
+    counts = {}
+    for every in (1, 3):
+        calls.clear()
+        torch.manual_seed(0)
+        model = build_inr(TINY)
+        config = INRFitConfig(steps=12, reg_every=every, lam=1.0, compile="off")
+        result = fit_inr(model, target=target, config=config, device=torch.device("cpu"), regularizer=regularizer, progress=False)
+        assert result.reg_every == every
+        counts[every] = len(calls)
+    # The steps that evaluate the regularizer: 12 with K = 1, steps 0, 3, 6, 9 with K = 3 (any extra evaluation, such as a
+    # final scoring, is the same in both).
+    assert counts[1] - counts[3] == 12 - 4
+
+
+def test_grid_takes_the_regularizer_on_every_step_only(nifti_volume, tmp_path, run):
+    """docs/usage.md `--reg-every K`: the grid family applies the regularizer on every step; another K is refused in one line."""
+    code, _, err = run(
+        ["compress", nifti_volume, "--slice", 2, "-o", tmp_path / "g.sinco", "--reg-every", 2, "--steps", 3, "--quiet"]
+    )
+    assert code == 2 and err.count("\n") == 1 and "--reg-every 2" in err and not (tmp_path / "g.sinco").exists()
+
+
+@pytest.mark.parametrize("extra", [
+    ["--seg-model", "b.pt"],  # an ensemble
+    ["--seg-target", "self"],
+    ["--seg-perturb", "2"],
+    ["--eval-seg-model", "judge.pt"],
+])  # fmt: skip
+def test_volumes_refuse_an_ensemble_self_target_perturbations_and_a_judge_in_one_line(nifti_volume, tmp_path, run, extra):
+    """docs/usage.md "Whole volumes" and docs/regularizer.md "Limits": with --slices these work on single slices only."""
+    out = tmp_path / "v.sinco"
+    code, _, err = run(["compress", nifti_volume, "--slices", "all", "-o", out, "--arch", "siren", "--seg-model", "a.pt", "--mask",
+                        nifti_volume, *extra, "--steps", 2, "--quiet"])  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "single slices only" in err and not out.exists()
+
+
+# ============================================================================ lossless and near-lossless
+@pytest.fixture
+def png8(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "slice.png"
+    Image.fromarray(_levels()).save(path)
+    return path
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--lambda-rd", "1e-4"], "--lambda-rd"),
+    (["--batch-slices", "2"], "--batch-slices"),
+    (["--seg-model", "seg.pt"], "--seg-model"),
+    (["--mask", "mask.png"], "--mask"),
+    (["--roi", "roi.png"], "--roi"),
+])  # fmt: skip
+@pytest.mark.parametrize("mode", [["--lossless"], ["--max-error", "2"]])
+def test_lossless_and_max_error_refuse_every_option_of_lossy_fits_in_one_line(png8, tmp_path, run, mode, flags, named):
+    """docs/usage.md and docs/lossless.md: --lossless and --max-error refuse --bpp, --preset (tests/test_lossless.py),
+    --lambda-rd, --batch-slices, --seg-model, --mask and --roi with one line; nothing is written."""
+    out = tmp_path / "x.sinco"
+    code, _, err = run(["compress", png8, "-o", out, *mode, *flags, "--steps", 2])
+    assert code == 2 and err.count("\n") == 1 and f"{mode[0]} and {named}" in err and not out.exists()
+
+
+def test_max_error_0_is_lossless(png8, tmp_path, run):
+    """docs/usage.md: "`--max-error 0` is `--lossless`": the same file, and it decodes to the input's levels."""
+    from PIL import Image
+
+    lossless, zero = tmp_path / "l.sinco", tmp_path / "z.sinco"
+    assert run(["compress", png8, "-o", lossless, "--lossless", "--steps", 3])[0] == 0
+    assert run(["compress", png8, "-o", zero, "--max-error", 0, "--steps", 3])[0] == 0
+    assert lossless.read_bytes() == zero.read_bytes()
+    assert run(["decompress", zero, "-o", tmp_path / "d.png"])[0] == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "d.png")), _levels())
+
+
+def test_the_encoder_decodes_the_file_and_checks_the_bound_before_it_writes(png8, tmp_path, run, monkeypatch):
+    """docs/lossless.md: "the encoder decodes the file and checks the bound before it writes anything": a decoder that
+    disagreed with the encoder by more than K would stop the command before the output exists."""
+    import sinco.codec.grid.lossless as lossless
+
+    real = lossless.decode_levels
+    monkeypatch.setattr(lossless, "decode_levels", lambda data: real(data) + 3)  # 3 levels off: above K = 2
+    out = tmp_path / "n.sinco"
+    with pytest.raises(RuntimeError, match="above --max-error 2"):
+        run(["compress", png8, "-o", out, "--max-error", 2, "--steps", 3])
+    assert not out.exists() and not out.with_name(out.name + ".json").exists()
+    monkeypatch.setattr(lossless, "decode_levels", real)
+    assert run(["compress", png8, "-o", out, "--max-error", 2, "--steps", 3])[0] == 0 and out.exists()
+
+
+def _context_section() -> tuple[bytes, int, int]:
+    from sinco.codec.grid import context as C
+    from sinco.codec.grid.context_fit import ContextFitConfig, fit_context
+
+    levels = _levels(8, 9).astype(np.int64)
+    section, _ = C.encode(levels, fit_context(levels, top=255, config=ContextFitConfig(hidden=4, steps=3)))
+    return section, 8, 9
+
+
+def _set(offset: int, fmt: str, value: int):
+    def mutate(section: bytearray) -> bytes:
+        struct.pack_into(fmt, section, offset, value)
+        return bytes(section)
+
+    return mutate
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (_set(5, "<B", 17), "head out of range"),  # scale shift above 16
+    (_set(6, "<B", 0), "head out of range"),  # hidden width outside 1..64
+    (_set(6, "<B", 65), "head out of range"),
+    (_set(7, "<B", 3), "head out of range"),  # more than 2 side planes
+    (_set(12, "<I", 1 << 30), "runs past the end"),  # the network block
+    (lambda s: bytes(s[:-1]), "not whole 32-bit words"),
+    (_set(8, "<I", 12345), "checksum mismatch"),  # the decoded levels' CRC-32
+])  # fmt: skip
+def test_every_field_of_the_context_section_is_checked_before_use(mutate, message):
+    """docs/format.md "Grid payload version 3": a shift above 16, a hidden width outside 1..64, more than 2 planes, a
+    network block running past the section, a stream that is not whole words, a CRC-32 mismatch: each a one-line
+    BitstreamError (the version and `N > top // 2`: tests/test_lossless.py)."""
+    from sinco.codec.grid import context as C
+
+    section, height, width = _context_section()
+    with pytest.raises(BitstreamError, match=message) as info:
+        C.decode(mutate(bytearray(section)), height=height, width=width)
+    assert "\n" not in str(info.value)
+
+
+# ============================================================================ container and volume files
+def test_a_side_above_32768_and_a_non_finite_intensity_range_are_refused():
+    """SECURITY.md: sides above 32,768 are refused even when the pixel count is small; a non-finite intensity range is
+    refused (`intensity range ...`)."""
+    body = bytearray(_tiny_sinco()[:-4])
+    struct.pack_into("<II", body, 6, 40000, 1)  # 40,000 pixels, under every other cap
+    with pytest.raises(BitstreamError, match="outside the supported range"):
+        parse_file(_with_crc(body))
+    for value in (math.nan, math.inf):
+        body = bytearray(_tiny_sinco()[:-4])
+        struct.pack_into("<d", body, 14, value)
+        with pytest.raises(BitstreamError, match="intensity range"):
+            decode_file(_with_crc(body))
+
+
+def _volume(n_slices: int = 3, inner_shape: tuple[int, int] = (12, 10)) -> bytes:
+    inner = _tiny_sinco(height=inner_shape[0], width=inner_shape[1])
+    records = [SliceRecord(data=inner) if k % 2 == 0 else SliceRecord(constant=-1.5) for k in range(n_slices)]
+    return encode_volume(VolumeHeader(axis=2, height=12, width=10, n_slices=n_slices, first_index=0, affine=np.eye(4)), records)
+
+
+def test_volume_headers_past_the_caps_records_of_another_shape_and_bytes_left_over_are_refused():
+    """SECURITY.md "Volume files": at most 65,535 slices and 2^29 voxels, every embedded record of the volume's slice
+    shape, no bytes left over; each refused with a one-line BitstreamError even behind a valid CRC-32."""
+    valid = _volume()
+    assert decode_volume(valid)[1].shape == (3, 12, 10)
+    cases = []
+    body = bytearray(valid[:-4])
+    struct.pack_into("<I", body, 16, 65536)  # slices
+    cases.append((body, "implausible .sinco volume header"))
+    body = bytearray(valid[:-4])
+    struct.pack_into("<III", body, 8, 32768, 32768, 1)  # 2^30 voxels in one slice: over the pixel cap too
+    cases.append((body, "implausible .sinco volume header"))
+    body = bytearray(valid[:-4])
+    struct.pack_into("<III", body, 8, 8192, 8192, 9)  # 9 x 2^26 voxels: each slice within the caps, the volume over 2^29
+    cases.append((body, "implausible .sinco volume header: 9 slices"))
+    body = bytearray(valid[:-4])
+    struct.pack_into("<I", body, 8, 11)  # the records are 12 x 10
+    cases.append((body, "slice record 0 is 12x10"))
+    cases.append((bytearray(valid[:-4]) + b"\0\0", "bytes after the last slice record"))
+    for body, message in cases:
+        with pytest.raises(BitstreamError, match=message) as info:
+            decode_volume(_with_crc(body))
+        assert "\n" not in str(info.value)
+
+
+def test_version_1_volume_files_still_decode():
+    """docs/format.md "Format v1": "version-1 volume files are read too" (the same container around v1 records)."""
+    record = (DATA / "v1-siren-16x16.sinco").read_bytes()
+    expected = np.load(DATA / "v1-siren-16x16.npy")
+    header = parse_file(record)
+    data = bytearray(encode_volume(VolumeHeader(axis=2, height=16, width=16, n_slices=2, first_index=7, affine=np.eye(4)),
+                                   [SliceRecord(data=record), SliceRecord(constant=2.0)])[:-4])  # fmt: skip
+    data[4] = 1  # volume format version 1
+    volume_header, volume, headers = decode_volume(_with_crc(data))
+    assert (volume_header.n_slices, volume_header.first_index) == (2, 7) and headers[0].version == 1 and headers[1] is None
+    from sinco.data.intensity import restore_intensity
+
+    np.testing.assert_allclose(
+        volume[0],
+        restore_intensity(expected, vmin=header.vmin, vmax=header.vmax),
+        rtol=0,
+        atol=2e-6 * (header.vmax - header.vmin),
+    )
+    assert np.all(volume[1] == 2.0)
+
+
+# ============================================================================ demo, benchmark, cluster
+def test_the_demo_codes_one_slice_at_0_6_bpp_beside_the_classical_codecs_the_docs_name(tmp_path):
+    """README.md and docs/usage.md "The demo": the default codec at its `fast` preset beside the classical codecs sinco
+    provides among JPEG 2000, VVC, HEVC, 12-bit AVIF, JPEG XL and JPEG, on one slice, at 0.6 bpp."""
+    from sinco.benchmark.demo import plan_demo
+
+    config = plan_demo(tmp_path, paper=False).config
+    assert config.bpps == (0.6,) and config.images == 1 and config.preset == "fast" and config.methods[0] == "grid"
+    assert set(config.methods[1:]) <= {"jpeg2000", "vvc", "hevc", "avif12", "jpegxl", "jpeg"} and "jpeg2000" in config.methods
+
+
+def test_label_glob_none_drops_the_default_labels_of_the_folders_layout():
+    """docs/your-own-data.md: "`--label-glob none` drops the default `OTMultiClass.nii.gz` of the folders layout"."""
+    from sinco.cli import build_parser
+    from sinco.cli.options import dataset_globs
+
+    default = build_parser().parse_args(["benchmark", "--data", "d", "--out", "o"])
+    assert dataset_globs(default) == ("Flair*.nii.gz", "OTMultiClass.nii.gz")
+    none = build_parser().parse_args(["benchmark", "--data", "d", "--out", "o", "--label-glob", "none"])
+    assert dataset_globs(none) == ("Flair*.nii.gz", None)
+
+
+def test_batch_inputs_take_a_folders_files_not_its_subfolders_and_outputs_mirror_their_paths(tmp_path):
+    """docs/cluster.md "Usage": a folder gives its image files, not its subfolders'; each input becomes
+    `DIR/<its path below the inputs' common folder>.sinco`; two inputs that would share an output are refused."""
+    from sinco.compression.batch import _output_names, expand_inputs
+
+    for rel in ("lgg/TCGA_a/flair.nii.gz", "lgg/TCGA_b/flair.nii.gz", "lgg/TCGA_b/deeper/other.nii.gz", "lgg/TCGA_b/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert expand_inputs([str(tmp_path / "lgg" / "TCGA_b")]) == [tmp_path / "lgg" / "TCGA_b" / "flair.nii.gz"]
+    inputs = expand_inputs([str(tmp_path / "lgg" / "*" / "flair.nii.gz")])
+    assert _output_names(inputs) == [Path("TCGA_a/flair.sinco"), Path("TCGA_b/flair.sinco")]
+    (tmp_path / "lgg" / "TCGA_a" / "flair.npy").write_bytes(b"")
+    with pytest.raises(InputError, match="both would be written to"):
+        _output_names(expand_inputs([str(tmp_path / "lgg" / "TCGA_a")]))
+
+
+def test_batch_records_are_keyed_by_input_and_settings_but_not_by_the_slice_range(tmp_path):
+    """docs/cluster.md "What is written": `<key>` hashes the input file's path, size and modification time and every
+    setting that decides the bytes; the slice range is not part of it, so runs over `40:120` and `all` share records."""
+    import os
+
+    from sinco.codec.config import CodecConfig
+    from sinco.codec.inr.config import INRFitConfig
+    from sinco.compression.batch import BatchConfig, work_key
+
+    image = tmp_path / "flair.nii.gz"
+    image.write_bytes(b"0")
+    base = BatchConfig(codec=CodecConfig(arch="siren", bpp=1.2), fit_config=INRFitConfig(steps=20), slices="all", device="cpu")
+    key = work_key(base, image=image, mask=None)
+    other_range = BatchConfig(
+        codec=CodecConfig(arch="siren", bpp=1.2), fit_config=INRFitConfig(steps=20), slices="40:120", device="cpu"
+    )
+    assert work_key(other_range, image=image, mask=None) == key
+    for changed in (BatchConfig(codec=CodecConfig(arch="siren", bpp=0.6), fit_config=INRFitConfig(steps=20), device="cpu"),
+                    BatchConfig(codec=CodecConfig(arch="siren", bpp=1.2), fit_config=INRFitConfig(steps=21), device="cpu"),
+                    BatchConfig(codec=CodecConfig(arch="siren", bpp=1.2), fit_config=INRFitConfig(steps=20), device="cpu", torch_threads=2)):  # fmt: skip
+        assert work_key(changed, image=image, mask=None) != key
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the same bytes, modified later
+    assert work_key(base, image=image, mask=None) != key
