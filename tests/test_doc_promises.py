@@ -26,6 +26,7 @@ from sinco.errors import BitstreamError, InputError
 
 DATA = Path(__file__).parent / "data"
 TINY = INRSpec(arch="siren", width=4, depth=2)
+TINY_BLOCK_BYTES = 11  # the SIREN block
 
 
 def _tiny_sinco(*, height: int = 12, width: int = 10, vmin: float = 0.0, vmax: float = 1.0, seed: int = 0) -> bytes:
@@ -146,6 +147,23 @@ def test_progress_bars_write_at_most_a_line_every_10_seconds_when_stderr_is_not_
     assert written[True] > written[False]
 
 
+def test_the_api_file_is_at_most_its_bpp_and_decodes_to_float32_or_to_exact_values():
+    """README.md "The Python API": `sinco.compress(image, bpp=T)` gives the bytes of a file of at most T bits per pixel,
+    header included; `sinco.decompress` gives float32 intensities, or, for a file of context-coded grey levels (which the
+    search may choose), the exact values (float64 on this float lattice)."""
+    import sinco
+
+    image = make_phantom(32, 32) * 3.0 + 100.0
+    for bpp, fit_options in ((5.0, {"steps": 20}), (6.0, {"steps": 20, "context": "off"})):
+        data = sinco.compress(image, bpp=bpp, fit_options=fit_options, device="cpu")
+        assert 8 * len(data) / image.size <= bpp
+        restored = sinco.decompress(data)
+        exact = parse_file(data).payload[:1] == b"\x03"  # grid payload version 3: context-coded grey levels
+        assert restored.shape == image.shape and restored.dtype == (np.float64 if exact else np.float32), (bpp, exact)
+        assert exact == ("context" not in fit_options)  # both kinds of file are seen here
+        assert np.abs(restored - image).mean() < 0.05 * np.ptp(image)
+
+
 # ============================================================================ regularizer options
 def test_reg_every_applies_the_regularizer_on_every_kth_step_only():
     """docs/usage.md `--reg-every K`: the regularizer applies on every K-th step (SIREN, PE-MLP)."""
@@ -251,6 +269,30 @@ def test_the_encoder_decodes_the_file_and_checks_the_bound_before_it_writes(png8
     assert run(["compress", png8, "-o", out, "--max-error", 2, "--steps", 3])[0] == 0 and out.exists()
 
 
+def test_exact_files_decode_to_the_smallest_integer_type_and_float_lattices_to_float32_which_png_refuses(tmp_path, run):
+    """docs/lossless.md "What exact means" and docs/usage.md "What is written": `sinco decompress` writes an integer
+    image's levels in the smallest integer type that holds them (`sinco.decompress` returns int64); a float lattice's
+    values come back as float32, and `.png` refuses them in one line."""
+    import sinco
+
+    signed = _levels().astype(np.int16) - 100  # negative values: int16
+    np.save(tmp_path / "signed.npy", signed)
+    rng = np.random.default_rng(1)
+    lattice = ((rng.integers(0, 300, (12, 13)) - 111.5) / 37.25).astype(np.float32)  # z-scores of a scan's integers
+    np.save(tmp_path / "lattice.npy", lattice)
+    for name in ("signed", "lattice"):
+        assert run(["compress", tmp_path / f"{name}.npy", "-o", tmp_path / f"{name}.sinco", "--lossless", "--steps", 3])[0] == 0
+        assert run(["decompress", tmp_path / f"{name}.sinco", "-o", tmp_path / f"{name}-back.npy"])[0] == 0
+    back = np.load(tmp_path / "signed-back.npy")
+    assert back.dtype == np.int16 and np.array_equal(back, signed)
+    api = sinco.decompress((tmp_path / "signed.sinco").read_bytes())
+    assert api.dtype == np.int64 and np.array_equal(api, signed)
+    values = np.load(tmp_path / "lattice-back.npy")
+    assert values.dtype == np.float32 and np.abs(values - lattice).max() <= 1e-3 / 37.25
+    code, _, err = run(["decompress", tmp_path / "lattice.sinco", "-o", tmp_path / "lattice.png"])
+    assert code == 2 and err.count("\n") == 1 and "PNG" in err and not (tmp_path / "lattice.png").exists()
+
+
 def _context_section() -> tuple[bytes, int, int]:
     from sinco.codec.grid import context as C
     from sinco.codec.grid.context_fit import ContextFitConfig, fit_context
@@ -290,12 +332,17 @@ def test_every_field_of_the_context_section_is_checked_before_use(mutate, messag
 
 
 # ============================================================================ container and volume files
-def test_a_side_above_32768_and_a_non_finite_intensity_range_are_refused():
-    """SECURITY.md: sides above 32,768 are refused even when the pixel count is small; a non-finite intensity range is
-    refused (`intensity range ...`)."""
+def test_a_side_above_32768_a_family_block_over_1_kib_and_a_non_finite_intensity_range_are_refused():
+    """SECURITY.md: sides above 32,768 are refused even when the pixel count is small; a family block over 1 KiB is refused
+    before it is read; a non-finite intensity range is refused (`intensity range ...`)."""
     body = bytearray(_tiny_sinco()[:-4])
     struct.pack_into("<II", body, 6, 40000, 1)  # 40,000 pixels, under every other cap
     with pytest.raises(BitstreamError, match="outside the supported range"):
+        parse_file(_with_crc(body))
+    body = bytearray(_tiny_sinco()[:-4])
+    struct.pack_into("<H", body, 30, 1025)  # a family block of 1,025 bytes, all of them present
+    body[32:32] = bytes(1025 - TINY_BLOCK_BYTES)
+    with pytest.raises(BitstreamError, match="a family block of 1025 bytes"):
         parse_file(_with_crc(body))
     for value in (math.nan, math.inf):
         body = bytearray(_tiny_sinco()[:-4])
