@@ -70,6 +70,42 @@ def test_the_quantise_tail_spelling_is_accepted_as_quantize_tail(nifti_volume, t
     assert outs["--quantize-tail"].read_bytes() == outs["--quantise-tail"].read_bytes()
 
 
+def test_every_family_option_is_tagged_in_help_with_its_families_and_refused_for_the_others_naming_them(monkeypatch):
+    """docs/usage.md "`compress` options" and docs/format.md "Codec families": an option marked with families in brackets
+    in `sinco compress --help` is read by those only; given to another family it is refused with one line that names
+    the families that read it. `--arch` offers every registered family."""
+    from sinco.cli import build_parser, options
+    from sinco.codec.registry import all_families
+
+    families = all_families()
+    readers: dict[str, list[str]] = {}
+    for family in families:
+        for option in (*family.options, *family.fit_options):
+            readers.setdefault(option.flag, []).append(family.name)
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside an option's help (argparse wraps at hyphens)
+    parser = build_parser()
+    compress = parser._subparsers._group_actions[0].choices["compress"]
+    lines: list[str] = []  # one entry per option: its flags and its help, as printed
+    for line in compress.format_help().splitlines():
+        if line.startswith("  -"):
+            lines.append(line.strip())
+        elif line.startswith("      ") and lines:
+            lines[-1] += " " + line.strip()
+    arch = next(line for line in lines if line.startswith("--arch "))
+    assert set(arch.split("{")[1].split("}")[0].split(",")) == {f.name for f in families}
+    for flag, names in readers.items():
+        line = next(line for line in lines if line.startswith(flag + " ") or line.startswith(flag + ","))
+        assert line.endswith(f"[{', '.join(names)}]"), (flag, line)
+        for family in families:
+            if family.name in names:
+                continue
+            args = parser.parse_args(["compress", "x.npy", "-o", "y.sinco", "--arch", family.name, flag, "2"])
+            args.bpp = 1.2
+            with pytest.raises(InputError) as info:
+                options.codec_and_fit_config(args)
+            assert str(info.value) == f"{flag}: does not apply to --arch {family.name} (an option of --arch {', '.join(names)})"
+
+
 def test_the_presets_and_option_defaults_are_the_documented_ones():
     """docs/usage.md "`compress` options" and docs/grid-codec.md: presets' steps and candidates, the INR presets, and the
     defaults of --arch, --bpp, --seed, --lam, --axis, --channel, --device, --lbfgs-after."""
