@@ -450,6 +450,118 @@ def test_the_demo_codes_one_slice_at_0_6_bpp_beside_the_classical_codecs_the_doc
     assert set(config.methods[1:]) <= {"jpeg2000", "vvc", "hevc", "avif12", "jpegxl", "jpeg"} and "jpeg2000" in config.methods
 
 
+ROOT = Path(__file__).resolve().parents[1]
+#: The labels of the BD-rate tables in README.md and docs/results.md, and the method each names in `sinco report`'s tables.
+DOC_LABELS = {"VVC intra (VVenC, 10-bit)": "VVC intra (VVenC, 10-bit)", "HEVC intra (x265, 12-bit)": "HEVC intra (x265, 12-bit)",
+              "AV1 intra (libaom, 12-bit)": "AVIF (AV1 intra, libaom, 12-bit)", "**grid, preset `fast`** (default)": "Latent grids",
+              "**grid, `fast`**": "Latent grids", "JPEG 2000 (16-bit)": "JPEG 2000", "JPEG XL": "JPEG XL", "AVIF (8-bit)": "AVIF (8-bit)",
+              "JPEG (12-bit)": "JPEG", "COIN (SIREN, `fast`, 0.6 and 1.2 bpp only)": "COIN (SIREN)"}  # fmt: skip
+
+
+def _first_number(cell: str) -> float | None:
+    import re
+
+    found = re.search(r"[-+]?\d+(?:\.\d+)?", cell.replace("**", ""))
+    return None if found is None else float(found.group())
+
+
+def _bd_rates_of_report(page: str) -> dict[str, tuple[float | None, float | None]]:
+    """``method -> (BD-rate per image against the anchor, against JPEG 2000)`` of a `sinco report` page's first BD table."""
+    section = page.split("## Bjontegaard deltas against ", 1)[1]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 7 and cells[0] not in ("method", "---"):
+            rows[cells[0]] = (_first_number(cells[1]), _first_number(cells[5]))
+    return rows
+
+
+RUNS = ("fast-brats", "fast-lgg", "fast-demo")
+
+
+@pytest.fixture(scope="module")
+def redrawn(tmp_path_factory) -> dict[str, str]:
+    """The pages of `sinco report results/fast-brats results/fast-lgg results/fast-demo --anchor vvc`, by run."""
+    from sinco.cli import main
+
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", *(str(ROOT / "results" / r) for r in RUNS), "--anchor", "vvc", "--out", str(out)]) == 0
+    return {r: (out / f"{r}.md").read_text() for r in RUNS}
+
+
+def _doc_table(doc: str, header: str) -> list[list[str]]:
+    lines = (ROOT / doc).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("| "):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def _doc_precision(cell: str) -> float:
+    text = cell.replace("**", "").split("%")[0].split(" ")[0]
+    return 0.5 * 10.0 ** -(len(text.split(".")[1]) if "." in text else 0) + 1e-3
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/results.md"])
+def test_the_bd_rate_tables_of_the_docs_are_what_sinco_report_redraws_from_the_committed_results(doc, redrawn):
+    """README.md "Where it stands" and docs/results.md: "every number comes from a command and a JSON file":
+    `sinco report results/fast-brats results/fast-lgg results/fast-demo --anchor vvc` redraws each BD-rate of their
+    tables (the mean of the slices' deltas) from the JSON kept under results/."""
+    pages = {r: _bd_rates_of_report(page) for r, page in redrawn.items()}
+    assert all(page.count("## Bjontegaard deltas against VVC intra") == 1 for page in redrawn.values())
+    checked = 0
+    for cells in _doc_table(doc, "| method | BraTS vs VVC | BraTS vs JPEG 2000 |"):
+        method = DOC_LABELS[cells[0]]
+        for index, run_name in enumerate(RUNS):
+            for column, against in ((1 + 2 * index, 0), (2 + 2 * index, 1)):
+                documented = _first_number(cells[column])
+                if documented is None:
+                    continue
+                measured = pages[run_name][method][against]
+                assert measured is not None and abs(measured - documented) <= _doc_precision(cells[column]), (
+                    cells[0],
+                    run_name,
+                    measured,
+                )
+                checked += 1
+    assert checked >= 20
+
+
+def test_the_mean_psnr_table_of_the_results_is_what_sinco_report_redraws_from_the_committed_results(redrawn):
+    """docs/results.md "Mean PSNR (dB) at each target": each PSNR (and each rate it names, and each `lossless`) is the
+    redrawn table's mean over the slices."""
+    runs = {"BraTS": "fast-brats", "LGG": "fast-lgg", "demo": "fast-demo"}
+    methods = {"grid `fast`": "Latent grids", "JPEG 2000": "JPEG 2000", "VVC intra": "VVC intra (VVenC, 10-bit)",
+               "COIN (SIREN) `fast`": "COIN (SIREN)"}  # fmt: skip
+    checked = 0
+    for cells in _doc_table("docs/results.md", "| data | method | 0.3 bpp | 0.6 bpp | 1.2 bpp | 2 bpp |"):
+        page = redrawn[runs[cells[0]]]
+        for rate, cell in zip(("0.3", "0.6", "1.2", "2"), cells[2:], strict=True):
+            if not cell:
+                continue
+            section = page.split(f"## Target {rate} bpp", 1)[1].split("## ", 1)[0]
+            row = next(
+                r for r in (line.strip("| ").split(" | ") for line in section.splitlines()) if r[0].startswith(methods[cells[1]])
+            )
+            bpp, psnr = row[2], row[4]
+            if cell.startswith("lossless at "):
+                assert psnr == "lossless" and abs(_first_number(bpp) - float(cell.split()[2])) <= _doc_precision(
+                    cell.split()[2]
+                ), (cells, rate)
+            else:
+                assert abs(_first_number(psnr) - _first_number(cell)) <= _doc_precision(cell), (cells, rate, psnr)
+                if " at " in cell:
+                    named = cell.split(" at ")[1].split()[0]
+                    assert abs(_first_number(bpp) - float(named)) <= _doc_precision(named), (cells, rate, bpp)
+                if "lossless" in cell:
+                    assert "1 lossless" in psnr, (cells, rate, psnr)
+            checked += 1
+    assert checked >= 35
+
+
 def test_label_glob_none_drops_the_default_labels_of_the_folders_layout():
     """docs/your-own-data.md: "`--label-glob none` drops the default `OTMultiClass.nii.gz` of the folders layout"."""
     from sinco.cli import build_parser
