@@ -329,6 +329,22 @@ def test_exact_files_decode_to_the_smallest_integer_type_and_float_lattices_to_f
     assert code == 2 and err.count("\n") == 1 and "PNG" in err and not (tmp_path / "lattice.png").exists()
 
 
+def test_the_grid_codec_takes_images_up_to_8192_a_side_and_2_22_pixels():
+    """docs/grid-codec.md "Limits": images up to 8,192 pixels a side and 2^22 pixels (the decoder's caps): a grid file
+    announcing more is refused before its payload is read, and the encoder refuses such an image in one line."""
+    from sinco.codec.grid.spec import GridSpec
+    from sinco.codec.registry import get_family
+
+    spec, family = GridSpec(), get_family("grid")
+    family.check_payload(spec, payload_bytes=100, height=8192, width=512)  # 2^22 pixels: within the caps
+    for height, width in ((8193, 1), (4096, 1025)):
+        with pytest.raises(BitstreamError, match="the grid codec takes"):
+            family.check_payload(spec, payload_bytes=100, height=height, width=width)
+        with pytest.raises(InputError, match=f"image size {height}x{width}") as info:
+            spec.validate_for(height, width)
+        assert "\n" not in str(info.value)
+
+
 def _context_section() -> tuple[bytes, int, int]:
     from sinco.codec.grid import context as C
     from sinco.codec.grid.context_fit import ContextFitConfig, fit_context
@@ -560,6 +576,33 @@ def test_the_mean_psnr_table_of_the_results_is_what_sinco_report_redraws_from_th
                     assert "1 lossless" in psnr, (cells, rate, psnr)
             checked += 1
     assert checked >= 35
+
+
+class _Planned(Exception):
+    """Raised by a stand-in for the benchmark runner: the configuration the command built, not run."""
+
+
+@pytest.mark.parametrize(("seg_model", "methods", "cases"), [
+    ([], ("coin", "vanilla-inr", "jpeg", "jpeg2000"), "all"),
+    (["--seg-model", "seg.pt"], ("coin", "vanilla-inr", "sinco-siren", "sinco-inr", "jpeg", "jpeg2000"), "val"),
+])  # fmt: skip
+def test_the_benchmark_defaults_follow_the_segmentation_model(monkeypatch, tmp_path, run, seg_model, methods, cases):
+    """docs/usage.md "Benchmark" and docs/your-own-data.md: the default methods are the four INR methods, `jpeg` and
+    `jpeg2000`, and `--cases val`; without `--seg-model`, `coin,vanilla-inr,jpeg,jpeg2000` on `--cases all`, and the
+    `sinco-*` methods are refused in one line."""
+    import sinco.benchmark.runner as runner
+
+    def planned(config, **_):
+        raise _Planned(config)
+
+    monkeypatch.setattr(runner, "run_benchmark", planned)
+    with pytest.raises(_Planned) as info:
+        run(["benchmark", "--data", tmp_path, "--out", tmp_path / "out", *seg_model])
+    config = info.value.args[0]
+    assert (config.methods, config.cases) == (methods, cases)
+    if not seg_model:
+        code, _, err = run(["benchmark", "--data", tmp_path, "--out", tmp_path / "out", "--methods", "sinco-siren,jpeg"])
+        assert code == 2 and err.count("\n") == 1 and "needs --seg-model" in err
 
 
 def test_label_glob_none_drops_the_default_labels_of_the_folders_layout():
