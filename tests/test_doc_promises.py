@@ -656,3 +656,19 @@ def test_batch_records_are_keyed_by_input_and_settings_but_not_by_the_slice_rang
     stat = image.stat()
     os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the same bytes, modified later
     assert work_key(base, image=image, mask=None) != key
+
+
+# ============================================================================ the table itself
+def test_every_test_the_promise_table_names_exists_and_every_test_of_this_file_is_in_it():
+    """SECURITY.md "Promises and the tests named for them": each `tests/FILE::TEST` it names is a test function of that
+    file, and each test of this file (written for a promise) is named there."""
+    import re
+
+    table = (ROOT / "SECURITY.md").read_text().split("## Promises and the tests named for them", 1)[1]
+    named = set(re.findall(r"`(test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)`", table))
+    assert len(named) > 200
+    for file, test in sorted(named):
+        source = ROOT / "tests" / file
+        assert source.exists() and re.search(rf"^\s*def {test}\(", source.read_text(), re.M), f"{file}::{test}"
+    here = set(re.findall(r"^def (test_[a-z0-9_]+)\(", Path(__file__).read_text(), re.M))
+    assert here - {t for f, t in named if f == Path(__file__).name} == set()
