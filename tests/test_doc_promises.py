@@ -578,6 +578,43 @@ def test_the_mean_psnr_table_of_the_results_is_what_sinco_report_redraws_from_th
     assert checked >= 35
 
 
+@pytest.mark.parametrize(("run_name", "header", "labels"), [
+    ("quality-brats", "| method | 0.3 bpp | 0.6 bpp | 1.2 bpp | BD-rate vs VVC |",
+     {"grid `quality`": "Latent grids", "JPEG 2000": "JPEG 2000"}),
+    ("volume-brats", "| method | 0.3 bpv | 0.6 bpv | 1.2 bpv | BD-rate vs VVC intra |",
+     {"grid `fast`, slice by slice": "Latent grids", "JPEG 2000, slice by slice": "JPEG 2000",
+      "VVC intra, slice by slice": "VVC intra (VVenC, 10-bit)", "HEVC random access": "HEVC random access",
+      "VVC random access": "VVC random access"}),
+])  # fmt: skip
+def test_the_quality_and_volume_tables_of_the_results_are_what_sinco_report_redraws(tmp_path, run, run_name, header, labels):
+    """docs/results.md "The default family grid, preset quality" and "Per volume": each PSNR (and the rate it names) and
+    each BD-rate is what `sinco report results/<run> --anchor vvc` redraws from the committed JSON."""
+    code, _, err = run(["report", ROOT / "results" / run_name, "--anchor", "vvc", "--out", tmp_path])
+    assert code == 0, err
+    page = (tmp_path / f"{run_name}.md").read_text()
+    deltas = _bd_rates_of_report(page)
+    checked = 0
+    for cells in _doc_table("docs/results.md", header):
+        if cells[0] not in labels:
+            continue  # a row from another run (the `fast` preset on the same slice)
+        method = labels[cells[0]]
+        for rate, cell in zip(("0.3", "0.6", "1.2"), cells[1:4], strict=True):
+            section = page.split(f"## Target {rate} bpp", 1)[1].split("## ", 1)[0]
+            row = next(r for r in (line.strip("| ").split(" | ") for line in section.splitlines()) if r[0].startswith(method))
+            psnr_column = 3 if run_name.startswith("volume") else 4  # the volume table has no `bpp (params)` column
+            assert abs(_first_number(row[psnr_column]) - _first_number(cell)) <= _doc_precision(cell), (cells[0], rate, row)
+            if " at " in cell:
+                named = cell.split(" at ")[1].split()[0]
+                assert abs(_first_number(row[2]) - float(named)) <= _doc_precision(named), (cells[0], rate, row[2])
+            checked += 1
+        anchor_rate, jpeg2000_rate = next(v for k, v in deltas.items() if k.startswith(method))
+        for cell, measured in ((cells[4], anchor_rate), (cells[5], jpeg2000_rate)):
+            if _first_number(cell) is not None:
+                assert measured is not None and abs(measured - _first_number(cell)) <= _doc_precision(cell), (cells[0], measured)
+                checked += 1
+    assert checked >= 3 * len(labels) + len(labels)
+
+
 class _Planned(Exception):
     """Raised by a stand-in for the benchmark runner: the configuration the command built, not run."""
 
