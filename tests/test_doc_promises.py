@@ -13,12 +13,14 @@ import struct
 import sys
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import make_phantom
 
+from sinco.codec.family import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome, FitReport
 from sinco.codec.files import decode_file, parse_file, write_file
 from sinco.codec.inr.spec import INRSpec
 from sinco.codec.volume import SliceRecord, VolumeHeader, decode_volume, encode_volume
@@ -198,6 +200,98 @@ def test_the_api_file_is_at_most_its_bpp_and_decodes_to_float32_or_to_exact_valu
         assert restored.shape == image.shape and restored.dtype == (np.float64 if exact else np.float32), (bpp, exact)
         assert exact == ("context" not in fit_options)  # both kinds of file are seen here
         assert np.abs(restored - image).mean() < 0.05 * np.ptp(image)
+
+
+# A codec family of a few lines, to check that naming an adapter in the registry is all adding a family takes.
+@dataclass(frozen=True)
+class BlockFit:
+    """The toy family's fitting configuration (nothing to fit: the block means are computed)."""
+
+    seed: int = 0
+    lam: float = 1.0
+    steps: int = 0
+    data_term: str = "mse"
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "lam": self.lam, "steps": self.steps, "data_term": self.data_term}
+
+    def resolved(self, *, regularized: bool) -> BlockFit:
+        return self
+
+
+class BlockFamily(CodecFamily):
+    """Block means in 8 bits: each `--block` x `--block` tile's mean, decoded by repeating it."""
+
+    name = "block"
+    family_id = 200
+    summary = "block means in 8 bits (a test family)"
+    options = (FamilyOption("block", "--block", int, "tile side in pixels (default: 4)", "N"),)
+    common_fit_options = ("seed",)
+    methods = {"block": BenchmarkMethod(label="Block means", regularized=False)}
+    presets = ("only",)
+    default_preset = "only"
+
+    def encode_spec(self, spec):
+        return bytes([spec])
+
+    def decode_spec(self, block, *, version):
+        if len(block) != 1 or not 1 <= block[0] <= 64:
+            raise BitstreamError(f"a block spec of {len(block)} bytes")
+        return block[0]
+
+    def check_payload(self, spec, *, payload_bytes, height, width):
+        if payload_bytes != math.ceil(height / spec) * math.ceil(width / spec):
+            raise BitstreamError(f"a block payload of {payload_bytes} bytes")
+
+    def fit_config(self, preset, overrides):
+        return BlockFit(**self.given_overrides(overrides))
+
+    def fit(self, targets, *, bpp, options, config, device, regularizer=None, lam=None, progress=False, desc="fit"):
+        side = int(options.get("block") or 4)
+        outcomes = []
+        for target in targets.numpy():
+            rows, cols = math.ceil(target.shape[0] / side), math.ceil(target.shape[1] / side)
+            padded = np.pad(target, ((0, rows * side - target.shape[0]), (0, cols * side - target.shape[1])), mode="edge")
+            means = padded.reshape(rows, side, cols, side).mean(axis=(1, 3))
+            report = FitReport(steps=0, evaluations=0, seconds=0.0, lam=0.0, details={})
+            outcomes.append(FitOutcome(spec=side, payload=np.rint(means * 255).astype(np.uint8).tobytes(), report=report))
+        return outcomes
+
+    def decode(self, spec, payload, *, height, width):
+        means = np.frombuffer(payload, np.uint8).reshape(math.ceil(height / spec), -1).astype(np.float32) / 255
+        return np.repeat(np.repeat(means, spec, axis=0), spec, axis=1)[:height, :width]
+
+    def describe(self, spec):
+        return {"arch": self.name, "block": spec}
+
+
+def test_a_family_named_in_the_registry_gets_the_command_line_info_and_the_benchmark(monkeypatch, tmp_path, run):
+    """docs/format.md "Codec families": "Adding a family is writing its adapter and naming it in
+    `sinco.codec.registry.FAMILY_CLASSES`": `--arch` and its flag, `compress`, `info`, `decompress` and the benchmark's
+    methods come from the registry; its flag given to another family is refused naming it."""
+    import sinco.codec.registry as registry
+    from sinco.benchmark.methods import all_methods
+
+    monkeypatch.setattr(registry, "FAMILY_CLASSES", (*registry.FAMILY_CLASSES, f"{__name__}:BlockFamily"))
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    image = make_phantom(20, 22)
+    np.save(tmp_path / "img.npy", image)
+    out = tmp_path / "b.sinco"
+    code, stdout, err = run(["compress", tmp_path / "img.npy", "-o", out, "--arch", "block", "--block", 2, "--json"])
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["bpp_file"] == 8 * out.stat().st_size / image.size
+    header, decoded = decode_file(out.read_bytes())
+    assert header.family == "block" and header.spec == 2 and decoded.shape == image.shape
+    scaled = (image - image.min()) / np.ptp(image)
+    assert report["psnr"] == pytest.approx(-10 * np.log10(np.mean((decoded - scaled) ** 2)), abs=1e-3)  # measured on the file
+    code, stdout, _ = run(["info", out])
+    assert code == 0 and "block means in 8 bits" in stdout
+    assert run(["decompress", out, "-o", tmp_path / "b.npy"])[0] == 0
+    assert np.load(tmp_path / "b.npy").shape == image.shape
+    assert "block" in all_methods()
+    code, _, err = run(["compress", tmp_path / "img.npy", "-o", tmp_path / "g.sinco", "--block", 2])
+    assert code == 2 and err == "sinco: error: --block: does not apply to --arch grid (an option of --arch block)\n"
 
 
 # ============================================================================ regularizer options
