@@ -59,6 +59,40 @@ def test_an_operating_system_failure_exits_1_with_one_line_and_no_traceback(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.sinco"]
 
 
+@pytest.mark.parametrize("mode", [[], ["--lossless"], ["--arch", "siren"]])
+def test_an_empty_image_is_refused_in_one_line(tmp_path, run, mode):
+    """docs/usage.md "Exit status and failures": bad input is one line and exit 2, never a traceback (an empty array
+    once raised numpy's zero-size error)."""
+    np.save(tmp_path / "empty.npy", np.zeros((0, 0)))
+    code, _, err = run(["compress", tmp_path / "empty.npy", "-o", tmp_path / "e.sinco", *mode])
+    assert code == 2 and err.startswith("sinco: error: INPUT") and err.count("\n") == 1 and not (tmp_path / "e.sinco").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["compress", "IMG", "-o", "OUT", "--seed", "-1"],
+    ["compress", "IMG", "-o", "OUT", "--seed", "-1", "--lossless"],  # once a ValueError traceback from the context fit
+    ["compress", "IMG", "-o", "OUT", "--seed", "-1", "--arch", "siren"],
+    ["benchmark", "--data", "IMG", "--out", "OUT", "--seed", "-1"],
+    ["train-seg", "--data", "IMG", "-o", "OUT", "--seed", "-1"],
+])  # fmt: skip
+def test_a_negative_seed_is_a_usage_error_of_every_command(tmp_path, run, args):
+    """docs/usage.md `--seed S` (0 and up, as the API requires): a negative seed is refused as a usage error, the error
+    and where to read more, exit 2, whatever the family or mode."""
+    np.save(tmp_path / "img.npy", _levels())
+    code, _, err = run([{"IMG": tmp_path / "img.npy", "OUT": tmp_path / "out.sinco"}.get(a, a) for a in args])
+    lines = err.splitlines()
+    assert code == 2 and lines[0] == "sinco: error: argument --seed: -1: expected an integer in 0..2^63-1" and len(lines) == 2
+    assert not (tmp_path / "out.sinco").exists()
+
+
+@pytest.mark.parametrize("flag", ["--images", "--steps"])
+def test_the_demo_refuses_a_count_that_is_not_positive_before_writing_anything(tmp_path, run, flag):
+    """docs/usage.md "The demo" and "Exit status": `--images 0` or `--steps 0` is bad input (it once ran the default
+    demo), refused in one line before the dataset is written."""
+    code, _, err = run(["demo", flag, 0, "--out", tmp_path / "demo"])
+    assert code == 2 and err == f"sinco: error: {flag} 0: must be a positive integer\n" and not (tmp_path / "demo").exists()
+
+
 def test_the_quantise_tail_spelling_is_accepted_as_quantize_tail(nifti_volume, tmp_path, run):
     """docs/usage.md: "`--quantise-tail` is accepted too"; it sets the same setting as `--quantize-tail`."""
     outs = {}
