@@ -93,6 +93,20 @@ def test_the_demo_refuses_a_count_that_is_not_positive_before_writing_anything(t
     assert code == 2 and err == f"sinco: error: {flag} 0: must be a positive integer\n" and not (tmp_path / "demo").exists()
 
 
+def test_decompress_to_tif_holds_the_float32_restored_intensities(tmp_path, run):
+    """docs/usage.md "What is written": `.npy`, `.nii.gz` and `.tif` hold the float32 restored intensities."""
+    import tifffile
+
+    good = tmp_path / "x.sinco"
+    good.write_bytes(_tiny_sinco(vmin=-3.5, vmax=250.25))
+    assert run(["decompress", good, "-o", tmp_path / "x.tif"])[0] == 0
+    assert run(["decompress", good, "-o", tmp_path / "x.npy"])[0] == 0
+    tif, npy = tifffile.imread(tmp_path / "x.tif"), np.load(tmp_path / "x.npy")
+    assert tif.dtype == np.float32 and np.array_equal(tif, npy)
+    _, scaled = decode_file(good.read_bytes())
+    assert np.allclose(npy, -3.5 + scaled * 253.75, rtol=0, atol=1e-4) and npy.std() > 0
+
+
 def test_the_quantise_tail_spelling_is_accepted_as_quantize_tail(nifti_volume, tmp_path, run):
     """docs/usage.md: "`--quantise-tail` is accepted too"; it sets the same setting as `--quantize-tail`."""
     outs = {}
