@@ -372,6 +372,38 @@ def test_reg_every_applies_the_regularizer_on_every_kth_step_only():
     assert counts[1] - counts[3] == 12 - 4
 
 
+def test_seg_perturb_draws_a_flip_with_probability_half_a_gain_in_0_9_1_1_and_noise_of_0_02(tmp_path):
+    """docs/regularizer.md `--seg-perturb N`: each perturbation is a left-right flip with probability 1/2, an intensity
+    gain uniform in [0.9, 1.1] and Gaussian noise of standard deviation 0.02, drawn from the regularizer's own
+    generator seeded by `--seed` (the same draws again with the same seed)."""
+    import torch
+
+    from sinco.regularizer.loss import RegularizerOptions, build_regularizer
+    from sinco.seg.network import UNetConfig, build_unet, load_seg_model, save_checkpoint
+
+    torch.manual_seed(0)
+    unet = UNetConfig(channels=(4, 8), strides=(2,))
+    save_checkpoint(tmp_path / "seg.pt", net=build_unet(unet), config=unet, threshold=0.5, training={})
+    seg = load_seg_model(tmp_path / "seg.pt")
+    image = np.full((8, 16, 16), 0.2, np.float32)  # 8 slices x 64 perturbations (the most): 512 draws
+    image[..., 8:] = 0.8  # bright on the right: a flip puts it on the left
+    draws = []
+    for _ in range(2):
+        regularizer = build_regularizer([seg], options=RegularizerOptions(perturb=64, seed=3), masks=np.ones((8, 16, 16)),
+                                        images=image, device=torch.device("cpu"))  # fmt: skip
+        copies, flips = regularizer._perturbations(torch.from_numpy(image)[:, None])
+        draws.append((copies.numpy()[:, 0], flips.numpy()))
+    assert np.array_equal(draws[0][0], draws[1][0])  # seeded
+    copies, flips = draws[0]
+    assert np.array_equal(copies[:, :, :8].mean(axis=(1, 2)) > copies[:, :, 8:].mean(axis=(1, 2)), flips)
+    assert 0.4 < flips.mean() < 0.6
+    unflipped = np.where(flips[:, None, None], copies[:, :, ::-1], copies)
+    gains = unflipped.mean(axis=(1, 2)) / image[0].mean()
+    assert gains.min() > 0.89 and gains.max() < 1.11 and gains.min() < 0.92 and gains.max() > 1.08
+    noise = unflipped - gains[:, None, None] * image[0]
+    assert 0.018 < noise.std() < 0.022
+
+
 def test_grid_takes_the_regularizer_on_every_step_only(nifti_volume, tmp_path, run):
     """docs/usage.md `--reg-every K`: the grid family applies the regularizer on every step; another K is refused in one line."""
     code, _, err = run(
