@@ -843,6 +843,33 @@ def test_batch_inputs_take_a_folders_files_not_its_subfolders_and_outputs_mirror
         _output_names(expand_inputs([str(tmp_path / "lgg" / "TCGA_a")]))
 
 
+def test_a_batch_whose_cluster_fails_leaves_a_manifest_with_status_error(tmp_path):
+    """docs/cluster.md "What is written": `manifest.json`'s status is `error` when the cluster could not be started or
+    reached (here a client whose every submission fails, as a lost scheduler's does), and no output is written."""
+    from sinco.codec.config import CodecConfig
+    from sinco.codec.inr.config import INRFitConfig
+    from sinco.compression.batch import MANIFEST_NAME, BatchConfig, ClusterConfig, plan_batch, run_batch
+
+    class LostScheduler:
+        def scheduler_info(self) -> dict:
+            return {}
+
+        def submit(self, *args, **kwargs):
+            raise OSError("Timed out trying to connect to the scheduler")
+
+        def cancel(self, futures) -> None:
+            pass
+
+    np.save(tmp_path / "img.npy", make_phantom(16, 16))
+    config = BatchConfig(codec=CodecConfig(arch="siren", bpp=8.0), fit_config=INRFitConfig(steps=2), device="cpu")
+    out = tmp_path / "out"
+    plans = plan_batch([str(tmp_path / "img.npy")], config=config, out_dir=out, force=False)
+    with pytest.raises(OSError, match="Timed out"):
+        run_batch(plans, config=config, cluster=ClusterConfig(), out_dir=out, progress=False, client=LostScheduler())
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["status"] == "error" and manifest["counts"]["outputs_written"] == 0 and not (out / "img.sinco").exists()
+
+
 def test_batch_records_are_keyed_by_input_and_settings_but_not_by_the_slice_range(tmp_path):
     """docs/cluster.md "What is written": `<key>` hashes the input file's path, size and modification time and every
     setting that decides the bytes; the slice range is not part of it, so runs over `40:120` and `all` share records."""
