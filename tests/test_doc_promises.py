@@ -452,6 +452,19 @@ def test_lossless_and_max_error_refuse_every_option_of_lossy_fits_in_one_line(pn
     assert code == 2 and err.count("\n") == 1 and f"{mode[0]} and {named}" in err and not out.exists()
 
 
+def test_the_sidecar_of_an_exact_file_records_the_input_the_coder_its_seed_the_device_and_the_thread_count(png8, tmp_path, run):
+    """README.md and docs/usage.md "What is written": every `compress` writes `OUT.sinco.json` with the input, the full
+    configuration, the seed, the device and torch's thread count, and the measured result; `--lossless` too."""
+    import torch
+
+    out = tmp_path / "l.sinco"
+    assert run(["compress", png8, "-o", out, "--max-error", 1, "--steps", 3, "--seed", 4])[0] == 0
+    sidecar = json.loads(out.with_name("l.sinco.json").read_text())
+    assert sidecar["input"]["path"] == str(png8) and sidecar["coder"]["seed"] == 4 and sidecar["coder"]["steps"] == 3
+    assert sidecar["device"] == "cpu" and sidecar["torch_threads"] == torch.get_num_threads()
+    assert sidecar["result"]["file_bytes"] == out.stat().st_size and sidecar["result"]["measured_max_error"] <= 1
+
+
 def test_max_error_0_is_lossless(png8, tmp_path, run):
     """docs/usage.md: "`--max-error 0` is `--lossless`": the same file, and it decodes to the input's levels."""
     from PIL import Image
