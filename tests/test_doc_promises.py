@@ -156,6 +156,43 @@ def test_every_family_option_is_tagged_in_help_with_its_families_and_refused_for
             assert str(info.value) == f"{flag}: does not apply to --arch {family.name} (an option of --arch {', '.join(names)})"
 
 
+def _flags(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text))
+
+
+def _section(doc: str, start: str, end: str) -> str:
+    text = (ROOT / doc).read_text()
+    return text[text.index(start) : text.index(end)]
+
+
+def test_every_option_the_docs_name_is_an_option_of_its_command():
+    """docs/usage.md "Every option below is in `sinco compress --help`", and likewise every flag the other pages give a
+    `sinco` command: each is an option of that command (the pages of benchmark scripts, whose flags are the scripts',
+    are left out)."""
+    from sinco.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    options = {name: set(parser._option_string_actions) for name, parser in commands.items()}
+    checks = [
+        (_section("docs/usage.md", "## `compress` options", "## Whole volumes"), {"compress"}),
+        (_section("docs/usage.md", "## Whole volumes", "## What is written"), {"compress", "decompress"}),
+        (_section("docs/usage.md", "## The demo", "## Benchmark: the paper's comparison"), {"demo"}),
+        (_section("docs/usage.md", "## Benchmark: the paper's comparison", "## Rates"), {"benchmark", "report"}),
+        (_section("docs/lossless.md", "## Benchmark", "## Design"), {"benchmark"}),
+        # compress-batch takes every fitting option of compress; the page names three that it does not take, as such.
+        (_section("docs/cluster.md", "## Usage", "## What is written").replace("--batch-slices 1", "")
+         .replace("(`--lossless` and `--max-error` are\noptions of `compress` only.)", ""), {"compress-batch"}),
+    ]  # fmt: skip
+    for doc in ("README.md", "docs/your-own-data.md", "docs/segmentation.md", "docs/grid-codec.md", "docs/inr-codec.md",
+                "docs/benchmark.md", "docs/format.md"):  # fmt: skip
+        checks.append(((ROOT / doc).read_text(), set(commands)))
+    for text, names in checks:
+        unknown = {flag for flag in _flags(text) if not any(flag in options[name] for name in names)}
+        assert not unknown, (sorted(names), sorted(unknown))
+
+
 def test_the_presets_and_option_defaults_are_the_documented_ones():
     """docs/usage.md "`compress` options" and docs/grid-codec.md: presets' steps and candidates, the INR presets, and the
     defaults of --arch, --bpp, --seed, --lam, --axis, --channel, --device, --lbfgs-after."""
