@@ -946,6 +946,20 @@ def test_batch_records_are_keyed_by_input_and_settings_but_not_by_the_slice_rang
     assert work_key(base, image=image, mask=None) != key
 
 
+@pytest.mark.parametrize(("doc", "package"), [("docs/grid-codec.md", "grid"), ("docs/inr-codec.md", "inr")])
+def test_every_module_a_design_note_names_is_in_its_package_and_every_module_is_named(doc, package):
+    """docs/grid-codec.md and docs/inr-codec.md "Design": each module the table of modules names is in the package
+    (`sinco.codec.grid`, `sinco.codec.inr`), and each module of the package is named on the page."""
+    import re
+
+    text = (ROOT / doc).read_text()
+    table = [line for line in text.splitlines() if re.match(r"\| `[a-z_0-9]+\.py`", line)]
+    named = {name for line in table for name in re.findall(r"`([a-z_0-9]+\.py)`", line.split("|")[1])}
+    present = {path.name for path in (ROOT / "src" / "sinco" / "codec" / package).glob("*.py")} - {"__init__.py"}
+    assert named and named <= present, sorted(named - present)
+    assert {name for name in present if f"`{name}`" not in text} == set()
+
+
 # ============================================================================ the table itself
 def test_every_test_the_promise_table_names_exists_and_every_test_of_this_file_is_in_it():
     """SECURITY.md "Promises and the tests named for them": each `tests/FILE::TEST` it names is a test function of that
