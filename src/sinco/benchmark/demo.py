@@ -16,6 +16,7 @@ from typing import Any
 
 from sinco.benchmark.config import BenchmarkConfig
 from sinco.benchmark.methods import all_methods
+from sinco.errors import InputError
 
 #: The default demo's rate (bits per pixel of the whole file): one fit of the default codec, so the demo stays under
 #: three minutes on two CPU cores.
@@ -34,6 +35,17 @@ class DemoPlan:
     caption: str
 
 
+def check_demo_counts(*, images: int | None, steps: int | None) -> None:
+    """Refuse a count of test slices or steps that is given and not a positive integer.
+
+    Raises:
+        InputError: naming ``--images`` or ``--steps`` and the value.
+    """
+    for flag, value in (("--images", images), ("--steps", steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"{flag} {value}: must be a positive integer")
+
+
 def plan_demo(data: str | os.PathLike[str], *, paper: bool, images: int | None = None, steps: int | None = None) -> DemoPlan:
     """The demo's benchmark on the dataset ``data`` (written by :func:`sinco.data.demo.write_demo_dataset`).
 
@@ -45,8 +57,13 @@ def plan_demo(data: str | os.PathLike[str], *, paper: bool, images: int | None =
 
     Returns:
         The :class:`DemoPlan`.
+
+    Raises:
+        InputError: if ``images`` or ``steps`` is given and not a positive integer.
     """
     from sinco.data.demo import IMAGE_NAME, LABEL_NAME
+
+    check_demo_counts(images=images, steps=steps)
 
     known = all_methods()
     common: dict[str, Any] = dict(data=str(data), seg_model=str(files("sinco") / "assets" / "demo_seg.pt"), layout="folders",

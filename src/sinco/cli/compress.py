@@ -171,6 +171,8 @@ def _exact_flags(args: argparse.Namespace) -> tuple[int, str]:
 
 def _compress_exact(args: argparse.Namespace, *, out: Path, sidecar: Path) -> int:
     """``sinco compress --lossless`` / ``--max-error K``: the image's levels by the context coder, checked by decoding."""
+    import torch
+
     from sinco.codec.grid.context_fit import ContextFitConfig
     from sinco.codec.grid.lossless import compress_exact, compress_exact_volume
     from sinco.data.io import load_array, load_slice, select_slices
@@ -196,8 +198,10 @@ def _compress_exact(args: argparse.Namespace, *, out: Path, sidecar: Path) -> in
     summary = {"output": str(out), "mode": "lossless" if max_error == 0 else "near-lossless", "max_error": max_error,
                "measured_max_error": result.measured_error, "file_bytes": len(result.data), "bpp_file": 8 * len(result.data) / pixels,
                "encode_seconds": result.encode_seconds, "decode_seconds": result.decode_seconds}  # fmt: skip
+    # The context model is fitted on the CPU; its floating-point order, so the file's bytes, depends on the thread count.
     write_sidecar(sidecar, {"sinco_version": __version__, "input": {"path": str(args.input), "slice": args.slice, "slices": args.slices, "axis": args.axis,
-                                          "channel": args.channel}, "coder": {"mode": mode, **config.__dict__}, "result": summary})  # fmt: skip
+                                          "channel": args.channel}, "coder": {"mode": mode, **config.__dict__}, "device": "cpu",
+                            "torch_threads": torch.get_num_threads(), "result": summary})  # fmt: skip
     if args.json:
         print(json_text(summary))
         return EXIT_OK

@@ -27,12 +27,13 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``sinco demo``: write the embedded dataset, run the demo's benchmark, print its table and what it shows."""
-    from sinco.benchmark.demo import plan_demo
+    from sinco.benchmark.demo import check_demo_counts, plan_demo
     from sinco.benchmark.runner import run_benchmark
     from sinco.cli.benchmark import print_summary
     from sinco.data.demo import IMAGE_NAME, LABEL_NAME, write_demo_dataset
     from sinco.utils.device import resolve_device
 
+    check_demo_counts(images=args.images, steps=args.steps)  # before anything is written
     if args.export_data:
         root = write_demo_dataset(args.export_data)
         print(f"{root}: demo dataset (folders layout: --image-glob {IMAGE_NAME} --label-glob {LABEL_NAME})")

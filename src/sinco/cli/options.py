@@ -88,6 +88,21 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     _add_family_options(p.add_argument_group("codec family options (each applies to the families named in its help)"), "options")
 
 
+def seed_value(text: str) -> int:
+    """``--seed``: an integer in ``0..2^63-1`` (a usage error otherwise, as every family and the API require).
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else.
+    """
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer in 0..2^63-1") from None
+    if not 0 <= seed < 2**63:
+        raise argparse.ArgumentTypeError(f"{seed}: expected an integer in 0..2^63-1")
+    return seed
+
+
 def add_fit_options(p: argparse.ArgumentParser, *, lam_help: str) -> None:
     """The fitting flags: ``--preset``, the common ones and every family's own."""
     from sinco.codec.registry import all_families
@@ -98,7 +113,7 @@ def add_fit_options(p: argparse.ArgumentParser, *, lam_help: str) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimization steps (default: the preset's)")
     lr_readers = ", ".join(f.name for f in families if f.reads_option("lr"))
     p.add_argument("--lr", type=float, default=None, help=f"(peak) learning rate (default: the preset's) [{lr_readers}]")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="random seed (default: 0)")
     p.add_argument("--lam", default="1", metavar="LAMBDA", help=lam_help)
     p.add_argument("--reg-every", type=int, default=1, metavar="K", help="apply the regularizer every K-th step (default: 1)")
     _add_family_options(p.add_argument_group("fitting options of the codec families"), "fit_options")

@@ -29,7 +29,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--res-units", type=int, default=0, help="U-Net residual units per block (default: 0; see UNetConfig)")
     p.add_argument("--net", default="unet", metavar="unet|attention-unet",
                    help="architecture: MONAI UNet or AttentionUnet (default: unet; a judge of the other kind shares fewer weaknesses)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=options.seed_value, default=0, help="random seed (default: 0)")
     options.add_device(p)
     options.add_output(p, metavar="SEG.pt", help="checkpoint to write (and SEG.pt.json)")
     options.add_quiet(p)

@@ -19,10 +19,12 @@ def normalize_minmax(image: np.ndarray, *, name: str = "image") -> tuple[np.ndar
         the original extremes (float64), which :func:`restore_intensity` maps back to.
 
     Raises:
-        InputError: if the image is not 2-D, not real, contains NaN/Inf, or is constant.
+        InputError: if the image is not 2-D, empty, not real, contains NaN/Inf, or is constant.
     """
     if image.ndim != 2:
         raise InputError(f"{name}: expected a 2-D image, got shape {image.shape}")
+    if image.size == 0:
+        raise InputError(f"{name}: empty image (shape {image.shape}); nothing to compress")
     if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
         raise InputError(f"{name}: expected real-valued pixels, got dtype {image.dtype}")
     values = image.astype(np.float64)
