@@ -35,7 +35,15 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     from sinco.codec.format import read_file
     from sinco.codec.grid.lossless import exact_values, exact_volume
     from sinco.codec.volume import decode_volume, decode_volume_file, is_slab_volume, is_volume_file
-    from sinco.data.io import OUTPUT_SUFFIXES, VOLUME_SUFFIXES, image_suffix, parse_slice_range, save_exact, save_image, save_volume
+    from sinco.data.io import (
+        OUTPUT_SUFFIXES,
+        VOLUME_SUFFIXES,
+        image_suffix,
+        parse_slice_range,
+        save_exact,
+        save_image,
+        save_volume,
+    )
     from sinco.utils.atomic import check_output_path
 
     if image_suffix(args.output) not in OUTPUT_SUFFIXES:
