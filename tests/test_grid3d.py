@@ -286,3 +286,22 @@ def test_cli_refuses_a_2d_input_and_hostile_files_in_one_line(tmp_path):
         refused = _sinco(*command)
         assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert not (tmp_path / "h.npy").exists()
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+def test_the_volume_benchmark_codes_a_slab_with_grid3d_within_its_budget(benchmark_dataset):
+    from sinco.benchmark.config import BenchmarkConfig
+    from sinco.benchmark.methods import all_methods, volume_methods
+    from sinco.benchmark.runner import resolve_cases
+    from sinco.benchmark.volumes import VolumeBenchmarkConfig, code_slab, load_slab, method_kind
+
+    assert "grid3d" in volume_methods() and "grid3d" not in all_methods() and method_kind("grid3d") == "volume-family"
+    root, _ = benchmark_dataset
+    common = dict(data=str(root), seg_model=None, image_glob="Flair.nii.gz", cases="case0", bpps=(4.0,), methods=("grid3d",), steps=30)
+    with pytest.raises(InputError, match="--volumes"):
+        BenchmarkConfig(**common)
+    config = VolumeBenchmarkConfig(**common, slices="1:4", codec_options={"grid3d": {"slab": 3}})
+    slab = load_slab(resolve_cases(config, {})[0], slices=config.slices)
+    record, coded = code_slab(slab, "grid3d", 4.0, config=config, device=torch.device("cpu"))
+    assert record["kind"] == "volume-family" and record["within_budget"] and record["bpp_file"] == 8 * len(coded.data) / slab.voxels.size
+    assert record["psnr"] > 20 and record["details"]["slabs"] == 1 and record["details"]["depth_stages"] == [1] * 6
