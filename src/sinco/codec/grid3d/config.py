@@ -16,7 +16,9 @@ MAX_SLAB = 64
 RATE_PRIOR: tuple[tuple[float, float], ...] = ((0.05, 3e-2), (0.15, 3e-3), (0.4, 3e-4), (0.8, 3e-5), (1.5, 1e-6))
 
 # No residual layer, context coder or candidates: those are ``grid``'s per-slice refinements.
-_COMMON = dict(residual=False, context=False, rate_prior=RATE_PRIOR, prior_slope_factor=0.0)
+# The first lambda: this times JPEG 2000's slope on the middle slice (grid's fast preset uses 8 so that most first trials
+# land below the target; a slab at the same lambda spends fewer bits per voxel than a slice).
+_COMMON = dict(residual=False, context=False, rate_prior=RATE_PRIOR, prior_slope_factor=4.0)
 
 GRID3D_PRESETS: dict[str, GridFitConfig] = {
     # Cheap: a slab of 16 slices in about the time grid's fast preset takes for a few slices.

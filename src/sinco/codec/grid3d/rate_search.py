@@ -2,7 +2,8 @@
 
 The trials are ``grid``'s (:func:`sinco.codec.grid.rate_search.fit_grid_at_bpp`): the first a full fit, the later ones
 branches from it at ``config.branch_at`` of its soft phase with their own ``lambda_rd``, which moves along the measured
-slope until the target is bracketed, then by secant or bisection steps (``grid``'s ``_next_lambda``).
+slope (by a factor of at least 4) until the target is bracketed, then by secant or bisection steps (``grid``'s
+``_next_lambda``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import numpy as np
 import torch
 
 from sinco.codec.grid.config import GridFitConfig
-from sinco.codec.grid.rate_search import _next_lambda, initial_lambda
+from sinco.codec.grid.rate_search import _next_lambda, first_lambda
 from sinco.codec.grid3d.spec import Grid3dSpec
 from sinco.codec.grid3d.training import SlabFitResult, fit_slab
 from sinco.errors import InputError, RateUnreachableError
 
+#: Least factor on lambda between trials before the target is bracketed.
+_MIN_JUMP = 4.0
 #: Factor on lambda of a rescue trial (one beyond ``max_rate_trials``, when every trial was too big).
 _RESCUE_FACTOR = 8.0
 
@@ -39,7 +42,9 @@ def fit_slab_at_bits(
         device: training device.
         progress: progress bars.
         band: accepted shortfall below the budget (fraction).
-        start_lambda: the first trial's ``lambda_rd`` (default: the preset's rate prior at the budget's bits per voxel).
+        start_lambda: the first trial's ``lambda_rd`` (default: ``grid``'s :func:`~sinco.codec.grid.rate_search.first_lambda`
+            of the middle slice at the budget's bits per voxel: ``config.prior_slope_factor`` times JPEG 2000's slope
+            there, else the preset's rate prior).
 
     Returns:
         The chosen :class:`~sinco.codec.grid3d.training.SlabFitResult`, with ``trials``, ``steps`` and ``seconds`` of
@@ -53,7 +58,10 @@ def fit_slab_at_bits(
         raise InputError(f"--bpp: a slab budget of {budget_bits} bits; the rate must leave room for the file's header")
     started = time.perf_counter()
     voxels = target.numel()
-    lambda_rd = start_lambda if start_lambda is not None else initial_lambda(budget_bits / voxels, config.rate_prior)
+    if start_lambda is None:
+        # The middle slice's own guess (JPEG 2000's distortion-rate slope there, as grid's first trial), else the prior.
+        start_lambda = first_lambda(target[target.shape[0] // 2], target_bpp=budget_bits / voxels, config=config)
+    lambda_rd = start_lambda
     checkpoint = None
     tried: list[SlabFitResult] = []
     fits = too_big = previous = latest = None
@@ -77,7 +85,12 @@ def fit_slab_at_bits(
         else:
             too_big = (lambda_rd, bits) if too_big is None or lambda_rd > too_big[0] else too_big
         same_side = previous is not None and (previous[1] > budget_bits) == (bits > budget_bits)
-        lambda_rd = _next_lambda(lambda_rd, bits, fits, too_big, aim=aim, previous=previous, bisect=same_side)
+        proposed = _next_lambda(lambda_rd, bits, fits, too_big, aim=aim, previous=previous, bisect=same_side)
+        if fits is None or too_big is None:
+            # Before a bracket, at least x4 (or /4): a slab's search has few trials, and where its rate hardly moves with
+            # lambda (high rates, short fits) grid's slope-led jumps of a few percent never reach the target.
+            proposed = max(proposed, _MIN_JUMP * lambda_rd) if bits > budget_bits else min(proposed, lambda_rd / _MIN_JUMP)
+        lambda_rd = proposed
     within = [r for r in tried if r.payload_bits <= budget_bits]
     if not within:
         rescue = trial(max(too_big[0] if too_big else lambda_rd, lambda_rd) * _RESCUE_FACTOR)
