@@ -60,7 +60,8 @@ def _context_index(shapes: tuple[tuple[int, int, int], ...], neighbours: int, pr
             rows.append(np.full(d * h * w, zero))
         rows += [at(z - 1, i + dy, j + dx) for dy, dx in PREVIOUS_OFFSETS[:previous]]
         blocks.append(np.stack(rows))
-    index = np.ascontiguousarray(np.concatenate(blocks, axis=1))
+    # int32: the decoder's largest table (19 rows of a 2^22-voxel slab) stays near 0.4 GB.
+    index = np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.int32)
     index.setflags(write=False)
     return index
 
@@ -68,7 +69,7 @@ def _context_index(shapes: tuple[tuple[int, int, int], ...], neighbours: int, pr
 @functools.lru_cache(maxsize=8)
 def torch_context_index(shapes: tuple[tuple[int, int, int], ...], neighbours: int, previous: int, device: torch.device) -> torch.Tensor:
     """:func:`context_index` as an int64 tensor on ``device`` (training's gather)."""
-    return torch.from_numpy(np.array(_context_index(shapes, neighbours, previous))).to(device)
+    return torch.from_numpy(_context_index(shapes, neighbours, previous).astype(np.int64)).to(device)
 
 
 def flat_contexts(values: torch.Tensor, shapes: list[tuple[int, int, int]], spec: Grid3dSpec) -> torch.Tensor:

@@ -21,7 +21,7 @@ SPEC3D_VERSION = 1
 PREVIOUS_OFFSETS: tuple[tuple[int, int], ...] = ((0, 0), (0, -1), (-1, 0), (0, 1), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
 # Caps: a hostile family block or volume header must not make the decoder allocate beyond these.
 MAX_SLAB_SLICES = 256
-MAX_SLAB_VOXELS = 1 << 23  # the float64 planes of 2^23 voxels at 7 levels: about 0.5 GB
+MAX_SLAB_VOXELS = 1 << 22  # 64 slices of 256 x 256; the decoder's float64 planes at 7 levels: about 0.25 GB
 
 
 def default_plane() -> GridSpec:
