@@ -316,3 +316,24 @@ def test_the_volume_benchmark_codes_a_slab_with_grid3d_within_its_budget(benchma
     record, coded = code_slab(slab, "grid3d", 4.0, config=config, device=torch.device("cpu"))
     assert record["kind"] == "volume-family" and record["within_budget"] and record["bpp_file"] == 8 * len(coded.data) / slab.voxels.size
     assert record["psnr"] > 20 and record["details"]["slabs"] == 1 and record["details"]["depth_stages"] == [1] * 6
+
+
+def test_the_api_decompresses_a_volume_of_slabs():
+    import sinco
+
+    path = GOLDEN_FILES[0]
+    assert np.array_equal(sinco.decompress(path.read_bytes()), np.load(path.with_suffix(".npy")))
+
+
+def test_decompress_slices_of_a_volume_of_slice_records_too(tmp_path):
+    from sinco.codec.volume import SliceRecord, VolumeHeader, encode_volume
+
+    header = VolumeHeader(axis=2, height=8, width=8, n_slices=4, first_index=10, affine=np.eye(4))
+    path = tmp_path / "records.sinco"
+    path.write_bytes(encode_volume(header, [SliceRecord(constant=float(v)) for v in (1, 2, 3, 4)]))
+    run = _sinco("decompress", str(path), "-o", str(tmp_path / "part.npy"), "--slices", "1:3")
+    assert run.returncode == 0, run.stderr
+    assert np.moveaxis(np.load(tmp_path / "part.npy"), 2, 0)[:, 0, 0].tolist() == [2.0, 3.0]
+    single = Path(__file__).parent / "data" / "v1-siren-16x16.sinco"
+    refused = _sinco("decompress", str(single), "-o", str(tmp_path / "x.npy"), "--slices", "0:1")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "single image" in refused.stderr
