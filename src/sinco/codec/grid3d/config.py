@@ -25,4 +25,6 @@ GRID3D_PRESETS: dict[str, GridFitConfig] = {
     "fast": GridFitConfig(steps=600, ste_steps=100, branch_at=0.6, max_rate_trials=3, **_COMMON),
     # Longer fits, one more rate trial.
     "quality": GridFitConfig(steps=3000, ste_steps=400, branch_at=0.7, max_rate_trials=4, **_COMMON),
+    # Twice quality's schedule, no time target: meant for GPUs.
+    "long": GridFitConfig(steps=6000, ste_steps=800, branch_at=0.7, max_rate_trials=4, **_COMMON),
 }
