@@ -94,6 +94,6 @@ def test_the_core_never_imports_the_benchmark_or_the_cli(core):
 def test_every_family_package_has_the_same_rooms():
     """A reader who knows one family package knows the others: spec, config, networks, training, payload, family."""
     rooms = {"spec", "config", "networks", "training", "payload", "family"}
-    for family in ("inr", "grid"):
+    for family in ("inr", "grid", "grid3d"):
         present = {p.stem for p in (PACKAGE / "codec" / family).glob("*.py")}
         assert rooms <= present, (family, rooms - present)

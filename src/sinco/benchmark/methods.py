@@ -29,17 +29,18 @@ def classical_methods() -> tuple[str, ...]:
 
 
 def volume_methods() -> tuple[str, ...]:
-    """The classical volume codecs' method names (:data:`sinco.classical.registry.VOLUME_CODECS`): ``--volumes`` only."""
+    """The methods that code whole volumes, ``--volumes`` only: the codec families' volume methods (``grid3d``) and the
+    classical volume codecs (:data:`sinco.classical.registry.VOLUME_CODECS`)."""
     from sinco.classical.registry import VOLUME_CODECS
 
-    return tuple(VOLUME_CODECS)
+    return (*(m for m, (_, info) in codec_methods().items() if info.volumes), *VOLUME_CODECS)
 
 
 def all_methods() -> tuple[str, ...]:
-    """Every benchmark method: the codec families' (plain fits first, then the regularized ones, as the paper's
-    Table 1 orders them) and the classical codecs."""
-    methods = codec_methods()
-    plain = [m for m, (_, info) in methods.items() if not info.regularized]
+    """Every benchmark method of single slices: the codec families' (plain fits first, then the regularized ones, as
+    the paper's Table 1 orders them) and the classical codecs (the volume methods are :func:`volume_methods`)."""
+    methods = {m: info for m, (_, info) in codec_methods().items() if not info.volumes}
+    plain = [m for m, info in methods.items() if not info.regularized]
     return (*plain, *(m for m in methods if m not in plain), *classical_methods())
 
 

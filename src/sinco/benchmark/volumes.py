@@ -13,6 +13,9 @@ How a method codes a slab ``(S, H, W)`` depends on its kind (:func:`method_kind`
   highest whose whole slab file (the slices' files, each with its length) fits the budget
   (:class:`~sinco.classical.slices.SliceBySlice` under :func:`~sinco.classical.base.encode_at_bpp`). That is what a
   user with a budget for the volume does with a codec that has one quality knob.
+- ``volume-family``: a neural family that codes slabs (``grid3d``), through
+  :func:`sinco.compression.volume.compress_volume_slabs` (what ``sinco compress --slices --arch grid3d`` does): one
+  volume file of slabs at the slab's rate, header included, with the voxel spacing of the case's file.
 - ``volume-codec``: a classical volume codec (:data:`~sinco.classical.registry.VOLUME_CODECS`, e.g. a video codec
   with the slices as frames) on the whole slab, its quality searched the same way. A codec's ``details`` (a JSON-ready
   dict of its settings: intra period, bit depth seen, ...) go into the record.
@@ -133,6 +136,7 @@ class Slab:
     voxels: np.ndarray = field(repr=False)
     vmin: float
     vmax: float
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4), repr=False)
 
     @property
     def stop(self) -> int:
@@ -193,7 +197,13 @@ def load_slab(case: Any, *, slices: str) -> Slab:
     vmin, vmax = float(stack.min()), float(stack.max())
     if vmax <= vmin:
         raise InputError(f"case {case.case_id}: slices {start}:{stop} are constant; nothing to compress")
-    return Slab(case_id=case.case_id, first=start, voxels=((stack - vmin) / (vmax - vmin)).astype(np.float32), vmin=vmin, vmax=vmax)
+    affine = np.eye(4)
+    if getattr(case, "image", None) is not None and not getattr(case, "image_files", None):
+        from sinco.data.io import load_affine
+
+        affine = load_affine(case.image, arg=f"image of case {case.case_id}")  # the voxel spacing the volume families read
+    return Slab(case_id=case.case_id, first=start, voxels=((stack - vmin) / (vmax - vmin)).astype(np.float32), vmin=vmin, vmax=vmax,
+                affine=affine)  # fmt: skip
 
 
 def volume_metrics(decoded: np.ndarray, *, target: np.ndarray) -> dict[str, Any]:
@@ -261,6 +271,21 @@ def _code_with_family(slab: Slab, method: str, bpp: float, *, config: VolumeBenc
                                          **({"steps_per_slice": float(np.mean(steps))} if steps else {})})  # fmt: skip
 
 
+def _code_with_volume_family(slab: Slab, method: str, bpp: float, *, config: VolumeBenchmarkConfig, device: torch.device,
+                             progress: bool) -> Coded:  # fmt: skip
+    """A family that codes slabs (``grid3d``): the whole slab into one volume file of slabs within the budget."""
+    from sinco.compression.volume import compress_volume_slabs
+
+    result = compress_volume_slabs(slab.voxels, first_index=slab.first, axis=2, affine=slab.affine, codec=config.codec_config(method, bpp=bpp),
+                                   fit_config=config.fit_config(method), device=device, progress=progress)  # fmt: skip
+    m = result.metrics
+    fits = m["slab_fits"]
+    keep = ("slabs", "slab_size", "constant_slabs", "header_bytes", "depth_stages", "spacing", "fit_seconds", "decode_seconds")
+    return Coded(result.data, ".sinco", {**{k: m[k] for k in keep}, "lambda_rd": [f.get("lambda_rd") for f in fits],
+                                         "rate_trials": [f.get("trials") for f in fits],
+                                         "steps": sum(f.get("steps", 0) for f in fits)})  # fmt: skip
+
+
 def _decode_family(method: str, data: bytes) -> np.ndarray:
     from sinco.codec.volume import decode_volume
 
@@ -313,13 +338,14 @@ Coder = Callable[..., Coded]
 #: Each kind of method: how it codes a slab, and how its file is decoded (see the module's docstring).
 KINDS: dict[str, tuple[Coder, Callable[[str, bytes], np.ndarray]]] = {
     "family": (_code_with_family, _decode_family),
+    "volume-family": (_code_with_volume_family, _decode_family),
     "image-codec": (_code_slice_by_slice, lambda method, data: _slice_codec(method).decode(data)),
     "volume-codec": (_code_volume, _decode_volume_codec),
 }
 
 
 def method_kind(method: str) -> str:
-    """The kind of a method (a key of :data:`KINDS`): ``volume-codec``, ``image-codec`` or ``family``.
+    """The kind of a method (a key of :data:`KINDS`): ``volume-codec``, ``image-codec``, ``volume-family`` or ``family``.
 
     Raises:
         InputError: for a method of no kind.
@@ -331,7 +357,7 @@ def method_kind(method: str) -> str:
     if method in CLASSICAL_CODECS:
         return "image-codec"
     if method in codec_methods():
-        return "family"
+        return "volume-family" if codec_methods()[method][1].volumes else "family"
     raise InputError(f"--methods {method!r}: not a method of the volume benchmark")
 
 
@@ -444,6 +470,7 @@ def _key(slab: Slab, method: str, bpp: float) -> tuple[str, str, float, float]:
 _KIND_TEXT = {
     "family": "slice by slice, one `.sinco` volume file (each slice fitted on its own)",
     "image-codec": "slice by slice, one quality for every slice (the highest that fits the slab's budget)",
+    "volume-family": "slabs of slices, each one 3-D fit, one `.sinco` volume file of slabs",
     "volume-codec": "the whole slab at once",
 }
 
@@ -453,6 +480,8 @@ def _details_cell(rs: list[dict[str, Any]]) -> str:
     ceiling it implies), the intra period; or the slices a family fitted and their target. The rest is in
     ``results.json`` and, once per method, above the tables."""
     first = rs[0]["details"]
+    if rs[0]["kind"] == "volume-family":
+        return f"{first['slabs']} slab(s) of at most {first['slab_size']} slices, slice-axis stages {first['depth_stages']}"
     if rs[0]["kind"] == "family":
         return f"{first.get('fitted_slices', '?')} fitted + {first.get('constant_slices', 0)} constant slices, {first['slice_bpp']:.3f} bpp each"
     parts = ["quality " + ", ".join(f"{r['details']['quality']:.4g}" for r in rs)]

@@ -94,6 +94,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return _compress_exact(args, out=out, sidecar=sidecar)
     args.bpp = DEFAULT_BPP if args.bpp is None else args.bpp
     codec, fit_config = options.codec_and_fit_config(args)
+    if codec.family.codes_slabs:
+        return _compress_slabs(args, out=out, sidecar=sidecar, codec=codec, fit_config=fit_config)
     regularizer = options.regularizer_options(args, seed=fit_config.seed)
     # With --seg-target self the loss network's own mask is the target: --mask only adds ground-truth metrics.
     _check_regularizer_flags(args, mask_optional=regularizer.target == "self" and args.seg_model is not None)
@@ -281,6 +283,40 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
     return EXIT_OK
 
 
+def _compress_slabs(args: argparse.Namespace, *, out: Path, sidecar: Path, codec: Any, fit_config: Any) -> int:
+    """``sinco compress --slices A:B --arch grid3d``: the slices as slabs, each a 3-D fit, into one volume file of slabs."""
+    from sinco.compression.records import finite, sidecar_record
+    from sinco.compression.volume import compress_volume_slabs
+    from sinco.data.io import load_affine, load_array, select_slices
+    from sinco.utils.atomic import atomic_write_bytes
+    from sinco.utils.device import resolve_device
+
+    if args.slices is None:
+        raise InputError(f"--arch {args.arch} codes volumes: give --slices A:B (or all) of a volume; a single image: --arch grid")
+    for flag, value in (("--slice", args.slice), ("--seg-model", args.seg_model), ("--mask", args.mask), ("--roi", args.roi),
+                        ("--batch-slices", args.batch_slices), ("--eval-seg-model", args.eval_seg_model)):  # fmt: skip
+        if value is not None:
+            raise InputError(f"{flag}: does not apply to --arch {args.arch} (it codes --slices as slabs, without the regularizer)")
+    device = resolve_device(args.device)
+    stack, indices = select_slices(load_array(args.input), slices=args.slices, axis=args.axis, channel=args.channel)
+    result = compress_volume_slabs(stack, first_index=indices.start, axis=args.axis, affine=load_affine(args.input), codec=codec,
+                                   fit_config=fit_config, device=device, progress=not args.quiet)  # fmt: skip
+    atomic_write_bytes(out, result.data)
+    m = result.metrics
+    summary = {"output": str(out), **{k: finite(v) for k, v in m.items()}, "seconds": result.seconds, "device": str(device),
+               "slice_range": [indices.start, indices.stop]}  # fmt: skip
+    write_sidecar(sidecar, sidecar_record(
+        input={"path": str(args.input), "slices": args.slices, "axis": args.axis, "channel": args.channel},
+        codec=codec, fit_config=fit_config, device=args.device, result=summary, regularizer=None, slices=result.slices))  # fmt: skip
+    if args.json:
+        print(json_text(summary))
+        return EXIT_OK
+    print(f"{out}: {m['slices']} slices {indices.start}..{indices.stop - 1} in {m['slabs']} slab(s) of at most {m['slab_size']} "
+          f"({m['constant_slabs']} constant) mean psnr={m['psnr_mean']:.2f} dB volume psnr={m['psnr_volume']:.2f} dB "
+          f"bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes, bits per voxel) seconds={result.seconds:.1f}")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_compress_batch(args: argparse.Namespace) -> int:
     """``sinco compress-batch``: every slice of every input is a Dask task; one volume file per input."""
     from sinco.compression.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
@@ -288,6 +324,9 @@ def cmd_compress_batch(args: argparse.Namespace) -> int:
     from sinco.utils.device import resolve_device
 
     codec, fit_config = options.codec_and_fit_config(args)
+    if codec.family.codes_slabs:
+        raise InputError(f"--arch {args.arch}: compress-batch fits slices one per task; code each volume with "
+                         f"'sinco compress VOLUME --slices all --arch {args.arch}'")  # fmt: skip
     cluster = ClusterConfig(scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker)
     # Absolute, so that workers started elsewhere (a remote cluster sharing the file system) find it.
     seg_model = None if args.seg_model is None else str(Path(args.seg_model).resolve())

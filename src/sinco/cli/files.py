@@ -16,6 +16,9 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("decompress", help="decode a .sinco file to an image")
     p.add_argument("input", metavar="IN.sinco")
     options.add_output(p, metavar="OUT", help="output: .npy, .png (16-bit), .nii.gz, .nii or .tif")
+    p.add_argument("--slices", default=None, metavar="A:B",
+                   help="of a volume file: only its slices A:B (0-based positions in the file, half-open, like indexing the "
+                        "decoded array); a volume of slabs decodes only the slabs that hold them")  # fmt: skip
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("info", help="print the header of a .sinco file")
@@ -31,26 +34,43 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     from sinco.codec.files import decode_file
     from sinco.codec.format import read_file
     from sinco.codec.grid.lossless import exact_values, exact_volume
-    from sinco.codec.volume import decode_volume, decode_volume_file, is_volume_file
-    from sinco.data.io import OUTPUT_SUFFIXES, VOLUME_SUFFIXES, image_suffix, save_exact, save_image, save_volume
+    from sinco.codec.volume import decode_volume, decode_volume_file, is_slab_volume, is_volume_file
+    from sinco.data.io import (
+        OUTPUT_SUFFIXES,
+        VOLUME_SUFFIXES,
+        image_suffix,
+        parse_slice_range,
+        save_exact,
+        save_image,
+        save_volume,
+    )
     from sinco.utils.atomic import check_output_path
 
     if image_suffix(args.output) not in OUTPUT_SUFFIXES:
         raise InputError(f"-o {args.output!r}: unsupported output format (expected one of {', '.join(OUTPUT_SUFFIXES)})")
     data = read_file(args.input)
+    if args.slices is not None and not is_volume_file(data):
+        raise InputError(f"--slices {args.slices}: {args.input!r} is a single image, not a volume file")
     if is_volume_file(data):
         if image_suffix(args.output) not in VOLUME_SUFFIXES:
             raise InputError(f"-o {args.output!r}: {args.input!r} is a volume; write it as {', '.join(VOLUME_SUFFIXES)}")
         out = check_output_path(args.output, inputs=[args.input], force=args.force)
+        if is_slab_volume(data):
+            return _decompress_slabs(data, out=out, slices=args.slices)
         exact = exact_volume(data)
+        if exact is not None and args.slices is not None:
+            header, _ = decode_volume_file(data)
+            exact = exact[parse_slice_range(args.slices, size=header.n_slices)]
         if exact is not None:
             header, _ = decode_volume_file(data)
             what = save_exact(out, np.moveaxis(exact, 0, header.axis), affine=header.affine)
-            print(f"{out}: {header.n_slices} slices of {header.height}x{header.width} ({what})")
+            print(f"{out}: {exact.shape[0]} slices of {header.height}x{header.width} ({what})")
             return EXIT_OK
         header, volume, _ = decode_volume(data)
+        if args.slices is not None:  # slice records decode one by one: every one is decoded, then the range kept
+            volume = volume[parse_slice_range(args.slices, size=header.n_slices)]
         what = save_volume(out, volume, axis=header.axis, affine=header.affine)
-        print(f"{out}: {header.n_slices} slices of {header.height}x{header.width} ({what})")
+        print(f"{out}: {volume.shape[0]} slices of {header.height}x{header.width} ({what})")
         return EXIT_OK
     out = check_output_path(args.output, inputs=[args.input], force=args.force)
     exact = exact_values(data)
@@ -61,6 +81,58 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     parsed, image = decode_file(data)
     what = save_image(out, scaled=image, vmin=parsed.vmin, vmax=parsed.vmax)
     print(f"{out}: {parsed.height}x{parsed.width} ({what})")
+    return EXIT_OK
+
+
+def _decompress_slabs(data: bytes, *, out: Any, slices: str | None) -> int:
+    """A volume file of slabs: the slices asked for (all by default), from the slabs that hold them only."""
+    import time
+
+    from sinco.codec.volume import decode_slab_volume, parse_slab_volume
+    from sinco.data.io import parse_slice_range, save_volume
+
+    header = parse_slab_volume(data).header
+    wanted = None if slices is None else parse_slice_range(slices, size=header.n_slices)
+    start = time.perf_counter()
+    _, volume = decode_slab_volume(data, slices=wanted)
+    seconds = time.perf_counter() - start
+    what = save_volume(out, volume, axis=header.axis, affine=header.affine)
+    shown = "" if wanted is None else f" (slices {wanted.start}:{wanted.stop} of {header.n_slices})"
+    print(f"{out}: {volume.shape[0]} slices of {header.height}x{header.width}{shown} ({what}) decoded in {seconds:.2f} s")
+    return EXIT_OK
+
+
+def _slab_volume_info(data: bytes, *, as_json: bool) -> int:
+    from sinco.codec.registry import family_by_id
+    from sinco.codec.volume import check_slab_crcs, parse_slab_volume
+
+    volume = parse_slab_volume(data)
+    check_slab_crcs(volume)
+    header, family = volume.header, family_by_id(volume.family_id)
+    slabs = [{"slab": k, "slices": [start, start + s.slices], "payload_bytes": len(s.payload), "constant": not s.payload,
+              "bpp": 8 * len(s.payload) / (s.slices * header.height * header.width), "intensity_range": [s.vmin, s.vmax],
+              **(family.describe_payload(volume.spec, s.payload) if s.payload else {})}
+             for k, (start, s) in enumerate(zip(volume.slab_starts(), volume.slabs, strict=True))]  # fmt: skip
+    info = {
+        "format_version": data[4], "kind": "volume", "axis": header.axis, "family": family.name,
+        "slices": [header.first_index, header.first_index + header.n_slices], "shape": [header.n_slices, header.height, header.width],
+        "arch": family.describe(volume.spec), "header_bytes": volume.header_bytes, "slabs": slabs,
+        "file_bytes": len(data), "bpp_file": 8 * len(data) / header.n_voxels,
+    }  # fmt: skip
+    if as_json:
+        print(json.dumps(info))
+        return EXIT_OK
+    last = header.first_index + header.n_slices - 1
+    rows = [("format", f".sinco volume v{data[4]} (slabs)"), ("family", f"{family.name}: {family.summary}"),
+            ("arch", ", ".join(f"{k}={v}" for k, v in info["arch"].items() if k != "arch")),
+            ("slices", f"{header.n_slices} in {len(slabs)} slab(s), source indices {header.first_index}..{last} along axis {header.axis}"),
+            ("shape", f"{header.height} x {header.width} per slice")]  # fmt: skip
+    for slab in slabs:
+        a, b = slab["slices"]
+        what = "constant" if slab["constant"] else (f"{slab['payload_bytes']} bytes ({slab['bpp']:.4f} bpp; networks "
+                                                    f"{slab['network_bytes']}, latents {slab['latent_bytes']})")  # fmt: skip
+        rows.append((f"slab {slab['slab']}", f"slices {a}:{b}, {what}"))
+    _print_rows(rows + [("file", f"{len(data)} bytes ({volume.header_bytes} of header and slab table), {info['bpp_file']:.4f} bpp (file)")])
     return EXIT_OK
 
 
@@ -107,9 +179,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from sinco.codec.files import parse_file
     from sinco.codec.format import read_file
     from sinco.codec.registry import get_family
-    from sinco.codec.volume import is_volume_file
+    from sinco.codec.volume import is_slab_volume, is_volume_file
 
     data = read_file(args.input)
+    if is_slab_volume(data):
+        return _slab_volume_info(data, as_json=args.json)
     if is_volume_file(data):
         return _volume_info(data, as_json=args.json)
     parsed = parse_file(data)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sinco.errors import InputError
+from sinco.errors import BitstreamError, InputError
 
 #: Fitting options every codec family takes (the CLI's ``--steps``, ``--lr``, ``--seed``, ``--lam``, ``--reg-every``);
 #: a family reads those of them it names in :attr:`CodecFamily.common_fit_options`.
@@ -57,11 +57,13 @@ class BenchmarkMethod:
         label: the name tables and figures show.
         regularized: whether it fits with the structural regularizer.
         in_demo: whether ``sinco demo`` runs it (a demo should take minutes).
+        volumes: whether it codes whole volumes (``sinco benchmark --volumes`` only; a family that codes slabs).
     """
 
     label: str
     regularized: bool
     in_demo: bool = True
+    volumes: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ class CodecFamily(ABC):
         methods: benchmark method name -> :class:`BenchmarkMethod`.
         presets: the names of its fitting presets.
         default_preset: the preset used when none is named.
+        codes_slabs: whether it codes volumes as slabs of slices (a version-3 volume file, :mod:`sinco.codec.volume`)
+            rather than images; such a family implements :meth:`check_slab` and :meth:`decode_slab`.
     """
 
     name: ClassVar[str]
@@ -139,6 +143,7 @@ class CodecFamily(ABC):
     methods: ClassVar[Mapping[str, BenchmarkMethod]] = {}
     presets: ClassVar[tuple[str, ...]] = ()
     default_preset: ClassVar[str]
+    codes_slabs: ClassVar[bool] = False
 
     @abstractmethod
     def encode_spec(self, spec: Any) -> bytes:
@@ -222,6 +227,24 @@ class CodecFamily(ABC):
     @abstractmethod
     def describe(self, spec: Any) -> dict[str, Any]:
         """A JSON-ready description of the spec (``arch`` first)."""
+
+    def check_slab(self, spec: Any, *, payload_bytes: int, depth: int, height: int, width: int) -> None:
+        """Refuse, before any allocation, a slab payload length or geometry the spec cannot have (families that code
+        slabs only).
+
+        Raises:
+            BitstreamError: naming the mismatch (for a family that codes no slabs: always).
+        """
+        raise BitstreamError(f"codec family {self.name} codes no slabs of a volume")
+
+    def decode_slab(self, spec: Any, payload: bytes, *, depth: int, height: int, width: int, slices: range) -> np.ndarray:
+        """Decode the ``slices`` (positions in the slab) of a slab payload on the CPU, deterministically, to float32
+        ``(len(slices), H, W)`` in ``[0, 1]`` (families that code slabs only).
+
+        Raises:
+            BitstreamError: if the payload is invalid (for a family that codes no slabs: always).
+        """
+        raise BitstreamError(f"codec family {self.name} codes no slabs of a volume")
 
     def describe_payload(self, spec: Any, payload: bytes) -> dict[str, Any]:
         """JSON-ready facts about a payload's layout for ``sinco info`` (nothing by default).

@@ -19,6 +19,7 @@ FAMILY_CLASSES = (
     "sinco.codec.inr.family:SirenFamily",
     "sinco.codec.inr.family:PEMLPFamily",
     "sinco.codec.grid.family:GridFamily",
+    "sinco.codec.grid3d.family:Grid3dFamily",
 )
 #: The family ``sinco compress`` uses when ``--arch`` is not given.
 DEFAULT_FAMILY = "grid"

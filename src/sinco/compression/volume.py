@@ -200,3 +200,106 @@ def default_batch_slices(device: torch.device) -> int:
     return 16 if device.type == "cuda" else 1
 
 
+
+
+def voxel_spacing(affine: np.ndarray, *, axis: int) -> tuple[float, float, float]:
+    """The voxel spacing ``(slice, row, column)`` of slices taken along ``axis`` of a volume with this voxel-to-world
+    ``affine`` (its columns' lengths; 1 where a column is degenerate)."""
+    lengths = [float(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, k])) for k in range(3)]
+    lengths = [v if math.isfinite(v) and v > 0 else 1.0 for v in lengths]
+    rest = [k for k in range(3) if k != axis]
+    return lengths[axis], lengths[rest[0]], lengths[rest[1]]
+
+
+def compress_volume_slabs(
+    volume: np.ndarray, *, first_index: int, axis: int, affine: np.ndarray, codec: CodecConfig, fit_config: Any, device: torch.device,
+    progress: bool = False,
+) -> VolumeResult:  # fmt: skip
+    """Compress consecutive slices of a volume with a family that codes slabs (``grid3d``) into a version-3 volume file.
+
+    The slices are cut into slabs of the family's ``--slab`` slices (the last one shorter); each slab is scaled to
+    ``[0, 1]`` on its own minimum and maximum and fitted on its own, with its share of the file's bits (``codec.bpp``
+    per voxel of the whole file, header included, in proportion to its voxels; :func:`~sinco.codec.grid3d.rate_search.slab_budgets`).
+    A constant slab costs its table entry only. The spec's pyramid follows the voxel spacing of ``affine``.
+
+    Args:
+        volume: slices ``(S, H, W)`` (already taken along ``axis`` and stacked first).
+        first_index: source index of ``volume[0]``.
+        axis: slicing axis in the source.
+        affine: source voxel-to-world matrix ``(4, 4)``.
+        codec: family (one that codes slabs), rate and options.
+        fit_config: the family's fitting configuration.
+        device: where to fit.
+        progress: progress bars.
+
+    Returns:
+        A :class:`VolumeResult`; its figures are measured on the decoded file (``slices``: one row per slice).
+
+    Raises:
+        InputError: for a non-3-D or non-finite volume, a family that codes no slabs, or a rate the slabs cannot meet.
+    """
+    from sinco.codec.grid3d.rate_search import slab_budgets
+    from sinco.codec.volume import SlabRecord, decode_slab_volume, encode_slab_volume, slab_header_bytes
+
+    family = codec.family
+    if not family.codes_slabs:
+        raise InputError(f"--arch {codec.arch}: codes single images; compress_volume codes its slices one by one")
+    if volume.ndim != 3 or not np.all(np.isfinite(volume)):
+        raise InputError(f"volume: expected finite slices (S, H, W), got shape {volume.shape}")
+    start = time.perf_counter()
+    n_slices, height, width = volume.shape
+    size = family.slab_size(codec.options)
+    spec = family.make_spec(codec.options, spacing=voxel_spacing(affine, axis=axis))
+    bounds = [(b, min(b + size, n_slices)) for b in range(0, n_slices, size)]
+    for lo, hi in bounds:
+        spec.validate_for(hi - lo, height, width)
+    block = family.encode_spec(spec)
+    header_bytes = slab_header_bytes(n_slabs=len(bounds), block_bytes=len(block))
+    fixed = getattr(fit_config, "fixed_lambda", False)
+    budgets = slab_budgets([(hi - lo) * height * width for lo, hi in bounds], target_bpp=codec.bpp, header_bytes=header_bytes)
+    slabs, reports = [], []
+    for k, ((lo, hi), budget) in enumerate(zip(bounds, budgets, strict=True)):
+        values = volume[lo:hi].astype(np.float64)
+        vmin, vmax = float(values.min()), float(values.max())
+        if vmax == vmin:
+            slabs.append(SlabRecord(slices=hi - lo, vmin=vmin, vmax=vmax))
+            reports.append({"slab": k, "slices": [first_index + lo, first_index + hi], "constant": True, "payload_bytes": 0})
+            continue
+        target = torch.from_numpy(((values - vmin) / (vmax - vmin)).astype(np.float32))
+        result = family.fit_slab(target, spec=spec, budget_bits=None if fixed else budget, config=fit_config, device=device,
+                                 progress=progress)  # fmt: skip
+        slabs.append(SlabRecord(slices=hi - lo, vmin=vmin, vmax=vmax, payload=result.payload))
+        reports.append({"slab": k, "slices": [first_index + lo, first_index + hi], "constant": False, "payload_bytes": len(result.payload),
+                        "budget_bytes": None if fixed else budget / 8, "lambda_rd": result.lambda_rd, "trials": result.trials,
+                        "steps": result.steps, "network_bits": result.network_bits, "fit_seconds": result.seconds})  # fmt: skip
+    header = VolumeHeader(axis=axis, height=height, width=width, n_slices=n_slices, first_index=first_index,
+                          affine=np.asarray(affine, dtype=np.float64))  # fmt: skip
+    data = encode_slab_volume(header, family_id=family.family_id, block=block, slabs=slabs)
+    decode_start = time.perf_counter()
+    _, decoded = decode_slab_volume(data)
+    decode_seconds = time.perf_counter() - decode_start
+    rows = _slab_slice_rows(volume, decoded, first_index=first_index, size=size)
+    measured = [r["psnr"] for r in rows if r["psnr"] is not None]
+    vrange = float(volume.max() - volume.min())
+    mse = float(np.mean((decoded.astype(np.float64) - volume.astype(np.float64)) ** 2))
+    metrics: dict[str, Any] = {
+        "slices": n_slices, "slabs": len(bounds), "slab_size": size, "constant_slabs": sum(r["constant"] for r in reports),
+        "file_bytes": len(data), "header_bytes": header_bytes, "bpp_file": 8 * len(data) / volume.size,
+        "psnr_volume": 10 * math.log10(vrange**2 / mse) if mse > 0 and vrange > 0 else math.inf,
+        "psnr_mean": float(np.mean(measured)) if measured else math.nan,
+        "depth_stages": [int(s) for s in spec.depth_stages], "spacing": list(voxel_spacing(affine, axis=axis)),
+        "fit_seconds": sum(r.get("fit_seconds", 0.0) for r in reports), "decode_seconds": decode_seconds, "slab_fits": reports,
+    }  # fmt: skip
+    return VolumeResult(data=data, header=header, slices=rows, metrics=metrics, seconds=time.perf_counter() - start)
+
+
+def _slab_slice_rows(volume: np.ndarray, decoded: np.ndarray, *, first_index: int, size: int) -> list[dict]:
+    """One row per slice: its slab and its PSNR on its own range (as a slice file's, None for a constant slice)."""
+    rows = []
+    for index in range(volume.shape[0]):
+        original = volume[index].astype(np.float64)
+        span = float(original.max() - original.min())
+        mse = float(np.mean((decoded[index].astype(np.float64) - original) ** 2))
+        psnr = None if span == 0 else (math.inf if mse == 0 else 10 * math.log10(span**2 / mse))
+        rows.append({"index": first_index + index, "slab": index // size, "psnr": psnr})
+    return rows

@@ -387,9 +387,11 @@ def _decode_volume_levels(data: bytes) -> tuple[np.ndarray, float, float, int] |
     from sinco.codec.files import parse_file
     from sinco.codec.grid.context import section_summary
     from sinco.codec.grid.payload import context_section
-    from sinco.codec.volume import decode_volume_file
+    from sinco.codec.volume import decode_volume_file, is_slab_volume
     from sinco.errors import BitstreamError
 
+    if is_slab_volume(data):
+        return None  # slabs of a volume family: no slice records
     header, records = decode_volume_file(data)
     parsed = [None if r.data is None else parse_file(r.data) for r in records]
     sections = [None if f is None else (context_section(f.payload) if f.family == "grid" else None) for f in parsed]

@@ -54,9 +54,10 @@ def apply_layer(x: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor | None,
     weight, bias, w_exp, b_exp = layer
     if exact:
         return fixed_conv(x, weight, bias, w_exp=w_exp, b_exp=b_exp)
-    if x.dim() == 4 and weight.shape[-1] == 1:
+    if x.dim() == 4 and weight.shape[-1] == 1 and x.shape[0] == 1:
         # 1x1 layers as one matrix product on channels-first pixels (C, H W): no permute, and the backward's
-        # products keep the long axis contiguous (twice as fast as a channels-last linear layer).
+        # products keep the long axis contiguous (twice as fast as a channels-last linear layer). A batch of
+        # slices (grid3d's slab) takes the convolution below.
         _, channels, height, width = x.shape
         return affine(weight[:, :, 0, 0], bias, x.reshape(channels, height * width)).reshape(1, -1, height, width)
     if x.dim() == 2:

@@ -62,6 +62,18 @@ def learned_taps(delta: torch.Tensor, exponent: int | None = None) -> tuple[torc
     return _bicubic_taps(delta.dtype, delta.device, float(2 ** (scale - BICUBIC_EXPONENT))) + delta * float(2 ** (scale - exponent)), scale
 
 
+def stage_matrix(size: int, length: int, taps: torch.Tensor) -> torch.Tensor:
+    """The ``(size, length)`` matrix of a 2x stage along one axis: ``length`` samples to ``size`` (at most ``2 length``,
+    cropped) with the taps ``(4,)`` (:func:`learned_taps`) and replicate borders; the rows of :func:`upsample2x`.
+
+    Example::
+
+        taps, _ = learned_taps(torch.zeros(4, dtype=torch.float64))
+        stage_matrix(6, 3, taps) @ torch.ones(3, dtype=torch.float64)  # six ones: the taps sum to 1
+    """
+    return (_basis_operator(size, length, dtype=taps.dtype, device=taps.device, transposed=False) @ taps).view(size, length)
+
+
 def upsample2x(
     x: torch.Tensor, height: int, width: int, *, exact: bool, taps: torch.Tensor | None = None, tap_exponent: int = 0
 ) -> torch.Tensor:
