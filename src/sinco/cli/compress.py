@@ -229,7 +229,8 @@ def rate_search_phrase(details: dict[str, Any], *, file_bytes: int) -> str:
         band += f", networks coarsened (rate weight x{details['network_rate_weight']:.3g}) to fit"
     if details.get("context_coded"):
         near = (details["residual_step"] - 1) // 2
-        band += "; context-coded levels, " + ("lossless" if near == 0 else f"every pixel within {near} of {details['residual_levels']} levels")
+        band += "; context-coded levels" + (" on the grid's prediction" if details.get("grid_prediction") else "") + ", "
+        band += "lossless" if near == 0 else f"every pixel within {near} of {details['residual_levels']} levels"
     elif details.get("residual_step") is not None:
         step, lattice = details["residual_step"], lattice_phrase(details["residual_levels"], step=details["residual_step"])
         band += f"; residual layer {details['residual_bits'] / file_bytes / 8:.0%} of the file, step {step} x {lattice}"

@@ -52,6 +52,11 @@ class GridFitConfig:
         context: the rate search may code the image's levels by the context coder alone
             (:func:`sinco.codec.grid.lossless.fit_to_budget`): exact when the target reaches the lossless rate, else
             within the smallest error bound that fits; the file of least MSE wins.
+        hybrid: the rate search may code the image's levels by the context coder reading a grid trial's decoded image
+            as a side plane (payload version 3 with a grid prediction; :func:`sinco.codec.grid.lossless.fit_to_budget`),
+            within the smallest error bound that fits what the grid file leaves of the target; tried on the
+            ``hybrid_grids`` smallest grid files below the target, the file of least MSE wins.
+        hybrid_grids: how many grid trials the hybrid is tried on (each costs a context fit of the image).
         pivot_refit: where the first trial's grids are past the balance with a residual layer, the second trial is
             a fit from scratch at this times the balance estimated from the first (a lower bound: the grids' error
             grows as they shed bits; offline on a BraTS slice the best grid file lay at 4-6 times it); 0: a branch
@@ -84,6 +89,8 @@ class GridFitConfig:
     prior_slope_factor: float = 0.0
     residual: bool = True
     context: bool = True
+    hybrid: bool = False
+    hybrid_grids: int = 1
     pivot_refit: float = 4.0
     candidates: int = 1
     candidate_steps: int = 0
@@ -111,6 +118,10 @@ class GridFitConfig:
             raise InputError(f"--residual {self.residual!r}: expected on or off")
         if not isinstance(self.context, bool):
             raise InputError(f"--context {self.context!r}: expected on or off")
+        if not isinstance(self.hybrid, bool):
+            raise InputError(f"--hybrid {self.hybrid!r}: expected on or off")
+        if not (isinstance(self.hybrid_grids, int) and 1 <= self.hybrid_grids <= 8):
+            raise InputError(f"hybrid_grids {self.hybrid_grids!r}: expected an integer 1..8")
         if not (isinstance(self.candidates, int) and 1 <= self.candidates <= 16):
             raise InputError(f"candidates {self.candidates!r}: expected an integer 1..16")
         if self.candidates > 1 and not 1 <= self.candidate_steps < self._candidate_limit():

@@ -97,6 +97,8 @@ class GridFamily(CodecFamily):
         FamilyOption("context", "--context", str, "with --bpp, may code the image's grey levels by the context coder "
                      "alone: exact when --bpp reaches the lossless rate, else within the least error bound that fits "
                      "(default: on)", "on|off"),
+        FamilyOption("hybrid", "--hybrid", str, "with --bpp, may code the image's grey levels by the context coder reading "
+                     "a grid file's decoded image as a prediction, within the least error bound that fits (default: off)", "on|off"),
         FamilyOption("candidates", "--candidates", int, "a fit from scratch trains N seeds (--seed, --seed + 1, ...) for "
                      "1/15 of its steps and goes on with the one of least loss (default: the preset's, fast 1, quality and long 4)", "N"),
     )  # fmt: skip
@@ -159,6 +161,8 @@ class GridFamily(CodecFamily):
             grid = dataclasses.replace(grid, residual=_on_off(given["residual"], flag="--residual"))
         if "context" in given:
             grid = dataclasses.replace(grid, context=_on_off(given["context"], flag="--context"))
+        if "hybrid" in given:
+            grid = dataclasses.replace(grid, hybrid=_on_off(given["hybrid"], flag="--hybrid"))
         if "candidates" in given:
             grid = grid.with_candidates(given["candidates"])
         lam = given.get("lam", 1.0)
@@ -202,6 +206,7 @@ class GridFamily(CodecFamily):
         rate = f"lambda_rd {grid.lambda_rd:g}" if config.fixed_lambda else f"lambda_rd searched (at most {grid.max_rate_trials} fits)"
         layer = ", residual layer where it pays" if grid.residual and not config.fixed_lambda else ""
         layer += ", context-coded levels where they pay" if grid.context and not config.fixed_lambda else ""
+        layer += ", context-coded levels on a grid prediction where they pay" if grid.hybrid and not config.fixed_lambda else ""
         picks = f", best of {grid.candidates} seeds after {grid.candidate_steps} steps without a warm start" if grid.candidates > 1 else ""
         return f"{grid.steps} steps ({grid.ste_steps} straight-through){picks}, {rate}{layer}"
 
@@ -218,5 +223,6 @@ def _report(result: Any, *, lam: float) -> FitReport:
                "network_rate_weight": result.network_rate_weight, "residual_levels": result.residual_levels,
                "residual_step": result.residual_step, "residual_bits": result.residual_bits, "candidate_seed": result.candidate_seed,
                "estimated_bits": result.estimated_bits, "latent_bits_estimate": result.latent_bits_estimate,
-               "network_bits": result.network_bits, "context_coded": result.payload[:1] == b"\x03"}  # fmt: skip
+               "network_bits": result.network_bits, "context_coded": result.payload[:1] == b"\x03",
+               "grid_prediction": result.payload[:1] == b"\x03" and result.payload[1:5] != bytes(4)}  # fmt: skip
     return FitReport(steps=result.steps, evaluations=result.steps, seconds=result.seconds, lam=lam, details=details)

@@ -472,13 +472,17 @@ class BudgetFile:
 
 
 def fit_to_budget(
-    image: np.ndarray, *, budget_bits: float, seed: int = 0, steps: int = SEARCH_STEPS, error_to_beat: float | None = None
-) -> BudgetFile | None:
+    image: np.ndarray, *, budget_bits: float, seed: int = 0, steps: int = SEARCH_STEPS, error_to_beat: float | None = None,
+    grid_payload: bytes = b"", prediction: np.ndarray | None = None,
+) -> BudgetFile | None:  # fmt: skip
     """The context-coded payload of least error bound within ``budget_bits`` (payload bits) for an image in ``[0, 1]``.
 
     The image is taken on its own lattice (:func:`~sinco.codec.grid.residual.image_levels`), or on ``0..65535`` when it
     has none. The networks are fitted lossless, the bound is the smallest whose coding fits (bisection: the file
     shrinks as the bound grows), then networks fitted for that bound try it and the one below.
+
+    With ``grid_payload`` the file is a hybrid (:func:`~sinco.codec.grid.payload.context_payload`): the context coder
+    reads ``prediction``, the grid payload's decoded image, as a side plane, and the grid payload counts in the budget.
 
     Args:
         image: ``(H, W)`` in ``[0, 1]``.
@@ -488,27 +492,40 @@ def fit_to_budget(
         error_to_beat: the mean squared error (on ``[0, 1]``) of the best file found otherwise, or None. Bounds whose
             uniform error would not beat it are not tried, and when JPEG-LS, which the context coder codes in 15-23%
             fewer bits, needs more than :data:`PROXY_MARGIN` times the budget at the coarsest bound worth trying, no
-            network is fitted (a fit costs seconds; JPEG-LS milliseconds).
+            network is fitted (a fit costs seconds; JPEG-LS milliseconds). For a hybrid the proxy is the lesser of
+            JPEG-LS and the zero-order entropy of the quantized error of the prediction, plus the grid payload.
+        grid_payload: a version-1 grid payload (:func:`~sinco.codec.grid.payload.build_payload`), or empty.
+        prediction: its decoded image ``(H, W)`` (``GridFitResult.reconstruction``), with ``grid_payload`` only.
 
     Returns:
         The :class:`BudgetFile`, or None when even the coarsest bound does not fit (or cannot beat ``error_to_beat``).
+
+    Raises:
+        ValueError: if only one of ``grid_payload`` and ``prediction`` is given, or they do not match the image.
     """
-    from sinco.codec.grid.payload import context_payload
+    from sinco.codec.grid.payload import CONTEXT_HEAD_BYTES, context_payload, grid_plane
     from sinco.codec.grid.residual import ONE, image_levels
 
+    if bool(grid_payload) != (prediction is not None):
+        raise ValueError("fit_to_budget: grid_payload and prediction go together (a hybrid) or not at all")
+    if prediction is not None and np.shape(prediction) != np.shape(image):
+        raise ValueError(f"prediction: shape {np.shape(prediction)}, expected the image's {np.shape(image)}")
     lattice = image_levels(image)
     top = MAX_TOP if lattice >= ONE else lattice
     levels = np.clip(np.rint(image.astype(np.float64) * top), 0, top).astype(np.int64)
     if levels.min() == levels.max():
         return None
-    coarsest = top // 2 if error_to_beat is None else min(top // 2, _bound_to_beat(error_to_beat * top**2))
-    if coarsest < 0 or 8 * _jpegls_bytes(levels, near=coarsest) > PROXY_MARGIN * budget_bits:
+    planes = [] if prediction is None else [grid_plane(prediction, top=top)]
+    if 8 * (len(grid_payload) + CONTEXT_HEAD_BYTES) >= budget_bits:
         return None
-    model = fit_context(levels, top=top, config=ContextFitConfig(steps=steps, seed=seed))
+    coarsest = top // 2 if error_to_beat is None else min(top // 2, _bound_to_beat(error_to_beat * top**2))
+    if coarsest < 0 or _proxy_bits(levels, planes, near=coarsest) + 8 * len(grid_payload) > PROXY_MARGIN * budget_bits:
+        return None
+    model = fit_context(levels, top=top, planes=planes, config=ContextFitConfig(steps=steps, seed=seed))
 
     def coded(near: int) -> BudgetFile:
-        section, decoded = encode(levels, replace(model, near=near))
-        return BudgetFile(payload=context_payload(section), levels=decoded, top=top, max_error=near)
+        section, decoded = encode(levels, replace(model, near=near), planes=planes)
+        return BudgetFile(payload=context_payload(section, grid_payload=grid_payload), levels=decoded, top=top, max_error=near)
 
     best = coded(0)
     if 8 * len(best.payload) <= budget_bits:
@@ -522,10 +539,23 @@ def fit_to_budget(
         candidate = coded(middle)
         low, high, found = (low, middle, candidate) if 8 * len(candidate.payload) <= budget_bits else (middle, high, found)
     # Networks fitted for that bound (on the contexts its decoder sees) code it in fewer bits: then perhaps a finer one.
-    model = fit_context(levels, top=top, near=found.max_error, config=ContextFitConfig(steps=steps, seed=seed))
+    model = fit_context(levels, top=top, near=found.max_error, planes=planes, config=ContextFitConfig(steps=steps, seed=seed))
     for near in (found.max_error - 1, found.max_error):
         if near >= 0:
             candidate = coded(near)
             if 8 * len(candidate.payload) <= budget_bits:
                 return candidate
     return found
+
+
+def _proxy_bits(levels: np.ndarray, planes: list[np.ndarray], *, near: int) -> float:
+    """A cheap size of the levels within ``near``: JPEG-LS's, or with a prediction plane the lesser of that and the
+    zero-order entropy of the prediction's error quantized as the context coder does (JPEG-LS's NEAR)."""
+    from sinco.codec.grid.context import quantize_residual
+
+    bits = 8.0 * _jpegls_bytes(levels, near=near)
+    for plane in planes:
+        _, counts = np.unique(quantize_residual(levels - plane, near=near), return_counts=True)
+        share = counts / counts.sum()
+        bits = min(bits, float(-(counts * np.log2(share)).sum()))
+    return bits

@@ -21,12 +21,17 @@ Version 2 adds a residual layer (:mod:`sinco.codec.grid.residual`) after the lat
 A payload without a residual is always written as version 1 (one spelling per file; older decoders read it).
 
 Version 3 holds integer grey levels coded by the context coder (:mod:`sinco.codec.grid.context`): a lossless or
-near-lossless file (:mod:`sinco.codec.grid.lossless`)::
+near-lossless file (:mod:`sinco.codec.grid.lossless`), or (``n > 0``) a *hybrid*: a grid payload whose decoded image
+the context coder reads as a side plane, a prediction of every pixel::
 
     u8   payload version (3)
     u32  n, length of a grid payload whose decoded image the context coder reads as a side plane (0: none)
-    n    that grid payload (reserved: this version writes and reads n = 0 only)
-    ...  context section (its own CRC-32 of the decoded levels)
+    n    that grid payload: version 1 (networks and latents, its own CRC-32), n > 0 only
+    ...  context section (its own CRC-32 of the decoded levels); with n > 0 it reads exactly one side plane
+
+The side plane is the grid's fixed-point image ``P = 2^16 p`` on the section's lattice ``0..top``:
+``(P top + 2^15) >> 16`` (:func:`sinco.codec.grid.residual.on_lattice`), integer arithmetic, so the hybrid decodes
+bit-exactly like its two parts.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from sinco.codec.grid.entropy import laplace_table
 from sinco.codec.grid.networks import QuantizedDecoder, split_tensors
 from sinco.codec.grid.numerics import FRAC_BITS
 from sinco.codec.grid.quantizer import pack_network, unpack_network
-from sinco.codec.grid.residual import ResidualLayer, section_lattice
+from sinco.codec.grid.residual import ResidualLayer, on_lattice, section_lattice
 from sinco.codec.grid.residual import decode as decode_residual
 from sinco.codec.grid.spec import CONTEXT_OFFSETS, GridSpec
 from sinco.codec.grid.synthesis import fixed_image, run_synthesis
@@ -193,16 +198,29 @@ class _Head:
     residual: slice | None
 
 
-def context_payload(section: bytes) -> bytes:
-    """A version-3 payload holding a context section alone (no grid prediction)."""
-    return _HEAD_V3.pack(CONTEXT_PAYLOAD_VERSION, 0) + section
-
-
-def context_section(payload: bytes) -> bytes | None:
-    """The context section of a version-3 payload, or None for a payload of another version.
+def context_payload(section: bytes, *, grid_payload: bytes = b"") -> bytes:
+    """A version-3 payload: a context section alone, or (a hybrid) after the ``grid_payload`` whose decoded image its
+    one side plane is (:func:`grid_plane`).
 
     Raises:
-        BitstreamError: on a version-3 payload shorter than its head or announcing a grid prediction.
+        ValueError: if ``grid_payload`` is given and is not a version-1 payload (:func:`build_payload`).
+    """
+    if grid_payload and grid_payload[0] != PAYLOAD_VERSION:
+        raise ValueError(f"grid payload version {grid_payload[0]}: a hybrid's prediction is a version-{PAYLOAD_VERSION} payload")
+    return _HEAD_V3.pack(CONTEXT_PAYLOAD_VERSION, len(grid_payload)) + bytes(grid_payload) + section
+
+
+#: Bytes a hybrid adds to its grid payload and context section (the version-3 head).
+CONTEXT_HEAD_BYTES = _HEAD_V3.size
+
+
+def context_parts(payload: bytes) -> tuple[bytes, bytes] | None:
+    """``(grid payload, context section)`` of a version-3 payload (the grid payload empty without a prediction), or
+    None for a payload of another version.
+
+    Raises:
+        BitstreamError: on a version-3 payload shorter than its head, whose grid payload runs past its end or is not
+            of version 1.
     """
     payload = bytes(payload)
     if not payload or payload[0] != CONTEXT_PAYLOAD_VERSION:
@@ -210,9 +228,29 @@ def context_section(payload: bytes) -> bytes | None:
     if len(payload) < _HEAD_V3.size:
         raise BitstreamError(f"grid payload: {len(payload)} bytes, shorter than its {_HEAD_V3.size}-byte head")
     _, n_grid = _HEAD_V3.unpack_from(payload)
-    if n_grid:
-        raise BitstreamError(f"grid payload: version 3 with a {n_grid}-byte grid prediction is not supported by this sinco")
-    return payload[_HEAD_V3.size :]
+    if n_grid > len(payload) - _HEAD_V3.size:
+        raise BitstreamError(f"grid payload: a grid prediction of {n_grid} bytes runs past the end ({len(payload)} bytes)")
+    grid = payload[_HEAD_V3.size : _HEAD_V3.size + n_grid]
+    if grid and grid[0] != PAYLOAD_VERSION:
+        raise BitstreamError(f"grid payload: the prediction of a version-3 payload is of version {grid[0]} (expected {PAYLOAD_VERSION})")
+    return grid, payload[_HEAD_V3.size + n_grid :]
+
+
+def context_section(payload: bytes) -> bytes | None:
+    """The context section of a version-3 payload without a grid prediction (a lossless or near-lossless file), or
+    None for any other payload (a hybrid included: its levels need the grid's image).
+
+    Raises:
+        BitstreamError: as :func:`context_parts`.
+    """
+    parts = context_parts(payload)
+    return None if parts is None or parts[0] else parts[1]
+
+
+def grid_plane(prediction: np.ndarray, *, top: int) -> np.ndarray:
+    """The side plane of a hybrid: the grid's image ``(H, W)`` (multiples of ``2^-16`` in ``[0, 1]``) on the levels
+    ``0..top``, int64 (:func:`~sinco.codec.grid.residual.on_lattice`)."""
+    return np.clip(on_lattice(prediction, levels=top), 0, top)
 
 
 def _parse_head(payload: bytes) -> _Head:
@@ -244,19 +282,25 @@ def payload_layout(payload: bytes) -> dict:
         BitstreamError: if the head is malformed (:func:`_parse_head`).
     """
     payload = bytes(payload)
-    section = context_section(payload)
-    if section is not None:
+    parts = context_parts(payload)
+    if parts is not None:
         from sinco.codec.grid.context import section_summary
 
-        summary = section_summary(section)
-        return {"payload_version": CONTEXT_PAYLOAD_VERSION, "context": {"bytes": len(section), **summary}}
+        grid, section = parts
+        layout = {"payload_version": CONTEXT_PAYLOAD_VERSION}
+        if grid:
+            layout["grid_prediction"] = {"bytes": len(grid), **_grid_layout(_parse_head(grid))}
+        return {**layout, "context": {"bytes": len(section), **section_summary(section)}}
     head = _parse_head(payload)
-    layout = {"payload_version": head.version, "network_bytes": head.network.stop - head.network.start,
-              "latent_bytes": head.latents.stop - head.latents.start}  # fmt: skip
+    layout = {"payload_version": head.version, **_grid_layout(head)}
     lattice = None if head.residual is None else section_lattice(payload[head.residual])
     if lattice is not None:
         layout["residual"] = {"bytes": head.residual.stop - head.residual.start, "levels": lattice[0], "step": lattice[1]}
     return layout
+
+
+def _grid_layout(head: _Head) -> dict[str, int]:
+    return {"network_bytes": head.network.stop - head.network.start, "latent_bytes": head.latents.stop - head.latents.start}
 
 
 def _residual_bytes(symbols: np.ndarray) -> bytes:
@@ -283,12 +327,9 @@ def decode_grid(payload: bytes, *, spec: GridSpec, height: int, width: int) -> n
     """
     spec.validate_for(height, width, error=BitstreamError)
     payload = bytes(payload)
-    section = context_section(payload)
-    if section is not None:
-        from sinco.codec.grid.context import decode as decode_context
-
-        levels, model = decode_context(section, height=height, width=width)
-        return (levels / model.top).astype(np.float32)
+    parts = context_parts(payload)
+    if parts is not None:
+        return _decode_context_payload(*parts, spec=spec, height=height, width=width)
     head = _parse_head(payload)
     network = payload[head.network]
     decoder = unpack_network(network, spec, warm=load_warm_start(spec))
@@ -301,6 +342,22 @@ def decode_grid(payload: bytes, *, spec: GridSpec, height: int, width: int) -> n
     layer = decode_residual(payload[head.residual], prediction)
     _check_sum(zlib.crc32(_residual_bytes(layer.symbols), found), head.checksum)
     return layer.apply(prediction)
+
+
+def _decode_context_payload(grid: bytes, section: bytes, *, spec: GridSpec, height: int, width: int) -> np.ndarray:
+    """The image of a version-3 payload: its context section's levels over ``top``, read with the grid payload's image
+    as the side plane when there is one (a hybrid)."""
+    from sinco.codec.grid.context import decode as decode_context
+    from sinco.codec.grid.context import section_summary
+
+    planes = []
+    if grid:
+        summary = section_summary(section)
+        if summary["planes"] != 1:
+            raise BitstreamError(f"grid payload: a hybrid's context section reads {summary['planes']} side planes (expected 1: the grid's image)")
+        planes = [grid_plane(decode_grid(grid, spec=spec, height=height, width=width), top=summary["top"])]
+    levels, model = decode_context(section, height=height, width=width, planes=planes)
+    return (levels / model.top).astype(np.float32)
 
 
 def _check_sum(found: int, stored: int) -> None:

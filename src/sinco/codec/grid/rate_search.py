@@ -243,6 +243,13 @@ def _search_image(
             hybrid = _with_residual(image, result, budget_bits=search.budget - search.bits(result), levels=levels)
             if hybrid is not None:
                 search.offer(hybrid)
+    if config.hybrid:
+        grids = sorted((r for r in search.tried if search.bits(r) < search.budget and r.residual_step is None), key=search.bits)
+        for result in grids[: config.hybrid_grids]:
+            coded = _hybrid_coded(image, result, budget_bits=search.budget - 8 * search.header_bytes, seed=config.seed,
+                                  error_to_beat=None if search.best is None else search.best.mse)  # fmt: skip
+            if coded is not None:
+                search.offer(coded)
     if config.context:
         template = search.best or search.closest_above
         if template is not None:
@@ -274,6 +281,26 @@ def _context_coded(
     return replace(template, payload=coded.payload, payload_bits=bits, reconstruction=reconstruction, mse=mse, estimated_bits=float(bits),
                    latent_bits_estimate=0.0, network_bits=0, residual_levels=coded.top, residual_step=2 * coded.max_error + 1,
                    residual_bits=bits, network_rate_weight=1.0, state=None, checkpoint=None)  # fmt: skip
+
+
+def _hybrid_coded(
+    image: np.ndarray, grid: GridFitResult, *, budget_bits: float, seed: int, error_to_beat: float | None
+) -> GridFitResult | None:
+    """``grid``'s file as the side plane of the image's context-coded levels (a hybrid,
+    :func:`~sinco.codec.grid.lossless.fit_to_budget` with a prediction) within ``budget_bits`` of payload, at the
+    smallest error bound that fits; None when none fits or none can beat ``error_to_beat``."""
+    from sinco.codec.grid.lossless import fit_to_budget
+
+    coded = fit_to_budget(image, budget_bits=budget_bits, seed=seed, error_to_beat=error_to_beat, grid_payload=grid.payload,
+                          prediction=grid.reconstruction)  # fmt: skip
+    if coded is None:
+        return None
+    reconstruction = (coded.levels / coded.top).astype(np.float32)
+    mse = float(np.mean((reconstruction.astype(np.float64) - image.astype(np.float64)) ** 2))
+    bits = 8 * len(coded.payload)
+    return replace(grid, payload=coded.payload, payload_bits=bits, reconstruction=reconstruction, mse=mse,
+                   estimated_bits=grid.estimated_bits + bits - grid.payload_bits, residual_levels=coded.top,
+                   residual_step=2 * coded.max_error + 1, residual_bits=bits - grid.payload_bits, state=None, checkpoint=None)  # fmt: skip
 
 
 def _residual_pivot(image: np.ndarray, result: GridFitResult, search: _RateSearch) -> float | None:
