@@ -146,3 +146,18 @@ def test_hybrid_golden_files_still_decode():
     for name in meta:
         data = (GOLDEN / f"{name}.sinco").read_bytes()
         assert np.array_equal(decode_file(data)[1], np.load(GOLDEN / f"{name}.npy"))
+
+
+@pytest.mark.skipif(not GOLDEN.exists(), reason="no hybrid golden files (tests/data/make_grid_hybrid_golden.py)")
+def test_info_shows_the_hybrid_layout_and_truncations_are_refused(run, tmp_path):
+    source = GOLDEN / "v3-hybrid-near-24x28.sinco"
+    code, stdout, _ = run(["info", source])
+    assert code == 0 and "prediction  grid payload v1" in stdout and "side plane" in stdout
+    info = json.loads(run(["info", source, "--json"])[1])
+    assert info["grid_prediction"]["bytes"] > 0 and info["context"]["planes"] == 1 and info["context"]["max_error"] > 0
+    data = source.read_bytes()
+    for cut in range(60, len(data), 97):
+        truncated = tmp_path / "t.sinco"
+        truncated.write_bytes(data[:cut])
+        code, _, err = run(["decompress", truncated, "-o", tmp_path / "t.npy"])
+        assert code != 0 and len(err.strip().splitlines()) == 1 and not (tmp_path / "t.npy").exists()

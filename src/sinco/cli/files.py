@@ -206,6 +206,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     if "network_bytes" in info:
         rows.append(("parts", f"payload v{info['payload_version']}: decoder networks {info['network_bytes']} bytes, "
                               f"latents {info['latent_bytes']} bytes"))  # fmt: skip
+    if "grid_prediction" in info:
+        grid = info["grid_prediction"]
+        rows.append(("prediction", f"grid payload v1 of {grid['bytes']} bytes (decoder networks {grid['network_bytes']} bytes, "
+                                   f"latents {grid['latent_bytes']} bytes): its image is the context coder's side plane"))  # fmt: skip
     if "context" in info:
         coded = info["context"]
         bound = "lossless (exact levels)" if coded["max_error"] == 0 else f"near-lossless, every pixel within {coded['max_error']} levels"
