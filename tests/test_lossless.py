@@ -349,3 +349,18 @@ def test_a_near_lossless_volume_beats_jpegls_at_k4_on_a_real_slab(brats_case):
     jpegls_bits = 8 * sum(len(JPEGLS().encode(plane, bits=10, max_error=4)) for plane in to_levels(volume, lattice))
     assert coded.measured_error <= 4
     assert 8 * len(coded.data) < jpegls_bits, (8 * len(coded.data) / volume.size, jpegls_bits / volume.size)
+
+
+def test_the_rate_search_gate_measures_the_error_of_a_bound():
+    """Flat background stays exact under a near-lossless bound, so a bound's error is below the uniform K (K + 1) / 3:
+    the gate measures it (JPEG-LS at that bound) and keeps bounds that the uniform figure would rule out."""
+    from sinco.codec.grid.lossless import _bound_to_beat, _jpegls_decoded
+
+    image = np.zeros((40, 40), np.int64)
+    image[10:30, 10:30] = 100 + np.random.default_rng(0).integers(-20, 21, (20, 20))
+    mse_levels = 0.6  # below the uniform error of K = 1 (2/3): that figure allows lossless only
+    bound = _bound_to_beat(image, mse_levels=mse_levels)
+    assert bound >= 1
+    assert np.mean((_jpegls_decoded(image, near=bound) - image) ** 2) < mse_levels
+    assert np.mean((_jpegls_decoded(image, near=bound + 1) - image) ** 2) >= mse_levels
+    assert _bound_to_beat(image, mse_levels=0.0) == -1
