@@ -55,7 +55,7 @@ class GridFitConfig:
         hybrid: the rate search may code the image's levels by the context coder reading a grid trial's decoded image
             as a side plane (payload version 3 with a grid prediction; :func:`sinco.codec.grid.lossless.fit_to_budget`),
             within the smallest error bound that fits what the grid file leaves of the target; tried on the
-            ``hybrid_grids`` smallest grid files below the target, the file of least MSE wins.
+            ``hybrid_grids`` largest grid files below the target, the file of least MSE wins.
         hybrid_grids: how many grid trials the hybrid is tried on (each costs a context fit of the image).
         pivot_refit: where the first trial's grids are past the balance with a residual layer, the second trial is
             a fit from scratch at this times the balance estimated from the first (a lower bound: the grids' error
@@ -90,7 +90,7 @@ class GridFitConfig:
     residual: bool = True
     context: bool = True
     hybrid: bool = False
-    hybrid_grids: int = 1
+    hybrid_grids: int = 2
     pivot_refit: float = 4.0
     candidates: int = 1
     candidate_steps: int = 0

@@ -244,7 +244,9 @@ def _search_image(
             if hybrid is not None:
                 search.offer(hybrid)
     if config.hybrid:
-        grids = sorted((r for r in search.tried if search.bits(r) < search.budget and r.residual_step is None), key=search.bits)
+        # The largest grid files first: offline on BraTS pat0003 slice 96 a grid of 0.40 bpp made better hybrids at 0.6 and
+        # 1.2 bpp than grids of 0.14 and 0.23 (the grid codes the image's structure for fewer bits than the context coder).
+        grids = sorted((r for r in search.tried if search.bits(r) < search.budget and r.residual_step is None), key=search.bits, reverse=True)
         for result in grids[: config.hybrid_grids]:
             coded = _hybrid_coded(image, result, budget_bits=search.budget - 8 * search.header_bytes, seed=config.seed,
                                   error_to_beat=None if search.best is None else search.best.mse)  # fmt: skip
