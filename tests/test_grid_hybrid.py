@@ -161,3 +161,17 @@ def test_info_shows_the_hybrid_layout_and_truncations_are_refused(run, tmp_path)
         truncated.write_bytes(data[:cut])
         code, _, err = run(["decompress", truncated, "-o", tmp_path / "t.npy"])
         assert code != 0 and len(err.strip().splitlines()) == 1 and not (tmp_path / "t.npy").exists()
+
+
+def test_hybrid_is_an_option_of_the_grid_family_and_off_by_default():
+    from sinco.codec.grid.family import GridFamily
+    from sinco.errors import InputError
+
+    family = GridFamily()
+    assert family.fit_config("fast", {}).grid.hybrid is False
+    assert family.fit_config("fast", {"hybrid": "on"}).grid.hybrid is True
+    assert "on a grid prediction" in family.describe_fit(family.fit_config("fast", {"hybrid": "on"}))
+    with pytest.raises(InputError, match="--hybrid 'maybe': expected on or off"):
+        family.fit_config("fast", {"hybrid": "maybe"})
+    with pytest.raises(InputError, match="hybrid_grids 0"):
+        GridFitConfig(hybrid_grids=0)
