@@ -44,9 +44,9 @@ def _psnr(decoded: np.ndarray, image: np.ndarray) -> float:
     return math.inf if mse == 0 else -10 * math.log10(mse)
 
 
-def report(name: str, kind: str, bpp: float, **fields: object) -> None:
+def report(name: str, kind: str, target: float, **fields: object) -> None:
     """One JSON line: the slice, the target rate, the kind of file and its figures."""
-    print(json.dumps({"slice": name, "target_bpp": bpp, "kind": kind, **fields}), flush=True)
+    print(json.dumps({"slice": name, "target_bpp": target, "kind": kind, **fields}), flush=True)
 
 
 def main() -> None:
