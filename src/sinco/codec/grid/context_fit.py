@@ -25,8 +25,8 @@ from sinco.codec.grid.context import (
     scale_shift,
 )
 from sinco.codec.grid.entropy import LOG2_SCALE_MIN
-from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS, MAX_EXPONENT
-from sinco.codec.grid.quantizer import golomb_bits
+from sinco.codec.grid.numerics import ACT_LIMIT, FRAC_BITS
+from sinco.codec.grid.quantizer import descend_exponents, golomb_bits
 
 _LIMIT = ACT_LIMIT / (1 << FRAC_BITS)
 
@@ -313,15 +313,4 @@ def _choose_exponents(model: _FloatModel | Sequence[_FloatModel], floats: list[n
             image = sum(float(m.bits(tensors).sum()) for m in models)
         return image + sum(7 + min(golomb_bits(t, k) for k in range(8)) for t in networks.tensors)
 
-    for index in range(len(floats)):
-        best_e, best = exps[index], cost(index, exps[index])
-        for direction in (-1, 1):
-            e = best_e + direction
-            while 2 <= e <= MAX_EXPONENT:
-                value = cost(index, e)
-                if value >= best:
-                    break
-                best_e, best = e, value
-                e += direction
-        exps[index] = best_e
-    return exps
+    return descend_exponents(exps, cost, lowest=2)

@@ -4,6 +4,7 @@ exponent per tensor, chosen by rate-distortion descent), and the exp-Golomb codi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,6 +35,36 @@ def round_latents(latents: list[torch.Tensor], bound: int) -> list[torch.Tensor]
 
 
 # ------------------------------------------------------------------------------------------------ weights
+def descend_exponents(exps: list[int], score: Callable[[int, int], float], *, lowest: int = 0,
+                      chosen: Callable[[int, int], None] | None = None) -> list[int]:
+    """Greedy descent on each tensor's step exponent in turn: from its current value, step down then up while
+    ``score(index, exponent)`` falls.
+
+    Args:
+        exps: the starting exponents, one per tensor; updated in place (``score`` may read them).
+        score: the cost of tensor ``index`` at ``exponent``, the others at ``exps``.
+        lowest: the smallest exponent tried (the largest is :data:`~sinco.codec.grid.numerics.MAX_EXPONENT`).
+        chosen: called with ``(index, exponent)`` once a tensor's exponent is settled.
+
+    Returns:
+        ``exps``.
+    """
+    for index in range(len(exps)):
+        best_e, best = exps[index], score(index, exps[index])
+        for direction in (-1, 1):
+            e = best_e + direction
+            while lowest <= e <= MAX_EXPONENT:
+                value = score(index, e)
+                if value >= best:
+                    break
+                best_e, best = e, value
+                e += direction
+        exps[index] = best_e
+        if chosen is not None:
+            chosen(index, best_e)
+    return exps
+
+
 def choose_network_steps(
     target: torch.Tensor, state: GridState, *, spec: GridSpec, lambda_rd: float, warm: WarmStart | None = None
 ) -> tuple[QuantizedDecoder, float]:
@@ -78,17 +109,7 @@ def choose_network_steps(
         return term + lambda_rd * own / pixels
 
     planes = planes_of(current(0, exps[0]))
-    for index in range(len(floats)):
-        best_e, best = exps[index], score(index, exps[index])
-        for direction in (-1, 1):
-            e = best_e + direction
-            while 0 <= e <= MAX_EXPONENT:
-                value = score(index, e)
-                if value >= best:
-                    break
-                best_e, best = e, value
-                e += direction
-        exps[index] = best_e
+    descend_exponents(exps, score)
     decoder = QuantizedDecoder(tuple(quantize_tensor(t, e) for t, e in zip(floats, exps, strict=True)), tuple(exps))
     with torch.no_grad():
         estimate = float(latent_bits(values, shapes, current(0, exps[0]), spec))

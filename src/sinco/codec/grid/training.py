@@ -137,6 +137,29 @@ class _TrainOutcome:
 _RECENT_STEPS = 100
 
 
+def rounded_latents(clamped: torch.Tensor, *, step: int, soft_steps: int, config: GridFitConfig, optimizer: torch.optim.Optimizer,
+                    base_lrs: Sequence[float], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The latents of one training step, ``(coded, synthesis input)``, and the step's learning rates.
+
+    In the soft phase (``step < soft_steps``): soft rounding at a temperature annealed along ``config.temperature``
+    plus uniform noise of ``config.noise``, the learning rates on a cosine from ``base_lrs`` down to 5%. After it:
+    straight-through rounding, at ``config.lr_ste`` from its first step. The schedule of ``grid`` and ``grid3d``.
+    """
+    if step < soft_steps:
+        frac = step / max(soft_steps, 1)
+        temperature = config.temperature[0] + (config.temperature[1] - config.temperature[0]) * frac
+        for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        noise = torch.rand(clamped.shape, generator=generator, device=clamped.device) - 0.5
+        coded = soft_round(clamped, temperature) + config.noise * noise
+        return coded, soft_round(coded, temperature)
+    if step == soft_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_ste
+    coded = clamped + (torch.round(clamped) - clamped).detach()
+    return coded, coded
+
+
 def _train(
     target: torch.Tensor, state: GridState, *, spec: GridSpec, config: GridFitConfig, regularizer: Regularizer | None,
     lam: float, progress: bool, start: TrainCheckpoint | None = None, keep_at: int | None = None, stop_at: int | None = None,
@@ -145,7 +168,7 @@ def _train(
     from ``start`` (whose parameters ``state`` holds), up to the end of the schedule or to ``stop_at``; with
     ``stop_at``, the checkpoint returned is the one there (training resumes from it as it would have gone on).
     """
-    steps, ste_steps, temperature = config.steps, config.ste_steps, config.temperature
+    steps, ste_steps = config.steps, config.ste_steps
     end = steps if stop_at is None else stop_at
     shape = tuple(target.shape)
     shapes = spec.grid_shapes(*shape)
@@ -174,20 +197,8 @@ def _train(
         if step == keep_at:
             kept = _checkpoint(step, latents, tensors, optimizer, generator, shapes)
         clamped = latents.clamp(-bound, bound)
-        if step < soft_steps:
-            frac = step / max(soft_steps, 1)
-            t = temperature[0] + (temperature[1] - temperature[0]) * frac
-            for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-            noise = torch.rand(clamped.shape, generator=generator, device=clamped.device) - 0.5
-            coded = soft_round(clamped, t) + config.noise * noise
-            synth_in = soft_round(coded, t)
-        else:
-            if step == soft_steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr_ste
-            coded = clamped + (torch.round(clamped) - clamped).detach()
-            synth_in = coded
+        coded, synth_in = rounded_latents(clamped, step=step, soft_steps=soft_steps, config=config, optimizer=optimizer,
+                                          base_lrs=base_lrs, generator=generator)  # fmt: skip
         recon = reconstruct(split_latents(synth_in, shapes), tensors, spec, shape)
         mse = torch.mean((recon[0, 0] - target) ** 2)
         loss = mse + config.lambda_rd * latent_bits(coded, shapes, tensors, spec) / pixels

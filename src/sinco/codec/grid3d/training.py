@@ -12,8 +12,8 @@ import torch
 
 from sinco.codec.grid.config import GridFitConfig
 from sinco.codec.grid.networks import QuantizedDecoder, arm_tensor_count, quantize_tensor
-from sinco.codec.grid.numerics import MAX_EXPONENT
-from sinco.codec.grid.quantizer import best_order, network_bits, round_latents, soft_round
+from sinco.codec.grid.quantizer import best_order, descend_exponents, network_bits, round_latents
+from sinco.codec.grid.training import rounded_latents
 from sinco.codec.grid3d.forward import VolumeState, latent_bits, reconstruct, split_latents
 from sinco.codec.grid3d.networks import init_tensors
 from sinco.codec.grid3d.payload import build_payload, decode_slab
@@ -96,20 +96,8 @@ def _train(target: torch.Tensor, state: VolumeState, *, spec: Grid3dSpec, config
             kept = SlabCheckpoint(step, VolumeState(split_latents(latents.detach().clone(), shapes), [p.detach().clone() for p in tensors]),
                                   copy.deepcopy(optimizer.state_dict()), generator.get_state())  # fmt: skip
         clamped = latents.clamp(-bound, bound)
-        if step < soft_steps:
-            frac = step / max(soft_steps, 1)
-            temperature = config.temperature[0] + (config.temperature[1] - config.temperature[0]) * frac
-            for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-            noise = torch.rand(clamped.shape, generator=generator, device=clamped.device) - 0.5
-            coded = soft_round(clamped, temperature) + config.noise * noise
-            synth_in = soft_round(coded, temperature)
-        else:
-            if step == soft_steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr_ste
-            coded = clamped + (torch.round(clamped) - clamped).detach()
-            synth_in = coded
+        coded, synth_in = rounded_latents(clamped, step=step, soft_steps=soft_steps, config=config, optimizer=optimizer,
+                                          base_lrs=base_lrs, generator=generator)  # fmt: skip
         recon = reconstruct(split_latents(synth_in, shapes), tensors, spec, shape)
         loss = torch.mean((recon[:, 0] - target) ** 2) + config.lambda_rd * latent_bits(coded, shapes, tensors, spec) / voxels
         value = loss.item() if step >= soft_steps else math.inf
@@ -156,18 +144,10 @@ def choose_network_steps(target: torch.Tensor, state: VolumeState, *, spec: Grid
                 term = float(torch.mean((reconstruct(latents, tensors, spec, shape)[:, 0] - target) ** 2))
         return term + lambda_rd * own / voxels
 
-    for index in range(len(floats)):
-        best_e, best = exps[index], score(index, exps[index])
-        for direction in (-1, 1):
-            e = best_e + direction
-            while 0 <= e <= MAX_EXPONENT:
-                value = score(index, e)
-                if value >= best:
-                    break
-                best_e, best = e, value
-                e += direction
-        exps[index] = best_e
-        chosen[index] = quantized(index, best_e)
+    def settle(index: int, exponent: int) -> None:
+        chosen[index] = quantized(index, exponent)
+
+    descend_exponents(exps, score, chosen=settle)
     return QuantizedDecoder(tuple(quantize_tensor(t, e) for t, e in zip(floats, exps, strict=True)), tuple(exps))
 
 
