@@ -8,7 +8,7 @@ from sinco.codec.inr.config import INRFitConfig
 from sinco.codec.inr.encodings import make_coordinates
 from sinco.codec.inr.networks import build_inr
 from sinco.codec.inr.spec import INRSpec
-from sinco.codec.inr.training import fit_inr, use_compile
+from sinco.codec.inr.training import StackedFit, fit_inr, use_compile
 
 
 def _fit(compile_mode: str, image: torch.Tensor):
@@ -92,3 +92,45 @@ def test_cosine_schedule_fits_better_than_constant_in_few_steps():
         config = INRFitConfig(steps=300, lr=3e-3 if schedule == "cosine" else 1e-3, schedule=schedule, warmup=20, compile="off")
         results[schedule] = fit_inr(model, target=image, config=config, device=torch.device("cpu"), progress=False)
     assert results["cosine"].best_psnr > results["constant"].best_psnr
+
+
+def test_the_blocked_pe_mlp_has_autograds_output_and_gradients(monkeypatch):
+    import sinco.codec.inr.blocked as blocked
+
+    monkeypatch.setattr(blocked, "BLOCK_ROWS", 64)  # several blocks and a short last one on a 20 x 23 image
+    torch.manual_seed(0)
+    spec = INRSpec(arch="pe-mlp", width=10, depth=4, n_freqs=5, skips=(2,))
+    model = build_inr(spec)
+    feats = model.features(make_coordinates(20, 23))
+    target = torch.rand(20 * 23, 1)
+    params = list(model.parameters())
+
+    def grads(out):
+        (out - target).square().mean().backward()
+        found = [p.grad.clone() for p in params]
+        for p in params:
+            p.grad = None
+        return out.detach(), found
+
+    ref_out, ref_grads = grads(model.forward_features(feats))
+    out, found = grads(blocked.pe_mlp_blocked(feats, params, skips=spec.skips))
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+    for got, want in zip(found, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_a_cpu_pe_mlp_fit_runs_blocked_and_follows_the_autograd_fit():
+    rows, cols = np.meshgrid(np.linspace(0, 1, 20), np.linspace(0, 1, 24), indexing="ij")
+    image = torch.from_numpy((0.5 + 0.4 * np.sin(5 * rows) * np.cos(3 * cols)).astype(np.float32))
+    spec = INRSpec(arch="pe-mlp", width=12, depth=4, n_freqs=4, skips=(2,))
+    results = []
+    for blocked in (True, False):
+        torch.manual_seed(0)
+        fit = StackedFit([build_inr(spec)], targets=image[None], config=INRFitConfig(steps=30), device=torch.device("cpu"))
+        assert fit._blocked_skips == spec.skips
+        if not blocked:
+            fit._blocked_skips = None  # the autograd path, as on CUDA or in a batch
+        for step in range(30):
+            fit.step(step)
+        results.append(fit.flat.detach().clone())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-3, atol=1e-4)

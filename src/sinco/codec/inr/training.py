@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sinco.codec.inr.blocked import pe_mlp_blocked
 from sinco.codec.inr.config import COMPILE_MIN_STEPS, INRFitConfig
 from sinco.codec.inr.encodings import make_coordinates
 from sinco.codec.inr.networks import flatten_parameters
@@ -181,6 +182,10 @@ class StackedFit:
         self._shell = _Features(copy.deepcopy(models[0]).to("meta"))
         self.compiled = use_compile(config, compile_when_auto=compile_when_auto)
         self._forward = _compile(self._forward_eager) if self.compiled else self._forward_eager
+        spec = getattr(models[0], "spec", None)
+        # One PE-MLP fitted eagerly on the CPU runs block by block (memory-bound otherwise: sinco.codec.inr.blocked).
+        blocked = spec is not None and spec.arch == "pe-mlp" and device.type == "cpu" and n == 1 and not self.compiled
+        self._blocked_skips = tuple(spec.skips) if blocked else None
         self.moments = torch.zeros_like(self.flat)
         self.squares = torch.zeros_like(self.flat)
         # Adam's bias-correction step count, per slice: it restarts when a slice's moments are reset.
@@ -206,6 +211,8 @@ class StackedFit:
     def _forward_eager(self, flat: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         names = self._call_names
         params = self._unflatten(flat)
+        if self._blocked_skips is not None:
+            return pe_mlp_blocked(feats, [p[0] for p in params], skips=self._blocked_skips)[None]
         if self.n_slices == 1:
             # No vmap for a single network: the plain (non-batched) kernels.
             return torch.func.functional_call(self._shell, dict(zip(names, [p[0] for p in params], strict=True)), (feats,))[None]
