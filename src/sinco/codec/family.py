@@ -49,6 +49,17 @@ class FamilyOption:
     aliases: tuple[str, ...] = ()
 
 
+def parse_on_off(value: str, *, flag: str) -> bool:
+    """An ``on|off`` family option as a bool.
+
+    Raises:
+        InputError: naming ``flag`` for any other value.
+    """
+    if value not in ("on", "off"):
+        raise InputError(f"{flag} {value!r}: expected on or off")
+    return value == "on"
+
+
 @dataclass(frozen=True)
 class BenchmarkMethod:
     """A benchmark method a family provides (declared here as data; the benchmark reads it).

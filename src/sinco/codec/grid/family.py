@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sinco.codec.family import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome, FitReport
+from sinco.codec.family import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome, FitReport, parse_on_off
 from sinco.codec.format import OVERHEAD_BYTES
 from sinco.codec.grid.config import GRID_PRESETS
 from sinco.codec.grid.spec import DEFAULT_WARM_START, UPSAMPLING_KINDS, GridSpec
@@ -132,7 +132,7 @@ class GridFamily(CodecFamily):
         upsampling = options.get("upsampling") or "learned"
         if upsampling not in UPSAMPLING_KINDS:
             raise InputError(f"--upsampling {upsampling!r}: expected one of {', '.join(UPSAMPLING_KINDS)}")
-        warm = _on_off(options.get("warm_start") or "on", flag="--warm-start")
+        warm = parse_on_off(options.get("warm_start") or "on", flag="--warm-start")
         spec = GridSpec(upsampling=upsampling)
         # The packaged warm start serves the default decoder spec only; another spec starts from random weights.
         return dataclasses.replace(spec, warm_start=DEFAULT_WARM_START) if warm and spec == GridSpec() else spec
@@ -158,11 +158,11 @@ class GridFamily(CodecFamily):
             grid = grid.with_steps(given["steps"])
         grid = dataclasses.replace(grid, **{k: given[k] for k in ("seed", "lambda_rd") if k in given})
         if "residual" in given:
-            grid = dataclasses.replace(grid, residual=_on_off(given["residual"], flag="--residual"))
+            grid = dataclasses.replace(grid, residual=parse_on_off(given["residual"], flag="--residual"))
         if "context" in given:
-            grid = dataclasses.replace(grid, context=_on_off(given["context"], flag="--context"))
+            grid = dataclasses.replace(grid, context=parse_on_off(given["context"], flag="--context"))
         if "hybrid" in given:
-            grid = dataclasses.replace(grid, hybrid=_on_off(given["hybrid"], flag="--hybrid"))
+            grid = dataclasses.replace(grid, hybrid=parse_on_off(given["hybrid"], flag="--hybrid"))
         if "candidates" in given:
             grid = grid.with_candidates(given["candidates"])
         lam = given.get("lam", 1.0)
@@ -209,12 +209,6 @@ class GridFamily(CodecFamily):
         layer += ", context-coded levels on a grid prediction where they pay" if grid.hybrid and not config.fixed_lambda else ""
         picks = f", best of {grid.candidates} seeds after {grid.candidate_steps} steps without a warm start" if grid.candidates > 1 else ""
         return f"{grid.steps} steps ({grid.ste_steps} straight-through){picks}, {rate}{layer}"
-
-
-def _on_off(value: str, *, flag: str) -> bool:
-    if value not in ("on", "off"):
-        raise InputError(f"{flag} {value!r}: expected on or off")
-    return value == "on"
 
 
 def _report(result: Any, *, lam: float) -> FitReport:

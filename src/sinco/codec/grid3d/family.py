@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sinco.codec.family import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome
-from sinco.codec.grid.spec import UPSAMPLING_KINDS, GridSpec
+from sinco.codec.family import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome, parse_on_off
+from sinco.codec.grid.spec import DEFAULT_WARM_START, UPSAMPLING_KINDS, GridSpec
 from sinco.codec.grid3d.config import DEFAULT_SLAB, GRID3D_PRESETS, MAX_SLAB
 from sinco.codec.grid3d.spec import Grid3dSpec, depth_stages_for
 from sinco.errors import BitstreamError, InputError
@@ -69,6 +69,9 @@ class Grid3dFamily(CodecFamily):
     options = (
         FamilyOption("upsampling", "--upsampling", str, "how the latent grids reach full resolution: learned (a kernel per "
                      "2x stage, fitted and coded with the decoder) or bicubic (fixed) (default: learned)", "learned|bicubic"),
+        FamilyOption("warm_start", "--warm-start", str, "start each slab's fit from grid's packaged decoder weights and code "
+                     "the weights as differences from them (on), or from random weights coded as they are (off) (default: on)",
+                     "on|off"),
         FamilyOption("slab", "--slab", int, f"slices per slab: each slab an independent fit, the unit of random access "
                      f"(default: {DEFAULT_SLAB}, at most {MAX_SLAB})", "N"),
     )  # fmt: skip
@@ -88,7 +91,11 @@ class Grid3dFamily(CodecFamily):
     def decode_spec(self, block: bytes, *, version: int) -> Any:
         if version != SLAB_FORMAT_VERSION:
             raise BitstreamError(f"corrupted .sinco file: a grid3d codec in a version-{version} file (it codes volume files of slabs)")
-        return Grid3dSpec.from_bytes(block)
+        from sinco.codec.grid3d.warm_start import load_warm_start
+
+        spec = Grid3dSpec.from_bytes(block)
+        load_warm_start(spec)  # an unknown warm start, or one of another decoder spec, is refused before a slab is read
+        return spec
 
     def slab_size(self, options: Mapping[str, Any]) -> int:
         """Slices per slab (``--slab``).
@@ -102,8 +109,9 @@ class Grid3dFamily(CodecFamily):
         return slab
 
     def make_spec(self, options: Mapping[str, Any], *, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Grid3dSpec:
-        """The decoder spec of a volume: ``grid``'s default in-plane spec (no warm start), its pyramid halving the slice
-        axis where the voxel ``spacing`` ``(slice, row, column)`` asks for it (:func:`depth_stages_for`).
+        """The decoder spec of a volume: ``grid``'s default in-plane spec, its pyramid halving the slice axis where the
+        voxel ``spacing`` ``(slice, row, column)`` asks for it (:func:`depth_stages_for`), from ``grid``'s warm start
+        unless ``--warm-start off`` (or ``--upsampling bicubic``, which the warm start was not fitted for).
 
         Raises:
             InputError: on an unknown upsampling kind, a bad ``--slab`` or spacing.
@@ -111,9 +119,12 @@ class Grid3dFamily(CodecFamily):
         upsampling = options.get("upsampling") or "learned"
         if upsampling not in UPSAMPLING_KINDS:
             raise InputError(f"--upsampling {upsampling!r}: expected one of {', '.join(UPSAMPLING_KINDS)}")
+        warm = parse_on_off(options.get("warm_start") or "on", flag="--warm-start")
         self.slab_size(options)
         plane = GridSpec(upsampling=upsampling)
-        return Grid3dSpec(plane=plane, depth_stages=depth_stages_for(spacing=spacing, levels=plane.levels))
+        # grid's warm start serves its default decoder spec only; another in-plane spec starts from random weights.
+        warm_start = DEFAULT_WARM_START if warm and plane == GridSpec() else 0
+        return Grid3dSpec(plane=plane, depth_stages=depth_stages_for(spacing=spacing, levels=plane.levels), warm_start=warm_start)
 
     def check_rate(self, *, bpp: float, height: int, width: int, options: Mapping[str, Any]) -> None:
         self.make_spec(options)
@@ -175,7 +186,8 @@ class Grid3dFamily(CodecFamily):
 
     def describe(self, spec: Any) -> dict[str, Any]:
         plane = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec.plane).items() if k != "warm_start"}
-        return {"arch": self.name, **plane, "depth_stages": [int(s) for s in spec.depth_stages], "arm_previous": spec.arm_previous}
+        return {"arch": self.name, **plane, "depth_stages": [int(s) for s in spec.depth_stages], "arm_previous": spec.arm_previous,
+                "warm_start": spec.warm_start}  # fmt: skip
 
     def describe_fit(self, config: Grid3dFamilyFit) -> str:
         grid = config.grid

@@ -33,6 +33,7 @@ from sinco.codec.grid3d.arm import context_index, decode_steps
 from sinco.codec.grid3d.networks import split_tensors, tensor_shapes
 from sinco.codec.grid3d.spec import Grid3dSpec
 from sinco.codec.grid3d.upsampling import upsample_volume
+from sinco.codec.grid3d.warm_start import load_warm_start
 from sinco.errors import BitstreamError
 
 SLAB_PAYLOAD_VERSION = 1
@@ -115,7 +116,7 @@ def synthesize(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: Grid3
 
 def build_payload(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: Grid3dSpec) -> bytes:
     """The complete slab payload for integer latents (finest first) and a quantized decoder."""
-    network = pack_network(decoder)
+    network = pack_network(decoder, warm=load_warm_start(spec))
     stream = encode_latents(latents, decoder, spec)
     return _HEAD.pack(SLAB_PAYLOAD_VERSION, payload_checksum(network, latents), len(network)) + network + stream
 
@@ -146,7 +147,7 @@ def decode_slab(payload: bytes, *, spec: Grid3dSpec, shape: tuple[int, int, int]
     if n_network > len(payload) - HEAD_BYTES:
         raise BitstreamError(f"grid3d payload: network block of {n_network} bytes runs past the end ({len(payload)} bytes)")
     network = payload[HEAD_BYTES : HEAD_BYTES + n_network]
-    tensors, exponents = unpack_tensors(network, tensor_shapes(spec), what="grid3d payload")
+    tensors, exponents = unpack_tensors(network, tensor_shapes(spec), what="grid3d payload", warm=load_warm_start(spec))
     decoder = QuantizedDecoder(tensors=tuple(tensors), exponents=tuple(exponents))
     latents = decode_latents(payload[HEAD_BYTES + n_network :], decoder, spec, spec.grid_shapes(*shape))
     if payload_checksum(network, latents) != checksum:

@@ -12,10 +12,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sinco.codec.grid.spec import GridSpec
+from sinco.codec.grid.spec import MAX_WARM_START, GridSpec
 from sinco.errors import BitstreamError, InputError
 
-SPEC3D_VERSION = 1
+#: Version 2 added the ``warm_start`` byte. A spec is written in the oldest version that holds it (one without a warm
+#: start as version 1), so files written before warm starts existed keep their bytes.
+SPEC3D_VERSION = 2
 #: Latents of the previous slice the entropy model may read, ``(dy, dx)`` around the co-located one, most
 #: informative first. The previous slice of the same grid is decoded before (:func:`sinco.codec.grid3d.arm.decode_steps`).
 PREVIOUS_OFFSETS: tuple[tuple[int, int], ...] = ((0, 0), (0, -1), (-1, 0), (0, 1), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
@@ -38,6 +40,9 @@ class Grid3dSpec:
         depth_stages: one flag per 2x stage (``plane.levels - 1`` of them, the stage into grid 1 first): whether the
             stage halves the slice axis too (see :func:`depth_stages_for`).
         arm_previous: latents of the previous slice the entropy model reads (first of :data:`PREVIOUS_OFFSETS`).
+        warm_start: ``grid``'s packaged warm start (:mod:`sinco.codec.grid.warm_start`) the fit starts from, lifted to
+            the volume decoder (:mod:`sinco.codec.grid3d.warm_start`), and the payload codes the weights as differences
+            from; 0: none.
 
     Raises:
         InputError: on construction, if a value is out of its range.
@@ -51,6 +56,7 @@ class Grid3dSpec:
     plane: GridSpec = field(default_factory=default_plane)
     depth_stages: tuple[bool, ...] = (True,) * 6
     arm_previous: int = 9
+    warm_start: int = 0
 
     def __post_init__(self) -> None:
         problem = None
@@ -60,6 +66,8 @@ class Grid3dSpec:
             problem = f"depth_stages {self.depth_stages}: expected {self.plane.levels - 1} flags (one per 2x stage)"
         elif not (isinstance(self.arm_previous, int) and 0 <= self.arm_previous <= len(PREVIOUS_OFFSETS)):
             problem = f"arm_previous {self.arm_previous!r}: expected 0..{len(PREVIOUS_OFFSETS)}"
+        elif not (isinstance(self.warm_start, int) and 0 <= self.warm_start <= MAX_WARM_START):
+            problem = f"warm_start {self.warm_start!r}: expected 0..{MAX_WARM_START}"
         if problem:
             raise InputError(f"grid3d spec: {problem}")
 
@@ -90,9 +98,11 @@ class Grid3dSpec:
 
     def to_bytes(self) -> bytes:
         """The family block: its version, the depth stages as a bit mask (bit ``l``: the stage into grid ``l + 1``), the
-        previous-slice context count, then the in-plane spec's own block (:meth:`GridSpec.to_bytes`)."""
+        previous-slice context count, the warm start (version 2 only), then the in-plane spec's own block
+        (:meth:`GridSpec.to_bytes`). The version is the oldest that holds the spec: 1 without a warm start."""
         mask = sum(1 << level for level, halves in enumerate(self.depth_stages) if halves)
-        return bytes([SPEC3D_VERSION, mask, self.arm_previous]) + self.plane.to_bytes()
+        head = [2, mask, self.arm_previous, self.warm_start] if self.warm_start else [1, mask, self.arm_previous]
+        return bytes(head) + self.plane.to_bytes()
 
     @classmethod
     def from_bytes(cls, block: bytes) -> Grid3dSpec:
@@ -102,16 +112,23 @@ class Grid3dSpec:
             BitstreamError: if the block is truncated, of another version, or holds a value out of range.
         """
         data = bytes(block)
-        if len(data) < 4:
+        version = data[0] if data else 0
+        if not 1 <= version <= SPEC3D_VERSION:
+            raise BitstreamError(f"grid3d spec block: version {version} is not supported (expected 1..{SPEC3D_VERSION})")
+        head = 3 if version == 1 else 4
+        if len(data) < head + 1:
             raise BitstreamError(f"grid3d spec block: truncated ({len(data)} bytes)")
-        version, mask, previous = data[:3]
-        if version != SPEC3D_VERSION:
-            raise BitstreamError(f"grid3d spec block: version {version} is not supported (expected {SPEC3D_VERSION})")
-        plane = GridSpec.from_bytes(data[3:])
+        mask, previous = data[1:3]
+        warm_start = data[3] if version >= 2 else 0
+        # One spelling per spec: a version-2 block always names a warm start.
+        if version == 2 and warm_start == 0:
+            raise BitstreamError("grid3d spec block: a version-2 block without a warm start")
+        plane = GridSpec.from_bytes(data[head:])
         if mask >> (plane.levels - 1):
             raise BitstreamError(f"grid3d spec block: depth-stage mask {mask:#x} names stages beyond the {plane.levels} levels")
         try:
-            return cls(plane=plane, depth_stages=tuple(bool(mask >> level & 1) for level in range(plane.levels - 1)), arm_previous=previous)
+            return cls(plane=plane, depth_stages=tuple(bool(mask >> level & 1) for level in range(plane.levels - 1)), arm_previous=previous,
+                       warm_start=warm_start)  # fmt: skip
         except InputError as exc:
             raise BitstreamError(f"grid3d spec block: {exc}".replace("grid3d spec: ", "")) from None
 

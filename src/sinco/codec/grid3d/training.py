@@ -12,12 +12,13 @@ import torch
 
 from sinco.codec.grid.config import GridFitConfig
 from sinco.codec.grid.networks import QuantizedDecoder, arm_tensor_count, quantize_tensor
-from sinco.codec.grid.quantizer import best_order, descend_exponents, network_bits, round_latents
+from sinco.codec.grid.quantizer import best_order, coded_values, descend_exponents, network_bits, round_latents
 from sinco.codec.grid.training import rounded_latents
 from sinco.codec.grid3d.forward import VolumeState, latent_bits, reconstruct, split_latents
 from sinco.codec.grid3d.networks import init_tensors
 from sinco.codec.grid3d.payload import build_payload, decode_slab
 from sinco.codec.grid3d.spec import Grid3dSpec
+from sinco.codec.grid3d.warm_start import load_warm_start
 from sinco.errors import InputError
 from sinco.utils.progress import progress_bar
 
@@ -124,6 +125,7 @@ def choose_network_steps(target: torch.Tensor, state: VolumeState, *, spec: Grid
     latents = [g.cpu() for g in round_latents(state.latents, spec.plane.latent_bound)]
     values = torch.cat([g.reshape(-1) for g in latents])
     floats = [t.detach().cpu().float() for t in state.tensors]
+    warm = load_warm_start(spec)
     n_arm = arm_tensor_count(spec.plane)
     exps = [8] * len(floats)
     target = target.cpu()
@@ -136,7 +138,7 @@ def choose_network_steps(target: torch.Tensor, state: VolumeState, *, spec: Grid
     def score(index: int, exponent: int) -> float:
         tensors = list(chosen)
         tensors[index] = quantized(index, exponent)
-        own = 7 + best_order(quantize_tensor(floats[index], exponent))[1]
+        own = 7 + best_order(coded_values(quantize_tensor(floats[index], exponent), index=index, exponent=exponent, warm=warm))[1]
         with torch.no_grad():
             if index < n_arm:
                 term = lambda_rd * float(latent_bits(values, shapes, tensors, spec)) / voxels
@@ -190,7 +192,8 @@ def fit_slab(target: torch.Tensor, *, spec: Grid3dSpec, config: GridFitConfig, d
     target = target.to(device=device, dtype=torch.float32)
     shape = tuple(target.shape)
     if branch_from is None:
-        tensors = init_tensors(spec, torch.Generator().manual_seed(config.seed))
+        warm = load_warm_start(spec)
+        tensors = warm.floats() if warm is not None else init_tensors(spec, torch.Generator().manual_seed(config.seed))
         state = VolumeState([torch.zeros(s, device=device) for s in spec.grid_shapes(*shape)], [t.to(device) for t in tensors])
     else:
         state = VolumeState([g.to(device) for g in branch_from.state.latents], [t.to(device) for t in branch_from.state.tensors]).clone()
@@ -203,4 +206,4 @@ def fit_slab(target: torch.Tensor, *, spec: Grid3dSpec, config: GridFitConfig, d
     mse = float(np.mean((reconstruction.astype(np.float64) - target.cpu().double().numpy()) ** 2))
     steps = config.steps - (branch_from.step if branch_from is not None else 0)
     return SlabFitResult(payload=payload, reconstruction=reconstruction, mse=mse, lambda_rd=config.lambda_rd,
-                         network_bits=network_bits(decoder), steps=steps, seconds=time.perf_counter() - started, checkpoint=kept)  # fmt: skip
+                         network_bits=network_bits(decoder, warm=load_warm_start(spec)), steps=steps, seconds=time.perf_counter() - started, checkpoint=kept)  # fmt: skip
