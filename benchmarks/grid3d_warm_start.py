@@ -10,6 +10,10 @@ one volume file with ``grid``'s warm start lifted to the volume decoder (``--war
 weights (``--warm-start off``), both through :func:`sinco.compression.volume.compress_volume_slabs` (what ``sinco
 compress --slices A:B --arch grid3d --lambda-rd X`` runs); prints each file's bits per voxel (its real bytes) and the
 volume PSNR of what it decodes to, then per slab the BD-rate / BD-PSNR of the warm curve against the random one.
+
+``--anchors RESULTS.json`` (a ``sinco benchmark --volumes`` run on the same slab, e.g. ``--slices 86:94 --methods
+jpeg2000,hevc-ra,vvc-ra``) also prints both curves' BD-rate against each method of that run (the same volume PSNR: the
+MSE over every voxel of the slab scaled to its own range, and the files' real bytes).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ def main() -> None:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--lambdas", default="3e-3,3e-4,3e-5")
     parser.add_argument("--slabs", default="brats,lgg")
+    parser.add_argument("--anchors", default=None, help="results.json of a sinco benchmark --volumes run on the same slab")
     args = parser.parse_args()
+    anchors = json.loads(open(args.anchors).read())["records"] if args.anchors else []
     lambdas = [float(v) for v in args.lambdas.split(",")]
     print(f"# grid3d {args.preset} preset, fixed lambda_rd; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     for name in args.slabs.split(","):
@@ -56,11 +62,20 @@ def main() -> None:
                 print(json.dumps({"slab": name, "warm_start": arm, "lambda_rd": lam, "bpv": round(m["bpp_file"], 4),
                                   "psnr_volume": round(m["psnr_volume"], 3), "network_bits": m["slab_fits"][0]["network_bits"],
                                   "fit_seconds": round(m["fit_seconds"], 1)}), flush=True)  # fmt: skip
-        on, off = curves["on"], curves["off"]
-        kwargs = dict(anchor_rate=[p[0] for p in off], anchor_psnr=[p[1] for p in off], test_rate=[p[0] for p in on],
-                      test_psnr=[p[1] for p in on])  # fmt: skip
-        print(f"# {name}: warm start against random weights: BD-rate {bd_rate(**kwargs).value:+.1f}%, "
-              f"BD-PSNR {bd_psnr(**kwargs).value:+.2f} dB", flush=True)
+        _print_delta(f"{name}: warm start against random weights", anchor=curves["off"], test=curves["on"])
+        image_id = f"{os.path.basename(os.path.dirname(path))}:{first}:{stop}"
+        for method in sorted({r["method"] for r in anchors if r["image_id"] == image_id}):
+            anchor = [(r["bpp_file"], r["psnr"]) for r in anchors if r["image_id"] == image_id and r["method"] == method]
+            for arm in ("on", "off"):
+                _print_delta(f"{name}: grid3d --warm-start {arm} against {method}", anchor=anchor, test=curves[arm])
+
+
+def _print_delta(what: str, *, anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> None:
+    kwargs = dict(anchor_rate=[p[0] for p in anchor], anchor_psnr=[p[1] for p in anchor], test_rate=[p[0] for p in test],
+                  test_psnr=[p[1] for p in test])  # fmt: skip
+    rate, gain = bd_rate(**kwargs), bd_psnr(**kwargs)
+    shown = f"BD-rate {rate.value:+.1f}%" if rate.value is not None else f"BD-rate n/a ({rate.reason})"
+    print(f"# {what}: {shown}, BD-PSNR {gain.value:+.2f} dB" if gain.value is not None else f"# {what}: {shown}", flush=True)
 
 
 if __name__ == "__main__":
