@@ -187,7 +187,9 @@ def test_every_option_the_docs_name_is_an_option_of_its_command():
     ]  # fmt: skip
     for doc in ("README.md", "docs/your-own-data.md", "docs/segmentation.md", "docs/grid-codec.md", "docs/inr-codec.md",
                 "docs/benchmark.md", "docs/format.md"):  # fmt: skip
-        checks.append(((ROOT / doc).read_text(), set(commands)))
+        # A line that runs a benchmark script gives that script's flags.
+        text = "\n".join(line for line in (ROOT / doc).read_text().splitlines() if "benchmarks/" not in line)
+        checks.append((text, set(commands)))
     for text, names in checks:
         unknown = {flag for flag in _flags(text) if not any(flag in options[name] for name in names)}
         assert not unknown, (sorted(names), sorted(unknown))
