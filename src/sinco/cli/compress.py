@@ -94,15 +94,18 @@ def cmd_compress(args: argparse.Namespace) -> int:
         return _compress_exact(args, out=out, sidecar=sidecar)
     args.bpp = DEFAULT_BPP if args.bpp is None else args.bpp
     codec, fit_config = options.codec_and_fit_config(args)
-    if codec.family.codes_slabs:
-        return _compress_slabs(args, out=out, sidecar=sidecar, codec=codec, fit_config=fit_config)
+    if codec.family.codes_slabs and args.slices is None:
+        raise InputError(f"--arch {args.arch} codes volumes: give --slices A:B (or all) of a volume; a single image: --arch grid")
     regularizer = options.regularizer_options(args, seed=fit_config.seed)
     # With --seg-target self the loss network's own mask is the target: --mask only adds ground-truth metrics.
     _check_regularizer_flags(args, mask_optional=regularizer.target == "self" and args.seg_model is not None)
-    device = resolve_device(args.device)
     if args.slices is not None:
         if len(args.seg_model or []) > 1 or args.eval_seg_model or regularizer.target != "mask" or regularizer.perturb:
             raise InputError("--slices: an ensemble, --seg-target self, --seg-perturb and --eval-seg-model work on single slices only")
+        if codec.family.codes_slabs:
+            return _compress_slabs(args, out=out, sidecar=sidecar, codec=codec, fit_config=fit_config)
+    device = resolve_device(args.device)
+    if args.slices is not None:
         return _compress_volume(args, out=out, sidecar=sidecar, codec=codec, fit_config=fit_config, device=device)
     if args.batch_slices is not None:
         raise InputError("--batch-slices: only with --slices (a single slice is one fit)")
@@ -249,17 +252,10 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
         raise InputError("--slice and --slices: give one (--slice K for one slice, --slices all|A:B for a volume)")
     batch = default_batch_slices(device) if args.batch_slices is None else args.batch_slices
     stack, indices = select_slices(load_array(args.input), slices=args.slices, axis=args.axis, channel=args.channel)
-
-    def read_masks(path: str, arg: str) -> Any:
-        masks, _ = select_slices(load_array(path, arg=arg), slices=args.slices, axis=args.axis, arg=arg)
-        if masks.shape != stack.shape:
-            raise InputError(f"{arg}: slices of shape {masks.shape[1:]} differ from INPUT's {stack.shape[1:]}")
-        return masks > 0
-
     _check_regularizer_flags(args)
     seg_model = None if args.seg_model is None else load_seg_model(args.seg_model[0])
-    masks = None if args.mask is None else read_masks(args.mask, "--mask")
-    rois = None if args.roi is None else read_masks(args.roi, "--roi")
+    masks = None if args.mask is None else _read_labels(args, args.mask, arg="--mask", shape=stack.shape)
+    rois = None if args.roi is None else _read_labels(args, args.roi, arg="--roi", shape=stack.shape)
     result = compress_volume(
         stack, first_index=indices.start, axis=args.axis, affine=load_affine(args.input), codec=codec, fit_config=fit_config,
         device=device, batch_slices=batch, seg_model=seg_model, masks=masks, rois=rois, progress=not args.quiet,
@@ -284,36 +280,57 @@ def _compress_volume(args: argparse.Namespace, *, out: Path, sidecar: Path, code
     return EXIT_OK
 
 
+def _read_labels(args: argparse.Namespace, path: str, *, arg: str, shape: tuple[int, ...]) -> Any:
+    """The slices ``--slices`` of a label volume (``--mask``, ``--roi``) along ``--axis``, nonzero = inside, ``(S, H, W)``.
+
+    Raises:
+        InputError: naming ``arg`` when the file cannot be read or its slices differ in shape from INPUT's ``shape``.
+    """
+    from sinco.data.io import load_array, select_slices
+
+    labels, _ = select_slices(load_array(path, arg=arg), slices=args.slices, axis=args.axis, arg=arg)
+    if labels.shape != shape:
+        raise InputError(f"{arg}: slices of shape {labels.shape[1:]} differ from INPUT's {shape[1:]}")
+    return labels > 0
+
+
 def _compress_slabs(args: argparse.Namespace, *, out: Path, sidecar: Path, codec: Any, fit_config: Any) -> int:
-    """``sinco compress --slices A:B --arch grid3d``: the slices as slabs, each a 3-D fit, into one volume file of slabs."""
+    """``sinco compress --slices A:B --arch grid3d``: the slices as slabs, each a 3-D fit, into one volume file of slabs
+    (with ``--seg-model`` and ``--mask``, the regularizer on each slab's slices)."""
     from sinco.compression.records import finite, sidecar_record
     from sinco.compression.volume import compress_volume_slabs
     from sinco.data.io import load_affine, load_array, select_slices
+    from sinco.seg.network import load_seg_model
     from sinco.utils.atomic import atomic_write_bytes
     from sinco.utils.device import resolve_device
 
-    if args.slices is None:
-        raise InputError(f"--arch {args.arch} codes volumes: give --slices A:B (or all) of a volume; a single image: --arch grid")
-    for flag, value in (("--slice", args.slice), ("--seg-model", args.seg_model), ("--mask", args.mask), ("--roi", args.roi),
-                        ("--batch-slices", args.batch_slices), ("--eval-seg-model", args.eval_seg_model)):  # fmt: skip
+    for flag, value in (("--slice", args.slice), ("--roi", args.roi), ("--batch-slices", args.batch_slices)):
         if value is not None:
-            raise InputError(f"{flag}: does not apply to --arch {args.arch} (it codes --slices as slabs, without the regularizer)")
+            raise InputError(f"{flag}: does not apply to --arch {args.arch} (it codes --slices as slabs)")
     device = resolve_device(args.device)
     stack, indices = select_slices(load_array(args.input), slices=args.slices, axis=args.axis, channel=args.channel)
+    seg_model = None if args.seg_model is None else load_seg_model(args.seg_model[0])
+    masks = None if args.mask is None else _read_labels(args, args.mask, arg="--mask", shape=stack.shape)
     result = compress_volume_slabs(stack, first_index=indices.start, axis=args.axis, affine=load_affine(args.input), codec=codec,
-                                   fit_config=fit_config, device=device, progress=not args.quiet)  # fmt: skip
+                                   fit_config=fit_config, device=device, seg_model=seg_model, masks=masks, progress=not args.quiet)  # fmt: skip
     atomic_write_bytes(out, result.data)
     m = result.metrics
     summary = {"output": str(out), **{k: finite(v) for k, v in m.items()}, "seconds": result.seconds, "device": str(device),
                "slice_range": [indices.start, indices.stop]}  # fmt: skip
+    regularizer = None if seg_model is None else {
+        "seg_model": str(args.seg_model[0]), "mask": str(args.mask), "seg_training": seg_model.training.get("summary"),
+        "lam": m["lam"], "data_term": m["data_term"], "regularized_slices": m["regularized_slices"],
+    }  # fmt: skip
     write_sidecar(sidecar, sidecar_record(
         input={"path": str(args.input), "slices": args.slices, "axis": args.axis, "channel": args.channel},
-        codec=codec, fit_config=fit_config, device=args.device, result=summary, regularizer=None, slices=result.slices))  # fmt: skip
+        codec=codec, fit_config=fit_config.resolved(regularized=seg_model is not None), device=args.device, result=summary,
+        regularizer=regularizer, slices=result.slices))  # fmt: skip
     if args.json:
         print(json_text(summary))
         return EXIT_OK
+    seg = "" if seg_model is None else f" dice={m['dice_mean']:.4f} (uncompressed {m['dice_reference_mean']:.4f}) lam={m['lam']:g}"  # fmt: skip
     print(f"{out}: {m['slices']} slices {indices.start}..{indices.stop - 1} in {m['slabs']} slab(s) of at most {m['slab_size']} "
-          f"({m['constant_slabs']} constant) mean psnr={m['psnr_mean']:.2f} dB volume psnr={m['psnr_volume']:.2f} dB "
+          f"({m['constant_slabs']} constant) mean psnr={m['psnr_mean']:.2f} dB volume psnr={m['psnr_volume']:.2f} dB{seg} "
           f"bpp_file={m['bpp_file']:.4f} ({m['file_bytes']} bytes, bits per voxel) seconds={result.seconds:.1f}")  # fmt: skip
     return EXIT_OK
 

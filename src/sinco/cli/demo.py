@@ -13,11 +13,12 @@ from sinco.cli.common import EXIT_OK
 def add_parsers(sub: Any) -> None:
     """Register ``demo``."""
     p = sub.add_parser("demo", help="short benchmark on embedded real brain MRI (no download): the default codec against the "
-                                    "classical ones, or the paper's methods (--paper)")  # fmt: skip
+                                    "classical ones and a few slices as one volume, or the paper's methods (--paper)")  # fmt: skip
     p.add_argument("--out", default="sinco-demo", metavar="DIR", help="output folder (default: ./sinco-demo)")
     p.add_argument("--paper", action="store_true",
                    help="the SINCO paper's four methods (SIREN and PE-MLP, plain and regularized) at 1.2 bpp instead, 500 steps")  # fmt: skip
-    p.add_argument("--steps", type=int, default=None, help="the neural codecs' steps (default: the fast preset's; --paper 500)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="the neural codecs' steps (default: the fast preset's, 100 in the volume section; --paper 500)")  # fmt: skip
     p.add_argument("--images", type=int, default=None, help="test slices (default: 1; --paper 2)")
     options.add_device(p)
     p.add_argument("--export-data", default=None, metavar="DIR", help="only write the demo dataset to DIR and exit")
@@ -40,6 +41,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_OK
     out = Path(args.out)
     plan = plan_demo(write_demo_dataset(out / "data"), paper=args.paper, images=args.images, steps=args.steps)
-    print_summary(run_benchmark(plan.config, outdir=out, device=resolve_device(args.device), progress=not args.quiet))
+    device = resolve_device(args.device)
+    print_summary(run_benchmark(plan.config, outdir=out, device=device, progress=not args.quiet))
     print(plan.caption)
+    if plan.volume is not None:
+        from sinco.benchmark.volumes import run_volume_benchmark
+
+        print()
+        print_summary(run_volume_benchmark(plan.volume, outdir=out / "volume", device=device, progress=not args.quiet))
+        print(plan.volume_caption)
     return EXIT_OK

@@ -293,7 +293,8 @@ class CodecFamily(ABC):
             InputError: naming ``fit_config``, its type and the type this family takes.
         """
         expected = type(self.fit_config(None, {}))
-        if not isinstance(config, expected):
+        # The exact type: one family's configuration may extend another's (grid3d's is grid's) and still not fit it.
+        if type(config) is not expected:
             raise InputError(f"fit_config: a {type(config).__name__} does not configure --arch {self.name}, which takes a "
                              f"{expected.__name__} (sinco.codec.registry.fit_config(arch, preset, overrides) makes one)")  # fmt: skip
 

@@ -191,7 +191,7 @@ def compress_images(
     targets = torch.from_numpy(np.stack([np.asarray(i, dtype=np.float32) for i in images]))
     regularizer = lam = None
     if seg_model is not None and fit_config.lam > 0:
-        regularizer, lam = _regularizer(seg_model, ensemble=ensemble, options=regularizer_options, fit_config=fit_config, masks=masks,
+        regularizer, lam = batch_regularizer(seg_model, ensemble=ensemble, options=regularizer_options, fit_config=fit_config, masks=masks,
                                         targets=targets, device=device)  # fmt: skip
     label = desc or f"fit {codec.arch}" + (f" lam={fit_config.lam:g}" if regularizer is not None else "")
     outcomes = family.fit(targets, bpp=codec.bpp, options=codec.options, config=fit_config, device=device, regularizer=regularizer,
@@ -217,9 +217,10 @@ def compress_images(
     return [dataclasses.replace(r, seconds=per_image) for r in results]
 
 
-def _regularizer(seg_model: SegModel, *, ensemble: Sequence[SegModel], options: RegularizerOptions | None, fit_config: Any,
+def batch_regularizer(seg_model: SegModel, *, ensemble: Sequence[SegModel], options: RegularizerOptions | None, fit_config: Any,
                  masks: Sequence[np.ndarray] | None, targets: torch.Tensor, device: torch.device) -> tuple[Any, torch.Tensor]:  # fmt: skip
-    """The structural regularizer of a batch and its per-image weights (0 for an empty mask, unless the target is ``self``)."""
+    """The structural regularizer of a batch of images ``targets (S, H, W)`` and its weights ``(S,)``: ``fit_config.lam``
+    per image, 0 for an empty mask (unless the target is ``self``)."""
     from sinco.regularizer.loss import RegularizerOptions, StructuralRegularizer, build_regularizer
 
     stacked = None if masks is None else np.stack([np.asarray(m) for m in masks])

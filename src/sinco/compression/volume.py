@@ -53,12 +53,16 @@ def _check_volume(volume: np.ndarray, *, batch_slices: int, seg_model: SegModel 
         raise InputError("volume: contains NaN or Inf voxels")
     if not isinstance(batch_slices, int) or batch_slices < 1:
         raise InputError(f"--batch-slices {batch_slices}: must be a positive integer")
-    if (seg_model is None) != (masks is None):
-        raise InputError("--mask and --seg-model go together")
-    if masks is not None and masks.shape != volume.shape:
-        raise InputError(f"--mask: shape {masks.shape} differs from the slices' {volume.shape}")
+    _check_masks(volume, seg_model=seg_model, masks=masks)
     if rois is not None and rois.shape != volume.shape:
         raise InputError(f"--roi: shape {rois.shape} differs from the slices' {volume.shape}")
+
+
+def _check_masks(volume: np.ndarray, *, seg_model: SegModel | None, masks: np.ndarray | None) -> None:
+    if (seg_model is None) != (masks is None):
+        raise InputError("--mask and --seg-model go together")
+    if masks is not None and np.shape(masks) != volume.shape:
+        raise InputError(f"--mask: shape {np.shape(masks)} differs from the slices' {volume.shape}")
 
 
 def compress_volume(
@@ -213,7 +217,7 @@ def voxel_spacing(affine: np.ndarray, *, axis: int) -> tuple[float, float, float
 
 def compress_volume_slabs(
     volume: np.ndarray, *, first_index: int, axis: int, affine: np.ndarray, codec: CodecConfig, fit_config: Any, device: torch.device,
-    progress: bool = False,
+    seg_model: SegModel | None = None, masks: np.ndarray | None = None, progress: bool = False,
 ) -> VolumeResult:  # fmt: skip
     """Compress consecutive slices of a volume with a family that codes slabs (``grid3d``) into a version-3 volume file.
 
@@ -221,6 +225,13 @@ def compress_volume_slabs(
     ``[0, 1]`` on its own minimum and maximum and fitted on its own, with its share of the file's bits (``codec.bpp``
     per voxel of the whole file, header included, in proportion to its voxels; :func:`~sinco.codec.grid3d.rate_search.slab_budgets`).
     A constant slab costs its table entry only. The spec's pyramid follows the voxel spacing of ``affine``.
+
+    With ``seg_model`` and ``masks`` the SINCO regularizer applies to the slices of each slab, as ``grid`` applies it to a
+    slice: the frozen 2-D network segments the slab's reconstructed slices as one batch ``(D, 1, H, W)``, each slice
+    scaled to ``[0, 1]`` on its own range as the network expects, and the loss adds ``fit_config.lam`` times each
+    slice's ``1 - soft Dice`` against its mask (``lam / (H W)`` with the ``sse`` data term), averaged over the slab as
+    the MSE is; slices with an empty mask are fitted without it. The rows and metrics then carry the network's Dice of
+    each decoded slice and of the original one.
 
     Args:
         volume: slices ``(S, H, W)`` (already taken along ``axis`` and stacked first).
@@ -230,13 +241,16 @@ def compress_volume_slabs(
         codec: family (one that codes slabs), rate and options.
         fit_config: the family's fitting configuration.
         device: where to fit.
+        seg_model: frozen segmentation network (needs ``masks``).
+        masks: ground-truth masks ``(S, H, W)`` of the slices, nonzero = tumour.
         progress: progress bars.
 
     Returns:
         A :class:`VolumeResult`; its figures are measured on the decoded file (``slices``: one row per slice).
 
     Raises:
-        InputError: for a non-3-D or non-finite volume, a family that codes no slabs, or a rate the slabs cannot meet.
+        InputError: for a non-3-D or non-finite volume, a family that codes no slabs, masks without a network (or the
+            reverse) or of another shape than the volume's, or a rate the slabs cannot meet.
     """
     from sinco.codec.grid3d.rate_search import slab_budgets
     from sinco.codec.volume import SlabRecord, decode_slab_volume, encode_slab_volume, slab_header_bytes
@@ -246,6 +260,9 @@ def compress_volume_slabs(
         raise InputError(f"--arch {codec.arch}: codes single images; compress_volume codes its slices one by one")
     if volume.ndim != 3 or not np.all(np.isfinite(volume)):
         raise InputError(f"volume: expected finite slices (S, H, W), got shape {volume.shape}")
+    _check_masks(volume, seg_model=seg_model, masks=masks)
+    codec.family.check_fit_config(fit_config)
+    fit_config = fit_config.resolved(regularized=seg_model is not None)
     start = time.perf_counter()
     n_slices, height, width = volume.shape
     size = family.slab_size(codec.options)
@@ -266,19 +283,25 @@ def compress_volume_slabs(
             reports.append({"slab": k, "slices": [first_index + lo, first_index + hi], "constant": True, "payload_bytes": 0})
             continue
         target = torch.from_numpy(((values - vmin) / (vmax - vmin)).astype(np.float32))
+        regularizer, lam = (None, None) if seg_model is None else _slab_regularizer(seg_model, target, masks=masks[lo:hi],
+                                                                                     fit_config=fit_config, device=device)  # fmt: skip
         result = family.fit_slab(target, spec=spec, budget_bits=None if fixed else budget, config=fit_config, device=device,
-                                 progress=progress)  # fmt: skip
+                                 regularizer=regularizer, lam=lam, progress=progress)  # fmt: skip
         slabs.append(SlabRecord(slices=hi - lo, vmin=vmin, vmax=vmax, payload=result.payload))
         reports.append({"slab": k, "slices": [first_index + lo, first_index + hi], "constant": False, "payload_bytes": len(result.payload),
                         "budget_bytes": None if fixed else budget / 8, "lambda_rd": result.lambda_rd, "trials": result.trials,
-                        "steps": result.steps, "network_bits": result.network_bits, "fit_seconds": result.seconds})  # fmt: skip
+                        "steps": result.steps, "network_bits": result.network_bits, "fit_seconds": result.seconds,
+                        "lam": fit_config.lam if regularizer is not None else 0.0,
+                        "regularized_slices": 0 if lam is None else int((lam > 0).sum())})  # fmt: skip
     header = VolumeHeader(axis=axis, height=height, width=width, n_slices=n_slices, first_index=first_index,
                           affine=np.asarray(affine, dtype=np.float64))  # fmt: skip
     data = encode_slab_volume(header, family_id=family.family_id, block=block, slabs=slabs)
     decode_start = time.perf_counter()
     _, decoded = decode_slab_volume(data)
     decode_seconds = time.perf_counter() - decode_start
-    rows = _slab_slice_rows(volume, decoded, first_index=first_index, size=size)
+    if seg_model is not None:
+        seg_model.to("cpu")  # masks are computed on the CPU, as decoding runs, whatever the fit device
+    rows = _slab_slice_rows(volume, decoded, first_index=first_index, size=size, seg_model=seg_model, masks=masks)
     measured = [r["psnr"] for r in rows if r["psnr"] is not None]
     vrange = float(volume.max() - volume.min())
     mse = float(np.mean((decoded.astype(np.float64) - volume.astype(np.float64)) ** 2))
@@ -290,16 +313,53 @@ def compress_volume_slabs(
         "depth_stages": [int(s) for s in spec.depth_stages], "spacing": list(voxel_spacing(affine, axis=axis)),
         "fit_seconds": sum(r.get("fit_seconds", 0.0) for r in reports), "decode_seconds": decode_seconds, "slab_fits": reports,
     }  # fmt: skip
+    if seg_model is not None:
+        scored = [r for r in rows if "dice" in r]
+        metrics.update(lam=fit_config.lam, data_term=fit_config.data_term, regularized_slices=sum(r.get("regularized_slices", 0) for r in reports),
+                       dice_mean=_mean([r["dice"] for r in scored]), dice_reference_mean=_mean([r["dice_reference"] for r in scored]))  # fmt: skip
     return VolumeResult(data=data, header=header, slices=rows, metrics=metrics, seconds=time.perf_counter() - start)
 
 
-def _slab_slice_rows(volume: np.ndarray, decoded: np.ndarray, *, first_index: int, size: int) -> list[dict]:
-    """One row per slice: its slab and its PSNR on its own range (as a slice file's, None for a constant slice)."""
+def _slab_regularizer(seg_model: SegModel, target: torch.Tensor, *, masks: np.ndarray, fit_config: Any,
+                      device: torch.device) -> tuple[Any, torch.Tensor | None]:  # fmt: skip
+    """The structural regularizer of a slab ``target (D, H, W)`` (scaled on the slab's range) and its weights ``(D,)``:
+    the network sees each reconstructed slice scaled to ``[0, 1]`` on the original slice's own range (as ``grid``
+    codes and the network was trained); a slice with an empty mask, or constant, weighs 0. ``(None, None)`` where no
+    slice of the slab is regularized (``lam`` 0, or no mask in it)."""
+    from sinco.compression.image import batch_regularizer
+
+    low, high = target.amin(dim=(1, 2)), target.amax(dim=(1, 2))
+    varies = high > low
+    if fit_config.lam <= 0 or not bool((varies & torch.from_numpy(np.any(masks, axis=(1, 2)))).any()):
+        return None, None
+    structural, lam = batch_regularizer(seg_model, ensemble=(), options=None, fit_config=fit_config, masks=list(masks), targets=target,
+                                        device=device)  # fmt: skip
+    offset = low.to(device)[:, None, None, None]
+    gain = torch.where(varies, 1 / torch.where(varies, high - low, 1), 1).to(device)[:, None, None, None]
+
+    def regularizer(slices: torch.Tensor) -> torch.Tensor:
+        return structural((slices - offset) * gain)
+
+    return regularizer, torch.where(varies, lam, 0.0)
+
+
+def _slab_slice_rows(volume: np.ndarray, decoded: np.ndarray, *, first_index: int, size: int, seg_model: SegModel | None = None,
+                     masks: np.ndarray | None = None) -> list[dict]:  # fmt: skip
+    """One row per slice: its slab and its PSNR on its own range (as a slice file's, None for a constant slice); with a
+    network and masks, its Dice (``dice``: of the decoded slice, ``dice_reference``: of the original, each scaled to
+    ``[0, 1]`` on the original slice's range)."""
+    from sinco.metrics import dice
+
     rows = []
     for index in range(volume.shape[0]):
         original = volume[index].astype(np.float64)
-        span = float(original.max() - original.min())
+        low, span = float(original.min()), float(original.max() - original.min())
         mse = float(np.mean((decoded[index].astype(np.float64) - original) ** 2))
         psnr = None if span == 0 else (math.inf if mse == 0 else 10 * math.log10(span**2 / mse))
-        rows.append({"index": first_index + index, "slab": index // size, "psnr": psnr})
+        row = {"index": first_index + index, "slab": index // size, "psnr": psnr}
+        if seg_model is not None and masks is not None and span > 0:
+            for key, image in (("dice", decoded[index]), ("dice_reference", original)):
+                scaled = ((image.astype(np.float64) - low) / span).astype(np.float32)
+                row[key] = dice(pred=seg_model.predict(scaled), target=masks[index])
+        rows.append(row)
     return rows

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,6 +27,9 @@ MAX_PAYLOAD_BITS_PER_PIXEL = 32
 PAYLOAD_MARGIN_BYTES = 1 << 16
 # The grid's loss is per pixel (MSE + rate): sse divides the regularizer by H W; l2 has no such form.
 GRID_DATA_TERMS = ("mse", "sse")
+#: ``--data-term`` of the latent-grid families.
+DATA_TERM_OPTION = FamilyOption("data_term", "--data-term", str, "data term: mse or sse (the regularizer's weight over H W; "
+                                "default: sse with the regularizer, else mse)", "mse|sse")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,12 @@ class GridFamilyFit:
     lam: float = 1.0
     reg_every: int = 1
     data_term: str = AUTO_DATA_TERM
+    #: The family's name, for error messages.
+    arch: ClassVar[str] = "grid"
 
     def __post_init__(self) -> None:
         if self.data_term not in (*GRID_DATA_TERMS, AUTO_DATA_TERM):
-            raise InputError(f"--data-term {self.data_term!r}: --arch grid takes {' or '.join(GRID_DATA_TERMS)} "
+            raise InputError(f"--data-term {self.data_term!r}: --arch {self.arch} takes {' or '.join(GRID_DATA_TERMS)} "
                              "(its rate term is per pixel; l2 has no such form)")  # fmt: skip
 
     @property
@@ -74,6 +79,12 @@ class GridFamilyFit:
         """This configuration with ``data_term`` ``"auto"`` replaced by the term the fit uses."""
         return dataclasses.replace(self, data_term=resolve_data_term(self.data_term, regularized=regularized))
 
+    def regularizer_weights(self, lam: Any, *, regularized: bool, pixels: int) -> Any:
+        """The weights ``lam`` of the regularizer in a loss whose data term is the MSE over ``pixels`` pixels: ``lam``
+        itself for ``mse``, ``lam / pixels`` for ``sse`` (the paper's ``||x_hat - x||^2 + lam (1 - Dice)`` divided by
+        the pixel count, so that ``lambda_rd`` keeps its meaning)."""
+        return lam / pixels if self.resolved(regularized=regularized).data_term == "sse" else lam
+
 
 class GridFamily(CodecFamily):
     """Latent grids + synthesis + auto-regressive entropy model, as Cool-chic and C3 (single channel, any bit depth)."""
@@ -90,8 +101,7 @@ class GridFamily(CodecFamily):
     fit_options = (
         FamilyOption("lambda_rd", "--lambda-rd", float,
                      "rate weight of the loss MSE + lambda_rd x bits / pixels; given, one fit at it (no --bpp search)", "X"),
-        FamilyOption("data_term", "--data-term", str, "data term: mse or sse (the regularizer's weight over H W; "
-                     "default: sse with the regularizer, else mse)", "mse|sse"),
+        DATA_TERM_OPTION,
         FamilyOption("residual", "--residual", str, "with --bpp, may code the grid's error in a residual layer with the "
                      "bits the grids leave below the target (default: on)", "on|off"),
         FamilyOption("context", "--context", str, "with --bpp, may code the image's grey levels by the context coder "
@@ -165,10 +175,7 @@ class GridFamily(CodecFamily):
             grid = dataclasses.replace(grid, hybrid=parse_on_off(given["hybrid"], flag="--hybrid"))
         if "candidates" in given:
             grid = grid.with_candidates(given["candidates"])
-        lam = given.get("lam", 1.0)
-        if not (math.isfinite(lam) and lam >= 0):
-            raise InputError(f"--lam {lam}: must be a non-negative number")
-        return GridFamilyFit(grid=grid, fixed_lambda="lambda_rd" in given, lam=lam, data_term=given.get("data_term", AUTO_DATA_TERM))
+        return GridFamilyFit(grid=grid, fixed_lambda="lambda_rd" in given, **regularizer_fields(given))
 
     def fit(self, targets: Any, *, bpp: float, options: Mapping[str, Any], config: GridFamilyFit, device: Any, regularizer: Any = None,
             lam: Any = None, progress: bool = False, desc: str = "fit") -> list[FitOutcome]:  # fmt: skip
@@ -177,8 +184,9 @@ class GridFamily(CodecFamily):
 
         spec = self.make_spec(options)
         lam_used = [0.0] * targets.shape[0] if regularizer is None or lam is None else [float(v) for v in lam]
-        if lam is not None and config.resolved(regularized=regularizer is not None).data_term == "sse":
-            lam = lam / (targets.shape[-2] * targets.shape[-1])
+        if lam is not None:
+            pixels = targets.shape[-2] * targets.shape[-1]
+            lam = config.regularizer_weights(lam, regularized=regularizer is not None, pixels=pixels)
         common = dict(spec=spec, config=config.grid, device=device, regularizer=regularizer, lam=lam, progress=progress)
         if config.fixed_lambda:
             results = fit_grid(targets, **common)
@@ -209,6 +217,19 @@ class GridFamily(CodecFamily):
         layer += ", context-coded levels on a grid prediction where they pay" if grid.hybrid and not config.fixed_lambda else ""
         picks = f", best of {grid.candidates} seeds after {grid.candidate_steps} steps without a warm start" if grid.candidates > 1 else ""
         return f"{grid.steps} steps ({grid.ste_steps} straight-through){picks}, {rate}{layer}"
+
+
+def regularizer_fields(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The regularizer's settings of a fitting configuration from the overrides given: ``lam`` (default 1) and
+    ``data_term`` (default ``"auto"``).
+
+    Raises:
+        InputError: naming ``--lam`` when it is negative or not finite.
+    """
+    lam = given.get("lam", 1.0)
+    if not (math.isfinite(lam) and lam >= 0):
+        raise InputError(f"--lam {lam}: must be a non-negative number")
+    return {"lam": lam, "data_term": given.get("data_term", AUTO_DATA_TERM)}
 
 
 def _report(result: Any, *, lam: float) -> FitReport:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from sinco.codec.family import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome, parse_on_off
+from sinco.codec.grid.family import DATA_TERM_OPTION, GridFamilyFit, regularizer_fields
 from sinco.codec.grid.spec import DEFAULT_WARM_START, UPSAMPLING_KINDS, GridSpec
 from sinco.codec.grid3d.config import DEFAULT_SLAB, GRID3D_PRESETS, MAX_SLAB
 from sinco.codec.grid3d.spec import Grid3dSpec, depth_stages_for
@@ -29,35 +30,12 @@ PAYLOAD_MARGIN_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
-class Grid3dFamilyFit:
-    """The volume family's fitting configuration.
+class Grid3dFamilyFit(GridFamilyFit):
+    """The volume family's fitting configuration: ``grid``'s (:class:`~sinco.codec.grid.family.GridFamilyFit`), its
+    ``grid`` the :class:`~sinco.codec.grid.config.GridFitConfig` of each slab's fit and ``fixed_lambda`` one fit per
+    slab at ``--lambda-rd``; ``lam`` and ``data_term`` weigh the structural regularizer on the slab's slices."""
 
-    Args:
-        grid: the :class:`~sinco.codec.grid.config.GridFitConfig` of each slab's fit.
-        fixed_lambda: ``--lambda-rd`` was given: one fit per slab at that weight, no rate search.
-    """
-
-    grid: Any
-    fixed_lambda: bool = False
-    lam: float = 0.0
-
-    @property
-    def seed(self) -> int:
-        """The fit's seed."""
-        return self.grid.seed
-
-    @property
-    def steps(self) -> int:
-        """Steps of a fit from scratch."""
-        return self.grid.steps
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy."""
-        return {**self.grid.to_dict(), "fixed_lambda": self.fixed_lambda}
-
-    def resolved(self, *, regularized: bool) -> Grid3dFamilyFit:
-        """This configuration (it has no data term to resolve)."""
-        return self
+    arch: ClassVar[str] = "grid3d"
 
 
 class Grid3dFamily(CodecFamily):
@@ -78,8 +56,9 @@ class Grid3dFamily(CodecFamily):
     fit_options = (
         FamilyOption("lambda_rd", "--lambda-rd", float,
                      "rate weight of the loss MSE + lambda_rd x bits / pixels; given, one fit at it (no --bpp search)", "X"),
+        DATA_TERM_OPTION,
     )  # fmt: skip
-    common_fit_options = ("steps", "seed")
+    common_fit_options = ("steps", "seed", "lam")
     methods = {"grid3d": BenchmarkMethod("Latent grids 3-D (slabs)", regularized=False, in_demo=False, volumes=True)}
     presets = tuple(GRID3D_PRESETS)
     default_preset = "fast"
@@ -147,29 +126,37 @@ class Grid3dFamily(CodecFamily):
         if "steps" in given:
             grid = grid.with_steps(given["steps"])
         grid = dataclasses.replace(grid, **{k: given[k] for k in ("seed", "lambda_rd") if k in given})
-        return Grid3dFamilyFit(grid=grid, fixed_lambda="lambda_rd" in given)
+        return Grid3dFamilyFit(grid=grid, fixed_lambda="lambda_rd" in given, **regularizer_fields(given))
 
     def fit(self, targets: Any, *, bpp: float, options: Mapping[str, Any], config: Any, device: Any, regularizer: Any = None,
             lam: Any = None, progress: bool = False, desc: str = "fit") -> list[FitOutcome]:  # fmt: skip
         raise InputError("--arch grid3d codes volumes: give a volume with --slices A:B (a single image: --arch grid)")
 
     def fit_slab(self, target: Any, *, spec: Grid3dSpec, budget_bits: float | None, config: Grid3dFamilyFit, device: Any,
-                 progress: bool = False) -> Any:  # fmt: skip
+                 regularizer: Any = None, lam: Any = None, progress: bool = False) -> Any:  # fmt: skip
         """Fit one slab ``(D, H, W)`` in ``[0, 1]``: a rate search within ``budget_bits`` of payload, or one fit at the
         configuration's ``lambda_rd`` when it is fixed (then ``budget_bits`` is not used).
+
+        With ``regularizer`` (reconstructions ``(D, 1, H, W)`` to values ``(D,)``) and its weights ``lam`` ``(D,)`` the
+        loss adds, per slice, ``grid``'s regularizer term of that slice (``lam`` over ``H W`` with the ``sse`` data
+        term), averaged over the slab as the MSE is.
 
         Returns:
             The :class:`~sinco.codec.grid3d.training.SlabFitResult`.
 
         Raises:
-            InputError: for a bad slab; RateUnreachableError if no trial fits the budget.
+            InputError: for a bad slab or weights; RateUnreachableError if no trial fits the budget.
         """
         from sinco.codec.grid3d.rate_search import fit_slab_at_bits
         from sinco.codec.grid3d.training import fit_slab
 
+        if regularizer is not None:
+            depth, height, width = target.shape
+            lam = config.regularizer_weights(lam, regularized=True, pixels=height * width) / depth
+        common = dict(spec=spec, config=config.grid, device=device, regularizer=regularizer, lam=lam, progress=progress)
         if config.fixed_lambda:
-            return fit_slab(target, spec=spec, config=config.grid, device=device, progress=progress)
-        return fit_slab_at_bits(target, spec=spec, config=config.grid, budget_bits=budget_bits, device=device, progress=progress)
+            return fit_slab(target, **common)
+        return fit_slab_at_bits(target, budget_bits=budget_bits, **common)
 
     def decode(self, spec: Any, payload: bytes, *, height: int, width: int) -> np.ndarray:
         raise BitstreamError("corrupted .sinco file: a grid3d payload outside a volume file of slabs")

@@ -17,6 +17,7 @@ import torch
 
 from sinco.codec.grid.config import GridFitConfig
 from sinco.codec.grid.rate_search import _next_lambda, first_lambda
+from sinco.codec.grid.training import Regularizer
 from sinco.codec.grid3d.spec import Grid3dSpec
 from sinco.codec.grid3d.training import SlabFitResult, fit_slab
 from sinco.errors import InputError, RateUnreachableError
@@ -29,7 +30,8 @@ _RESCUE_FACTOR = 8.0
 
 def fit_slab_at_bits(
     target: torch.Tensor, *, spec: Grid3dSpec, config: GridFitConfig, budget_bits: float, device: torch.device,
-    progress: bool = False, band: float = 0.03, start_lambda: float | None = None,
+    progress: bool = False, band: float = 0.03, start_lambda: float | None = None, regularizer: Regularizer | None = None,
+    lam: torch.Tensor | None = None,
 ) -> SlabFitResult:  # fmt: skip
     """Search ``lambda_rd`` so that the slab's payload is at most ``budget_bits`` (and within ``band`` below it, if the
     trials find such a file); returns the file of least MSE within the budget.
@@ -45,6 +47,8 @@ def fit_slab_at_bits(
         start_lambda: the first trial's ``lambda_rd`` (default: ``grid``'s :func:`~sinco.codec.grid.rate_search.first_lambda`
             of the middle slice at the budget's bits per voxel: ``config.prior_slope_factor`` times JPEG 2000's slope
             there, else the preset's rate prior).
+        regularizer: the structural regularizer of every trial (see :func:`~sinco.codec.grid3d.training.fit_slab`).
+        lam: its weights ``(D,)``.
 
     Returns:
         The chosen :class:`~sinco.codec.grid3d.training.SlabFitResult`, with ``trials``, ``steps`` and ``seconds`` of
@@ -70,7 +74,7 @@ def fit_slab_at_bits(
     def trial(weight: float) -> SlabFitResult:
         nonlocal checkpoint
         result = fit_slab(target, spec=spec, config=config.with_lambda(weight), device=device, progress=progress,
-                          branch_from=checkpoint, keep_checkpoint=checkpoint is None)  # fmt: skip
+                          branch_from=checkpoint, keep_checkpoint=checkpoint is None, regularizer=regularizer, lam=lam)  # fmt: skip
         checkpoint = checkpoint or result.checkpoint
         tried.append(result)
         return result

@@ -13,7 +13,7 @@ import torch
 from sinco.codec.grid.config import GridFitConfig
 from sinco.codec.grid.networks import QuantizedDecoder, arm_tensor_count, quantize_tensor
 from sinco.codec.grid.quantizer import best_order, coded_values, descend_exponents, network_bits, round_latents
-from sinco.codec.grid.training import rounded_latents
+from sinco.codec.grid.training import Regularizer, rounded_latents
 from sinco.codec.grid3d.forward import VolumeState, latent_bits, reconstruct, split_latents
 from sinco.codec.grid3d.networks import init_tensors
 from sinco.codec.grid3d.payload import build_payload, decode_slab
@@ -71,9 +71,11 @@ def branch_step(config: GridFitConfig) -> int:
 
 
 def _train(target: torch.Tensor, state: VolumeState, *, spec: Grid3dSpec, config: GridFitConfig, progress: bool,
-           start: SlabCheckpoint | None, keep_at: int | None) -> tuple[VolumeState, float, SlabCheckpoint | None]:  # fmt: skip
+           start: SlabCheckpoint | None, keep_at: int | None, regularizer: Regularizer | None = None,
+           lam: torch.Tensor | None = None) -> tuple[VolumeState, float, SlabCheckpoint | None]:  # fmt: skip
     """``grid``'s schedule (:func:`sinco.codec.grid.training._train`: soft rounding with noise, then straight-through
-    steps) on a slab ``target (D, H, W)``; returns the best hard-rounded state, its loss and the checkpoint at ``keep_at``."""
+    steps) on a slab ``target (D, H, W)``, the loss plus ``sum(lam * regularizer(slices))`` with a regularizer; returns
+    the best hard-rounded state, its loss and the checkpoint at ``keep_at``."""
     shape = tuple(target.shape)
     shapes = spec.grid_shapes(*shape)
     voxels = target.numel()
@@ -101,6 +103,8 @@ def _train(target: torch.Tensor, state: VolumeState, *, spec: Grid3dSpec, config
                                           base_lrs=base_lrs, generator=generator)  # fmt: skip
         recon = reconstruct(split_latents(synth_in, shapes), tensors, spec, shape)
         loss = torch.mean((recon[:, 0] - target) ** 2) + config.lambda_rd * latent_bits(coded, shapes, tensors, spec) / voxels
+        if regularizer is not None:
+            loss = loss + (lam * regularizer(recon)).sum()
         value = loss.item() if step >= soft_steps else math.inf
         if value < best_loss:
             best_loss = value
@@ -167,8 +171,22 @@ def check_slab(target: torch.Tensor, spec: Grid3dSpec) -> None:
     spec.validate_for(*target.shape)
 
 
+def check_weights(lam: torch.Tensor | None, *, depth: int) -> torch.Tensor:
+    """The regularizer's weights of a slab of ``depth`` slices as a float tensor ``(depth,)``.
+
+    Raises:
+        InputError: naming ``--lam`` unless they are ``depth`` finite values >= 0.
+    """
+    weights = None if lam is None else torch.as_tensor(lam, dtype=torch.float32)
+    if weights is None or weights.shape != (depth,) or not torch.isfinite(weights).all() or (weights < 0).any():
+        raise InputError(f"--lam: a regularizer on a slab of {depth} slices needs {depth} finite weights >= 0, got "
+                         f"{None if weights is None else weights.tolist()}")  # fmt: skip
+    return weights
+
+
 def fit_slab(target: torch.Tensor, *, spec: Grid3dSpec, config: GridFitConfig, device: torch.device, progress: bool = False,
-             branch_from: SlabCheckpoint | None = None, keep_checkpoint: bool = False) -> SlabFitResult:  # fmt: skip
+             branch_from: SlabCheckpoint | None = None, keep_checkpoint: bool = False, regularizer: Regularizer | None = None,
+             lam: torch.Tensor | None = None) -> SlabFitResult:  # fmt: skip
     """Fit latent grids and a decoder to a slab, quantize, entropy-code, and decode the payload back.
 
     Args:
@@ -179,14 +197,20 @@ def fit_slab(target: torch.Tensor, *, spec: Grid3dSpec, config: GridFitConfig, d
         progress: a progress bar.
         branch_from: resume this checkpoint's training with ``config``'s ``lambda_rd`` (a rate-search trial).
         keep_checkpoint: return the checkpoint at :func:`branch_step` of a fit from scratch.
+        regularizer: maps the slab's reconstructions ``(D, 1, H, W)`` to values ``(D,)`` (the structural regularizer on
+            its slices); gradients reach the latents and networks only.
+        lam: ``(D,)`` weights of the regularizer's values in the loss (required with ``regularizer``).
 
     Returns:
         A :class:`SlabFitResult` whose reconstruction is the payload's decode.
 
     Raises:
-        InputError: for a slab of the wrong shape or range, or a geometry the spec cannot code.
+        InputError: for a slab of the wrong shape or range, a geometry the spec cannot code, or weights that are not
+            ``D`` finite values >= 0.
     """
     check_slab(target, spec)
+    if regularizer is not None:
+        lam = check_weights(lam, depth=target.shape[0]).to(device)
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     target = target.to(device=device, dtype=torch.float32)
@@ -198,7 +222,8 @@ def fit_slab(target: torch.Tensor, *, spec: Grid3dSpec, config: GridFitConfig, d
     else:
         state = VolumeState([g.to(device) for g in branch_from.state.latents], [t.to(device) for t in branch_from.state.tensors]).clone()
     keep_at = branch_step(config) if keep_checkpoint and branch_from is None else None
-    best, _, kept = _train(target, state, spec=spec, config=config, progress=progress, start=branch_from, keep_at=keep_at)
+    best, _, kept = _train(target, state, spec=spec, config=config, progress=progress, start=branch_from, keep_at=keep_at,
+                           regularizer=regularizer, lam=lam)  # fmt: skip
     decoder = choose_network_steps(target, best, spec=spec, lambda_rd=config.lambda_rd)
     latents = [g.cpu().numpy().astype(np.int64) for g in round_latents(best.latents, spec.plane.latent_bound)]
     payload = build_payload(latents, decoder, spec)
