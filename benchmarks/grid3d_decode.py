@@ -11,9 +11,9 @@ The first run fits a 16-slice slab (slices 70:86) with a short schedule (``--ste
 timed before and after a change of the decoder. Decode time depends on the geometry (number of latents, decoding
 steps, synthesis over H x W per slice), not much on how long the fit ran: a short fit is enough to time it.
 
-Prints the best of ``--repeat`` decodes of one slice through ``decode_slab_volume(slices=...)`` (what
-``sinco decompress --slices`` runs), of the whole slab, and the whole 155-slice volume extrapolated from the slab
-(10 slabs: 155 / 16 slabs of the slab's time). With ``--whole`` the whole volume is coded (``--steps`` per slab) in a
+Prints the best of ``--repeat`` decodes (wall-clock and CPU seconds: on a shared machine the CPU time is the steadier
+figure) of one slice through ``decode_slab_volume(slices=...)`` (what ``sinco decompress --slices`` runs) and of the
+whole file (a 155-slice volume is about 155 / 16 times a 16-slice slab). With ``--whole`` the whole volume is coded (``--steps`` per slab) in a
 child process whose peak resident memory (``ru_maxrss``) is printed, then decoded whole and timed.
 """
 
@@ -56,13 +56,15 @@ def _compress(path: Path, *, lo: int, hi: int, steps: int) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def _best(call, repeat: int) -> float:
-    times = []
+def _best(call, repeat: int) -> str:
+    """The least wall-clock and CPU seconds of ``repeat`` calls (on a shared machine the CPU time is the steadier)."""
+    wall, cpu = [], []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         call()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    return f"{min(wall):.3f} s ({min(cpu):.3f} s CPU)"
 
 
 def main() -> None:
@@ -86,13 +88,10 @@ def main() -> None:
     _, whole = decode_slab_volume(data)  # warms the cached tables
     n = whole.shape[0]
     one = _best(lambda: decode_slab_volume(data, slices=range(n // 2, n // 2 + 1)), args.repeat)
-    all_slices = _best(lambda: decode_slab_volume(data), max(1, args.repeat if n <= 16 else 1))
+    all_slices = _best(lambda: decode_slab_volume(data), args.repeat)
     print(f"{path}: {n} slices, {len(data)} bytes")
-    print(f"one slice (--slices {n // 2}:{n // 2 + 1}): {one:.3f} s")
-    if n <= 16:
-        print(f"whole slab of {n}: {all_slices:.3f} s; a 155-slice volume extrapolated: {all_slices * 155 / n:.1f} s")
-    else:
-        print(f"whole volume of {n} slices: {all_slices:.1f} s")
+    print(f"one slice (--slices {n // 2}:{n // 2 + 1}): {one}")
+    print(f"all {n} slices: {all_slices}" + (f"; a 155-slice volume is {155 / n:.2f} times this" if n < 155 else ""))
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
