@@ -306,3 +306,119 @@ def test_a_running_scheduler_is_used_by_address(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["cluster"]["scheduler"] == address and manifest["status"] == "complete"
     assert (out / "vol.sinco").read_bytes() == _sequential(vol, tmp_path / "ref.sinco", *STEPS)
+
+
+# ------------------------------------------------------------------------------------- grid3d: one task per slab
+GRID3D = ["--arch", "grid3d", "--slab", "2", "--bpp", "10", "--steps", "20"]
+
+
+def _slab_volume(path: Path) -> Path:
+    """A NIfTI ``(24, 24, 6)``: slices 0-1 empty (a constant slab of 2), the others a smooth pattern changing slowly."""
+    import nibabel as nib
+
+    z, y, x = np.meshgrid(np.arange(4), np.arange(24), np.arange(24), indexing="ij")
+    moving = 100 + 80 * np.sin(x / 4 + z / 3) * np.cos(y / 5)
+    vol = np.concatenate([np.zeros((2, 24, 24)), moving]).astype(np.float32)
+    nib.save(nib.Nifti1Image(np.moveaxis(vol, 0, 2), np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+    return path
+
+
+def test_grid3d_volumes_run_one_task_per_slab_and_give_the_file_of_compress(tmp_path, client, capsys):
+    import nibabel as nib
+
+    vol = _slab_volume(tmp_path / "vol.nii.gz")
+    out = tmp_path / "out"
+    code, result = _run_in_process([str(vol)], out, client, *GRID3D)
+    assert code == 0 and result.fitted == 2 and result.skipped == 0  # the slabs 2:4 and 4:6; 0:2 is constant
+    assert sorted(f["index"] for f in _fit_log(out)) == [2, 4]
+    assert (out / "vol.sinco").read_bytes() == _sequential(vol, tmp_path / "ref.sinco", *GRID3D)
+    entry = result.manifest["inputs"][0]
+    assert [(s["slices"], s["kind"], s["status"]) for s in entry["slabs"]] == [
+        ([0, 2], "constant", "done"), ([2, 4], "slab", "done"), ([4, 6], "slab", "done")]  # fmt: skip
+    assert entry["slices_done"] == 6 and result.manifest["counts"]["done"] == 6 == result.manifest["counts"]["slices"]
+    assert all(s["payload_bytes"] <= s["budget_bytes"] for s in entry["slabs"][1:]) and entry["bpp_file"] <= 10
+    # Each slab's PSNR (on its own range) is that of the output file's decode.
+    from sinco.codec.volume import decode_slab_volume
+
+    source = np.moveaxis(np.asarray(nib.load(str(vol)).dataobj, dtype=np.float64), 2, 0)
+    decoded = decode_slab_volume((out / "vol.sinco").read_bytes())[1].astype(np.float64)
+    for slab in entry["slabs"][1:]:
+        a, b = slab["slices"]
+        span = source[a:b].max() - source[a:b].min()
+        assert slab["psnr"] == pytest.approx(10 * np.log10(span**2 / np.mean((decoded[a:b] - source[a:b]) ** 2)), abs=1e-6)
+        assert slab["psnr"] > 10 * np.log10(span**2 / np.var(source[a:b]))  # better than the slab's mean: a real fit
+    # A rerun fits nothing and starts no cluster; the file is left as it was.
+    capsys.readouterr()
+    assert main(["compress-batch", str(vol), "--out", str(out), "--quiet", "--device", "cpu", *GRID3D]) == 0
+    assert "6 of 6 slices done (0 fitted now, 2 before)" in capsys.readouterr().out
+    # Another slice range is another budget per slab: its records are not those of this range (slices share theirs).
+    from dataclasses import replace
+
+    from sinco.compression.batch import work_key
+
+    config = result.manifest["config"]
+    assert config["slices"] == "all" and config["codec"]["arch"] == "grid3d"
+    plan = _plan(vol, "--arch", "grid3d", "--slab", "2")
+    assert work_key(plan, image=vol, mask=None) != work_key(replace(plan, slices="2:6"), image=vol, mask=None)
+    siren = _plan(vol, *STEPS)
+    assert work_key(siren, image=vol, mask=None) == work_key(replace(siren, slices="2:6"), image=vol, mask=None)
+
+
+def _plan(vol: Path, *extra: str):
+    """The batch configuration of ``compress-batch VOL *extra``."""
+    from sinco.cli import build_parser
+    from sinco.cli.options import codec_and_fit_config
+    from sinco.compression.batch import BatchConfig
+
+    args = build_parser().parse_args(["compress-batch", str(vol), "--out", "unused", *extra])
+    codec, fit = codec_and_fit_config(args)
+    return BatchConfig(codec=codec, fit_config=fit, slices=args.slices, axis=args.axis, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seg-model", "{tmp}/seg.pt", "--mask-glob", "x"], "--seg-model: does not apply to --arch grid3d"),
+        (["--slab", "0"], "--slab 0: expected 1..64 slices"),
+        (["--bpp", "0.01"], "--bpp 0.01: below the"),
+    ],
+)
+def test_grid3d_batch_refuses_what_cannot_apply_in_one_line(tmp_path, capsys, args, message):
+    vol = _slab_volume(tmp_path / "vol.nii.gz")
+    (tmp_path / "seg.pt").write_bytes(b"")
+    argv = [a.format(tmp=tmp_path) for a in args]
+    code = main(["compress-batch", str(vol), "--out", str(tmp_path / "out"), "--arch", "grid3d", "--steps", "20", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("sinco: error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    np.save(tmp_path / "flat.npy", np.ones((24, 24), np.float32))
+    code = main(["compress-batch", str(tmp_path / "flat.npy"), "--out", str(tmp_path / "out"), "--arch", "grid3d"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "a 2-D image; --arch grid3d codes volumes" in err
+
+
+def test_a_grid3d_slab_that_fails_is_reported_by_its_slices_and_no_file_is_written(tmp_path, client):
+    import nibabel as nib
+
+    from sinco.cli import build_parser
+    from sinco.cli.options import codec_and_fit_config
+    from sinco.compression.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
+
+    vol = _slab_volume(tmp_path / "vol.nii.gz")
+    out = tmp_path / "out"
+    args = build_parser().parse_args(["compress-batch", str(vol), "--out", str(out), "--arch", "grid3d", "--slab", "2", "--lambda-rd",
+                                      "1e-3", "--steps", "5"])  # fmt: skip
+    codec, fit = codec_and_fit_config(args)
+    config = BatchConfig(codec=codec, fit_config=fit, device="cpu", axis=args.axis)
+    plans = plan_batch([str(vol)], config=config, out_dir=out, force=False)
+    # The file changes after planning: slice 5 (in the slab 4:6) now holds a NaN, which the worker refuses, twice.
+    source = nib.load(str(vol))
+    voxels = np.asarray(source.dataobj)
+    voxels[3, 3, 5] = np.nan
+    nib.save(nib.Nifti1Image(voxels, source.affine), str(vol))
+    result = run_batch(plans, config=config, cluster=ClusterConfig(), out_dir=out, progress=False, client=client)
+    assert result.fitted == 1 and result.failed_units == ["slab 4:6"] and [i for _, i, _ in result.failed] == [4]
+    assert "NaN" in result.failed[0][2] and "\n" not in result.failed[0][2]
+    entry = result.manifest["inputs"][0]
+    assert entry["status"] == "failed" and [s["status"] for s in entry["slabs"]] == ["done", "done", "failed"]
+    assert entry["slices_failed"] == 2 and entry["slices_done"] == 4 and not (out / "vol.sinco").exists()

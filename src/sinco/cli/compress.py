@@ -50,7 +50,8 @@ def add_parsers(sub: Any) -> None:
     options.add_codec_options(p)
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("compress-batch", help="compress many scans, one Dask task per slice, resumably (needs sinco[cluster])")
+    p = sub.add_parser("compress-batch", help="compress many scans, one Dask task per slice (per slab with --arch grid3d), resumably "
+                                             "(needs sinco[cluster])")  # fmt: skip
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (their image files) or globs ('data/*/flair.nii.gz')")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder: one .sinco file per input, manifest.json, .sinco-work/ records")
     options.add_rate(p, arch_help=False)
@@ -336,15 +337,12 @@ def _compress_slabs(args: argparse.Namespace, *, out: Path, sidecar: Path, codec
 
 
 def cmd_compress_batch(args: argparse.Namespace) -> int:
-    """``sinco compress-batch``: every slice of every input is a Dask task; one volume file per input."""
+    """``sinco compress-batch``: every slice (or slab) of every input is a Dask task; one volume file per input."""
     from sinco.compression.batch import BatchConfig, ClusterConfig, plan_batch, run_batch
     from sinco.errors import DeviceError
     from sinco.utils.device import resolve_device
 
     codec, fit_config = options.codec_and_fit_config(args)
-    if codec.family.codes_slabs:
-        raise InputError(f"--arch {args.arch}: compress-batch fits slices one per task; code each volume with "
-                         f"'sinco compress VOLUME --slices all --arch {args.arch}'")  # fmt: skip
     cluster = ClusterConfig(scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker)
     # Absolute, so that workers started elsewhere (a remote cluster sharing the file system) find it.
     seg_model = None if args.seg_model is None else str(Path(args.seg_model).resolve())
@@ -358,8 +356,8 @@ def cmd_compress_batch(args: argparse.Namespace) -> int:
     plans = plan_batch(args.inputs, config=config, out_dir=args.out, force=args.force)
     result = run_batch(plans, config=config, cluster=cluster, out_dir=args.out, progress=not args.quiet, argv=sys.argv)
     counts = result.manifest["counts"]
-    for path, index, error in result.failed:
-        print(f"sinco: error: {path} slice {index}: {error}", file=sys.stderr)
+    for (path, _, error), unit in zip(result.failed, result.failed_units, strict=True):
+        print(f"sinco: error: {path} {unit}: {error}", file=sys.stderr)
     summary = (f"{args.out}: {counts['outputs_written']} of {counts['inputs']} files written, {counts['done']} of {counts['slices']} "
                f"slices done ({result.fitted} fitted now, {result.skipped} before), {counts['failed']} failed; see {args.out}/manifest.json")  # fmt: skip
     print(json.dumps(counts) if args.json else summary)

@@ -13,6 +13,12 @@ workers and the client share (any local cluster; a SLURM cluster's shared scratc
 every slice whose record exists; a task whose record already exists returns it without fitting,
 so a result that Dask recomputes after losing a worker is not fitted twice. Every fit is appended
 to ``OUT/.sinco-work/fits.jsonl`` (slice, worker, seconds).
+
+A family that codes slabs (``grid3d``) has one task per slab instead: the client cuts each volume into slabs and
+computes every slab's rate budget from the whole volume (:func:`~sinco.compression.volume.slab_layout`) before any work
+starts, so the tasks are independent; a worker fits its slab exactly as ``sinco compress --slices ... --arch grid3d``
+does (:func:`~sinco.compression.volume.fit_volume_slab`) and saves its payload as a record, and the client assembles
+the records into the same version-3 volume file.
 """
 
 from __future__ import annotations
@@ -88,6 +94,10 @@ class BatchConfig:
         if (self.seg_model is None) != (self.mask_glob is None):
             given, missing = ("--mask-glob", "--seg-model") if self.seg_model is None else ("--seg-model", "--mask-glob")
             raise InputError(f"{given} needs {missing}: the regularizer segments each reconstruction and compares it with its mask")
+        if self.codec.family.codes_slabs:
+            for flag, value in (("--seg-model", self.seg_model), ("--mask-glob", self.mask_glob)):
+                if value is not None:
+                    raise InputError(f"{flag}: does not apply to --arch {self.codec.arch} (it codes slabs, without the regularizer)")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy of the fields."""
@@ -136,8 +146,12 @@ class VolumePlan:
         height: rows of each slice.
         width: columns of each slice.
         affine: the source's voxel-to-world matrix ``(4, 4)``.
-        constants: source index -> value of each constant slice (stored without a fit).
-        fitted: source indices of the slices to fit, ascending.
+        constants: source index -> value of each constant slice (stored without a fit); with ``slabs``, first source
+            index -> value of each constant slab.
+        fitted: source indices of the slices to fit, ascending; with ``slabs``, the first source index of each slab to fit.
+        slabs: for a family that codes slabs, each slab's ``(first, stop)`` source indices (empty otherwise): the units
+            of work are then slabs, named by their first source index.
+        layout: with ``slabs``, the volume's :class:`~sinco.compression.volume.SlabLayout` (spec, family block, budgets).
     """
 
     input: Path
@@ -151,19 +165,38 @@ class VolumePlan:
     affine: np.ndarray = field(repr=False)
     constants: dict[int, float]
     fitted: tuple[int, ...]
+    slabs: tuple[tuple[int, int], ...] = ()
+    layout: Any = field(default=None, repr=False)
 
     @property
     def n_slices(self) -> int:
         """Slices stored in the output."""
+        if self.slabs:
+            return sum(stop - first for first, stop in self.slabs)
         return len(self.constants) + len(self.fitted)
 
+    @property
+    def units(self) -> list[int]:
+        """The units of work in file order (slices, or slabs by their first source index)."""
+        if self.slabs:
+            return [first for first, _ in self.slabs]
+        return list(range(self.first_index, self.first_index + self.n_slices))
+
+    def unit_slices(self, index: int) -> int:
+        """Slices in unit ``index`` (1 for a slice)."""
+        return dict(self.slabs)[index] - index if self.slabs else 1
+
+    def unit_name(self, index: int | None) -> str:
+        """``slice N`` or ``slab A:B`` (source indices, half-open)."""
+        return f"slab {index}:{index + self.unit_slices(index)}" if self.slabs and index is not None else f"slice {index}"
+
     def record(self, index: int) -> Path:
-        """The ``.sinco`` record of slice ``index``."""
-        return self.work / f"slice_{index:05d}.sinco"
+        """The ``.sinco`` record of slice (or slab) ``index``."""
+        return self.work / f"{'slab' if self.slabs else 'slice'}_{index:05d}.sinco"
 
     def record_meta(self, index: int) -> Path:
-        """The JSON metrics of slice ``index``'s record (written before the record)."""
-        return self.work / f"slice_{index:05d}.json"
+        """The JSON metrics of slice (or slab) ``index``'s record (written before the record)."""
+        return self.work / f"{'slab' if self.slabs else 'slice'}_{index:05d}.json"
 
     def is_done(self, index: int) -> bool:
         """Whether slice ``index`` has its record."""
@@ -196,20 +229,53 @@ class SliceTask:
 
 
 @dataclass(frozen=True)
+class SlabTask:
+    """What a worker needs to fit one slab of a volume with a family that codes slabs (the worker reads its slices).
+
+    Args:
+        input: the image file.
+        first: source index of the slab's first slice.
+        stop: source index one past its last slice.
+        slab: its number in the output file.
+        budget_bits: its payload budget, computed from the whole volume (:func:`~sinco.compression.volume.slab_layout`).
+        layout: the volume's slab layout (spec, family block).
+        config: the batch's settings.
+        gpu_per_worker: pick the CUDA device from the worker's number (local GPU clusters).
+        record: the payload record to write.
+        meta: the record's JSON metrics to write first.
+        log: the fit log to append to.
+    """
+
+    input: str
+    first: int
+    stop: int
+    slab: int
+    budget_bits: float
+    layout: Any
+    config: BatchConfig
+    gpu_per_worker: bool
+    record: str
+    meta: str
+    log: str
+
+
+@dataclass(frozen=True)
 class BatchResult:
     """What :func:`run_batch` did.
 
     Args:
         manifest: the manifest written to ``OUT/manifest.json``.
-        failed: slices that failed twice, as ``(input, index, error)``.
-        fitted: slices fitted by this run.
-        skipped: slices whose record a previous run had left.
+        failed: slices (or slabs, by their first source index) that failed twice, as ``(input, index, error)``.
+        fitted: slices (or slabs) fitted by this run.
+        skipped: slices (or slabs) whose record a previous run had left.
+        failed_units: the name of each failed unit, ``slice N`` or ``slab A:B``, in the order of ``failed``.
     """
 
     manifest: dict[str, Any]
     failed: list[tuple[str, int | None, str]]
     fitted: int
     skipped: int
+    failed_units: list[str] = field(default_factory=list)
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[Path]:
@@ -292,7 +358,8 @@ def work_key(config: BatchConfig, *, image: Path, mask: Path | None) -> str:
     from sinco.version import __version__
 
     settings = config.to_dict()
-    for key in ("slices", "mask_glob"):
+    # A slab's budget is its share of the whole selection's bits: slab records depend on the slice range.
+    for key in ("mask_glob",) if config.codec.family.codes_slabs else ("slices", "mask_glob"):
         settings.pop(key)
     settings["device"] = "cuda" if config.device.startswith("cuda") else config.device
     if config.seg_model is not None:
@@ -361,6 +428,10 @@ def plan_input(image: Path, *, config: BatchConfig, output: Path, work_root: Pat
             labels = select_slice(labels, slice_index=None, axis=config.axis, arg="--mask")[None]
         if labels.shape != stack.shape:
             raise InputError(f"--mask {str(mask)!r}: slices of shape {labels.shape[1:]} differ from {arg}'s {stack.shape[1:]}")
+    if config.codec.family.codes_slabs:
+        if not is_volume:
+            raise InputError(f"{arg}: a 2-D image; --arch {config.codec.arch} codes volumes (a single image: --arch grid)")
+        return _plan_slabs(stack, image=image, first=first, config=config, output=output, work_root=work_root)
     constants: dict[int, float] = {}
     fitted: list[int] = []
     for k in range(stack.shape[0]):
@@ -377,6 +448,27 @@ def plan_input(image: Path, *, config: BatchConfig, output: Path, work_root: Pat
     return VolumePlan(input=image, mask=mask, output=output, work=work_root / f"{output.name}-{key}", is_volume=is_volume,
                       first_index=first, height=stack.shape[1], width=stack.shape[2], affine=affine, constants=constants,
                       fitted=tuple(fitted))  # fmt: skip
+
+
+def _plan_slabs(stack: np.ndarray, *, image: Path, first: int, config: BatchConfig, output: Path, work_root: Path) -> VolumePlan:
+    """The plan of a volume coded as slabs: its layout and budgets from the whole selection, its constant slabs."""
+    from sinco.compression.volume import slab_layout, slab_range
+    from sinco.data.io import load_affine
+
+    affine = load_affine(image)
+    layout = slab_layout(stack.shape, codec=config.codec, affine=affine, axis=config.axis)
+    constants: dict[int, float] = {}
+    fitted: list[int] = []
+    for lo, hi in layout.bounds:
+        vmin, vmax = slab_range(stack[lo:hi])
+        if vmin == vmax:
+            constants[first + lo] = vmin
+        else:
+            fitted.append(first + lo)
+    key = work_key(config, image=image, mask=None)
+    return VolumePlan(input=image, mask=None, output=output, work=work_root / f"{output.name}-{key}", is_volume=True, first_index=first,
+                      height=stack.shape[1], width=stack.shape[2], affine=affine, constants=constants, fitted=tuple(fitted),
+                      slabs=tuple((first + lo, first + hi) for lo, hi in layout.bounds), layout=layout)  # fmt: skip
 
 
 def _check_rate(codec: CodecConfig, *, height: int, width: int) -> None:
@@ -457,15 +549,16 @@ def _worker_device(task: SliceTask) -> Any:
     return device
 
 
-def fit_slice(task: SliceTask) -> dict[str, Any]:
-    """Fit one slice on a worker and save its record; a slice whose record exists is not fitted again.
+def fit_slice(task: SliceTask | SlabTask) -> dict[str, Any]:
+    """Fit one slice (or one slab) on a worker and save its record; a unit whose record exists is not fitted again.
 
     Args:
-        task: the slice and where its record goes.
+        task: the slice (or slab) and where its record goes.
 
     Returns:
-        The record's JSON metrics (``index``, ``kind``, ``bytes``, ``psnr``, ``ssim``, ... , ``seconds``,
-        ``worker``) with ``fitted`` true when this call ran the fit.
+        The record's JSON metrics (for a slice ``index``, ``kind``, ``bytes``, ``psnr``, ``ssim``, ...; for a slab its
+        fit report with ``vmin``, ``vmax`` and ``psnr``; both with ``seconds`` and ``worker``) with ``fitted`` true when
+        this call ran the fit.
 
     Raises:
         InputError: if the slice cannot be read or fitted (the message names it).
@@ -480,15 +573,34 @@ def fit_slice(task: SliceTask) -> dict[str, Any]:
         return _fit_and_save(task, record=record, meta=meta)
 
 
-def _fit_and_save(task: SliceTask, *, record: Path, meta: Path) -> dict[str, Any]:
+def _fit_and_save(task: SliceTask | SlabTask, *, record: Path, meta: Path) -> dict[str, Any]:
     import torch
 
-    from sinco.compression.image import compress_images
-    from sinco.data.intensity import normalize_minmax
     from sinco.utils.atomic import atomic_write_bytes
 
     device = _worker_device(task)
     start, cpu_start = time.perf_counter(), time.process_time()
+    row, data = _fit_slab(task, device) if isinstance(task, SlabTask) else _fit_one_slice(task, device)
+    row.update({
+        "seconds": time.perf_counter() - start,
+        # CPU seconds of the worker process: the fit's cost in core-seconds, whatever else shares the machine.
+        "cpu_seconds": time.process_time() - cpu_start,
+        "worker": f"{socket.gethostname()}:{os.getpid()}", "device": str(device), "torch_threads": torch.get_num_threads(),
+    })  # fmt: skip
+    # The metrics go first: a record file is only ever present with its metrics beside it.
+    atomic_write_bytes(meta, (json.dumps(row, default=str) + "\n").encode())
+    atomic_write_bytes(record, data)
+    index = task.first if isinstance(task, SlabTask) else task.index
+    _append_log(Path(task.log), {"input": task.input, "index": index, "worker": row["worker"], "seconds": row["seconds"],
+                                 "cpu_seconds": row["cpu_seconds"], "finished": time.time()})  # fmt: skip
+    return {**row, "fitted": True}
+
+
+def _fit_one_slice(task: SliceTask, device: Any) -> tuple[dict[str, Any], bytes]:
+    """One slice's fit, as ``compress --slices all --batch-slices 1``: its metrics row and its ``.sinco`` file."""
+    from sinco.compression.image import compress_images
+    from sinco.data.intensity import normalize_minmax
+
     name = f"slice {task.index} of {task.input!r}" if task.index is not None else f"INPUT {task.input!r}"
     scaled, vmin, vmax = normalize_minmax(_read_slice(task.input, index=task.index, config=task.config, arg="INPUT"), name=name)
     seg_model = masks = None
@@ -501,21 +613,35 @@ def _fit_and_save(task: SliceTask, *, record: Path, meta: Path) -> dict[str, Any
         masks=masks, allow_empty_masks=task.index is not None, progress=False,
     )[0]  # fmt: skip
     m = result.metrics
-    row: dict[str, Any] = {
-        "index": task.index, "kind": "fitted", "bytes": 5 + len(result.data), "psnr": m["psnr"], "ssim": m["ssim"],
-        **result.report.to_dict(), "seconds": time.perf_counter() - start,
-        # CPU seconds of the worker process: the fit's cost in core-seconds, whatever else shares the machine.
-        "cpu_seconds": time.process_time() - cpu_start,
-        "worker": f"{socket.gethostname()}:{os.getpid()}", "device": str(device), "torch_threads": torch.get_num_threads(),
-    }  # fmt: skip
+    row: dict[str, Any] = {"index": task.index, "kind": "fitted", "bytes": 5 + len(result.data), "psnr": m["psnr"], "ssim": m["ssim"],
+                           **result.report.to_dict()}  # fmt: skip
     if "dice" in m:
         row.update(dice=m["dice"], dice_reference=m["dice_reference"])
-    # The metrics go first: a record file is only ever present with its metrics beside it.
-    atomic_write_bytes(meta, (json.dumps(row, default=str) + "\n").encode())
-    atomic_write_bytes(record, result.data)
-    _append_log(Path(task.log), {"input": task.input, "index": task.index, "worker": row["worker"], "seconds": row["seconds"],
-                                 "cpu_seconds": row["cpu_seconds"], "finished": time.time()})  # fmt: skip
-    return {**row, "fitted": True}
+    return row, result.data
+
+
+def _fit_slab(task: SlabTask, device: Any) -> tuple[dict[str, Any], bytes]:
+    """One slab's fit, as ``compress --slices ... --arch grid3d`` fits it: its report (with the PSNR of its decoded
+    payload on its own range) and its payload."""
+    from sinco.compression.volume import fit_volume_slab
+    from sinco.data.intensity import restore_intensity
+    from sinco.data.io import select_slices
+
+    config = task.config
+    values = select_slices(_cached_array(task.input, "INPUT"), slices=f"{task.first}:{task.stop}", axis=config.axis, channel=config.channel,
+                           arg="INPUT")[0]  # fmt: skip
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"slab {task.first}:{task.stop} of {task.input!r}: contains NaN or Inf voxels")
+    slab, report = fit_volume_slab(values, slab=task.slab, first_index=task.first, budget_bits=task.budget_bits, layout=task.layout,
+                                   codec=config.codec, fit_config=config.fit_config, device=device)  # fmt: skip
+    row: dict[str, Any] = {"index": task.first, "kind": "slab", "vmin": slab.vmin, "vmax": slab.vmax, **report, "psnr": None}
+    if slab.payload:
+        decoded = config.codec.family.decode_slab(task.layout.spec, slab.payload, depth=slab.slices, height=values.shape[1],
+                                                  width=values.shape[2], slices=range(slab.slices))  # fmt: skip
+        error = restore_intensity(decoded, vmin=slab.vmin, vmax=slab.vmax).astype(np.float64) - values
+        mse = float(np.mean(error**2))
+        row["psnr"] = math.inf if mse == 0 else 10 * math.log10((slab.vmax - slab.vmin) ** 2 / mse)
+    return row, slab.payload
 
 
 def _append_log(path: Path, event: dict[str, Any]) -> None:
@@ -529,30 +655,40 @@ def _append_log(path: Path, event: dict[str, Any]) -> None:
 
 
 def assemble(plan: VolumePlan, *, config: BatchConfig) -> bytes:
-    """The output file of an input whose slices all have their records.
+    """The output file of an input whose slices (or slabs) all have their records.
 
     Args:
         plan: the input's plan.
         config: the batch's settings (the slicing axis is stored in the volume header).
 
     Returns:
-        A ``.sinco`` volume file (the bytes of ``compress --slices``), or for a 2-D input its
-        single-slice ``.sinco`` file (the bytes of ``compress``).
+        A ``.sinco`` volume file (the bytes of ``compress --slices``; of slabs for a family that codes slabs), or
+        for a 2-D input its single-slice ``.sinco`` file (the bytes of ``compress``).
 
     Raises:
         InputError: if a record is missing or does not fit the volume.
     """
-    from sinco.codec.volume import SliceRecord, VolumeHeader, encode_volume
+    from sinco.codec.volume import SlabRecord, SliceRecord, VolumeHeader, encode_slab_volume, encode_volume
 
     missing = [i for i in plan.fitted if not plan.is_done(i)]
     if missing:
-        raise InputError(f"INPUT {str(plan.input)!r}: slice {missing[0]} has no record yet")
+        raise InputError(f"INPUT {str(plan.input)!r}: {plan.unit_name(missing[0])} has no record yet")
     if not plan.is_volume:
         return plan.record(plan.fitted[0]).read_bytes()
-    records = [SliceRecord(constant=plan.constants[i]) if i in plan.constants else SliceRecord(data=plan.record(i).read_bytes())
-               for i in range(plan.first_index, plan.first_index + plan.n_slices)]  # fmt: skip
     header = VolumeHeader(axis=config.axis, height=plan.height, width=plan.width, n_slices=plan.n_slices,
                           first_index=plan.first_index, affine=plan.affine)  # fmt: skip
+    if plan.slabs:
+        slabs = []
+        for first, stop in plan.slabs:
+            if first in plan.constants:
+                slabs.append(SlabRecord(slices=stop - first, vmin=plan.constants[first], vmax=plan.constants[first]))
+            else:
+                meta = json.loads(plan.record_meta(first).read_text())
+                payload = plan.record(first).read_bytes()
+                slabs.append(SlabRecord(slices=stop - first, vmin=meta["vmin"], vmax=meta["vmax"], payload=payload))
+        return encode_slab_volume(header, family_id=config.codec.family.family_id, block=plan.layout.block, slabs=slabs)
+    records = [SliceRecord(constant=plan.constants[i]) if i in plan.constants else SliceRecord(data=plan.record(i).read_bytes())
+               for i in range(plan.first_index, plan.first_index + plan.n_slices)]  # fmt: skip
     return encode_volume(header, records)
 
 
@@ -612,34 +748,40 @@ def dashboard_link(client: Any) -> str | None:
         return None
 
 
+def _unit_row(plan: VolumePlan, index: int, *, rows: dict[int, dict], errors: dict[int, str]) -> dict[str, Any]:
+    """The manifest row of one slice (or slab)."""
+    where = {"index": index, "slices": [index, index + plan.unit_slices(index)]} if plan.slabs else {"index": index}
+    kind = "slab" if plan.slabs else "fitted"
+    if index in plan.constants:
+        return {**where, "kind": "constant", "value": plan.constants[index], "bytes": 0 if plan.slabs else 9, "status": "done"}
+    if index in rows:
+        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rows[index].items() if k != "fitted"}
+        return {**row, **where, "index": index if plan.is_volume else None, "status": "done"}
+    if index in errors:
+        return {**where, "kind": kind, "status": "failed", "error": errors[index]}
+    return {**where, "kind": kind, "status": "pending"}
+
+
 def _input_entry(plan: VolumePlan, *, rows: dict[int, dict], errors: dict[int, str], written: bool) -> dict[str, Any]:
-    slices = []
-    for index in range(plan.first_index, plan.first_index + plan.n_slices):
-        if index in plan.constants:
-            slices.append({"index": index, "kind": "constant", "value": plan.constants[index], "bytes": 9, "status": "done"})
-        elif index in rows:
-            row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rows[index].items() if k != "fitted"}
-            slices.append({**row, "index": index if plan.is_volume else None, "status": "done"})
-        elif index in errors:
-            slices.append({"index": index, "kind": "fitted", "status": "failed", "error": errors[index]})
-        else:
-            slices.append({"index": index, "kind": "fitted", "status": "pending"})
-    done = [s for s in slices if s["status"] == "done"]
-    fitted = [s for s in done if s["kind"] == "fitted"]
+    units = [_unit_row(plan, index, rows=rows, errors=errors) for index in plan.units]
+    done = [u for u in units if u["status"] == "done"]
+    fitted = [u for u in done if u["kind"] != "constant"]
     entry: dict[str, Any] = {
         "input": str(plan.input), "mask": None if plan.mask is None else str(plan.mask), "output": str(plan.output),
         "records": str(plan.work), "kind": "volume" if plan.is_volume else "image",
         "status": "done" if written else ("failed" if errors else "pending"),
         "slice_range": [plan.first_index, plan.first_index + plan.n_slices], "shape": [plan.n_slices, plan.height, plan.width],
-        "slices_done": len(done), "slices_failed": len(errors),
+        "slices_done": sum(plan.unit_slices(u["index"]) for u in done), "slices_failed": sum(plan.unit_slices(i) for i in errors),
     }  # fmt: skip
     if written:
         size = plan.output.stat().st_size
         entry.update(file_bytes=size, bpp_file=8 * size / (plan.n_slices * plan.height * plan.width))
-    if fitted:
-        entry.update(psnr_mean=float(np.mean([s["psnr"] for s in fitted if s["psnr"] is not None])),
-                     ssim_mean=float(np.mean([s["ssim"] for s in fitted])))  # fmt: skip
-    entry["slices"] = slices
+    psnrs = [u["psnr"] for u in fitted if u.get("psnr") is not None]
+    if psnrs:
+        entry["psnr_mean"] = float(np.mean(psnrs))
+    if fitted and all("ssim" in u for u in fitted):
+        entry["ssim_mean"] = float(np.mean([u["ssim"] for u in fitted]))
+    entry["slabs" if plan.slabs else "slices"] = units
     return entry
 
 
@@ -659,7 +801,7 @@ class _BatchState:
         self.rows: list[dict[int, dict]] = [{} for _ in plans]
         self.errors: list[dict[int, str]] = [{} for _ in plans]
         self.written = [False] * len(plans)
-        self.status, self.fitted = "running", 0
+        self.status, self.fitted, self.fitted_slices = "running", 0, 0
         self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.todo: list[tuple[int, int]] = []
         for p, plan in enumerate(plans):
@@ -675,6 +817,7 @@ class _BatchState:
         # earlier run of it whose result Dask lost with its worker (the task then found the record).
         self.rows[p][index] = row
         self.fitted += 1
+        self.fitted_slices += self.plans[p].unit_slices(index)
         self.finish_input(p)
 
     def failed(self, p: int, index: int, exc: BaseException) -> None:
@@ -701,9 +844,14 @@ class _BatchState:
         self.write_manifest()
 
     def failures(self) -> list[tuple[str, int | None, str]]:
-        """``(input, index, error)`` of each failed slice."""
+        """``(input, index, error)`` of each failed slice (or slab, by its first source index)."""
         return [(str(plan.input), i if plan.is_volume else None, e) for plan, errors in zip(self.plans, self.errors, strict=True)
                 for i, e in sorted(errors.items())]  # fmt: skip
+
+    def failed_units(self) -> list[str]:
+        """``slice N`` or ``slab A:B`` of each failed unit, in the order of :meth:`failures`."""
+        return [plan.unit_name(i if plan.is_volume else None) for plan, errors in zip(self.plans, self.errors, strict=True)
+                for i in sorted(errors)]  # fmt: skip
 
     def manifest(self) -> dict[str, Any]:
         """The manifest's content now."""
@@ -729,15 +877,17 @@ class _BatchState:
 
     def result(self) -> BatchResult:
         """The run's :class:`BatchResult`."""
-        return BatchResult(manifest=self.manifest(), failed=self.failures(), fitted=self.fitted, skipped=self.skipped)
+        return BatchResult(manifest=self.manifest(), failed=self.failures(), fitted=self.fitted, skipped=self.skipped,
+                           failed_units=self.failed_units())  # fmt: skip
 
 
 def _progress_bar(state: _BatchState) -> Any:
     from sinco.utils.progress import progress_bar
 
     total = sum(plan.n_slices for plan in state.plans)
+    todo = sum(state.plans[p].unit_slices(index) for p, index in state.todo)
     # Slices per minute (this run's fits only) go in the postfix; tqdm's own rate would be per second.
-    return progress_bar(total=total, initial=total - len(state.todo), desc="compress-batch", unit="slice", leave=True,
+    return progress_bar(total=total, initial=total - todo, desc="compress-batch", unit="slice", leave=True,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} slices [{elapsed}<{remaining}{postfix}]")  # fmt: skip
 
 
@@ -745,6 +895,13 @@ def _submit(client: Any, state: _BatchState, *, log: Path, token: str) -> dict[A
     futures = {}
     for p, index in state.todo:
         plan = state.plans[p]
+        if plan.slabs:
+            slab = plan.units.index(index)
+            task = SlabTask(input=str(plan.input.resolve()), first=index, stop=index + plan.unit_slices(index), slab=slab,
+                            budget_bits=plan.layout.budgets[slab], layout=plan.layout, config=state.config, gpu_per_worker=state.gpus > 0,
+                            record=str(plan.record(index)), meta=str(plan.record_meta(index)), log=str(log))  # fmt: skip
+            futures[client.submit(fit_slice, task, key=f"sinco-slab-{token}-{p}-{index}", retries=1, pure=False)] = (p, index)
+            continue
         task = SliceTask(input=str(plan.input.resolve()), mask=None if plan.mask is None else str(plan.mask.resolve()),
                          index=index if plan.is_volume else None, config=state.config, gpu_per_worker=state.gpus > 0,
                          record=str(plan.record(index)), meta=str(plan.record_meta(index)), log=str(log))  # fmt: skip
@@ -828,8 +985,9 @@ def run_batch(
                 state.failed(p, index, future.exception())
             future.release()
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"{60 * state.fitted / max(time.perf_counter() - begin, 1e-9):.2f} slices/min", refresh=True)
+                bar.update(state.plans[p].unit_slices(index))
+                speed = 60 * state.fitted_slices / max(time.perf_counter() - begin, 1e-9)
+                bar.set_postfix_str(f"{speed:.2f} slices/min", refresh=True)
         state.status = "complete" if not any(state.errors) else "incomplete"
     except KeyboardInterrupt:
         state.status = "interrupted"

@@ -215,6 +215,114 @@ def voxel_spacing(affine: np.ndarray, *, axis: int) -> tuple[float, float, float
     return lengths[axis], lengths[rest[0]], lengths[rest[1]]
 
 
+@dataclass(frozen=True)
+class SlabLayout:
+    """How the slices of a volume are cut into slabs, and what each slab may spend.
+
+    Args:
+        spec: the family's decoder spec (its pyramid from the voxel spacing), shared by every slab.
+        block: the spec's bytes (the file's family block).
+        size: slices per slab (``--slab``; the last slab may be shorter).
+        bounds: each slab's ``(first, stop)`` positions in the sliced volume.
+        budgets: each slab's payload budget in bits (:func:`~sinco.codec.grid3d.rate_search.slab_budgets`).
+        header_bytes: bytes of the file besides its payloads.
+    """
+
+    spec: Any
+    block: bytes
+    size: int
+    bounds: tuple[tuple[int, int], ...]
+    budgets: tuple[float, ...]
+    header_bytes: int
+
+
+def slab_layout(shape: tuple[int, ...], *, codec: CodecConfig, affine: np.ndarray, axis: int) -> SlabLayout:
+    """The slabs of a volume of ``shape = (S, H, W)`` and their budgets, computed from the whole volume before any fit,
+    so that every slab's fit is independent of the others (``sinco compress`` fits them in turn, ``compress-batch`` as
+    one task each).
+
+    Args:
+        shape: ``(S, H, W)`` of the sliced volume.
+        codec: family (one that codes slabs), rate (``codec.bpp`` per voxel of the whole file) and options.
+        affine: source voxel-to-world matrix ``(4, 4)`` (the voxel spacing picks the pyramid).
+        axis: slicing axis in the source.
+
+    Returns:
+        The :class:`SlabLayout`.
+
+    Raises:
+        InputError: for a family that codes no slabs, a slab the spec cannot code, or a rate below the file's header.
+    """
+    from sinco.codec.grid3d.rate_search import slab_budgets
+    from sinco.codec.volume import slab_header_bytes
+
+    family = codec.family
+    if not family.codes_slabs:
+        raise InputError(f"--arch {codec.arch}: codes single images; compress_volume codes its slices one by one")
+    n_slices, height, width = shape
+    size = family.slab_size(codec.options)
+    spec = family.make_spec(codec.options, spacing=voxel_spacing(affine, axis=axis))
+    bounds = tuple((b, min(b + size, n_slices)) for b in range(0, n_slices, size))
+    for lo, hi in bounds:
+        spec.validate_for(hi - lo, height, width)
+    block = family.encode_spec(spec)
+    header_bytes = slab_header_bytes(n_slabs=len(bounds), block_bytes=len(block))
+    budgets = slab_budgets([(hi - lo) * height * width for lo, hi in bounds], target_bpp=codec.bpp, header_bytes=header_bytes)
+    return SlabLayout(spec=spec, block=block, size=size, bounds=bounds, budgets=tuple(budgets), header_bytes=header_bytes)
+
+
+def slab_range(values: np.ndarray) -> tuple[float, float]:
+    """The intensity range ``(vmin, vmax)`` a slab is scaled from (float64; equal for a constant slab, which is not fitted)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.min()), float(values.max())
+
+
+def fit_volume_slab(
+    values: np.ndarray, *, slab: int, first_index: int, budget_bits: float, layout: SlabLayout, codec: CodecConfig, fit_config: Any,
+    device: torch.device, seg_model: SegModel | None = None, masks: np.ndarray | None = None, progress: bool = False,
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """Fit one slab of a volume: scaled to ``[0, 1]`` on its own range, within ``budget_bits`` of payload (or at the fixed
+    ``--lambda-rd``); a constant slab is stored without a fit.
+
+    Args:
+        values: the slab's slices ``(D, H, W)``.
+        slab: its number in the file.
+        first_index: source index of its first slice.
+        budget_bits: its payload budget (``layout.budgets[slab]``).
+        layout: the volume's :class:`SlabLayout`.
+        codec: family and options.
+        fit_config: the family's fitting configuration (already resolved for the regularizer).
+        device: where to fit.
+        seg_model: frozen segmentation network of the structural regularizer (needs ``masks``).
+        masks: the slab's masks ``(D, H, W)``, nonzero = tumour.
+        progress: progress bars.
+
+    Returns:
+        ``(record, report)``: the :class:`~sinco.codec.volume.SlabRecord` and a JSON-ready report of the fit.
+
+    Raises:
+        InputError: for a bad slab; RateUnreachableError if no trial fits the budget.
+    """
+    from sinco.codec.volume import SlabRecord
+
+    depth = values.shape[0]
+    vmin, vmax = slab_range(values)
+    report: dict[str, Any] = {"slab": slab, "slices": [first_index, first_index + depth]}
+    if vmax == vmin:
+        return SlabRecord(slices=depth, vmin=vmin, vmax=vmax), {**report, "constant": True, "payload_bytes": 0}
+    fixed = getattr(fit_config, "fixed_lambda", False)
+    target = torch.from_numpy(((np.asarray(values, dtype=np.float64) - vmin) / (vmax - vmin)).astype(np.float32))
+    regularizer, lam = (None, None) if seg_model is None else _slab_regularizer(seg_model, target, masks=masks, fit_config=fit_config,
+                                                                                 device=device)  # fmt: skip
+    result = codec.family.fit_slab(target, spec=layout.spec, budget_bits=None if fixed else budget_bits, config=fit_config,
+                                   device=device, regularizer=regularizer, lam=lam, progress=progress)  # fmt: skip
+    report.update(constant=False, payload_bytes=len(result.payload), budget_bytes=None if fixed else budget_bits / 8,
+                  lambda_rd=result.lambda_rd, trials=result.trials, steps=result.steps, network_bits=result.network_bits,
+                  fit_seconds=result.seconds, lam=fit_config.lam if regularizer is not None else 0.0,
+                  regularized_slices=0 if lam is None else int((lam > 0).sum()))  # fmt: skip
+    return SlabRecord(slices=depth, vmin=vmin, vmax=vmax, payload=result.payload), report
+
+
 def compress_volume_slabs(
     volume: np.ndarray, *, first_index: int, axis: int, affine: np.ndarray, codec: CodecConfig, fit_config: Any, device: torch.device,
     seg_model: SegModel | None = None, masks: np.ndarray | None = None, progress: bool = False,
@@ -252,12 +360,8 @@ def compress_volume_slabs(
         InputError: for a non-3-D or non-finite volume, a family that codes no slabs, masks without a network (or the
             reverse) or of another shape than the volume's, or a rate the slabs cannot meet.
     """
-    from sinco.codec.grid3d.rate_search import slab_budgets
-    from sinco.codec.volume import SlabRecord, decode_slab_volume, encode_slab_volume, slab_header_bytes
+    from sinco.codec.volume import decode_slab_volume, encode_slab_volume
 
-    family = codec.family
-    if not family.codes_slabs:
-        raise InputError(f"--arch {codec.arch}: codes single images; compress_volume codes its slices one by one")
     if volume.ndim != 3 or not np.all(np.isfinite(volume)):
         raise InputError(f"volume: expected finite slices (S, H, W), got shape {volume.shape}")
     _check_masks(volume, seg_model=seg_model, masks=masks)
@@ -265,37 +369,18 @@ def compress_volume_slabs(
     fit_config = fit_config.resolved(regularized=seg_model is not None)
     start = time.perf_counter()
     n_slices, height, width = volume.shape
-    size = family.slab_size(codec.options)
-    spec = family.make_spec(codec.options, spacing=voxel_spacing(affine, axis=axis))
-    bounds = [(b, min(b + size, n_slices)) for b in range(0, n_slices, size)]
-    for lo, hi in bounds:
-        spec.validate_for(hi - lo, height, width)
-    block = family.encode_spec(spec)
-    header_bytes = slab_header_bytes(n_slabs=len(bounds), block_bytes=len(block))
-    fixed = getattr(fit_config, "fixed_lambda", False)
-    budgets = slab_budgets([(hi - lo) * height * width for lo, hi in bounds], target_bpp=codec.bpp, header_bytes=header_bytes)
+    layout = slab_layout(volume.shape, codec=codec, affine=affine, axis=axis)
+    family, spec, size, bounds, header_bytes = codec.family, layout.spec, layout.size, layout.bounds, layout.header_bytes
     slabs, reports = [], []
-    for k, ((lo, hi), budget) in enumerate(zip(bounds, budgets, strict=True)):
-        values = volume[lo:hi].astype(np.float64)
-        vmin, vmax = float(values.min()), float(values.max())
-        if vmax == vmin:
-            slabs.append(SlabRecord(slices=hi - lo, vmin=vmin, vmax=vmax))
-            reports.append({"slab": k, "slices": [first_index + lo, first_index + hi], "constant": True, "payload_bytes": 0})
-            continue
-        target = torch.from_numpy(((values - vmin) / (vmax - vmin)).astype(np.float32))
-        regularizer, lam = (None, None) if seg_model is None else _slab_regularizer(seg_model, target, masks=masks[lo:hi],
-                                                                                     fit_config=fit_config, device=device)  # fmt: skip
-        result = family.fit_slab(target, spec=spec, budget_bits=None if fixed else budget, config=fit_config, device=device,
-                                 regularizer=regularizer, lam=lam, progress=progress)  # fmt: skip
-        slabs.append(SlabRecord(slices=hi - lo, vmin=vmin, vmax=vmax, payload=result.payload))
-        reports.append({"slab": k, "slices": [first_index + lo, first_index + hi], "constant": False, "payload_bytes": len(result.payload),
-                        "budget_bytes": None if fixed else budget / 8, "lambda_rd": result.lambda_rd, "trials": result.trials,
-                        "steps": result.steps, "network_bits": result.network_bits, "fit_seconds": result.seconds,
-                        "lam": fit_config.lam if regularizer is not None else 0.0,
-                        "regularized_slices": 0 if lam is None else int((lam > 0).sum())})  # fmt: skip
+    for k, ((lo, hi), budget) in enumerate(zip(bounds, layout.budgets, strict=True)):
+        record, report = fit_volume_slab(volume[lo:hi], slab=k, first_index=first_index + lo, budget_bits=budget, layout=layout,
+                                         codec=codec, fit_config=fit_config, device=device, seg_model=seg_model,
+                                         masks=None if masks is None else masks[lo:hi], progress=progress)  # fmt: skip
+        slabs.append(record)
+        reports.append(report)
     header = VolumeHeader(axis=axis, height=height, width=width, n_slices=n_slices, first_index=first_index,
                           affine=np.asarray(affine, dtype=np.float64))  # fmt: skip
-    data = encode_slab_volume(header, family_id=family.family_id, block=block, slabs=slabs)
+    data = encode_slab_volume(header, family_id=family.family_id, block=layout.block, slabs=slabs)
     decode_start = time.perf_counter()
     _, decoded = decode_slab_volume(data)
     decode_seconds = time.perf_counter() - decode_start

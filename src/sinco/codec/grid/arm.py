@@ -125,22 +125,40 @@ def run_arm(tensors: list[torch.Tensor], contexts: torch.Tensor, *, exact: bool,
     return apply_layer(x, layers[-1], exact=exact)
 
 
-def fixed_arm_layers(decoder: QuantizedDecoder, spec: GridSpec) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """The entropy model's fixed-point layers: ``(weight (O, I), bias at scale 2^-(FRAC_BITS + e), e)``, float64."""
+def fixed_arm_layers(decoder: QuantizedDecoder, spec: GridSpec) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """The entropy model's fixed-point layers, folded for :func:`fixed_arm_params`: per layer ``(weight (I, O), offset
+    (O,), floor)``, float64, so that the layer is ``clip(floor(x @ weight + offset), floor, ACT_LIMIT)``.
+
+    A layer of step exponent ``e`` computes ``floor((x W^T + b) 2^-e + 1/2)`` on activations at scale ``2^-FRAC_BITS``;
+    folded, ``weight = W^T 2^-e`` (times ``2^FRAC_BITS`` for the first layer, whose inputs are the integer latents) and
+    ``offset = b 2^-e + 1/2``. Scaling by powers of two is exact, and every sum stays an integer multiple of ``2^-e``
+    below ``2^53`` in magnitude (see :mod:`sinco.codec.grid.numerics`), so the folded layers give the same integers.
+    """
     n_arm = arm_tensor_count(spec)
     tensors, exps = decoder.tensors[:n_arm], decoder.exponents[:n_arm]
-    return [
-        (tensors[i].astype(np.float64), tensors[i + 1].astype(np.float64) * float(2 ** (FRAC_BITS + exps[i] - exps[i + 1])), exps[i])
-        for i in range(0, n_arm, 2)
-    ]
+    layers = []
+    for i in range(0, n_arm, 2):
+        exponent = exps[i]
+        input_scale = float(1 << FRAC_BITS) if i == 0 else 1.0
+        weight = np.ascontiguousarray(tensors[i].astype(np.float64).T) * (input_scale * 2.0**-exponent)
+        bias = tensors[i + 1].astype(np.float64) * float(2 ** (FRAC_BITS + exps[i] - exps[i + 1]))
+        floor = 0.0 if i + 2 < n_arm else -ACT_LIMIT  # ReLU on the hidden layers
+        layers.append((weight, bias * 2.0**-exponent + 0.5, floor))
+    return layers
 
 
-def fixed_arm_params(contexts: np.ndarray, arm: list[tuple[np.ndarray, np.ndarray, int]], spec: GridSpec) -> tuple[np.ndarray, ...]:
-    # The same fixed-point arithmetic as networks.run_arm(exact=True), in numpy: the decoder calls this once per
-    # wave, where torch's per-call overhead would dominate. Integer-valued float64, exact (see numerics).
-    x = contexts.astype(np.float64) * float(1 << FRAC_BITS)
-    for index, (weight, bias, exponent) in enumerate(arm):
-        x = np.floor((x @ weight.T + bias) * 2.0**-exponent + 0.5)
-        # ReLU and the +-ACT_LIMIT clamp as plain ufuncs: np.clip's Python wrapper costs more than the layer here.
-        x = np.minimum(np.maximum(x, 0.0 if index < len(arm) - 1 else -ACT_LIMIT), ACT_LIMIT)
+def fixed_arm_params(contexts: np.ndarray, arm: list[tuple[np.ndarray, np.ndarray, float]], spec: GridSpec) -> tuple[np.ndarray, ...]:
+    """The fixed-point entropy model on integer contexts ``(N, C)`` (the latents themselves): snapped ``(m, f, q)``.
+
+    The same arithmetic as ``run_arm(exact=True)``, in numpy and with :func:`fixed_arm_layers`' folded layers: the
+    decoder calls this once per wave, where torch's per-call overhead would dominate. Exact (see numerics).
+    """
+    x = contexts if contexts.dtype == np.float64 else contexts.astype(np.float64)
+    for weight, offset, floor in arm:
+        x = x @ weight
+        x += offset
+        # Floor, ReLU and the +-ACT_LIMIT clamp in place, as plain ufuncs: np.clip's Python wrapper costs more here.
+        np.floor(x, out=x)
+        np.maximum(x, floor, out=x)
+        np.minimum(x, ACT_LIMIT, out=x)
     return snap(x[:, 0], x[:, 1], frac_bits=FRAC_BITS, bound=spec.latent_bound)

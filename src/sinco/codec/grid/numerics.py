@@ -21,6 +21,14 @@ def round_shift(values: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.floor(values * (2.0**-bits) + 0.5) if bits > 0 else values
 
 
+def round_shift_clamped_(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`round_shift` then the clamp to ``+-ACT_LIMIT``, in place on a temporary (the same operations, so the same
+    integers: the decoder's large upsampled planes are not copied three times)."""
+    if bits > 0:
+        values.mul_(2.0**-bits).add_(0.5).floor_()
+    return values.clamp_(-ACT_LIMIT, ACT_LIMIT)
+
+
 def fixed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, w_exp: int, b_exp: int) -> torch.Tensor:
     """A fixed-point convolution (or a linear layer when ``x`` is ``(C, N)``), rounded back to ``FRAC_BITS``.
 
@@ -36,12 +44,16 @@ def fixed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     """
     if x.dim() == 2:
         y = weight @ x
+    elif weight.shape[-1] == 1 and x.shape[0] == 1:
+        # A 1x1 layer as one matrix product on (C, H W): float64 convolutions have no fast kernel on the CPU.
+        _, channels, height, width = x.shape
+        y = (weight[:, :, 0, 0] @ x.reshape(channels, height * width)).reshape(1, -1, height, width)
     else:
         pad = weight.shape[-1] // 2
         y = F.conv2d(F.pad(x, (pad,) * 4, mode="replicate") if pad else x, weight)
     if bias is not None:
         y = y + (bias * float(2 ** (FRAC_BITS + w_exp - b_exp))).reshape((-1, 1) if x.dim() == 2 else (-1, 1, 1))
-    return round_shift(y, w_exp).clamp(-ACT_LIMIT, ACT_LIMIT)
+    return round_shift_clamped_(y, w_exp)
 
 
 def layer_tuples(tensors: list[torch.Tensor], exps: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, int, int]]:

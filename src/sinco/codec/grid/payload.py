@@ -140,11 +140,12 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
     except Exception as exc:  # constriction raises plain exceptions on malformed input
         raise BitstreamError(f"grid payload: latent stream rejected by the range decoder ({exc})") from None
     size, contexts, targets = _decode_plan(tuple(shapes), spec.arm_context)
-    buffer = np.zeros(size, np.int64)
+    buffer = np.zeros(size, np.float64)  # what the entropy model reads: no conversion per step
+    flat_table, n_scales = table.reshape(-1, table.shape[-1]), table.shape[1]
     for context, target in zip(contexts, targets, strict=True):
-        m, f, q = fixed_arm_params(buffer[context], arm, spec)
+        m, f, q = fixed_arm_params(np.take(buffer, context), arm, spec)
         try:
-            symbols = rc.decode(family, table[f, q])
+            symbols = rc.decode(family, np.take(flat_table, f * n_scales + q, axis=0))
         except Exception as exc:
             raise BitstreamError(f"grid payload: latent stream cannot be decoded ({exc})") from None
         values = m + symbols.astype(np.int64) - reach
@@ -153,7 +154,7 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
         buffer[target] = values
     start, decoded = 0, []
     for h, w in shapes:
-        decoded.append(buffer[start : start + (h + 2) * (w + 4)].reshape(h + 2, w + 4)[2:, 2 : w + 2])
+        decoded.append(buffer[start : start + (h + 2) * (w + 4)].reshape(h + 2, w + 4)[2:, 2 : w + 2].astype(np.int64))
         start += (h + 2) * (w + 4)
     return decoded
 

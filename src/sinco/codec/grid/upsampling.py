@@ -10,7 +10,7 @@ import functools
 import numpy as np
 import torch
 
-from sinco.codec.grid.numerics import ACT_LIMIT, round_shift
+from sinco.codec.grid.numerics import round_shift_clamped_
 
 # Bicubic (a = -0.75) 2x upsampling is a symmetric 8-tap kernel (u0, u1, u2, u3, u3, u2, u1, u0) over 128: output
 # 2n takes input pixels n-2 .. n+1 with (u0, u2, u3, u1), output 2n+1 takes n-1 .. n+2 with (u1, u3, u2, u0).
@@ -99,8 +99,8 @@ def upsample2x(
         return rows @ (x @ cols_t)
     # Learned taps are unbounded: the clamps keep every later sum below 2^53 (see the module's docstring); bicubic
     # planes of valid latents stay far inside them.
-    half = round_shift(x @ cols_t, tap_exponent).clamp(-ACT_LIMIT, ACT_LIMIT)
-    return round_shift(rows @ half, tap_exponent).clamp(-ACT_LIMIT, ACT_LIMIT)
+    half = round_shift_clamped_(x @ cols_t, tap_exponent)
+    return round_shift_clamped_(rows @ half, tap_exponent)
 
 
 def upsample_grids(

@@ -82,7 +82,7 @@ class Grid3dFamily(CodecFamily):
         Raises:
             InputError: naming ``--slab`` outside ``1..MAX_SLAB``.
         """
-        slab = options.get("slab") or DEFAULT_SLAB
+        slab = DEFAULT_SLAB if options.get("slab") is None else options["slab"]
         if not isinstance(slab, int) or not 1 <= slab <= MAX_SLAB:
             raise InputError(f"--slab {slab}: expected 1..{MAX_SLAB} slices")
         return slab

@@ -29,7 +29,7 @@ from sinco.codec.grid.numerics import FRAC_BITS
 from sinco.codec.grid.payload import payload_checksum
 from sinco.codec.grid.quantizer import pack_network, unpack_tensors
 from sinco.codec.grid.synthesis import fixed_image, run_synthesis
-from sinco.codec.grid3d.arm import context_index, decode_steps
+from sinco.codec.grid3d.arm import context_index, decode_contexts, decode_steps
 from sinco.codec.grid3d.networks import split_tensors, tensor_shapes
 from sinco.codec.grid3d.spec import Grid3dSpec
 from sinco.codec.grid3d.upsampling import upsample_volume
@@ -77,40 +77,44 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: Grid3dSpec, sha
         rc = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
     except Exception as exc:  # constriction raises plain exceptions on malformed input
         raise BitstreamError(f"grid3d payload: latent stream rejected by the range decoder ({exc})") from None
-    index = context_index(shapes, spec)
     order, bounds = decode_steps(shapes)
-    buffer = np.zeros(index.shape[1] + 1, np.int64)
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+    contexts = decode_contexts(shapes, spec)
+    # The decoded latents as float64 (what the entropy model reads), one zero cell past the end for outside contexts.
+    buffer = np.zeros(len(order) + 1, np.float64)
+    flat_table = table.reshape(-1, table.shape[-1])
+    n_scales = table.shape[1]
+    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         if start == stop:
             continue
-        targets = order[start:stop]
-        m, f, q = fixed_arm_params(buffer[index[:, targets]].T, arm, spec.plane)
+        m, f, q = fixed_arm_params(np.take(buffer, contexts[start:stop]), arm, spec.plane)
         try:
-            symbols = rc.decode(family, table[f, q])
+            symbols = rc.decode(family, np.take(flat_table, f * n_scales + q, axis=0))
         except Exception as exc:
             raise BitstreamError(f"grid3d payload: latent stream cannot be decoded ({exc})") from None
         values = m + symbols.astype(np.int64) - reach
         if np.abs(values).max() > bound:
             raise BitstreamError(f"grid3d payload: decoded latent outside +-{bound} (corrupted stream)")
-        buffer[targets] = values
+        buffer[order[start:stop]] = values
+    buffer = buffer[:-1].astype(np.int64)
     sizes = np.cumsum([0] + [d * h * w for d, h, w in shapes])
     return [buffer[sizes[k] : sizes[k + 1]].reshape(shape) for k, shape in enumerate(shapes)]
 
 
 def synthesize(latents: list[np.ndarray], decoder: QuantizedDecoder, spec: Grid3dSpec, shape: tuple[int, int, int],
                slices: range | None = None) -> np.ndarray:  # fmt: skip
-    """Fixed-point reconstruction of the ``slices`` (default: all) of a slab ``shape = (D, H, W)``: float32
-    ``(len(slices), H, W)`` in ``[0, 1]``. The upsampling runs on the whole slab (cheap, at the grids' resolution);
-    the synthesis on the slices asked for only, one at a time (memory of one slice)."""
+    """Fixed-point reconstruction of the ``slices`` (default: all; ascending) of a slab ``shape = (D, H, W)``: float32
+    ``(len(slices), H, W)`` in ``[0, 1]``. The upsampling runs on the slices of each grid that ``slices`` read only;
+    the synthesis on the slices asked for, one at a time (memory of one slice)."""
     slices = range(shape[0]) if slices is None else slices
     grids = [torch.from_numpy(g.astype(np.float64) * float(1 << (FRAC_BITS - spec.plane.input_shift)))[None] for g in latents]
     _, synthesis, plane, depth = split_tensors(decoder.as_torch(), spec)
     _, synthesis_exps, plane_exps, depth_exps = split_tensors(list(decoder.exponents), spec)
     planes = upsample_volume(grids, spec.grid_shapes(*shape), depth_stages=spec.depth_stages, exact=True, plane_deltas=plane or None,
-                             depth_deltas=depth or None, plane_exponents=plane_exps, depth_exponents=depth_exps)  # fmt: skip
+                             depth_deltas=depth or None, plane_exponents=plane_exps, depth_exponents=depth_exps,
+                             slices=None if len(slices) == shape[0] else slices)  # fmt: skip
     out = np.empty((len(slices), shape[1], shape[2]), np.float32)
-    for k, z in enumerate(slices):
-        out[k] = fixed_image(run_synthesis(synthesis, planes[:, z][None], spec.plane, exact=True, exps=synthesis_exps)).numpy()
+    for k in range(len(slices)):
+        out[k] = fixed_image(run_synthesis(synthesis, planes[:, k][None], spec.plane, exact=True, exps=synthesis_exps)).numpy()
     return out
 
 
