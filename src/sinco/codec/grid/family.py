@@ -28,6 +28,12 @@ PAYLOAD_MARGIN_BYTES = 1 << 16
 # The grid's loss is per pixel (MSE + rate): sse divides the regularizer by H W; l2 has no such form.
 GRID_DATA_TERMS = ("mse", "sse")
 #: ``--data-term`` of the latent-grid families.
+UPSAMPLING_OPTION = FamilyOption("upsampling", "--upsampling", str, "how the latent grids reach full resolution: learned (a "
+                                 "kernel per 2x stage, fitted and coded with the decoder) or bicubic (fixed) (default: learned)",
+                                 "learned|bicubic")  # fmt: skip
+WARM_START_OPTION = FamilyOption("warm_start", "--warm-start", str, "start each fit from the packaged decoder weights and code "
+                                 "the weights as differences from them (on), or from random weights coded as they are (off) "
+                                 "(default: on)", "on|off")  # fmt: skip
 DATA_TERM_OPTION = FamilyOption("data_term", "--data-term", str, "data term: mse or sse (the regularizer's weight over H W; "
                                 "default: sse with the regularizer, else mse)", "mse|sse")  # fmt: skip
 
@@ -92,12 +98,7 @@ class GridFamily(CodecFamily):
     name = "grid"
     family_id = 3
     summary = "latent grids, synthesis network and auto-regressive entropy model, entropy-coded (Cool-chic / C3 style)"
-    options = (
-        FamilyOption("upsampling", "--upsampling", str, "how the latent grids reach full resolution: learned (a kernel per "
-                     "2x stage, fitted and coded with the decoder) or bicubic (fixed) (default: learned)", "learned|bicubic"),
-        FamilyOption("warm_start", "--warm-start", str, "start the fit from the packaged decoder weights and code the weights "
-                     "as differences from them (on), or from random weights coded as they are (off) (default: on)", "on|off"),
-    )  # fmt: skip
+    options = (UPSAMPLING_OPTION, WARM_START_OPTION)
     fit_options = (
         FamilyOption("lambda_rd", "--lambda-rd", float,
                      "rate weight of the loss MSE + lambda_rd x bits / pixels; given, one fit at it (no --bpp search)", "X"),

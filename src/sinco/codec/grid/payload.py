@@ -40,6 +40,7 @@ import functools
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import constriction
 import numpy as np
@@ -123,6 +124,39 @@ def _decode_plan(shapes: tuple[tuple[int, int], ...], n_context: int) -> tuple[i
     return zero_cell + 1, tuple(contexts), tuple(targets)
 
 
+def decode_step(rc: Any, contexts: np.ndarray, *, arm: list, spec: GridSpec, family: Any, flat_table: np.ndarray, n_scales: int,
+                what: str) -> np.ndarray:  # fmt: skip
+    """Decode one step's latents from the range decoder ``rc``, given their contexts ``(N, C)`` (decoded latents).
+
+    Args:
+        rc: constriction's ``RangeDecoder`` positioned at this step.
+        contexts: float64 contexts of the step's latents, one row each.
+        arm: the folded fixed-point entropy-model layers (:func:`~sinco.codec.grid.arm.fixed_arm_layers`).
+        spec: the in-plane spec (latent bound, table size).
+        family: the ``Categorical`` model family the rows are decoded with.
+        flat_table: the probability table :func:`~sinco.codec.grid.entropy.laplace_table`, one row per (mean fraction,
+            scale).
+        n_scales: the table's scales per mean fraction.
+        what: the payload's name in error messages.
+
+    Returns:
+        int64 latents ``(N,)``.
+
+    Raises:
+        BitstreamError: if the stream cannot be decoded or gives a latent outside the spec's range.
+    """
+    bound = spec.latent_bound
+    m, f, q = fixed_arm_params(contexts, arm, spec)
+    try:
+        symbols = rc.decode(family, np.take(flat_table, f * n_scales + q, axis=0))
+    except Exception as exc:  # constriction raises plain exceptions on a corrupted stream
+        raise BitstreamError(f"{what}: latent stream cannot be decoded ({exc})") from None
+    values = m + symbols.astype(np.int64) - 2 * bound
+    if np.abs(values).max() > bound:
+        raise BitstreamError(f"{what}: decoded latent outside +-{bound} (corrupted stream)")
+    return values
+
+
 def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
     """Decode the latents step by step (:func:`~sinco.codec.grid.entropy.schedule`); returns them finest first.
 
@@ -133,7 +167,6 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
         raise BitstreamError(f"grid payload: latent stream of {len(data)} bytes is not whole 32-bit words")
     arm = fixed_arm_layers(decoder, spec)
     table = laplace_table(spec.latent_bound)
-    bound, reach = spec.latent_bound, 2 * spec.latent_bound
     family = constriction.stream.model.Categorical(perfect=False)
     try:
         rc = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
@@ -143,15 +176,8 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: GridSpec, shape
     buffer = np.zeros(size, np.float64)  # what the entropy model reads: no conversion per step
     flat_table, n_scales = table.reshape(-1, table.shape[-1]), table.shape[1]
     for context, target in zip(contexts, targets, strict=True):
-        m, f, q = fixed_arm_params(np.take(buffer, context), arm, spec)
-        try:
-            symbols = rc.decode(family, np.take(flat_table, f * n_scales + q, axis=0))
-        except Exception as exc:
-            raise BitstreamError(f"grid payload: latent stream cannot be decoded ({exc})") from None
-        values = m + symbols.astype(np.int64) - reach
-        if np.abs(values).max() > bound:
-            raise BitstreamError(f"grid payload: decoded latent outside +-{bound} (corrupted stream)")
-        buffer[target] = values
+        buffer[target] = decode_step(rc, np.take(buffer, context), arm=arm, spec=spec, family=family, flat_table=flat_table,
+                                     n_scales=n_scales, what="grid payload")  # fmt: skip
     start, decoded = 0, []
     for h, w in shapes:
         decoded.append(buffer[start : start + (h + 2) * (w + 4)].reshape(h + 2, w + 4)[2:, 2 : w + 2].astype(np.int64))

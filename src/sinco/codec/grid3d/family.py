@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sinco.codec.family import BenchmarkMethod, CodecFamily, FamilyOption, FitOutcome, parse_on_off
-from sinco.codec.grid.family import DATA_TERM_OPTION, GridFamilyFit, regularizer_fields
+from sinco.codec.grid.family import DATA_TERM_OPTION, UPSAMPLING_OPTION, WARM_START_OPTION, GridFamilyFit, regularizer_fields
 from sinco.codec.grid.spec import DEFAULT_WARM_START, UPSAMPLING_KINDS, GridSpec
 from sinco.codec.grid3d.config import DEFAULT_SLAB, GRID3D_PRESETS, MAX_SLAB
 from sinco.codec.grid3d.spec import Grid3dSpec, depth_stages_for
@@ -45,11 +45,8 @@ class Grid3dFamily(CodecFamily):
     family_id = 4
     summary = "volumes as volumes: 3-D latent grids per slab of slices, one synthesis and entropy model per slab (needs --slices)"
     options = (
-        FamilyOption("upsampling", "--upsampling", str, "how the latent grids reach full resolution: learned (a kernel per "
-                     "2x stage, fitted and coded with the decoder) or bicubic (fixed) (default: learned)", "learned|bicubic"),
-        FamilyOption("warm_start", "--warm-start", str, "start each slab's fit from grid's packaged decoder weights and code "
-                     "the weights as differences from them (on), or from random weights coded as they are (off) (default: on)",
-                     "on|off"),
+        UPSAMPLING_OPTION,
+        WARM_START_OPTION,
         FamilyOption("slab", "--slab", int, f"slices per slab: each slab an independent fit, the unit of random access "
                      f"(default: {DEFAULT_SLAB}, at most {MAX_SLAB})", "N"),
     )  # fmt: skip

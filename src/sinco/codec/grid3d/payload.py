@@ -26,7 +26,7 @@ from sinco.codec.grid.arm import fixed_arm_layers, fixed_arm_params
 from sinco.codec.grid.entropy import laplace_table
 from sinco.codec.grid.networks import QuantizedDecoder
 from sinco.codec.grid.numerics import FRAC_BITS
-from sinco.codec.grid.payload import payload_checksum
+from sinco.codec.grid.payload import decode_step, payload_checksum
 from sinco.codec.grid.quantizer import pack_network, unpack_tensors
 from sinco.codec.grid.synthesis import fixed_image, run_synthesis
 from sinco.codec.grid3d.arm import context_index, decode_contexts, decode_steps
@@ -72,7 +72,6 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: Grid3dSpec, sha
     if len(data) % 4:
         raise BitstreamError(f"grid3d payload: latent stream of {len(data)} bytes is not whole 32-bit words")
     arm, table, family = _symbols_table(decoder, spec)
-    bound, reach = spec.plane.latent_bound, 2 * spec.plane.latent_bound
     try:
         rc = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
     except Exception as exc:  # constriction raises plain exceptions on malformed input
@@ -86,15 +85,8 @@ def decode_latents(data: bytes, decoder: QuantizedDecoder, spec: Grid3dSpec, sha
     for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         if start == stop:
             continue
-        m, f, q = fixed_arm_params(np.take(buffer, contexts[start:stop]), arm, spec.plane)
-        try:
-            symbols = rc.decode(family, np.take(flat_table, f * n_scales + q, axis=0))
-        except Exception as exc:
-            raise BitstreamError(f"grid3d payload: latent stream cannot be decoded ({exc})") from None
-        values = m + symbols.astype(np.int64) - reach
-        if np.abs(values).max() > bound:
-            raise BitstreamError(f"grid3d payload: decoded latent outside +-{bound} (corrupted stream)")
-        buffer[order[start:stop]] = values
+        buffer[order[start:stop]] = decode_step(rc, np.take(buffer, contexts[start:stop]), arm=arm, spec=spec.plane, family=family,
+                                                flat_table=flat_table, n_scales=n_scales, what="grid3d payload")  # fmt: skip
     buffer = buffer[:-1].astype(np.int64)
     sizes = np.cumsum([0] + [d * h * w for d, h, w in shapes])
     return [buffer[sizes[k] : sizes[k + 1]].reshape(shape) for k, shape in enumerate(shapes)]
