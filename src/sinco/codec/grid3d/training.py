@@ -215,8 +215,8 @@ def fit_slab(target: torch.Tensor, *, spec: Grid3dSpec, config: GridFitConfig, d
     torch.manual_seed(config.seed)
     target = target.to(device=device, dtype=torch.float32)
     shape = tuple(target.shape)
+    warm = load_warm_start(spec)
     if branch_from is None:
-        warm = load_warm_start(spec)
         tensors = warm.floats() if warm is not None else init_tensors(spec, torch.Generator().manual_seed(config.seed))
         state = VolumeState([torch.zeros(s, device=device) for s in spec.grid_shapes(*shape)], [t.to(device) for t in tensors])
     else:
@@ -231,4 +231,4 @@ def fit_slab(target: torch.Tensor, *, spec: Grid3dSpec, config: GridFitConfig, d
     mse = float(np.mean((reconstruction.astype(np.float64) - target.cpu().double().numpy()) ** 2))
     steps = config.steps - (branch_from.step if branch_from is not None else 0)
     return SlabFitResult(payload=payload, reconstruction=reconstruction, mse=mse, lambda_rd=config.lambda_rd,
-                         network_bits=network_bits(decoder, warm=load_warm_start(spec)), steps=steps, seconds=time.perf_counter() - started, checkpoint=kept)  # fmt: skip
+                         network_bits=network_bits(decoder, warm=warm), steps=steps, seconds=time.perf_counter() - started, checkpoint=kept)  # fmt: skip

@@ -48,9 +48,7 @@ def load_warm_start(spec: Grid3dSpec) -> WarmStart | None:
 
 @functools.lru_cache(maxsize=8)
 def _lifted(spec: Grid3dSpec) -> WarmStart:
-    plane = grid_warm_start.load_warm_start(dataclasses.replace(spec.plane, warm_start=spec.warm_start))
-    if plane is None:  # unreachable: warm_start is non-zero
-        raise BitstreamError("grid3d spec: no warm start")
+    plane = grid_warm_start.load_warm_start(dataclasses.replace(spec.plane, warm_start=spec.warm_start))  # not None: id > 0
     first = plane.tensors[0]
     arm_first = np.concatenate([first, np.zeros((first.shape[0], spec.arm_previous), dtype=np.int64)], axis=1)
     zeros = tuple(np.zeros(4, dtype=np.int64) for _ in range(depth_tensor_count(spec)))
